@@ -1,0 +1,36 @@
+//! The one place an error becomes a [`Denial`]. Anything that cannot be
+//! classified is a denial too: there is no error path that allows.
+
+use super::decision::Denial;
+use crate::jwt::JwtError;
+
+impl From<JwtError> for Denial {
+    fn from(e: JwtError) -> Denial {
+        use JwtError::*;
+        match e {
+            KeysUnavailable => Denial::unavailable("signing keys are not available; try again"),
+            Malformed(why) => {
+                Denial::unauthenticated("invalid_token", format!("malformed token: {why}"))
+            }
+            Header(why) => {
+                Denial::unauthenticated("invalid_token", format!("invalid token header: {why}"))
+            }
+            Claims(why) => {
+                Denial::unauthenticated("invalid_token", format!("invalid token claims: {why}"))
+            }
+            UnknownIssuer => Denial::unauthenticated("invalid_token", "untrusted issuer"),
+            AlgNotAllowed => {
+                Denial::unauthenticated("invalid_token", "signing algorithm not allowed")
+            }
+            UnknownKey => Denial::unauthenticated("invalid_token", "unknown signing key"),
+            KeyMismatch => {
+                Denial::unauthenticated("invalid_token", "signing algorithm does not match the key")
+            }
+            BadSignature => Denial::unauthenticated("invalid_token", "invalid signature"),
+            Expired => Denial::unauthenticated("invalid_token", "token expired"),
+            NotYetValid => Denial::unauthenticated("invalid_token", "token not yet valid"),
+            Audience => Denial::unauthenticated("invalid_token", "token audience not accepted"),
+            TokenType => Denial::unauthenticated("invalid_token", "token type not accepted"),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The Envoy side: `envoy.service.auth.v3.Authorization/Check`.
+//!
+//! [`request`] reads what Envoy sent, [`engine`] decides, [`deny`] is the
+//! single error → denial mapping and [`response`] the single decision →
+//! `CheckResponse` builder. [`service`] is the tonic glue that can only
+//! ever answer `Ok(CheckResponse{status: Some(..)})`.
+
+pub mod decision;
+mod deny;
+pub mod engine;
+pub mod request;
+pub mod response;
+pub mod service;
+
+pub use decision::{Decision, Denial, DenyKind};
+pub use engine::Engine;
+pub use service::CheckService;

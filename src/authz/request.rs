@@ -1,0 +1,191 @@
+//! Reading what Envoy sent: method, host, path, context extensions and the
+//! bearer credential, from either `headers` or raw `header_map`.
+
+use std::collections::HashMap;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+
+use super::decision::Denial;
+
+/// Borrowed view of the parts of a CheckRequest we use.
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    http: Option<&'a HttpRequest>,
+    context: Option<&'a HashMap<String, String>>,
+}
+
+/// A credential as found in the request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    None,
+    Bearer(&'a str),
+}
+
+// === impl RequestView ===
+
+impl<'a> RequestView<'a> {
+    pub fn new(req: &'a CheckRequest) -> Self {
+        let attrs = req.attributes.as_ref();
+        RequestView {
+            http: attrs
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref()),
+            context: attrs.map(|a| &a.context_extensions),
+        }
+    }
+
+    pub fn has_http(&self) -> bool {
+        self.http.is_some()
+    }
+
+    pub fn method(&self) -> &'a str {
+        self.http.map_or("", |h| h.method.as_str())
+    }
+
+    pub fn host(&self) -> &'a str {
+        self.http.map_or("", |h| h.host.as_str())
+    }
+
+    /// Raw request target, including the query string.
+    pub fn path(&self) -> &'a str {
+        self.http.map_or("", |h| h.path.as_str())
+    }
+
+    /// A per-route `context_extensions` value.
+    pub fn context(&self, key: &str) -> Option<&'a str> {
+        self.context.and_then(|c| c.get(key)).map(String::as_str)
+    }
+
+    /// Every header name the client sent (either representation).
+    pub fn header_names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let http = self.http;
+        let map = http
+            .into_iter()
+            .flat_map(|h| h.headers.keys().map(String::as_str));
+        let raw = http
+            .and_then(|h| h.header_map.as_ref())
+            .into_iter()
+            .flat_map(|m| m.headers.iter().map(|hv| hv.key.as_str()));
+        map.chain(raw)
+    }
+
+    /// All values of one header (case-insensitive name), from both forms.
+    fn header_values(&self, name: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let Some(h) = self.http else { return out };
+        for (k, v) in &h.headers {
+            if k.eq_ignore_ascii_case(name) {
+                out.push(v.as_str());
+            }
+        }
+        if let Some(m) = &h.header_map {
+            for hv in &m.headers {
+                if hv.key.eq_ignore_ascii_case(name) {
+                    let v = if hv.value.is_empty() {
+                        std::str::from_utf8(&hv.raw_value).unwrap_or("\u{0}")
+                    } else {
+                        hv.value.as_str()
+                    };
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// `x-request-id`, for logs.
+    pub fn request_id(&self) -> Option<&'a str> {
+        self.header_values("x-request-id").into_iter().next()
+    }
+
+    /// The bearer token, or why the `Authorization` header is unusable.
+    pub fn credential(&self, max_len: usize) -> Result<Credential<'a>, Denial> {
+        let values = self.header_values("authorization");
+        let value = match values.as_slice() {
+            [] => return Ok(Credential::None),
+            [one] => *one,
+            _ => return Err(multiple()),
+        };
+        parse_authorization(value, max_len)
+    }
+}
+
+fn multiple() -> Denial {
+    Denial::unauthenticated("invalid_request", "more than one credential in the request")
+}
+
+/// Parses `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
+pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>, Denial> {
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = match value.find([' ', '\t']) {
+        Some(i) => (&value[..i], value[i..].trim_start_matches([' ', '\t'])),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Denial::unauthenticated(
+            "invalid_request",
+            "unsupported authorization scheme; use Bearer",
+        ));
+    }
+    if rest.is_empty() {
+        return Err(Denial::unauthenticated(
+            "invalid_request",
+            "empty bearer token",
+        ));
+    }
+    // Checked before looking at the token's content: no parsing of giants.
+    if rest.len() > max_len {
+        return Err(Denial::unauthenticated("invalid_token", "token too large"));
+    }
+    if rest.contains(',') {
+        return Err(multiple());
+    }
+    // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = rest.trim_end_matches('=');
+    let ok = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    if !ok {
+        return Err(Denial::unauthenticated(
+            "invalid_token",
+            "malformed token: characters outside the bearer token alphabet",
+        ));
+    }
+    Ok(Credential::Bearer(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(
+            parse_authorization("Bearer abc", 100),
+            Ok(Credential::Bearer("abc"))
+        );
+        assert_eq!(
+            parse_authorization("bEaReR   abc", 100),
+            Ok(Credential::Bearer("abc"))
+        );
+        assert_eq!(
+            parse_authorization("Bearer a.b-c_d~e+f/g==", 100),
+            Ok(Credential::Bearer("a.b-c_d~e+f/g=="))
+        );
+        let err = |v: &str| {
+            parse_authorization(v, 10)
+                .unwrap_err()
+                .description
+                .into_owned()
+        };
+        assert!(err("Basic dXNlcjpwYXNz").contains("scheme"));
+        assert!(err("Bearer").contains("empty"));
+        assert!(err("Bearer ").contains("empty"));
+        assert!(err("Bearer 01234567890").contains("too large"));
+        assert!(err("Bearer a,b").contains("more than one"));
+        assert!(err("Bearer a\"b").contains("alphabet"));
+        assert!(err("Bearer ====").contains("alphabet"));
+    }
+}

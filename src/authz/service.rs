@@ -1,0 +1,85 @@
+//! tonic glue for `Authorization/Check`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use futures::FutureExt;
+use tonic::{Request, Response, Status};
+
+use super::decision::{Decision, Denial};
+use super::engine::Engine;
+use super::request::RequestView;
+use super::response;
+
+/// The Check service. Holds the engine behind an `ArcSwap` so a config
+/// reload replaces it atomically between requests.
+#[derive(Debug, Clone)]
+pub struct CheckService {
+    engine: Arc<ArcSwap<Engine>>,
+}
+
+impl CheckService {
+    pub fn new(engine: Arc<ArcSwap<Engine>>) -> Self {
+        CheckService { engine }
+    }
+
+    /// Decides and builds the response; usable without gRPC (benches, CLI).
+    pub async fn decide(&self, req: &CheckRequest) -> (Decision, CheckResponse) {
+        let view = RequestView::new(req);
+        let engine = self.engine.load_full();
+        // A panic must still produce a deny: an Err or a dropped stream is an
+        // *error* to Envoy, which fails open when `failure_mode_allow` is set.
+        let decision = AssertUnwindSafe(engine.check(&view))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("panic while checking a request; denying");
+                Decision::Deny(Denial::unavailable("internal error"))
+            });
+        log_decision(&view, &decision);
+        let resp = response::build(&decision, &view);
+        (decision, resp)
+    }
+}
+
+fn log_decision(view: &RequestView<'_>, decision: &Decision) {
+    match decision {
+        Decision::Allow(id) => tracing::debug!(
+            request_id = view.request_id().unwrap_or(""),
+            method = view.method(),
+            path = view.path(),
+            subject = %id.subject,
+            kind = id.kind.as_str(),
+            token_id = id.token_id.as_deref().unwrap_or(""),
+            "allow"
+        ),
+        Decision::AllowAnonymous => tracing::debug!(
+            request_id = view.request_id().unwrap_or(""),
+            method = view.method(),
+            path = view.path(),
+            "allow (public route, no credential)"
+        ),
+        Decision::Deny(d) => tracing::info!(
+            request_id = view.request_id().unwrap_or(""),
+            method = view.method(),
+            path = view.path(),
+            status = d.kind.http_status(),
+            error = d.error.unwrap_or(""),
+            reason = %d.description,
+            "deny"
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for CheckService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let (_, resp) = self.decide(request.get_ref()).await;
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,200 @@
+//! Command line: `serve`, `dev-token`, `config check`, and the token and
+//! debugging commands. Parsing lives here; the work lives in the domain
+//! modules.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::dev::{DevIssuer, DevTokenSpec};
+use crate::server::{self, ServeOptions};
+
+/// Envoy ext_authz sidecar: Keycloak JWTs and personal access tokens.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version)]
+pub struct Cli {
+    /// Log format (overrides `log.format`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_authz gRPC server and the HTTP endpoints.
+    Serve(ServeArgs),
+    /// Print a token signed by the `--dev` issuer.
+    DevToken(DevTokenArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Where configuration comes from, shared by every command that needs it.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// YAML config file; `PORTCULLIS__SECTION__KEY` env vars override it.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Development mode: built-in issuer, embedded SQLite, loopback only.
+    #[arg(long)]
+    pub dev: bool,
+    /// Data directory (overrides `data_dir`; default `./.portcullis`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// gRPC listen address (overrides `listen.grpc`).
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address (overrides `listen.http`).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Seconds allowed for a graceful shutdown.
+    #[arg(long, default_value = "20")]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DevTokenArgs {
+    /// `sub` claim.
+    #[arg(long)]
+    pub sub: String,
+    /// `preferred_username` (default: the sub).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// `email` claim.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Space-separated scopes, e.g. "a:read b:write".
+    #[arg(long, default_value = "")]
+    pub scopes: String,
+    /// Lifetime, e.g. 1h, 30m.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub expires_in: Duration,
+    /// `azp` claim.
+    #[arg(long, default_value = "portcullis-dev")]
+    pub client: String,
+    /// Data directory holding the dev key.
+    #[arg(long, default_value = ".portcullis")]
+    pub data_dir: PathBuf,
+    /// Issuer URL (default: the one the last `serve --dev` used).
+    #[arg(long)]
+    pub issuer: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; exits non-zero naming each wrong key.
+    Check(ConfigArgs),
+}
+
+// === impl ConfigArgs ===
+
+impl ConfigArgs {
+    /// Loads and (for `--dev`) adjusts the configuration. Not validated.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        if !self.dev && self.config.is_none() {
+            bail!("either --config FILE or --dev is required");
+        }
+        let mut cfg = Config::load(self.config.as_deref(), &ProcessEnv)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if self.dev {
+            crate::dev::apply_dev_defaults(&mut cfg, self.config.is_some());
+        }
+        Ok(cfg)
+    }
+}
+
+/// Runs the parsed command; the exit code is the return value.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let log_format = cli.log_format;
+    match cli.command {
+        Command::Serve(args) => serve(args, log_format).await,
+        Command::DevToken(args) => dev_token(args),
+        Command::Config(ConfigCommand::Check(args)) => config_check(args),
+    }
+}
+
+async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<i32> {
+    let mut cfg = args.cfg.load()?;
+    crate::telemetry::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
+    if let Some(a) = args.grpc_addr {
+        cfg.listen.grpc = a;
+    }
+    if let Some(a) = args.http_addr {
+        cfg.listen.http = a;
+    }
+    if args.cfg.dev && !(cfg.listen.grpc.ip().is_loopback() && cfg.listen.http.ip().is_loopback()) {
+        bail!(
+            "--dev binds only to loopback; listen.grpc={} listen.http={} are not loopback addresses",
+            cfg.listen.grpc,
+            cfg.listen.http
+        );
+    }
+    let running = server::start(ServeOptions {
+        config: cfg,
+        dev: args.cfg.dev,
+    })
+    .await?;
+    server::wait_for_signal().await;
+    tracing::info!("signal received; shutting down");
+    running
+        .shutdown(Duration::from_secs(args.shutdown_timeout_secs))
+        .await;
+    Ok(0)
+}
+
+fn dev_token(args: DevTokenArgs) -> anyhow::Result<i32> {
+    let issuer = DevIssuer::load_existing(&args.data_dir, args.issuer.clone())?;
+    let scopes: Vec<String> = args.scopes.split_whitespace().map(str::to_owned).collect();
+    for s in &scopes {
+        crate::scope::validate(s, crate::scope::ScopeRole::Granted)
+            .with_context(|| format!("--scopes: {s:?}"))?;
+    }
+    let token = issuer.mint(&DevTokenSpec {
+        sub: args.sub,
+        username: args.username,
+        email: args.email,
+        scopes,
+        expires_in: args.expires_in,
+        client: args.client,
+    })?;
+    println!("{token}");
+    Ok(0)
+}
+
+fn config_check(args: ConfigArgs) -> anyhow::Result<i32> {
+    let cfg = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    match cfg.validate() {
+        Ok(()) => {
+            println!("configuration is valid");
+            Ok(0)
+        }
+        Err(errs) => {
+            eprintln!("invalid configuration:");
+            for e in errs {
+                eprintln!("  {e}");
+            }
+            Ok(2)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Layered loading: defaults, then the YAML file, then environment variables.
+//!
+//! The environment is read through [`EnvSource`] so tests hand in a map
+//! instead of mutating the process environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Yaml};
+use figment::value::Value;
+
+use super::{Config, ConfigError};
+
+/// Prefix of environment overrides; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "PORTCULLIS__";
+
+/// Where environment overrides come from.
+pub trait EnvSource {
+    /// All `(name, value)` pairs; non-`PORTCULLIS__` names are ignored.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// A fixed map, for tests.
+#[derive(Debug, Clone, Default)]
+pub struct MapEnv(pub BTreeMap<String, String>);
+
+impl EnvSource for MapEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Loads defaults ← `yaml` file (if any) ← environment. Does not validate.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            fig = fig.merge(Yaml::file_exact(path));
+        }
+        Self::extract(overlay_env(fig, env))
+    }
+
+    /// Like [`Config::load`] but from YAML text (tests, `config check -`).
+    pub fn from_yaml_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Yaml::string(yaml));
+        Self::extract(overlay_env(fig, env))
+    }
+
+    fn extract(fig: Figment) -> Result<Config, ConfigError> {
+        fig.extract::<Config>().map_err(|e| {
+            // figment errors know the key path; keep the first one precise.
+            let first = e.into_iter().next();
+            match first {
+                Some(err) => {
+                    let key = if err.path.is_empty() {
+                        "<root>".to_owned()
+                    } else {
+                        err.path.join(".")
+                    };
+                    ConfigError::new(key, err.kind.to_string())
+                }
+                None => ConfigError::new("<root>", "invalid configuration"),
+            }
+        })
+    }
+}
+
+fn overlay_env(mut fig: Figment, env: &dyn EnvSource) -> Figment {
+    let mut vars = env.vars();
+    vars.sort();
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = rest
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".");
+        if key.is_empty() {
+            continue;
+        }
+        // Secrets and URLs must stay strings even when they look like numbers.
+        let value: Value = if key.ends_with("secret") || key.ends_with("url") {
+            Value::from(raw)
+        } else {
+            let Ok(v) = raw.parse::<Value>();
+            v
+        };
+        fig = fig.merge(Serialized::global(&key, value));
+    }
+    fig
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> MapEnv {
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let cfg = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(cfg.listen.grpc.to_string(), "127.0.0.1:9191");
+        assert_eq!(cfg.listen.http.to_string(), "127.0.0.1:9192");
+        assert_eq!(cfg.jwt.max_token_bytes, 8192);
+    }
+
+    #[test]
+    fn env_overrides_yaml() {
+        let yaml = "listen:\n  grpc: 127.0.0.1:7000\njwt:\n  cache_capacity: 5\n";
+        let cfg = Config::from_yaml_str(
+            yaml,
+            &env(&[
+                ("PORTCULLIS__LISTEN__GRPC", "127.0.0.1:7001"),
+                ("OTHER__LISTEN__GRPC", "127.0.0.1:9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.grpc.to_string(), "127.0.0.1:7001");
+        assert_eq!(cfg.jwt.cache_capacity, 5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_yaml_str("jwt:\n  cache_capacty: 5\n", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("cache_capacty"), "{err}");
+    }
+
+    #[test]
+    fn issuer_durations_and_defaults() {
+        let yaml = r#"
+issuers:
+  - issuer: https://kc.example.org/realms/main
+    audiences: [api]
+    refresh_interval: 10m
+    unknown_kid_wait: 50ms
+"#;
+        let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+        let iss = &cfg.issuers[0];
+        assert_eq!(iss.refresh_interval.as_secs(), 600);
+        assert_eq!(iss.unknown_kid_wait.as_millis(), 50);
+        assert_eq!(iss.leeway_seconds, 30);
+        assert_eq!(iss.algorithms, vec![jsonwebtoken::Algorithm::RS256]);
+        assert_eq!(iss.token_types, vec!["Bearer".to_string()]);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    refresh_interval: soon\n";
+        let err = Config::from_yaml_str(yaml, &env(&[])).unwrap_err();
+        assert!(err.key.contains("refresh_interval"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_symmetric_algorithms_and_missing_audience() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    algorithms: [RS256, HS256]\n";
+        let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+        let errs = cfg.validate().unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("issuers[0].algorithms[1]: HS256"))
+        );
+        assert!(text.iter().any(|t| t.starts_with("issuers[0].audiences")));
+    }
+
+    #[test]
+    fn unknown_algorithm_lists_accepted() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    algorithms: [none]\n";
+        let err = Config::from_yaml_str(yaml, &env(&[])).unwrap_err();
+        assert!(err.key.contains("algorithms"), "{err}");
+        assert!(err.message.contains("RS256"), "{err}");
+    }
+
+    #[test]
+    fn bad_scope_source_is_named() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    scopes:\n      from: [roles]\n";
+        let cfg = Config::from_yaml_str(yaml, &env(&[])).unwrap();
+        let errs = cfg.validate().unwrap_err();
+        assert!(errs[0].to_string().starts_with("issuers[0].scopes.from[0]"));
+        assert!(errs[0].message.contains("realm_roles"));
+    }
+}

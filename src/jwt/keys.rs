@@ -1,0 +1,247 @@
+//! JWKS parsing: turns an issuer's key set into ready-to-use verification
+//! keys, built once per `kid` so no request ever parses key material.
+//!
+//! Keycloak publishes every enabled key, including `use: "enc"` (RSA-OAEP)
+//! keys and sometimes `oct` secrets. Only signature keys of an asymmetric
+//! type survive; everything else is skipped with a reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// The asymmetric key families a token's `alg` can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+}
+
+impl KeyType {
+    /// Can a key of this type verify `alg`? This is the guard against
+    /// algorithm confusion: the header's `alg` must fit the key, never the
+    /// other way round.
+    pub fn fits(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyType::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyType::EcP256 => alg == ES256,
+            KeyType::EcP384 => alg == ES384,
+            KeyType::Ed25519 => alg == EdDSA,
+        }
+    }
+}
+
+/// One verification key, parsed once.
+pub struct VerifyKey {
+    /// Key id as published.
+    pub kid: String,
+    /// Family, to refuse an `alg` the key cannot have produced.
+    pub key_type: KeyType,
+    /// The JWK's own `alg`, when published: the token must then use exactly it.
+    pub alg: Option<Algorithm>,
+    /// Ready decoding key.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("key_type", &self.key_type)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys of one issuer, by `kid`.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+}
+
+impl KeySet {
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyKey>> {
+        self.by_kid.get(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty()
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.by_kid.keys().map(String::as_str)
+    }
+
+    /// Builds a set from already-parsed keys (the dev issuer).
+    pub fn from_keys(keys: impl IntoIterator<Item = VerifyKey>) -> KeySet {
+        KeySet {
+            by_kid: keys
+                .into_iter()
+                .map(|k| (k.kid.clone(), Arc::new(k)))
+                .collect(),
+        }
+    }
+}
+
+/// Result of parsing a JWKS document.
+#[derive(Debug)]
+pub struct ParsedJwks {
+    pub keys: KeySet,
+    /// `(kid or index, reason)` for every key that was not usable.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Parses a JWKS JSON body. Individual bad keys are skipped; a body that is
+/// not a JWKS at all is an error.
+pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        keys: Vec<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut by_kid = HashMap::new();
+    let mut skipped = Vec::new();
+    for (i, value) in raw.keys.into_iter().enumerate() {
+        let label = value
+            .get("kid")
+            .and_then(|k| k.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("#{i}"));
+        match parse_key(value) {
+            Ok(key) => {
+                if by_kid.contains_key(&key.kid) {
+                    // Two keys under one kid would make selection ambiguous.
+                    skipped.push((label, "duplicate kid".to_owned()));
+                    by_kid.remove(&key.kid);
+                    continue;
+                }
+                by_kid.insert(key.kid.clone(), Arc::new(key));
+            }
+            Err(reason) => skipped.push((label, reason)),
+        }
+    }
+    Ok(ParsedJwks {
+        keys: KeySet { by_kid },
+        skipped,
+    })
+}
+
+fn parse_key(value: serde_json::Value) -> Result<VerifyKey, String> {
+    if value.get("kty").and_then(|v| v.as_str()) == Some("oct") {
+        return Err("kty oct (shared secret) is never used for verification".to_owned());
+    }
+    if let Some(u) = value.get("use").and_then(|v| v.as_str())
+        && u != "sig"
+    {
+        return Err(format!("use {u:?} is not a signature key"));
+    }
+    let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("unsupported JWK: {e}"))?;
+    if let Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_)) = jwk.common.public_key_use {
+        return Err("not a signature key".to_owned());
+    }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops
+            .iter()
+            .any(|o| matches!(o, jsonwebtoken::jwk::KeyOperations::Verify))
+    {
+        return Err("key_ops does not include verify".to_owned());
+    }
+    let kid = jwk
+        .common
+        .key_id
+        .clone()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| "no kid".to_owned())?;
+    let key_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyType::Rsa,
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => KeyType::EcP256,
+            EllipticCurve::P384 => KeyType::EcP384,
+            ref c => return Err(format!("unsupported EC curve {c:?}")),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => KeyType::Ed25519,
+            ref c => return Err(format!("unsupported OKP curve {c:?}")),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("kty oct (shared secret) is never used for verification".to_owned());
+        }
+    };
+    let alg = match jwk.common.key_algorithm {
+        None => None,
+        Some(ka) => Some(
+            signing_alg(ka).ok_or_else(|| format!("alg {ka:?} is not a signature algorithm"))?,
+        ),
+    };
+    if let Some(alg) = alg
+        && !key_type.fits(alg)
+    {
+        return Err(format!("alg {alg:?} does not fit key type {key_type:?}"));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key material: {e}"))?;
+    Ok(VerifyKey {
+        kid,
+        key_type,
+        alg,
+        key,
+    })
+}
+
+fn signing_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match ka {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_enc_oct_and_bad_keys() {
+        let body = serde_json::json!({"keys": [
+            {"kid": "sig-ec", "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kid": "enc-rsa", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"},
+            {"kid": "oct", "kty": "oct", "k": "c2VjcmV0"},
+            {"kid": "weird", "kty": "EC", "crv": "P-256", "alg": "RS256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "EC", "crv": "P-256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kid": "garbage"}
+        ]});
+        let parsed = parse_jwks(body.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.keys.kids().collect::<Vec<_>>(), vec!["sig-ec"]);
+        let k = parsed.keys.get("sig-ec").unwrap();
+        assert_eq!(k.key_type, KeyType::EcP256);
+        assert!(k.key_type.fits(Algorithm::ES256));
+        assert!(!k.key_type.fits(Algorithm::RS256));
+        assert_eq!(parsed.skipped.len(), 5, "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn not_a_jwks() {
+        assert!(parse_jwks(b"<html>").is_err());
+        assert!(parse_jwks(b"{\"keys\": 5}").is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Keycloak JWT verification (RFC 8725 checks) with a verified-token cache.
+//!
+//! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
+//! fitting type → signature and registered claims (jsonwebtoken) → our own
+//! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: SHA-256 of
+//! the token → cache hit → `exp` re-check.
+
+mod issuer;
+pub mod keys;
+mod scopes;
+mod token;
+
+pub use issuer::{IssuerKeys, KeyLookupError};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, Validation};
+use moka::sync::Cache;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{IssuerConfig, JwtConfig};
+use crate::identity::{CredentialKind, Identity};
+
+/// Why a JWT was refused. Each maps to one denial in `authz::deny`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error("bad header: {0}")]
+    Header(&'static str),
+    #[error("bad claims: {0}")]
+    Claims(&'static str),
+    #[error("untrusted issuer")]
+    UnknownIssuer,
+    #[error("alg not allowed for this issuer")]
+    AlgNotAllowed,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("key cannot verify this alg")]
+    KeyMismatch,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("audience not accepted")]
+    Audience,
+    #[error("token type not accepted")]
+    TokenType,
+    /// Keys unavailable (never loaded, or refetch timed out): a 503, not a 401.
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+/// A verified token: the identity plus the claims later stages need.
+#[derive(Debug)]
+pub struct VerifiedJwt {
+    pub identity: Arc<Identity>,
+    /// `jti`, for the deny-list.
+    pub jti: Option<String>,
+    /// `sid` (Keycloak session), for the deny-list.
+    pub sid: Option<String>,
+    /// `aud` values, for exchanged-PAT detection.
+    pub audiences: Vec<String>,
+    /// The PAT marker claim value, when present (`token_use` by default).
+    pub token_use: Option<String>,
+}
+
+/// Claims we read. Derived `Deserialize` rejects duplicate names of these.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: i64,
+    iat: Option<i64>,
+    typ: Option<String>,
+    azp: Option<String>,
+    preferred_username: Option<String>,
+    email: Option<String>,
+    scope: Option<String>,
+    sid: Option<String>,
+    jti: Option<String>,
+    #[serde(default)]
+    aud: Option<OneOrMany>,
+    token_use: Option<String>,
+    realm_access: Option<scopes::Roles>,
+    resource_access: Option<HashMap<String, scopes::Roles>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+struct IssuerRuntime {
+    cfg: IssuerConfig,
+    issuer: Arc<str>,
+    keys: Arc<IssuerKeys>,
+    /// One prebuilt `Validation` per allowed alg (a `Validation` must not mix
+    /// key families).
+    validations: HashMap<Algorithm, Validation>,
+}
+
+/// Verifies JWTs from the configured issuers.
+pub struct Verifier {
+    issuers: HashMap<String, IssuerRuntime>,
+    cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Expire each cached verification at the token's own `exp`.
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedJwt>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedJwt>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = value.identity.expires_at - unix_now();
+        Some(Duration::from_secs(left.max(0) as u64))
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// SHA-256 of a credential: the only form in which tokens are keyed or stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+// === impl Verifier ===
+
+impl Verifier {
+    /// Builds the verifier; `keys` supplies one key manager per issuer.
+    pub fn new(
+        issuers: &[IssuerConfig],
+        jwt: &JwtConfig,
+        mut keys: impl FnMut(&IssuerConfig) -> Arc<IssuerKeys>,
+    ) -> Verifier {
+        let issuers = issuers
+            .iter()
+            .map(|cfg| {
+                let validations = cfg
+                    .algorithms
+                    .iter()
+                    .map(|alg| (*alg, validation_for(cfg, *alg)))
+                    .collect();
+                let rt = IssuerRuntime {
+                    cfg: cfg.clone(),
+                    issuer: Arc::from(cfg.issuer.as_str()),
+                    keys: keys(cfg),
+                    validations,
+                };
+                (cfg.issuer.clone(), rt)
+            })
+            .collect();
+        Verifier {
+            issuers,
+            cache: Cache::builder()
+                .max_capacity(jwt.cache_capacity)
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    /// Key managers, for the refresher tasks and `/readyz`.
+    pub fn key_managers(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
+        self.issuers.values().map(|rt| &rt.keys)
+    }
+
+    /// True when every issuer has keys.
+    pub fn ready(&self) -> bool {
+        self.issuers.values().all(|rt| rt.keys.is_ready())
+    }
+
+    /// Verifies `token`, from cache when possible.
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedJwt>, JwtError> {
+        let hash = token_hash(token);
+        if let Some(hit) = self.cache.get(&hash) {
+            // moka's expiry is coarse; the claim is exact.
+            if hit.identity.expires_at > unix_now() {
+                return Ok(hit);
+            }
+            self.cache.invalidate(&hash);
+            return Err(JwtError::Expired);
+        }
+        let verified = Arc::new(self.verify_uncached(token).await?);
+        self.cache.insert(hash, verified.clone());
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedJwt, JwtError> {
+        let (h, p) = token::split(token)?;
+        let header = token::header(h)?;
+        let iss = token::peek_issuer(p)?;
+        let rt = self.issuers.get(&iss).ok_or(JwtError::UnknownIssuer)?;
+        let validation = rt
+            .validations
+            .get(&header.alg)
+            .ok_or(JwtError::AlgNotAllowed)?;
+        let key = rt.keys.key_for(&header.kid).await.map_err(|e| match e {
+            KeyLookupError::UnknownKid => JwtError::UnknownKey,
+            KeyLookupError::Unavailable => JwtError::KeysUnavailable,
+        })?;
+        if !key.key_type.fits(header.alg) || key.alg.is_some_and(|a| a != header.alg) {
+            return Err(JwtError::KeyMismatch);
+        }
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(map_jwt_err)?;
+        let claims = data.claims;
+        let now = unix_now();
+        let leeway = rt.cfg.leeway_seconds as i64;
+        if claims.iat.is_some_and(|iat| iat > now + leeway) {
+            return Err(JwtError::Claims("iat is in the future"));
+        }
+        match claims.typ.as_deref() {
+            Some(t) if rt.cfg.token_types.iter().any(|a| a == t) => {}
+            _ => return Err(JwtError::TokenType),
+        }
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(JwtError::Claims("missing sub"))?;
+        let kind = if claims
+            .preferred_username
+            .as_deref()
+            .is_some_and(|u| u.starts_with("service-account-"))
+        {
+            CredentialKind::ServiceAccount
+        } else {
+            CredentialKind::Jwt
+        };
+        let scopes = scopes::effective(
+            &rt.cfg.scopes,
+            claims.scope.as_deref(),
+            claims.realm_access.as_ref(),
+            claims.resource_access.as_ref(),
+        );
+        let audiences = match claims.aud {
+            None => Vec::new(),
+            Some(OneOrMany::One(a)) => vec![a],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        Ok(VerifiedJwt {
+            identity: Arc::new(Identity {
+                kind,
+                subject: sub,
+                username: claims.preferred_username,
+                email: claims.email,
+                client: claims.azp,
+                scopes,
+                token_id: None,
+                issuer: Some(rt.issuer.clone()),
+                expires_at: claims.exp,
+            }),
+            jti: claims.jti,
+            sid: claims.sid,
+            audiences,
+            token_use: claims.token_use,
+        })
+    }
+
+    /// Drops a cached verification (deny-listing, tests).
+    pub fn forget(&self, token_hash: &[u8; 32]) {
+        self.cache.invalidate(token_hash);
+    }
+
+    /// Drops every cached verification.
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+fn validation_for(cfg: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = cfg.leeway_seconds;
+    v.validate_exp = true;
+    // jsonwebtoken leaves nbf unchecked by default.
+    v.validate_nbf = true;
+    v.validate_aud = true;
+    v.set_audience(&cfg.audiences);
+    v.set_issuer(&[&cfg.issuer]);
+    // Without "aud" here a token lacking `aud` would pass the audience check.
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
+}
+
+fn map_jwt_err(e: jsonwebtoken::errors::Error) -> JwtError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => JwtError::Expired,
+        K::ImmatureSignature => JwtError::NotYetValid,
+        K::InvalidAudience => JwtError::Audience,
+        K::InvalidIssuer => JwtError::UnknownIssuer,
+        K::InvalidSignature => JwtError::BadSignature,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => JwtError::KeyMismatch,
+        K::MissingRequiredClaim(c) => match c.as_str() {
+            "exp" => JwtError::Claims("missing exp"),
+            "aud" => JwtError::Audience,
+            "sub" => JwtError::Claims("missing sub"),
+            _ => JwtError::Claims("missing required claim"),
+        },
+        K::Base64(_) => JwtError::Malformed("token is not valid base64url"),
+        K::Json(_) | K::Utf8(_) => JwtError::Malformed("claims are not valid JSON"),
+        K::InvalidRsaKey(_) | K::InvalidEcdsaKey | K::InvalidKeyFormat => JwtError::KeyMismatch,
+        _ => JwtError::BadSignature,
+    }
+}

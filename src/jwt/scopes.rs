@@ -1,0 +1,117 @@
+//! Effective scopes of a login token, from the sources configured per
+//! issuer (`issuers[].scopes`): the OAuth `scope` claim, realm roles and
+//! client roles, renamed through `map`, plus `default`.
+//!
+//! Values that are not valid `resource:action` scopes after mapping are
+//! dropped (OAuth scopes such as `openid` or `profile` are not ours), so an
+//! odd role name can never widen a grant or break a header.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::config::ScopeSourceConfig;
+use crate::scope::{ScopeRole, validate};
+
+/// Keycloak's `{ "roles": [...] }` shape.
+#[derive(Debug, Deserialize)]
+pub struct Roles {
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+pub fn effective(
+    cfg: &ScopeSourceConfig,
+    scope_claim: Option<&str>,
+    realm: Option<&Roles>,
+    clients: Option<&HashMap<String, Roles>>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |value: &str| match cfg.map.get(value) {
+        Some(mapped) => out.extend(mapped.iter().cloned()),
+        None => out.push(value.to_owned()),
+    };
+    for src in &cfg.from {
+        if src == "claim:scope" {
+            scope_claim
+                .unwrap_or("")
+                .split_ascii_whitespace()
+                .for_each(&mut push);
+        } else if src == "realm_roles" {
+            realm.iter().flat_map(|r| &r.roles).for_each(|r| push(r));
+        } else if let Some(client) = src.strip_prefix("client_roles:") {
+            clients
+                .and_then(|c| c.get(client))
+                .iter()
+                .flat_map(|r| &r.roles)
+                .for_each(|r| push(r));
+        }
+    }
+    out.extend(cfg.default.iter().cloned());
+    out.retain(|s| validate(s, ScopeRole::Granted).is_ok());
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(r: &[&str]) -> Roles {
+        Roles {
+            roles: r.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn sources_map_and_default() {
+        let cfg = ScopeSourceConfig {
+            from: vec![
+                "claim:scope".into(),
+                "realm_roles".into(),
+                "client_roles:api".into(),
+            ],
+            map: [
+                (
+                    "uploader".to_string(),
+                    vec!["uploads:write".to_string(), "uploads:read".to_string()],
+                ),
+                ("profile".to_string(), vec!["profile:read".to_string()]),
+            ]
+            .into_iter()
+            .collect(),
+            default: vec!["self:read".into()],
+        };
+        let clients: HashMap<String, Roles> = [
+            ("api".to_string(), roles(&["reports:read"])),
+            ("other".to_string(), roles(&["admin:all"])),
+        ]
+        .into_iter()
+        .collect();
+        let got = effective(
+            &cfg,
+            Some("openid profile billing:read"),
+            Some(&roles(&["uploader", "offline_access"])),
+            Some(&clients),
+        );
+        assert_eq!(
+            got,
+            vec![
+                "billing:read",
+                "profile:read",
+                "reports:read",
+                "self:read",
+                "uploads:read",
+                "uploads:write"
+            ]
+        );
+    }
+
+    #[test]
+    fn unconfigured_sources_are_ignored() {
+        let cfg = ScopeSourceConfig::default();
+        let got = effective(&cfg, None, Some(&roles(&["a:b"])), None);
+        assert!(got.is_empty());
+    }
+}

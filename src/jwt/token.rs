@@ -1,0 +1,193 @@
+//! Structural checks done before any key is touched: segment count, the
+//! protected header, and a peek at `iss` to choose the issuer.
+//!
+//! These run on untrusted bytes, so they are strict: duplicate top-level
+//! claim names, `crit`, `alg: none` and JWE are refused here.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::JwtError;
+
+/// What the header says, after validation.
+#[derive(Debug)]
+pub struct CheckedHeader {
+    pub alg: Algorithm,
+    pub kid: String,
+}
+
+/// Splits `header.payload.signature`, refusing JWE and anything else.
+pub fn split(token: &str) -> Result<(&str, &str), JwtError> {
+    let dots = token.bytes().filter(|b| *b == b'.').count();
+    match dots {
+        2 => {}
+        4 => {
+            return Err(JwtError::Malformed(
+                "encrypted tokens (JWE) are not accepted",
+            ));
+        }
+        _ => return Err(JwtError::Malformed("not a JWT (expected 3 segments)")),
+    }
+    let mut parts = token.splitn(3, '.');
+    let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed("not a JWT (expected 3 segments)"));
+    };
+    if h.is_empty() || p.is_empty() {
+        return Err(JwtError::Malformed("empty JWT segment"));
+    }
+    if s.is_empty() {
+        return Err(JwtError::Malformed("unsigned token"));
+    }
+    Ok((h, p))
+}
+
+fn b64(segment: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| JwtError::Malformed(what))
+}
+
+/// Parses and vets the protected header.
+pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        alg: Option<String>,
+        kid: Option<String>,
+        typ: Option<String>,
+        crit: Option<serde_json::Value>,
+        enc: Option<serde_json::Value>,
+        // jku, x5u, jwk, x5c: deliberately never read (RFC 8725 §3.10).
+    }
+    let bytes = b64(segment, "header is not valid base64url")?;
+    let raw: Raw = serde_json::from_slice(&bytes)
+        .map_err(|_| JwtError::Malformed("header is not a valid JSON object"))?;
+    if raw.enc.is_some() {
+        return Err(JwtError::Malformed(
+            "encrypted tokens (JWE) are not accepted",
+        ));
+    }
+    if raw.crit.is_some() {
+        return Err(JwtError::Header(
+            "critical header extensions (crit) are not supported",
+        ));
+    }
+    let alg = match raw.alg.as_deref() {
+        None => return Err(JwtError::Header("missing alg")),
+        Some(a) if a.eq_ignore_ascii_case("none") => {
+            return Err(JwtError::Header("alg none is not accepted"));
+        }
+        Some(a) => Algorithm::from_str(a).map_err(|_| JwtError::Header("unsupported alg"))?,
+    };
+    if let Some(typ) = raw.typ.as_deref() {
+        let ok = ["JWT", "at+jwt", "application/at+jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t));
+        if !ok {
+            return Err(JwtError::Header("unexpected typ header"));
+        }
+    }
+    let kid = raw.kid.ok_or(JwtError::Header("missing kid"))?;
+    if kid.is_empty() || kid.len() > 256 {
+        return Err(JwtError::Header("invalid kid"));
+    }
+    Ok(CheckedHeader { alg, kid })
+}
+
+/// Decodes the payload just far enough to read `iss`, refusing duplicate
+/// top-level names (a parser-differential trick: two `iss` or two `exp`).
+pub fn peek_issuer(segment: &str) -> Result<String, JwtError> {
+    let bytes = b64(segment, "payload is not valid base64url")?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let iss = de.deserialize_map(PeekIss).map_err(|e| {
+        if e.to_string().starts_with("duplicate claim") {
+            JwtError::Malformed("duplicate claim name")
+        } else {
+            JwtError::Malformed("payload is not a valid JSON object")
+        }
+    })?;
+    de.end()
+        .map_err(|_| JwtError::Malformed("payload is not a valid JSON object"))?;
+    iss.ok_or(JwtError::Claims("missing iss"))
+}
+
+struct PeekIss;
+
+impl<'de> Visitor<'de> for PeekIss {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        let mut iss = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom("duplicate claim"));
+            }
+            if key == "iss" {
+                iss = map.next_value::<Option<String>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(iss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(v: &str) -> String {
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn header_checks() {
+        let ok = header(&enc(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#)).unwrap();
+        assert_eq!(ok.alg, Algorithm::RS256);
+        let cases = [
+            (r#"{"alg":"none","kid":"k"}"#, "alg none"),
+            (r#"{"alg":"nOnE","kid":"k"}"#, "alg none"),
+            (r#"{"kid":"k"}"#, "missing alg"),
+            (r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#, "crit"),
+            (r#"{"alg":"RS256"}"#, "missing kid"),
+            (r#"{"alg":"XX1","kid":"k"}"#, "unsupported alg"),
+            (r#"{"alg":"RS256","kid":"k","typ":"JWE"}"#, "typ"),
+            (r#"{"alg":"RS256","alg":"none","kid":"k"}"#, "JSON"),
+            (r#"{"alg":"RSA-OAEP","enc":"A256GCM","kid":"k"}"#, "JWE"),
+        ];
+        for (h, want) in cases {
+            let err = header(&enc(h)).unwrap_err().to_string();
+            assert!(err.contains(want), "{h}: {err}");
+        }
+        assert!(header("!!!").is_err());
+    }
+
+    #[test]
+    fn peek_rejects_duplicates() {
+        assert_eq!(peek_issuer(&enc(r#"{"iss":"a","x":1}"#)).unwrap(), "a");
+        let e = peek_issuer(&enc(r#"{"iss":"a","iss":"b"}"#)).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        let e = peek_issuer(&enc(r#"{"iss":"a","exp":1,"exp":2}"#)).unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        assert!(peek_issuer(&enc(r#"{"sub":"x"}"#)).is_err());
+        assert!(peek_issuer(&enc("[1]")).is_err());
+    }
+
+    #[test]
+    fn split_counts_segments() {
+        assert!(split("a.b.c").is_ok());
+        assert!(split("a.b.c.d.e").unwrap_err().to_string().contains("JWE"));
+        assert!(split("a.b").is_err());
+        assert!(split("a.b.").is_err());
+    }
+}

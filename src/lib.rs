@@ -1,0 +1,41 @@
+//! portcullis: an Envoy external-authorization (ext_authz) gRPC sidecar.
+//!
+//! It validates Keycloak-signed JWTs and personal access tokens (PATs),
+//! enforces per-route scopes, and tells Envoy who the caller is through
+//! `x-auth-*` headers. Every failure is a denial: the Check handler never
+//! returns a gRPC error and never a response without a status.
+//!
+//! # Layout
+//!
+//! The path of one Check, top to bottom:
+//!
+//! - [`authz::service`]: tonic `Authorization/Check`; catches panics as denials.
+//! - [`authz::request`]: reads method, host, path, `context_extensions` and
+//!   the bearer credential (from `headers` or raw `header_map`).
+//! - [`authz::engine`]: credential → [`identity::Identity`] → policy → [`authz::Decision`].
+//!   - [`jwt`]: issuer keys (discovery, JWKS, refetch), RFC 8725 checks,
+//!     verified-token cache keyed by SHA-256.
+//! - [`authz::deny`]: the one place an error becomes a [`authz::Denial`].
+//! - [`authz::response`]: the one place a decision becomes a `CheckResponse`.
+//!
+//! Around it:
+//!
+//! - [`config`]: the serde config tree, layered loading, `validate()`.
+//! - [`scope`]: the `resource:action` scope grammar and wildcards.
+//! - [`api`]: HTTP `/healthz`, `/readyz`, and the `--dev` issuer endpoints.
+//! - [`dev`]: the built-in dev issuer and `dev-token`.
+//! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
+//! - [`cli`], [`telemetry`]: command line and logging.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod identity;
+pub mod jwt;
+pub mod scope;
+pub mod server;
+pub mod telemetry;

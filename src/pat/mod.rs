@@ -1,0 +1,269 @@
+//! Personal access tokens: format, creation rules, cached validation and
+//! batched `last_used_at` tracking.
+
+pub mod format;
+pub mod rules;
+pub mod usage;
+pub mod validator;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::scope::{self, ScopeRole};
+use crate::store::{NewToken, Store, StoreError, TokenKind, TokenRecord};
+
+pub use format::{Malformed, TokenHash};
+pub use rules::{CreateRequest, RuleError, check_new};
+pub use usage::UsageTracker;
+pub use validator::{CacheStats, PatOutcome, PatValidator};
+
+/// `pat:` configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PatConfig {
+    /// Token prefix, e.g. `pat_` (1–32 chars of `[A-Za-z0-9_-]`).
+    pub prefix: String,
+    /// Lifetime in days when a creation request gives no `expires_at`.
+    pub default_lifetime_days: u32,
+    /// Longest lifetime in days a token may be created with.
+    pub max_lifetime_days: u32,
+    /// Most active (neither revoked nor expired) tokens one user may hold.
+    pub max_active_per_user: u32,
+    /// Granted scopes a PAT's scopes must lie within (`tokens:*` is never grantable).
+    pub grantable_scopes: Vec<String>,
+    /// How long a valid (or revoked) lookup stays cached, e.g. `5m`.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an unknown-token lookup stays cached, e.g. `30s`.
+    #[serde(with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// Maximum number of cached lookups.
+    pub cache_capacity: u64,
+    /// How often batched `last_used_at` updates are written, e.g. `60s`.
+    #[serde(with = "humantime_serde")]
+    pub last_used_flush: Duration,
+}
+
+impl Default for PatConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "pat_".into(),
+            default_lifetime_days: 30,
+            max_lifetime_days: 365,
+            max_active_per_user: 100,
+            grantable_scopes: vec!["*:*".into()],
+            cache_ttl: Duration::from_secs(300),
+            negative_cache_ttl: Duration::from_secs(30),
+            cache_capacity: 100_000,
+            last_used_flush: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PatConfig {
+    /// Checks the values; messages name the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = &self.prefix;
+        if p.is_empty()
+            || p.len() > 32
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "pat.prefix: must be 1-32 characters of [A-Za-z0-9_-], got {p:?}"
+            ));
+        }
+        if self.default_lifetime_days == 0 {
+            return Err("pat.default_lifetime_days: must be >= 1".into());
+        }
+        if self.max_lifetime_days < self.default_lifetime_days {
+            return Err(format!(
+                "pat.max_lifetime_days: must be >= default_lifetime_days ({})",
+                self.default_lifetime_days
+            ));
+        }
+        if self.max_active_per_user == 0 {
+            return Err("pat.max_active_per_user: must be >= 1".into());
+        }
+        if self.grantable_scopes.is_empty() {
+            return Err("pat.grantable_scopes: must list at least one scope".into());
+        }
+        for s in &self.grantable_scopes {
+            scope::validate(s, ScopeRole::Granted)
+                .map_err(|e| format!("pat.grantable_scopes: {e}"))?;
+            if scope::never_grantable(s) {
+                return Err(format!(
+                    "pat.grantable_scopes: {s:?} names the tokens resource, which is never grantable"
+                ));
+            }
+        }
+        if self.cache_ttl.is_zero() {
+            return Err("pat.cache_ttl: must be > 0".into());
+        }
+        if self.negative_cache_ttl > self.cache_ttl {
+            return Err("pat.negative_cache_ttl: must be <= cache_ttl".into());
+        }
+        if self.cache_capacity == 0 {
+            return Err("pat.cache_capacity: must be >= 1".into());
+        }
+        if self.last_used_flush.is_zero() {
+            return Err("pat.last_used_flush: must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why [`create`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// A creation rule was violated (answer 400/409/422).
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// `rotated_from` names no token of this user.
+    #[error("token to rotate not found")]
+    NotFound,
+    /// The store failed (answer 503 when `Unavailable`).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CreateError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => CreateError::NotFound,
+            other => CreateError::Store(other),
+        }
+    }
+}
+
+/// Applies the creation rules, generates an opaque token, and stores its hash
+/// (rotating `req.rotated_from` in the same transaction when given). Returns
+/// the raw token, which is shown once and never stored or logged.
+///
+/// The active-token limit is checked before the insert, so concurrent
+/// creations by one user may overshoot it by the number of racing requests.
+pub async fn create(
+    store: &Store,
+    cfg: &PatConfig,
+    req: CreateRequest,
+    now: DateTime<Utc>,
+) -> Result<(String, TokenRecord), CreateError> {
+    let mut active = store.count_active(&req.user_id, now).await?;
+    if let Some(old) = req.rotated_from {
+        match store.get(old).await? {
+            Some(rec) if rec.user_id == req.user_id => {
+                // The rotated token is revoked in the same transaction.
+                if rec.is_active(now) {
+                    active = active.saturating_sub(1);
+                }
+            }
+            _ => return Err(CreateError::NotFound),
+        }
+    }
+    let (name, scopes, expires_at) = check_new(cfg, &req, active, now)?;
+    let raw = format::generate(&cfg.prefix);
+    let new = NewToken {
+        id: Uuid::new_v4(),
+        user_id: req.user_id,
+        username: req.username,
+        name,
+        description: req.description.filter(|d| !d.trim().is_empty()),
+        token_hash: format::hash(&raw),
+        display_hint: format::display_hint(&cfg.prefix, &raw),
+        scopes,
+        created_at: now,
+        expires_at,
+        rotated_from: None,
+        kind: TokenKind::Opaque,
+        jti: None,
+    };
+    let rec = match req.rotated_from {
+        Some(old) => store.rotate(old, new, now).await?,
+        None => store.insert(new).await?,
+    };
+    tracing::info!(
+        token_id = %rec.id,
+        hash = %format::hash_prefix(&rec.token_hash),
+        user = %rec.user_id,
+        rotated_from = ?rec.rotated_from,
+        "personal access token created"
+    );
+    Ok((raw, rec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let c = PatConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        let bad = PatConfig {
+            max_lifetime_days: 10,
+            ..PatConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err("pat.max_lifetime_days: must be >= default_lifetime_days (30)".into())
+        );
+        for (cfg, key) in [
+            (
+                PatConfig {
+                    prefix: String::new(),
+                    ..c.clone()
+                },
+                "pat.prefix",
+            ),
+            (
+                PatConfig {
+                    prefix: "pa t".into(),
+                    ..c.clone()
+                },
+                "pat.prefix",
+            ),
+            (
+                PatConfig {
+                    grantable_scopes: vec!["tokens:*".into()],
+                    ..c.clone()
+                },
+                "pat.grantable_scopes",
+            ),
+            (
+                PatConfig {
+                    grantable_scopes: vec!["bad".into()],
+                    ..c.clone()
+                },
+                "pat.grantable_scopes",
+            ),
+            (
+                PatConfig {
+                    grantable_scopes: vec![],
+                    ..c.clone()
+                },
+                "pat.grantable_scopes",
+            ),
+            (
+                PatConfig {
+                    max_active_per_user: 0,
+                    ..c.clone()
+                },
+                "pat.max_active_per_user",
+            ),
+            (
+                PatConfig {
+                    last_used_flush: Duration::ZERO,
+                    ..c.clone()
+                },
+                "pat.last_used_flush",
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
+}

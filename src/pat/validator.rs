@@ -1,0 +1,229 @@
+//! Cached PAT validation.
+//!
+//! Lookups are cached by token hash in a moka cache. Each entry carries its
+//! own freshness deadline computed from an injectable clock, so TTL behaviour
+//! is deterministic in tests; moka's per-entry expiry (same durations, real
+//! time) only reclaims memory. Concurrent misses on one hash are coalesced
+//! into a single store query through moka's per-key compute lock. Store
+//! errors are never cached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+
+use super::{PatConfig, TokenHash, UsageTracker, format};
+use crate::store::{Store, StoreError, TokenRecord};
+
+/// Source of "now"; injectable for tests.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Result of validating a presented PAT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatOutcome {
+    Valid(Arc<TokenRecord>),
+    /// Failed the format/checksum check; nothing was looked up.
+    Malformed,
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Found(Arc<TokenRecord>),
+    Unknown,
+    Revoked,
+}
+
+/// A cached lookup.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    state: State,
+    fresh_until: DateTime<Utc>,
+    ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl Expiry<TokenHash, CacheEntry> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenHash,
+        v: &CacheEntry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &TokenHash,
+        v: &CacheEntry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// Cache counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: u64,
+}
+
+/// Validates PATs against the store through a cache. Cheap to clone.
+#[derive(Clone)]
+pub struct PatValidator {
+    store: Store,
+    prefix: Arc<str>,
+    cache: Cache<TokenHash, CacheEntry>,
+    cache_ttl: Duration,
+    negative_ttl: Duration,
+    clock: Clock,
+    usage: UsageTracker,
+}
+
+impl PatValidator {
+    /// Builds a validator (and its [`UsageTracker`]; start its flusher with
+    /// `validator.usage().start_flusher()`).
+    pub fn new(store: Store, cfg: &PatConfig) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(cfg.cache_capacity)
+            .expire_after(EntryExpiry)
+            .build();
+        let cap = usize::try_from(cfg.cache_capacity).unwrap_or(usize::MAX);
+        PatValidator {
+            usage: UsageTracker::new(store.clone(), cfg.last_used_flush, cap),
+            store,
+            prefix: cfg.prefix.as_str().into(),
+            cache,
+            cache_ttl: cfg.cache_ttl,
+            negative_ttl: cfg.negative_cache_ttl,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The usage tracker fed by successful validations.
+    pub fn usage(&self) -> &UsageTracker {
+        &self.usage
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Validates a presented token. `Err` only for store failures (→ 503).
+    pub async fn validate(&self, token: &str) -> Result<PatOutcome, StoreError> {
+        if format::check(&self.prefix, token).is_err() {
+            return Ok(PatOutcome::Malformed);
+        }
+        let hash = format::hash(token);
+        let now = (self.clock)();
+        if let Some(e) = self.cache.get(&hash).await
+            && e.fresh_until > now
+        {
+            return Ok(self.outcome(&e, now));
+        }
+        let clock = Arc::clone(&self.clock);
+        let store = self.store.clone();
+        let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
+        let res = self
+            .cache
+            .entry(hash)
+            .and_try_compute_with(|cur| async move {
+                let now = clock();
+                if let Some(cur) = cur
+                    && cur.value().fresh_until > now
+                {
+                    return Ok(Op::Nop); // another caller just refreshed it
+                }
+                let rec = store.find_by_hash(&hash).await?;
+                Ok::<_, StoreError>(Op::Put(entry_for(rec, now, ttl, neg)))
+            })
+            .await?;
+        let entry = match res {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                e.into_value()
+            }
+            CompResult::StillNone(_) | CompResult::Removed(_) => return Ok(PatOutcome::Unknown),
+        };
+        Ok(self.outcome(&entry, (self.clock)()))
+    }
+
+    fn outcome(&self, e: &CacheEntry, now: DateTime<Utc>) -> PatOutcome {
+        match &e.state {
+            State::Unknown => PatOutcome::Unknown,
+            State::Revoked => PatOutcome::Revoked,
+            State::Found(rec) if rec.revoked_at.is_some() => PatOutcome::Revoked,
+            State::Found(rec) if rec.expires_at <= now => PatOutcome::Expired,
+            State::Found(rec) => {
+                self.usage.record(rec.id, now);
+                PatOutcome::Valid(Arc::clone(rec))
+            }
+        }
+    }
+
+    /// Drops any cached lookup for `hash` (revocation bus).
+    pub async fn evict(&self, hash: &TokenHash) {
+        self.cache.invalidate(hash).await;
+    }
+
+    /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus).
+    pub async fn mark_revoked(&self, hash: &TokenHash) {
+        let now = (self.clock)();
+        let entry = CacheEntry {
+            state: State::Revoked,
+            fresh_until: now + delta(self.cache_ttl),
+            ttl: self.cache_ttl,
+        };
+        self.cache.insert(*hash, entry).await;
+    }
+
+    /// Current cache counters (approximate).
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.cache.entry_count(),
+        }
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Positive entries live `min(cache_ttl, time until expires_at)`; unknown
+/// ones `negative_cache_ttl`; revoked (permanent) and expired (permanent,
+/// expiry is never extended) ones `cache_ttl`.
+fn entry_for(
+    rec: Option<TokenRecord>,
+    now: DateTime<Utc>,
+    ttl: Duration,
+    neg: Duration,
+) -> CacheEntry {
+    let (state, ttl) = match rec {
+        None => (State::Unknown, neg),
+        Some(r) if r.revoked_at.is_some() => (State::Revoked, ttl),
+        Some(r) => {
+            let left = (r.expires_at - now).to_std().unwrap_or(Duration::ZERO);
+            let t = if left.is_zero() { ttl } else { ttl.min(left) };
+            (State::Found(Arc::new(r)), t)
+        }
+    };
+    CacheEntry {
+        state,
+        fresh_until: now + delta(ttl),
+        ttl,
+    }
+}

@@ -1,0 +1,147 @@
+//! Serde shape of the `policy:` config section.
+//!
+//! Deserialised with figment (YAML + env); every struct rejects unknown keys so
+//! a typo never silently widens access.
+
+use serde::Deserialize;
+
+/// The `policy:` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// What to do with requests that match no route: `deny` (default) or `authenticated`.
+    #[serde(default)]
+    pub default: DefaultAction,
+    /// Routes, in priority order for ties (see the module docs for matching rules).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Action for requests matching no route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultAction {
+    /// Reject the request (403).
+    #[default]
+    Deny,
+    /// Allow any authenticated caller, whatever its scopes.
+    Authenticated,
+}
+
+/// Kind of credential a caller presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A Keycloak-issued user JWT.
+    Jwt,
+    /// A Keycloak service-account (client credentials) JWT.
+    ServiceAccount,
+    /// A personal access token.
+    Pat,
+}
+
+impl CredentialKind {
+    /// All kinds, in canonical order.
+    pub const ALL: [CredentialKind; 3] = [
+        CredentialKind::Jwt,
+        CredentialKind::ServiceAccount,
+        CredentialKind::Pat,
+    ];
+
+    /// Config / log spelling: `jwt`, `service_account` or `pat`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::ServiceAccount => "service_account",
+            CredentialKind::Pat => "pat",
+        }
+    }
+
+    pub(crate) fn bit(self) -> u8 {
+        match self {
+            CredentialKind::Jwt => 1,
+            CredentialKind::ServiceAccount => 2,
+            CredentialKind::Pat => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a route needs a credential at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// A valid credential of an accepted kind is needed (default).
+    #[default]
+    Required,
+    /// Public route: no credential is checked.
+    None,
+}
+
+/// One `policy.routes[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique, non-empty route name (used in logs, metrics and `route_by_name`).
+    pub name: String,
+    /// Which requests this route applies to; absent = every request.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// `required` (default) or `none` for a public route.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Scopes the caller must hold.
+    #[serde(default)]
+    pub require: RequireConfig,
+    /// Credential kinds accepted on this route; default all three, must not be empty.
+    #[serde(default = "all_kinds")]
+    pub credentials: Vec<CredentialKind>,
+}
+
+fn all_kinds() -> Vec<CredentialKind> {
+    CredentialKind::ALL.to_vec()
+}
+
+/// `match:` block of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host patterns (`api.example.org` or `*.example.org`); absent = any host.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// HTTP methods (normalised to upper case); absent = any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Path matcher; absent = every path (same as `prefix: "/"`).
+    #[serde(default)]
+    pub path: Option<PathConfig>,
+}
+
+/// Path matcher: exactly one of `exact`, `prefix` or `template`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathConfig {
+    /// The normalised path equals this.
+    Exact(String),
+    /// The normalised path is this or lies below it (segment-aligned).
+    Prefix(String),
+    /// `/literal/{param}/...` with an optional final `{*rest}` catch-all.
+    Template(String),
+}
+
+/// `require:` block of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireConfig {
+    /// Every one of these scopes must be granted.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// If non-empty, at least one of these scopes must be granted.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+}

@@ -1,0 +1,385 @@
+//! Per-route authorization policy: config, compilation and request matching.
+//!
+//! # Matching rules
+//!
+//! A request is matched on `(host, method, raw_path)`:
+//!
+//! 1. **Path normalisation** first (see below). A path that cannot be
+//!    normalised safely gives [`RouteMatch::BadPath`] whatever the host.
+//! 2. **Host tiers**, most specific first: the exact host, then wildcard
+//!    patterns by decreasing suffix length (`*.a.example.org` before
+//!    `*.example.org`), then routes without `hosts`. The request host is
+//!    compared case-insensitively, without a `:port` suffix or trailing dot.
+//!    `*.example.org` matches one *or more* labels (`a.example.org`,
+//!    `a.b.example.org`), never `example.org` itself.
+//! 3. Within a tier: **exact** beats **template** beats **prefix**. Among
+//!    prefixes the longest wins. Among templates the trie decides segment by
+//!    segment, left to right: a literal segment beats a `{param}`, which beats
+//!    a `{*catch_all}` (with backtracking, so `/a/{x}/c` still matches `/a/b/c`
+//!    when a `/a/b/{y}/z` template exists). Among identical paths
+//!    (templates differing only in parameter names count as identical) the
+//!    first listed route wins.
+//! 4. **Methods**: a route with `methods` only matches those methods
+//!    (compared case-insensitively; `HEAD` is not implied by `GET`). If a
+//!    route's path matches but its method doesn't, matching continues with the
+//!    next candidate (no 405), then with the next less specific host tier.
+//! 5. Nothing matched: [`RouteMatch::NoRoute`]; the caller applies
+//!    [`Policy::default_action`].
+//!
+//! Path kinds:
+//! * `exact: "/x"` — the normalised path equals `/x`.
+//! * `prefix: "/api"` — segment-aligned: matches `/api` and `/api/...`, never
+//!   `/apix`. `prefix: "/"` matches everything. A trailing slash in the config
+//!   is ignored (`/api/` ≡ `/api`).
+//! * `template: "/u/{id}/files/{*rest}"` — `{name}` matches exactly one
+//!   non-empty segment; a final `{*rest}` matches one or more segments *and*
+//!   the bare parent (`/u/1/files`), so that `/u/1/files/` (which normalises to
+//!   `/u/1/files`) is covered by the same route.
+//!
+//! Everything is compiled at load time (hash maps for exact paths and
+//! prefixes, a segment trie for templates); a lookup does a handful of hash
+//! probes and one trie walk per tier, and allocates only when the path or host
+//! needs rewriting (percent-escapes, dot segments, `//`, trailing slash,
+//! upper-case host).
+//!
+//! # Path normalisation
+//!
+//! Applied to Envoy's raw `:path`, in this order:
+//! * query (`?…`) and fragment (`#…`) are cut off;
+//! * the path must start with `/` (so `*` and absolute-form are rejected);
+//! * percent-escapes are decoded once (`%2e%2E` → `..`, `%25` → `%`, `+` stays `+`);
+//! * rejected ([`RouteMatch::BadPath`]): invalid escapes, raw or encoded NUL,
+//!   `%2F`/`%5C` (encoded slash/backslash), raw backslash, any other control
+//!   character, invalid UTF-8 after decoding, `..` above the root, and dot
+//!   segments carrying `;` parameters (`..;x`, which Tomcat-style servers
+//!   resolve as `..`);
+//! * empty segments are dropped (`//a///b` → `/a/b`), `.` segments removed,
+//!   `..` pops one segment;
+//! * a trailing slash is dropped (`/admin/` → `/admin`), so a route for `/admin`
+//!   also covers `/admin/`;
+//! * paths are **case-sensitive** (`/ADMIN` does not match `/admin`), like
+//!   Envoy. `;` in other segments is kept literally. Upstreams that fold case
+//!   or strip `;params` should run with `default: deny` so unmatched variants
+//!   are refused.
+
+mod config;
+mod error;
+mod path;
+mod router;
+mod scopes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+pub use config::{
+    AuthMode, CredentialKind, DefaultAction, MatchConfig, PathConfig, PolicyConfig, RequireConfig,
+    RouteConfig,
+};
+pub use error::PolicyError;
+pub use path::{normalize_host, normalize_path};
+pub use scopes::{ScopeDenial, check_scopes, parse_required_scopes};
+
+use crate::scope::{self, ScopeRole};
+use path::HostPattern;
+use router::{Hosts, Idx, PathKind, Tier};
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique route name from config.
+    pub name: String,
+    /// Whether a credential is needed.
+    pub auth: AuthMode,
+    /// Every one of these must be granted (deduplicated, config order).
+    pub all_of: Vec<String>,
+    /// If non-empty, one of these must be granted.
+    pub any_of: Vec<String>,
+    credentials: u8,
+    /// Upper-cased methods; `None` = any method.
+    methods: Option<Vec<Box<str>>>,
+    index: usize,
+}
+
+impl Route {
+    /// Does this route accept a credential of `kind`?
+    pub fn accepts(&self, kind: CredentialKind) -> bool {
+        self.credentials & kind.bit() != 0
+    }
+
+    /// Accepted credential kinds in canonical order (jwt, service_account, pat).
+    pub fn accepted_kinds(&self) -> impl Iterator<Item = CredentialKind> + Clone + use<> {
+        let mask = self.credentials;
+        CredentialKind::ALL
+            .into_iter()
+            .filter(move |k| mask & k.bit() != 0)
+    }
+
+    /// Position of the route in `policy.routes`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Upper-cased methods this route is limited to; `None` = any method.
+    pub fn methods(&self) -> Option<&[Box<str>]> {
+        self.methods.as_deref()
+    }
+
+    pub(crate) fn accepts_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    }
+}
+
+/// Result of [`Policy::match_request`].
+#[derive(Debug, Clone, Copy)]
+pub enum RouteMatch<'a> {
+    /// The best matching route.
+    Route(&'a Route),
+    /// No route matched; apply [`Policy::default_action`].
+    NoRoute,
+    /// The path was rejected by normalisation (answer 400); the reason is for logs.
+    BadPath(&'static str),
+}
+
+/// A compiled, immutable policy. `Send + Sync`; share it in an `Arc`.
+pub struct Policy {
+    routes: Vec<Route>,
+    by_name: HashMap<String, Idx>,
+    hosts: Hosts,
+    default: DefaultAction,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("default", &self.default)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Compile and validate. Errors name the config key path, e.g.
+    /// `policy.routes[2].require.all_of[0]: scope "uploads:*" uses a wildcard, which is only allowed in granted scopes`.
+    /// Returns the first error; [`Policy::check`] lists them all.
+    pub fn compile(cfg: &PolicyConfig) -> Result<Policy, PolicyError> {
+        build(cfg).map_err(|mut errs| errs.swap_remove(0))
+    }
+
+    /// Every validation error in `cfg` (empty = valid), for `portcullis config check`.
+    pub fn check(cfg: &PolicyConfig) -> Vec<PolicyError> {
+        build(cfg).err().unwrap_or_default()
+    }
+
+    /// Find the route for a request. `raw_path` is Envoy's raw request target
+    /// including the query string, not decoded. See the module docs for the rules.
+    pub fn match_request(&self, host: &str, method: &str, raw_path: &str) -> RouteMatch<'_> {
+        let path = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(reason) => return RouteMatch::BadPath(reason),
+        };
+        let host = normalize_host(host);
+        for tier in self.hosts.tiers(&host) {
+            if let Some(i) = tier.lookup(&self.routes, method, &path) {
+                return RouteMatch::Route(&self.routes[i as usize]);
+            }
+        }
+        RouteMatch::NoRoute
+    }
+
+    /// Look a route up by its configured name.
+    pub fn route_by_name(&self, name: &str) -> Option<&Route> {
+        self.by_name.get(name).map(|i| &self.routes[*i as usize])
+    }
+
+    /// What applies to requests matching no route.
+    pub fn default_action(&self) -> DefaultAction {
+        self.default
+    }
+
+    /// All routes in config order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// Validate scopes at `key[j]`, dropping duplicates.
+fn scopes_at(key: &str, list: &[String], errs: &mut Vec<PolicyError>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (j, s) in list.iter().enumerate() {
+        match scope::validate(s, ScopeRole::Required) {
+            Err(error) => errs.push(PolicyError::Scope {
+                key: format!("{key}[{j}]"),
+                error,
+            }),
+            Ok(()) if !out.contains(s) => out.push(s.clone()),
+            Ok(()) => {}
+        }
+    }
+    out
+}
+
+fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
+    let mut errs = Vec::new();
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    // Per route: host patterns (None = any host) and path kind.
+    let mut placement: Vec<(Option<Vec<HostPattern>>, PathKind)> = Vec::new();
+    let mut by_name: HashMap<String, Idx> = HashMap::new();
+
+    for (i, rc) in cfg.routes.iter().enumerate() {
+        let key = format!("policy.routes[{i}]");
+        if rc.name.trim().is_empty() {
+            errs.push(PolicyError::EmptyName {
+                key: format!("{key}.name"),
+            });
+        } else if let Some(first) = by_name.get(&rc.name) {
+            errs.push(PolicyError::DuplicateName {
+                key: format!("{key}.name"),
+                name: rc.name.clone(),
+                first: *first as usize,
+            });
+        } else {
+            by_name.insert(rc.name.clone(), i as Idx);
+        }
+
+        let m = &rc.matcher;
+        let hosts = m.hosts.as_ref().map(|hs| {
+            if hs.is_empty() {
+                errs.push(PolicyError::EmptyList {
+                    key: format!("{key}.match.hosts"),
+                    what: "host",
+                });
+            }
+            let mut out = Vec::new();
+            for (j, h) in hs.iter().enumerate() {
+                match path::parse_host(h) {
+                    Ok(p) if !out.contains(&p) => out.push(p),
+                    Ok(_) => {}
+                    Err(reason) => errs.push(PolicyError::Host {
+                        key: format!("{key}.match.hosts[{j}]"),
+                        host: h.clone(),
+                        reason,
+                    }),
+                }
+            }
+            out
+        });
+        let methods = m.methods.as_ref().map(|ms| {
+            if ms.is_empty() {
+                errs.push(PolicyError::EmptyList {
+                    key: format!("{key}.match.methods"),
+                    what: "method",
+                });
+            }
+            let mut out: Vec<Box<str>> = Vec::new();
+            for (j, raw) in ms.iter().enumerate() {
+                match path::parse_method(raw) {
+                    Some(up) if !out.iter().any(|o| **o == *up) => out.push(up.into()),
+                    Some(_) => {}
+                    None => errs.push(PolicyError::Method {
+                        key: format!("{key}.match.methods[{j}]"),
+                        method: raw.clone(),
+                    }),
+                }
+            }
+            out
+        });
+        let path_kind =
+            match &m.path {
+                None => Ok(PathKind::Prefix("/".into())),
+                Some(PathConfig::Exact(p)) => path::parse_config_path(p)
+                    .map(PathKind::Exact)
+                    .map_err(|reason| PolicyError::Path {
+                        key: format!("{key}.match.path.exact"),
+                        path: p.clone(),
+                        reason,
+                    }),
+                Some(PathConfig::Prefix(p)) => path::parse_config_path(p)
+                    .map(PathKind::Prefix)
+                    .map_err(|reason| PolicyError::Path {
+                        key: format!("{key}.match.path.prefix"),
+                        path: p.clone(),
+                        reason,
+                    }),
+                Some(PathConfig::Template(t)) => path::parse_template(t)
+                    .map(PathKind::Template)
+                    .map_err(|reason| PolicyError::Template {
+                        key: format!("{key}.match.path.template"),
+                        template: t.clone(),
+                        reason,
+                    }),
+            };
+        let path_kind = path_kind.unwrap_or_else(|e| {
+            errs.push(e);
+            PathKind::Prefix("/".into())
+        });
+
+        let all_of = scopes_at(
+            &format!("{key}.require.all_of"),
+            &rc.require.all_of,
+            &mut errs,
+        );
+        let any_of = scopes_at(
+            &format!("{key}.require.any_of"),
+            &rc.require.any_of,
+            &mut errs,
+        );
+        if rc.auth == AuthMode::None
+            && !(rc.require.all_of.is_empty() && rc.require.any_of.is_empty())
+        {
+            errs.push(PolicyError::PublicWithScopes {
+                key: format!("{key}.require"),
+            });
+        }
+        if rc.credentials.is_empty() {
+            errs.push(PolicyError::EmptyCredentials {
+                key: format!("{key}.credentials"),
+            });
+        }
+        routes.push(Route {
+            name: rc.name.clone(),
+            auth: rc.auth,
+            all_of,
+            any_of,
+            credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
+            methods,
+            index: i,
+        });
+        placement.push((hosts, path_kind));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+
+    let mut hosts = Hosts::default();
+    for (i, (host_patterns, path_kind)) in placement.iter().enumerate() {
+        let idx = i as Idx;
+        let Some(hs) = host_patterns else {
+            hosts.any.add(idx, path_kind);
+            continue;
+        };
+        for h in hs {
+            let (map, name) = match h {
+                HostPattern::Exact(n) => (&mut hosts.exact, n),
+                HostPattern::Wildcard(n) => (&mut hosts.wildcard, n),
+            };
+            map.entry(name.as_str().into())
+                .or_insert_with(Tier::default)
+                .add(idx, path_kind);
+        }
+    }
+    Ok(Policy {
+        routes,
+        by_name,
+        hosts,
+        default: cfg.default,
+    })
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Policy>();
+};

@@ -1,0 +1,226 @@
+//! Wiring: config → engine → gRPC and HTTP servers, background tasks, and
+//! graceful shutdown.
+//!
+//! [`start`] binds both listeners first (so tests can use port 0 and read the
+//! real addresses), then serves until [`Running::shutdown`] or a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{HttpState, router};
+use crate::authz::{CheckService, Engine};
+use crate::config::{Config, IssuerConfig};
+use crate::dev::{self, DevIssuer};
+use crate::jwt::{IssuerKeys, Verifier};
+
+/// Encoded descriptors of our own protos, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/portcullis_descriptor.bin"));
+
+/// How the server is started.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: Config,
+    /// Serve the built-in dev issuer and trust it.
+    pub dev: bool,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub engine: Arc<ArcSwap<Engine>>,
+    shutdown: CancellationToken,
+    draining: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Builds the engine for a config. `dev` is the built-in issuer, if any.
+pub fn build_engine(cfg: &Config, dev: Option<&DevIssuer>) -> anyhow::Result<Engine> {
+    let http = reqwest::Client::builder()
+        .timeout(
+            cfg.issuers
+                .iter()
+                .map(|i| i.fetch_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(2)),
+        )
+        .build()
+        .context("building the HTTP client")?;
+    let mut issuers = cfg.issuers.clone();
+    let dev_keys = match dev {
+        Some(d) => {
+            issuers.push(dev_issuer_config(d));
+            Some(d.key_set()?)
+        }
+        None => None,
+    };
+    let mut dev_keys = dev_keys;
+    let dev_iss = dev.map(|d| d.issuer().to_owned());
+    let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
+        if Some(&ic.issuer) == dev_iss.as_ref()
+            && let Some(keys) = dev_keys.take()
+        {
+            return IssuerKeys::fixed(ic, keys);
+        }
+        IssuerKeys::remote(ic, http.clone())
+    });
+    Ok(Engine {
+        verifier: Arc::new(verifier),
+        max_token_bytes: cfg.jwt.max_token_bytes,
+    })
+}
+
+fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
+    IssuerConfig::new(d.issuer(), dev::AUDIENCE)
+}
+
+/// Binds, builds and starts serving.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
+    let cfg = opts.config;
+    if let Err(errs) = cfg.validate() {
+        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!("invalid configuration:\n{}", text.join("\n"));
+    }
+    let grpc_listener = TcpListener::bind(cfg.listen.grpc)
+        .await
+        .with_context(|| format!("binding gRPC listener on {} (listen.grpc)", cfg.listen.grpc))?;
+    let http_listener = TcpListener::bind(cfg.listen.http)
+        .await
+        .with_context(|| format!("binding HTTP listener on {} (listen.http)", cfg.listen.http))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let dev = if opts.dev {
+        let issuer = format!("http://{http_addr}{}", dev::REALM_PATH);
+        let d = DevIssuer::load_or_create(&cfg.data_dir, issuer)?;
+        d.remember_issuer(&cfg.data_dir)?;
+        tracing::warn!(
+            issuer = d.issuer(),
+            "DEV MODE: built-in issuer with a local signing key; never use in production"
+        );
+        Some(Arc::new(d))
+    } else {
+        None
+    };
+
+    let engine = Arc::new(ArcSwap::from_pointee(build_engine(&cfg, dev.as_deref())?));
+    let shutdown = CancellationToken::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+
+    for km in engine.load().verifier.key_managers() {
+        tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthorizationServer<CheckService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let check = CheckService::new(engine.clone());
+    let grpc_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let res = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(AuthorizationServer::new(check))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_shutdown.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let app = router(HttpState {
+        engine: engine.clone(),
+        draining: draining.clone(),
+        dev: dev.clone(),
+    });
+    let http_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let res = axum::serve(http_listener, app)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, "portcullis serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        engine,
+        shutdown,
+        draining,
+        tasks,
+    })
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Graceful stop: readiness fails first, in-flight calls finish, then
+    /// background work is flushed. Bounded by `deadline`.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.draining.store(true, Ordering::Release);
+        self.shutdown.cancel();
+        let engine = self.engine.load_full();
+        let wait = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            engine.flush().await;
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            tracing::warn!("shutdown deadline passed; exiting anyway");
+        }
+    }
+
+    /// Marks the server as draining (`/readyz` fails) without stopping it.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,443 @@
+//! Postgres backend: deadpool-postgres pool over tokio-postgres (NoTls).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind, TokenRecord,
+    TokenStore, sort_newest_first,
+};
+
+const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti";
+
+/// Advisory lock key serialising concurrent `migrate()` calls across replicas.
+const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
+
+pub(super) struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub(super) fn new(url: &str, pool_size: usize, timeout: Duration) -> Result<PgStore> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Other("store.url: not a valid postgres connection URL".into())
+        })?;
+        cfg.connect_timeout(timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("portcullis");
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| StoreError::Other(format!("postgres pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    async fn query_records(
+        &self,
+        sql: &str,
+        p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<TokenRecord>> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+        let rows = c.query(&stmt, p).await.map_err(pg_err)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<TokenRecord>> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await.map_err(pg_err)?;
+        c.query_opt(&stmt, p)
+            .await
+            .map_err(pg_err)?
+            .as_ref()
+            .map(record)
+            .transpose()
+    }
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => pg_err(e),
+        other => StoreError::Unavailable(format!("postgres pool: {other}")),
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION {
+            return StoreError::Conflict(format!(
+                "unique constraint {} violated",
+                db.constraint().unwrap_or("?")
+            ));
+        }
+        // Class 08 (connection), 53 (resources), 57 (operator intervention: shutdown).
+        let class = &code.code()[..2];
+        if matches!(class, "08" | "53" | "57") {
+            return StoreError::Unavailable(format!("postgres {}: {}", code.code(), db.message()));
+        }
+        return StoreError::Other(format!("postgres {}: {}", code.code(), db.message()));
+    }
+    // No SQLSTATE: I/O, closed connection, protocol, or a timeout.
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx)
+        .map_err(|e| StoreError::Other(format!("postgres column {idx}: {e}")))
+}
+
+fn record(row: &Row) -> Result<TokenRecord> {
+    let hash: Vec<u8> = col(row, 5)?;
+    let kind: String = col(row, 13)?;
+    Ok(TokenRecord {
+        id: col(row, 0)?,
+        user_id: col(row, 1)?,
+        username: col(row, 2)?,
+        name: col(row, 3)?,
+        description: col(row, 4)?,
+        token_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?,
+        display_hint: col(row, 6)?,
+        scopes: col(row, 7)?,
+        created_at: col(row, 8)?,
+        expires_at: col(row, 9)?,
+        last_used_at: col(row, 10)?,
+        revoked_at: col(row, 11)?,
+        rotated_from: col(row, 12)?,
+        kind: TokenKind::parse(&kind)
+            .ok_or_else(|| StoreError::Other("unknown token kind".into()))?,
+        jti: col(row, 14)?,
+    })
+}
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO personal_access_tokens ({COLS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13) RETURNING {COLS}"
+    )
+}
+
+#[async_trait::async_trait]
+impl TokenStore for PgStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<Vec<u32>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+             version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(pg_err)?;
+        let done: Vec<i32> = tx
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect::<Result<_>>()?;
+        let mut applied = Vec::new();
+        for &(version, name, _, sql) in MIGRATIONS {
+            let v = i32::try_from(version)
+                .map_err(|_| StoreError::Other("migration version".into()))?;
+            if done.contains(&v) {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&v, &name],
+            )
+            .await
+            .map_err(pg_err)?;
+            applied.push(version);
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(applied)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let c = self.client().await?;
+        c.simple_query("SELECT 1").await.map_err(pg_err).map(|_| ())
+    }
+
+    async fn insert(&self, t: NewToken) -> Result<TokenRecord> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(&insert_sql()).await.map_err(pg_err)?;
+        let row = c
+            .query_one(
+                &stmt,
+                &[
+                    &t.id,
+                    &t.user_id,
+                    &t.username,
+                    &t.name,
+                    &t.description,
+                    &&t.token_hash[..],
+                    &t.display_hint,
+                    &t.scopes,
+                    &t.created_at,
+                    &t.expires_at,
+                    &t.rotated_from,
+                    &t.kind.as_str(),
+                    &t.jti,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        record(&row)
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE token_hash = $1");
+        self.query_opt(&sql, &[&&hash[..]]).await
+    }
+
+    async fn find_by_jti(&self, jti: &str) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE jti = $1");
+        self.query_opt(&sql, &[&jti]).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE id = $1");
+        self.query_opt(&sql, &[&id]).await
+    }
+
+    async fn list_for_user(&self, user_id: &str) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE user_id = $1");
+        let mut v = self.query_records(&sql, &[&user_id]).await?;
+        sort_newest_first(&mut v);
+        Ok(v)
+    }
+
+    async fn count_active(&self, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT COUNT(*) FROM personal_access_tokens \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = c
+            .query_one(&stmt, &[&user_id, &now])
+            .await
+            .map_err(pg_err)?;
+        Ok(col::<i64>(&row, 0)?.max(0).unsigned_abs())
+    }
+
+    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
+        let sql = format!(
+            "UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, $2) \
+             WHERE id = $1 RETURNING {COLS}"
+        );
+        self.query_opt(&sql, &[&id, &now]).await
+    }
+
+    async fn revoke_all_for_user(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenRecord>> {
+        let sql = format!(
+            "UPDATE personal_access_tokens SET revoked_at = $2 \
+             WHERE user_id = $1 AND revoked_at IS NULL RETURNING {COLS}"
+        );
+        let mut v = self.query_records(&sql, &[&user_id, &now]).await?;
+        sort_newest_first(&mut v);
+        Ok(v)
+    }
+
+    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let old = tx
+            .query_opt(
+                "SELECT user_id, revoked_at FROM personal_access_tokens WHERE id = $1 FOR UPDATE",
+                &[&old_id],
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(old) = old else {
+            return Err(StoreError::NotFound);
+        };
+        if col::<String>(&old, 0)? != new.user_id {
+            return Err(StoreError::NotFound);
+        }
+        if col::<Option<DateTime<Utc>>>(&old, 1)?.is_some() {
+            return Err(StoreError::Conflict("token already revoked".into()));
+        }
+        tx.execute(
+            "UPDATE personal_access_tokens SET revoked_at = $2 WHERE id = $1",
+            &[&old_id, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+        let t = NewToken {
+            rotated_from: Some(old_id),
+            ..new
+        };
+        let row = tx
+            .query_one(
+                &insert_sql(),
+                &[
+                    &t.id,
+                    &t.user_id,
+                    &t.username,
+                    &t.name,
+                    &t.description,
+                    &&t.token_hash[..],
+                    &t.display_hint,
+                    &t.scopes,
+                    &t.created_at,
+                    &t.expires_at,
+                    &t.rotated_from,
+                    &t.kind.as_str(),
+                    &t.jti,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        let rec = record(&row)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(rec)
+    }
+
+    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
+        let sql = format!(
+            "WITH RECURSIVE chain(id, prev) AS ( \
+               SELECT id, rotated_from FROM personal_access_tokens WHERE id = $1 \
+               UNION \
+               SELECT t.id, t.rotated_from FROM personal_access_tokens t \
+               JOIN chain c ON t.rotated_from = c.id OR t.id = c.prev) \
+             UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, $2) \
+             WHERE id IN (SELECT id FROM chain) RETURNING {COLS}"
+        );
+        let mut v = self.query_records(&sql, &[&id, &now]).await?;
+        sort_newest_first(&mut v);
+        Ok(v)
+    }
+
+    async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {
+        let ids: Vec<Uuid> = batch.iter().map(|b| b.0).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|b| b.1).collect();
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE personal_access_tokens AS t SET last_used_at = u.at \
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at) \
+                 WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)",
+            )
+            .await
+            .map_err(pg_err)?;
+        c.execute(&stmt, &[&ids, &ats]).await.map_err(pg_err)
+    }
+
+    async fn deny_jwt(
+        &self,
+        kind: DenyKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, value) DO UPDATE \
+                 SET expires_at = GREATEST(jwt_denylist.expires_at, EXCLUDED.expires_at)",
+            )
+            .await
+            .map_err(pg_err)?;
+        c.execute(&stmt, &[&kind.as_str(), &value, &expires_at, &now])
+            .await
+            .map_err(pg_err)
+            .map(|_| ())
+    }
+
+    async fn is_jwt_denied(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jwt_denylist WHERE expires_at > $3 AND \
+                 ((kind = 'jti' AND value = $1) OR (kind = 'sid' AND value = $2)))",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = c
+            .query_one(&stmt, &[&jti, &sid, &now])
+            .await
+            .map_err(pg_err)?;
+        col(&row, 0)
+    }
+
+    async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn revoked_since(
+        &self,
+        watermark: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_hash, revoked_at FROM personal_access_tokens \
+                 WHERE revoked_at > $1 ORDER BY revoked_at, id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let h: Vec<u8> = col(r, 0)?;
+                let hash: TokenHash = h
+                    .try_into()
+                    .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?;
+                Ok((hash, col(r, 1)?))
+            })
+            .collect()
+    }
+}
