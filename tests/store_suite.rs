@@ -879,3 +879,62 @@ async fn sqlite_explicit_path_and_bad_config() {
     let err = Store::connect(&pg, dir.path()).await.expect_err("no url");
     assert!(err.to_string().contains("store.url"), "{err}");
 }
+
+#[test]
+fn store_config_validation() {
+    assert_eq!(StoreConfig::default().validate(), Ok(()));
+    let pg = StoreConfig {
+        kind: StoreKind::Postgres,
+        ..Default::default()
+    };
+    assert!(pg.validate().unwrap_err().starts_with("store.url:"));
+    let pg = StoreConfig {
+        url: Some("postgres://u:secret@h/db".into()),
+        ..pg
+    };
+    assert_eq!(pg.validate(), Ok(()));
+    let bad = StoreConfig {
+        url: Some("postgres://u:secret@h:notaport/db".into()),
+        ..pg
+    };
+    let msg = bad.validate().unwrap_err();
+    assert!(
+        msg.starts_with("store.url:") && !msg.contains("secret"),
+        "{msg}"
+    );
+    let zero = StoreConfig {
+        pool_size: 0,
+        ..Default::default()
+    };
+    assert!(zero.validate().unwrap_err().starts_with("store.pool_size"));
+    assert_eq!(
+        StoreConfig::default().sqlite_path(std::path::Path::new("/d")),
+        std::path::PathBuf::from("/d/portcullis.db")
+    );
+}
+
+#[test]
+fn token_record_debug_hides_hash() {
+    let r = portcullis::store::TokenRecord {
+        id: Uuid::nil(),
+        user_id: "u".into(),
+        username: "u".into(),
+        name: "n".into(),
+        description: None,
+        token_hash: [0xab; 32],
+        display_hint: "pat_abcd…".into(),
+        scopes: vec![],
+        created_at: Utc::now(),
+        expires_at: Utc::now(),
+        last_used_at: None,
+        revoked_at: None,
+        rotated_from: None,
+        kind: TokenKind::Opaque,
+        jti: None,
+    };
+    let s = format!("{r:?}");
+    assert!(
+        s.contains("abababab…") && !s.contains(&"ab".repeat(9)),
+        "{s}"
+    );
+}

@@ -124,7 +124,7 @@ fn overwrite(name: &str, value: &str) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: name.to_owned(),
-            value: sanitize(value),
+            value: header_safe(value),
             raw_value: Vec::new(),
         }),
         append: Some(BoolValue { value: false }),
@@ -133,7 +133,14 @@ fn overwrite(name: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-/// Header values and quoted-strings: no control characters, no quotes.
+/// Header values: no control characters (no CR/LF header splitting).
+fn header_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// RFC 6750 quoted-string content: no control characters, quotes or backslashes.
 fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {

@@ -200,6 +200,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_deserializes_humantime_and_rejects_unknown_keys() {
+        let c: PatConfig = serde_json::from_str(
+            r#"{"prefix":"acme_","cache_ttl":"10m","negative_cache_ttl":"5s","last_used_flush":"1m 30s"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.prefix, "acme_");
+        assert_eq!(c.cache_ttl, Duration::from_secs(600));
+        assert_eq!(c.negative_cache_ttl, Duration::from_secs(5));
+        assert_eq!(c.last_used_flush, Duration::from_secs(90));
+        assert_eq!(c.max_lifetime_days, 365);
+        let err = serde_json::from_str::<PatConfig>(r#"{"cache_tll":"5m"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let s: crate::store::StoreConfig = serde_json::from_str(
+            r#"{"kind":"postgres","url":"postgres://x@h/db","timeout":"250ms"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.kind, crate::store::StoreKind::Postgres);
+        assert_eq!(s.timeout, Duration::from_millis(250));
+        assert_eq!(s.pool_size, 16);
+        assert!(serde_json::from_str::<crate::store::StoreConfig>(r#"{"kind":"mysql"}"#).is_err());
+    }
+
+    #[test]
     fn config_defaults_and_validation() {
         let c = PatConfig::default();
         assert_eq!(c.validate(), Ok(()));

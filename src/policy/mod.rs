@@ -71,8 +71,6 @@ mod scopes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-
 pub use config::{
     AuthMode, CredentialKind, DefaultAction, MatchConfig, PathConfig, PolicyConfig, RequireConfig,
     RouteConfig,
@@ -83,7 +81,7 @@ pub use scopes::{ScopeDenial, check_scopes, parse_required_scopes};
 
 use crate::scope::{self, ScopeRole};
 use path::HostPattern;
-use router::{Hosts, Idx, PathKind, Tier};
+use router::{HashMap, Hosts, Idx, PathKind, Tier};
 
 /// A compiled route.
 #[derive(Debug, Clone)]
@@ -227,7 +225,7 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
     let mut routes = Vec::with_capacity(cfg.routes.len());
     // Per route: host patterns (None = any host) and path kind.
     let mut placement: Vec<(Option<Vec<HostPattern>>, PathKind)> = Vec::new();
-    let mut by_name: HashMap<String, Idx> = HashMap::new();
+    let mut by_name: HashMap<String, Idx> = HashMap::default();
 
     for (i, rc) in cfg.routes.iter().enumerate() {
         let key = format!("policy.routes[{i}]");

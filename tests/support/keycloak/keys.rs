@@ -180,13 +180,18 @@ impl KeyEntry {
             .expect("RSA EncodingKey");
         let base = Jwk::from_encoding_key(&encoding, Algorithm::RS256).expect("RSA JWK");
         let mut jwk = serde_json::to_value(&base).expect("JWK to JSON");
-        let cert = self_signed_cert(realm, &spki_der, |tbs| {
-            let rng = SystemRandom::new();
-            let mut sig = vec![0u8; kp.public_modulus_len()];
-            kp.sign(&RSA_PKCS1_SHA256, &rng, tbs, &mut sig)
-                .expect("RSA sign certificate");
-            sig
-        }, SigAlgOid::RsaSha256);
+        let cert = self_signed_cert(
+            realm,
+            &spki_der,
+            |tbs| {
+                let rng = SystemRandom::new();
+                let mut sig = vec![0u8; kp.public_modulus_len()];
+                kp.sign(&RSA_PKCS1_SHA256, &rng, tbs, &mut sig)
+                    .expect("RSA sign certificate");
+                sig
+            },
+            SigAlgOid::RsaSha256,
+        );
         decorate(&mut jwk, &kid, use_, jwk_alg, Some(&cert));
         KeyEntry::finish(kid, Algorithm::RS256, encoding, jwk, spki_der)
     }
@@ -220,12 +225,17 @@ impl KeyEntry {
         let encoding = EncodingKey::from_ec_der(&pkcs8);
         let base = Jwk::from_encoding_key(&encoding, Algorithm::ES256).expect("EC JWK");
         let mut jwk = serde_json::to_value(&base).expect("JWK to JSON");
-        let cert = self_signed_cert(realm, &spki_der, |tbs| {
-            kp.sign(&rng, tbs)
-                .expect("ECDSA sign certificate")
-                .as_ref()
-                .to_vec()
-        }, SigAlgOid::EcdsaSha256);
+        let cert = self_signed_cert(
+            realm,
+            &spki_der,
+            |tbs| {
+                kp.sign(&rng, tbs)
+                    .expect("ECDSA sign certificate")
+                    .as_ref()
+                    .to_vec()
+            },
+            SigAlgOid::EcdsaSha256,
+        );
         decorate(&mut jwk, &kid, "sig", "ES256", Some(&cert));
         KeyEntry::finish(kid, Algorithm::ES256, encoding, jwk, spki_der)
     }
@@ -310,7 +320,10 @@ fn sig_alg_identifier(alg: SigAlgOid) -> Vec<u8> {
     match alg {
         // 1.2.840.113549.1.1.11 sha256WithRSAEncryption, NULL params
         SigAlgOid::RsaSha256 => seq(&[
-            &der(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]),
+            &der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+            ),
             &[0x05, 0x00],
         ]),
         // 1.2.840.10045.4.3.2 ecdsa-with-SHA256, no params

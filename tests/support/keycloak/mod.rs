@@ -237,7 +237,11 @@ impl FakeKeycloak {
                 KeyEntry::new_ec(&realm_owned),
                 KeyEntry::new_ed(),
             ];
-            (sig, KeyEntry::new_rsa_enc(&realm_owned), KeyEntry::new_oct())
+            (
+                sig,
+                KeyEntry::new_rsa_enc(&realm_owned),
+                KeyEntry::new_oct(),
+            )
         })
         .await
         .expect("key generation task");
@@ -407,7 +411,11 @@ impl FakeKeycloak {
         let user = inner.users.values().find(|u| u.sub == sub).cloned();
         let (username, roles, scope) = match user {
             Some(u) => (u.username, u.realm_roles, u.scope),
-            None => (sub.to_owned(), Vec::new(), "openid profile email".to_owned()),
+            None => (
+                sub.to_owned(),
+                Vec::new(),
+                "openid profile email".to_owned(),
+            ),
         };
         inner.user_claims(
             &self.shared.issuer(),
@@ -449,7 +457,12 @@ impl FakeKeycloak {
 
     /// Like [`Self::sign_with_unpublished_key`] with a chosen header kid, e.g.
     /// a published one (signature by the wrong key under a known kid).
-    pub fn sign_with_unpublished_key_as(&self, claims: &Value, alg: Algorithm, kid: &str) -> String {
+    pub fn sign_with_unpublished_key_as(
+        &self,
+        claims: &Value,
+        alg: Algorithm,
+        kid: &str,
+    ) -> String {
         let key = match family(alg) {
             Family::Rsa => KeyEntry::unpublished_rsa(),
             Family::Ec if alg == Algorithm::ES256 => KeyEntry::new_ec("unpublished"),
@@ -468,13 +481,23 @@ impl FakeKeycloak {
     /// Kid of the published RSA `use: "enc"` (`RSA-OAEP`) key.
     pub fn enc_kid(&self) -> String {
         let inner = self.shared.lock();
-        inner.enc_key.as_ref().expect("enc key was removed").kid.clone()
+        inner
+            .enc_key
+            .as_ref()
+            .expect("enc key was removed")
+            .kid
+            .clone()
     }
 
     /// Kid of the published `kty: "oct"` key.
     pub fn oct_kid(&self) -> String {
         let inner = self.shared.lock();
-        inner.oct_key.as_ref().expect("oct key was removed").kid.clone()
+        inner
+            .oct_key
+            .as_ref()
+            .expect("oct key was removed")
+            .kid
+            .clone()
     }
 
     /// RS256 signature by the private key of the `enc` key, kid = enc kid.
@@ -559,7 +582,13 @@ impl FakeKeycloak {
     }
 }
 
-fn sign_with(key: &EncodingKey, alg: Algorithm, kid: &str, opts: &SignOpts, claims: &Value) -> String {
+fn sign_with(
+    key: &EncodingKey,
+    alg: Algorithm,
+    kid: &str,
+    opts: &SignOpts,
+    claims: &Value,
+) -> String {
     let mut header = Map::new();
     header.insert("alg".into(), Value::String(keys::alg_name(alg)));
     header.insert(

@@ -87,7 +87,11 @@ pub(super) fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    let form = if is_form { parse_form(body) } else { Vec::new() };
+    let form = if is_form {
+        parse_form(body)
+    } else {
+        Vec::new()
+    };
 
     let Some(grant_type) = param(&form, "grant_type") else {
         return bad_request("invalid_request", "Missing form parameter: grant_type");

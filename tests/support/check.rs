@@ -1,0 +1,224 @@
+//! Test helpers: start portcullis in-process on 127.0.0.1:0 and call Check
+//! over real gRPC, plus builders and assertions for requests and responses.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::config::{Config, MapEnv};
+use portcullis::server::{Running, ServeOptions, start};
+
+/// Starts a server from YAML (listen addresses forced to port 0).
+pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
+    let mut cfg = Config::from_yaml_str(yaml, &MapEnv::default()).expect("test config parses");
+    cfg.listen.grpc = "127.0.0.1:0".parse().unwrap();
+    cfg.listen.http = "127.0.0.1:0".parse().unwrap();
+    cfg.data_dir = data_dir.to_path_buf();
+    if dev {
+        portcullis::dev::apply_dev_defaults(&mut cfg, !yaml.trim().is_empty());
+    }
+    start(ServeOptions { config: cfg, dev }).await.expect("server starts")
+}
+
+/// A connected Check client.
+pub async fn client(addr: SocketAddr) -> AuthorizationClient<tonic::transport::Channel> {
+    AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to gRPC")
+}
+
+/// Builds a CheckRequest.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub raw_headers: bool,
+    pub context: HashMap<String, String>,
+}
+
+impl Req {
+    pub fn get(path: &str) -> Req {
+        Req {
+            method: "GET".into(),
+            host: "api.example.org".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            raw_headers: false,
+            context: HashMap::new(),
+        }
+    }
+
+    pub fn method(mut self, m: &str) -> Req {
+        self.method = m.into();
+        self
+    }
+
+    pub fn host(mut self, h: &str) -> Req {
+        self.host = h.into();
+        self
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Req {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// Send headers as Envoy's `header_map` (raw_value bytes) instead of the map.
+    pub fn raw(mut self) -> Req {
+        self.raw_headers = true;
+        self
+    }
+
+    pub fn context(mut self, k: &str, v: &str) -> Req {
+        self.context.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn build(&self) -> CheckRequest {
+        let mut http = HttpRequest {
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            scheme: "https".into(),
+            protocol: "HTTP/1.1".into(),
+            ..Default::default()
+        };
+        if self.raw_headers {
+            http.header_map = Some(HeaderMap {
+                headers: self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.clone(),
+                        value: String::new(),
+                        raw_value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            });
+        } else {
+            for (k, v) in &self.headers {
+                // Envoy joins repeated headers with ','.
+                http.headers
+                    .entry(k.to_ascii_lowercase())
+                    .and_modify(|e: &mut String| {
+                        e.push(',');
+                        e.push_str(v)
+                    })
+                    .or_insert_with(|| v.clone());
+            }
+        }
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    time: None,
+                    http: Some(http),
+                }),
+                context_extensions: self.context.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// Calls Check over gRPC; panics on a transport error (that is a bug: a
+/// deny must be an Ok response).
+pub async fn check(addr: SocketAddr, req: &Req) -> CheckResponse {
+    let mut c = client(addr).await;
+    c.check(req.build())
+        .await
+        .expect("Check must never return a gRPC error")
+        .into_inner()
+}
+
+/// Upstream headers of an allow, as name → value; panics on a deny.
+pub fn allowed(resp: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
+    let status = resp.status.as_ref().expect("status must be set");
+    assert_eq!(status.code, 0, "expected allow, got {resp:?}");
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            let mut h = HashMap::new();
+            for opt in &ok.headers {
+                let hv = opt.header.as_ref().expect("header set");
+                #[allow(deprecated)]
+                let append = opt.append.as_ref().map(|b| b.value);
+                assert_eq!(append, Some(false), "append must be false for {}", hv.key);
+                assert_eq!(opt.append_action, 2, "append_action must be OVERWRITE_IF_EXISTS_OR_ADD");
+                h.insert(hv.key.clone(), hv.value.clone());
+            }
+            for r in &ok.headers_to_remove {
+                assert!(!h.contains_key(r), "{r} is both set and removed");
+            }
+            (h, ok.headers_to_remove.clone())
+        }
+        other => panic!("allow without OkHttpResponse: {other:?}"),
+    }
+}
+
+/// A denial's parts.
+#[derive(Debug)]
+pub struct Denied {
+    pub code: i32,
+    pub http: i32,
+    pub www_authenticate: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl Denied {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    pub fn description(&self) -> &str {
+        self.body["error_description"].as_str().unwrap_or("")
+    }
+}
+
+/// Parses a denial; panics on an allow.
+pub fn denied(resp: &CheckResponse) -> Denied {
+    let status = resp.status.as_ref().expect("status must be set");
+    assert_ne!(status.code, 0, "expected deny, got allow: {resp:?}");
+    match &resp.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => {
+            let www = d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "www-authenticate")
+                .map(|h| h.value.clone());
+            Denied {
+                code: status.code,
+                http: d.status.as_ref().map(|s| s.code).unwrap_or(0),
+                www_authenticate: www,
+                body: serde_json::from_str(&d.body).expect("deny body is JSON"),
+            }
+        }
+        other => panic!("deny without DeniedHttpResponse: {other:?}"),
+    }
+}
+
+/// Asserts a 401 `invalid_token` whose description contains `needle`.
+pub fn assert_invalid_token(resp: &CheckResponse, needle: &str) {
+    let d = denied(resp);
+    assert_eq!((d.code, d.http), (16, 401), "{d:?}");
+    assert_eq!(d.error(), "invalid_token", "{d:?}");
+    assert!(
+        d.description().contains(needle),
+        "description {:?} lacks {needle:?}",
+        d.description()
+    );
+    let www = d.www_authenticate.expect("WWW-Authenticate on 401");
+    assert!(www.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""), "{www}");
+}

@@ -1,0 +1,5 @@
+//! Shared integration-test support.
+
+#![allow(dead_code)]
+
+pub mod check;
