@@ -9,7 +9,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use support::keycloak::{FakeKeycloak, Failure, SignOpts};
+use support::keycloak::{Failure, FakeKeycloak, SignOpts};
 
 struct Env {
     kc: FakeKeycloak,
@@ -36,7 +36,11 @@ issuers:
 async fn wait_ready(srv: &portcullis::server::Running) {
     let url = format!("http://{}/readyz", srv.http_addr);
     for _ in 0..200 {
-        if reqwest::get(&url).await.map(|r| r.status() == 200).unwrap_or(false) {
+        if reqwest::get(&url)
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -120,7 +124,10 @@ async fn service_account_is_reported_as_such() {
 #[tokio::test]
 async fn alg_none_is_denied() {
     let e = env().await;
-    let t = forge(&json!({"alg": "none", "kid": e.kc.active_kid(Algorithm::RS256)}), &e.claims());
+    let t = forge(
+        &json!({"alg": "none", "kid": e.kc.active_kid(Algorithm::RS256)}),
+        &e.claims(),
+    );
     assert_invalid_token(&e.check(&t).await, "alg none");
     let t = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&e.claims()));
     assert_invalid_token(&e.check(&t).await, "unsigned");
@@ -138,7 +145,10 @@ async fn alg_none_any_casing_is_denied() {
 #[tokio::test]
 async fn missing_alg_is_denied() {
     let e = env().await;
-    let t = forge(&json!({"kid": e.kc.active_kid(Algorithm::RS256)}), &e.claims());
+    let t = forge(
+        &json!({"kid": e.kc.active_kid(Algorithm::RS256)}),
+        &e.claims(),
+    );
     assert_invalid_token(&e.check(&t).await, "missing alg");
 }
 
@@ -148,7 +158,8 @@ async fn hs256_signed_with_the_rsa_public_key_is_denied() {
     let pem = e.kc.rsa_public_key_pem();
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(e.kc.active_kid(Algorithm::RS256));
-    let t = jsonwebtoken::encode(&h, &e.claims(), &EncodingKey::from_secret(pem.as_bytes())).unwrap();
+    let t =
+        jsonwebtoken::encode(&h, &e.claims(), &EncodingKey::from_secret(pem.as_bytes())).unwrap();
     assert_invalid_token(&e.check(&t).await, "algorithm not allowed");
 }
 
@@ -156,13 +167,25 @@ async fn hs256_signed_with_the_rsa_public_key_is_denied() {
 async fn alg_outside_allow_list_is_denied() {
     let kc = FakeKeycloak::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!("issuers:\n  - issuer: {}\n    audiences: [portcullis]\n", kc.issuer());
+    let cfg = format!(
+        "issuers:\n  - issuer: {}\n    audiences: [portcullis]\n",
+        kc.issuer()
+    );
     let srv = serve_yaml(&cfg, dir.path(), false).await;
     wait_ready(&srv).await;
     let mut c = kc.claims("u");
     c["aud"] = json!("portcullis");
-    let t = kc.sign(&c, &SignOpts { alg: Some(Algorithm::ES256), ..Default::default() });
-    assert_invalid_token(&check(srv.grpc_addr, &Req::get("/").bearer(&t)).await, "algorithm not allowed");
+    let t = kc.sign(
+        &c,
+        &SignOpts {
+            alg: Some(Algorithm::ES256),
+            ..Default::default()
+        },
+    );
+    assert_invalid_token(
+        &check(srv.grpc_addr, &Req::get("/").bearer(&t)).await,
+        "algorithm not allowed",
+    );
 }
 
 #[tokio::test]
@@ -201,8 +224,10 @@ async fn oct_key_is_not_used() {
 async fn unknown_kid_refetches_once_then_is_rate_limited() {
     let e = env().await;
     let before = e.kc.jwks_fetches();
-    let t1 = e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
-    let t2 = e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::ES256);
+    let t1 =
+        e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
+    let t2 =
+        e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::ES256);
     // Concurrent misses share one fetch.
     let (a, b) = tokio::join!(e.check(&t1), e.check(&t2));
     assert_invalid_token(&a, "unknown signing key");
@@ -210,7 +235,8 @@ async fn unknown_kid_refetches_once_then_is_rate_limited() {
     let after_first = e.kc.jwks_fetches();
     assert_eq!(after_first - before, 1, "one refetch for concurrent misses");
     for _ in 0..5 {
-        let t = e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
+        let t =
+            e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
         assert_invalid_token(&e.check(&t).await, "unknown signing key");
     }
     assert_eq!(e.kc.jwks_fetches(), after_first, "refetch is rate-limited");
@@ -228,7 +254,11 @@ async fn kid_with_path_or_sql_characters_is_just_unknown() {
             },
         );
         let d = denied(&e.check(&t).await);
-        assert_eq!((d.code, d.http, d.error()), (16, 401, "invalid_token"), "{kid:?}");
+        assert_eq!(
+            (d.code, d.http, d.error()),
+            (16, 401, "invalid_token"),
+            "{kid:?}"
+        );
     }
 }
 
@@ -248,14 +278,19 @@ async fn jku_x5u_jwk_x5c_headers_are_ignored() {
     );
     allowed(&e.check(&t).await);
     // An attacker's own key, embedded as `jwk`, is never trusted.
-    let t = e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
+    let t =
+        e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
     let (h, p, s) = {
         let mut it = t.split('.');
         (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
     };
     use base64::Engine;
-    let mut header: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap();
+    let mut header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(h)
+            .unwrap(),
+    )
+    .unwrap();
     header["jwk"] = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
     header["x5c"] = json!(["MIIB"]);
     let t = format!("{}.{p}.{s}", b64(&header));
@@ -397,7 +432,11 @@ async fn duplicate_json_keys_are_denied() {
     let good = e.sign(&e.claims());
     let parts: Vec<&str> = good.split('.').collect();
     let claims = e.claims().to_string();
-    let dup = format!("{{\"iss\":\"{}\",{}", "https://evil.example/realms/x", &claims[1..]);
+    let dup = format!(
+        "{{\"iss\":\"{}\",{}",
+        "https://evil.example/realms/x",
+        &claims[1..]
+    );
     use base64::Engine;
     let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dup);
     let t = format!("{}.{}.{}", parts[0], p, parts[2]);
@@ -445,13 +484,18 @@ async fn no_keys_at_start_is_503_and_not_ready_then_recovers() {
     kc.set_failure(Failure::Status500);
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&yaml(&kc, ""), dir.path(), false).await;
-    let r = reqwest::get(format!("http://{}/readyz", srv.http_addr)).await.unwrap();
+    let r = reqwest::get(format!("http://{}/readyz", srv.http_addr))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let mut c = kc.claims("u");
     c["aud"] = json!("portcullis");
     let t = kc.sign(&c, &SignOpts::default());
     let d = denied(&check(srv.grpc_addr, &Req::get("/").bearer(&t)).await);
-    assert_eq!((d.code, d.http, d.error()), (14, 503, "temporarily_unavailable"));
+    assert_eq!(
+        (d.code, d.http, d.error()),
+        (14, 503, "temporarily_unavailable")
+    );
     assert!(d.www_authenticate.is_none());
     kc.set_failure(Failure::None);
     wait_ready(&srv).await;
@@ -462,7 +506,8 @@ async fn no_keys_at_start_is_503_and_not_ready_then_recovers() {
 async fn slow_idp_on_unknown_kid_is_503_not_allow() {
     let e = env_with("").await;
     e.kc.set_failure(Failure::Slow(Duration::from_secs(5)));
-    let t = e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
+    let t =
+        e.kc.sign_with_unpublished_key(&e.claims(), Algorithm::RS256);
     let d = denied(&e.check(&t).await);
     assert_eq!((d.code, d.http), (14, 503));
     e.kc.set_failure(Failure::None);

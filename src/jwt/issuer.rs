@@ -128,12 +128,15 @@ impl IssuerKeys {
             return Err(self.miss());
         };
         match tokio::time::timeout(self.unknown_kid_wait, fetch).await {
-            Ok(_) => self
+            Ok(Ok(_)) => self
                 .keys
                 .load()
                 .get(kid)
                 .cloned()
                 .ok_or_else(|| self.miss()),
+            // The IdP could not be asked: the kid may be a fresh, legitimate
+            // key we cannot see. Not a 401, and certainly not an allow.
+            Ok(Err(_)) => Err(KeyLookupError::Unavailable),
             // The fetch goes on in the background; this request cannot wait.
             Err(_) => Err(KeyLookupError::Unavailable),
         }

@@ -74,7 +74,7 @@ pub struct VerifiedJwt {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
-    exp: i64,
+    exp: Option<i64>,
     iat: Option<i64>,
     typ: Option<String>,
     azp: Option<String>,
@@ -227,6 +227,7 @@ impl Verifier {
         let data =
             jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(map_jwt_err)?;
         let claims = data.claims;
+        let exp = claims.exp.ok_or(JwtError::Claims("missing exp"))?;
         let now = unix_now();
         let leeway = rt.cfg.leeway_seconds as i64;
         if claims.iat.is_some_and(|iat| iat > now + leeway) {
@@ -270,7 +271,7 @@ impl Verifier {
                 scopes,
                 token_id: None,
                 issuer: Some(rt.issuer.clone()),
-                expires_at: claims.exp,
+                expires_at: exp,
             }),
             jti: claims.jti,
             sid: claims.sid,

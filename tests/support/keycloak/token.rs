@@ -117,7 +117,7 @@ pub(super) fn handle(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
     let inner = shared.lock();
     let (client_id, client) = match authenticate(&inner, headers, &form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let issuer = shared.issuer();
     match grant_type.as_str() {
@@ -131,7 +131,7 @@ fn authenticate(
     inner: &Inner,
     headers: &HeaderMap,
     form: &Form,
-) -> Result<(String, Client), Response> {
+) -> Result<(String, Client), Box<Response>> {
     let mut client_id = None;
     let mut secret = None;
     if let Some(auth) = headers
@@ -155,23 +155,26 @@ fn authenticate(
         secret = Some(s.to_owned());
     }
     let Some(client_id) = client_id else {
-        return Err(bad_request("invalid_client", "Missing client_id parameter"));
+        return Err(Box::new(bad_request(
+            "invalid_client",
+            "Missing client_id parameter",
+        )));
     };
     let Some(client) = inner.clients.get(&client_id) else {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Invalid client or Invalid client credentials",
-        ));
+        )));
     };
     if let Some(expected) = &client.secret
         && secret.as_deref() != Some(expected.as_str())
     {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized_client",
             "Invalid client or Invalid client credentials",
-        ));
+        )));
     }
     Ok((client_id, client.clone()))
 }
