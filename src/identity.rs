@@ -4,36 +4,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-/// The kind of credential presented; routes accept a subset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    /// A user's login token from a trusted issuer.
-    Jwt,
-    /// A client_credentials token (`preferred_username: service-account-…`).
-    ServiceAccount,
-    /// A personal access token (opaque, or a registered IdP-signed one).
-    Pat,
-}
-
-impl CredentialKind {
-    /// The value of `x-auth-method` and of `credentials:` in config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CredentialKind::Jwt => "jwt",
-            CredentialKind::ServiceAccount => "service_account",
-            CredentialKind::Pat => "pat",
-        }
-    }
-}
-
-impl std::fmt::Display for CredentialKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::policy::CredentialKind;
 
 /// A verified caller. Shared (`Arc`) so a cached verification costs no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,9 @@ use crate::authz::{CheckService, Engine};
 use crate::config::{Config, IssuerConfig};
 use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerKeys, Verifier};
+use crate::pat::PatValidator;
+use crate::policy::Policy;
+use crate::store::Store;
 
 /// Encoded descriptors of our own protos, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -44,10 +47,17 @@ pub struct Running {
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Periodic `last_used_at` flusher; stopped before the final flush.
+    flusher: JoinHandle<()>,
 }
 
-/// Builds the engine for a config. `dev` is the built-in issuer, if any.
-pub fn build_engine(cfg: &Config, dev: Option<&DevIssuer>) -> anyhow::Result<Engine> {
+/// Builds the engine for a config. `dev` is the built-in issuer, if any;
+/// `pats` is shared across reloads (its cache and store outlive a config).
+pub fn build_engine(
+    cfg: &Config,
+    dev: Option<&DevIssuer>,
+    pats: Arc<PatValidator>,
+) -> anyhow::Result<Engine> {
     let http = reqwest::Client::builder()
         .timeout(
             cfg.issuers
@@ -79,6 +89,9 @@ pub fn build_engine(cfg: &Config, dev: Option<&DevIssuer>) -> anyhow::Result<Eng
     Ok(Engine {
         verifier: Arc::new(verifier),
         max_token_bytes: cfg.jwt.max_token_bytes,
+        pats,
+        pat_prefix: cfg.pat.prefix.clone(),
+        policy: Arc::new(Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?),
     })
 }
 
@@ -115,10 +128,21 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         None
     };
 
-    let engine = Arc::new(ArcSwap::from_pointee(build_engine(&cfg, dev.as_deref())?));
+    let store = Store::connect(&cfg.store, &cfg.data_dir)
+        .await
+        .with_context(|| format!("opening the {:?} token store (store.kind)", cfg.store.kind))?;
     let shutdown = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
+    migrate_or_retry(&store, &shutdown, &mut tasks).await;
+    let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
+    let flusher = pats.usage().start_flusher();
+
+    let engine = Arc::new(ArcSwap::from_pointee(build_engine(
+        &cfg,
+        dev.as_deref(),
+        pats,
+    )?));
 
     for km in engine.load().verifier.key_managers() {
         tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
@@ -173,7 +197,46 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         shutdown,
         draining,
         tasks,
+        flusher,
     })
+}
+
+/// Applies migrations now; if the store is down, keeps retrying in the
+/// background (Checks answer 503 for uncached PATs meanwhile, `/readyz`
+/// reports the store) instead of refusing to start.
+async fn migrate_or_retry(
+    store: &Store,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) {
+    match store.migrate().await {
+        Ok(applied) if !applied.is_empty() => tracing::info!(?applied, "applied migrations"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "token store migrations failed; retrying in the background");
+            let store = store.clone();
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut wait = Duration::from_millis(500);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    match store.migrate().await {
+                        Ok(_) => {
+                            tracing::info!("token store reachable; migrations applied");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "token store migrations still failing")
+                        }
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }));
+        }
+    }
 }
 
 // === impl Running ===
@@ -185,6 +248,7 @@ impl Running {
         self.draining.store(true, Ordering::Release);
         self.shutdown.cancel();
         let engine = self.engine.load_full();
+        self.flusher.abort();
         let wait = async {
             for t in self.tasks {
                 let _ = t.await;

@@ -27,6 +27,8 @@ issuers:
     refetch_min_interval: 10s
     unknown_kid_wait: 2s
     fetch_timeout: 2s
+policy:
+  default: authenticated
 {extra}
 "#,
         iss = kc.issuer()

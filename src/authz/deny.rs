@@ -3,6 +3,8 @@
 
 use super::decision::Denial;
 use crate::jwt::JwtError;
+use crate::pat::PatOutcome;
+use crate::store::StoreError;
 
 impl From<JwtError> for Denial {
     fn from(e: JwtError) -> Denial {
@@ -32,5 +34,25 @@ impl From<JwtError> for Denial {
             Audience => Denial::unauthenticated("invalid_token", "token audience not accepted"),
             TokenType => Denial::unauthenticated("invalid_token", "token type not accepted"),
         }
+    }
+}
+
+impl From<PatOutcome> for Denial {
+    fn from(o: PatOutcome) -> Denial {
+        match o {
+            // Only reached if a caller forgets to handle Valid: still a deny.
+            PatOutcome::Valid(_) => Denial::unavailable("internal error"),
+            PatOutcome::Malformed => Denial::unauthenticated("invalid_token", "malformed token"),
+            PatOutcome::Unknown => Denial::unauthenticated("invalid_token", "unknown token"),
+            PatOutcome::Expired => Denial::unauthenticated("invalid_token", "token expired"),
+            PatOutcome::Revoked => Denial::unauthenticated("invalid_token", "token revoked"),
+        }
+    }
+}
+
+impl From<StoreError> for Denial {
+    fn from(e: StoreError) -> Denial {
+        tracing::warn!(error = %e, "token store error during Check; denying with 503");
+        Denial::unavailable("token store unavailable; try again")
     }
 }

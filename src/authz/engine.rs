@@ -4,8 +4,16 @@ use std::sync::Arc;
 
 use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
-use crate::identity::Identity;
+use crate::identity::{CredentialKind, Identity};
 use crate::jwt::Verifier;
+use crate::pat::{PatOutcome, PatValidator};
+use crate::policy::{self, AuthMode, DefaultAction, Policy, Route, RouteMatch};
+use crate::store::TokenRecord;
+
+/// `context_extensions` key naming a configured route directly.
+pub const CTX_ROUTE: &str = "portcullis.route";
+/// `context_extensions` key adding all-of scopes for an Envoy route.
+pub const CTX_REQUIRED_SCOPES: &str = "portcullis.required_scopes";
 
 /// Everything a Check needs, swapped as a whole on config reload.
 #[derive(Debug)]
@@ -14,6 +22,19 @@ pub struct Engine {
     pub verifier: Arc<Verifier>,
     /// Bearer tokens longer than this are refused unparsed.
     pub max_token_bytes: usize,
+    /// PAT lookups (cache → store), shared across config reloads.
+    pub pats: Arc<PatValidator>,
+    /// A bearer token starting with this is a PAT (`pat.prefix`).
+    pub pat_prefix: String,
+    /// Compiled routes.
+    pub policy: Arc<Policy>,
+}
+
+/// Where a request landed in the policy.
+enum Target<'p> {
+    Route(&'p Route),
+    /// No route matched: `policy.default` decides.
+    Default(DefaultAction),
 }
 
 // === impl Engine ===
@@ -21,36 +42,172 @@ pub struct Engine {
 impl Engine {
     /// Decides one request. Never fails: every error is a denial.
     pub async fn check(&self, req: &RequestView<'_>) -> Decision {
+        match self.decide(req).await {
+            Ok(d) => d,
+            Err(denial) => Decision::Deny(denial),
+        }
+    }
+
+    async fn decide(&self, req: &RequestView<'_>) -> Result<Decision, Denial> {
         if !req.has_http() {
-            return Decision::Deny(Denial::forbidden(
+            return Err(Denial::forbidden(
                 "invalid_request",
                 "no HTTP request attributes in CheckRequest",
             ));
         }
-        let token = match req.credential(self.max_token_bytes) {
-            Ok(Credential::Bearer(t)) => t,
-            Ok(Credential::None) => return Decision::Deny(Denial::no_credential()),
-            Err(d) => return Decision::Deny(d),
+        let target = self.target(req)?;
+        let extra = match req.context(CTX_REQUIRED_SCOPES) {
+            None => Vec::new(),
+            Some(s) => policy::parse_required_scopes(s).map_err(|e| {
+                tracing::error!(error = %e, "Envoy context_extensions {CTX_REQUIRED_SCOPES} is invalid");
+                Denial::unavailable("authorization misconfigured for this route")
+            })?,
         };
-        match self.authenticate(token).await {
-            Ok(id) => Decision::Allow(id),
-            Err(d) => Decision::Deny(d),
+        let public = matches!(target, Target::Route(r) if r.auth == AuthMode::None);
+        let token = match req.credential(self.max_token_bytes)? {
+            Credential::Bearer(t) => t,
+            Credential::None if public => return Ok(Decision::AllowAnonymous),
+            Credential::None => return Err(Denial::no_credential()),
+        };
+        // On a public route a credential is still verified, so identity
+        // headers are trustworthy; a bad one is refused, not ignored.
+        let id = self.authenticate(token).await?;
+        if public {
+            return Ok(Decision::Allow(id));
         }
+        self.authorize(&target, &extra, &id)?;
+        Ok(Decision::Allow(id))
+    }
+
+    /// Picks the route: named by Envoy, else matched on host/method/path.
+    fn target(&self, req: &RequestView<'_>) -> Result<Target<'_>, Denial> {
+        if let Some(name) = req.context(CTX_ROUTE) {
+            return match self.policy.route_by_name(name) {
+                Some(r) => Ok(Target::Route(r)),
+                None => {
+                    tracing::error!(route = name, "Envoy names a route that is not configured");
+                    Err(Denial::unavailable(
+                        "authorization misconfigured for this route",
+                    ))
+                }
+            };
+        }
+        match self
+            .policy
+            .match_request(req.host(), req.method(), req.path())
+        {
+            RouteMatch::Route(r) => Ok(Target::Route(r)),
+            RouteMatch::NoRoute => Ok(Target::Default(self.policy.default_action())),
+            RouteMatch::BadPath(why) => Err(Denial::forbidden(
+                "invalid_request",
+                format!("request path rejected: {why}"),
+            )),
+        }
+    }
+
+    /// Credential kind and scopes against the target.
+    fn authorize(
+        &self,
+        target: &Target<'_>,
+        extra: &[String],
+        id: &Identity,
+    ) -> Result<(), Denial> {
+        let route = match target {
+            Target::Route(r) => r,
+            Target::Default(DefaultAction::Authenticated) if extra.is_empty() => return Ok(()),
+            Target::Default(DefaultAction::Authenticated) => {
+                return policy::check_scopes(
+                    &[],
+                    &[],
+                    extra,
+                    &id.scopes,
+                    id.kind == CredentialKind::Pat,
+                )
+                .map_err(|_| Denial::insufficient_scope(extra));
+            }
+            Target::Default(DefaultAction::Deny) => {
+                return Err(Denial::forbidden(
+                    "insufficient_scope",
+                    "no route matches this request",
+                ));
+            }
+        };
+        if !route.accepts(id.kind) {
+            let accepted: Vec<&str> = route.accepted_kinds().map(|k| k.as_str()).collect();
+            return Err(Denial::forbidden(
+                "insufficient_scope",
+                format!(
+                    "credential kind {} is not accepted on route {} (accepted: {})",
+                    id.kind,
+                    route.name,
+                    accepted.join(", ")
+                ),
+            ));
+        }
+        policy::check_scopes(
+            &route.all_of,
+            &route.any_of,
+            extra,
+            &id.scopes,
+            id.kind == CredentialKind::Pat,
+        )
+        .map_err(|_| {
+            // RFC 6750 §3: name the scopes the resource needs.
+            let required: Vec<String> = route
+                .all_of
+                .iter()
+                .chain(extra)
+                .chain(&route.any_of)
+                .cloned()
+                .collect();
+            Denial::insufficient_scope(&required)
+        })
     }
 
     /// Verifies a bearer token and returns who it belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Denial> {
+        if token.starts_with(&self.pat_prefix) {
+            let outcome = self.pats.validate(token).await?;
+            return match outcome {
+                PatOutcome::Valid(rec) => Ok(Arc::new(pat_identity(&rec))),
+                other => Err(other.into()),
+            };
+        }
         let verified = self.verifier.verify(token).await?;
         Ok(verified.identity.clone())
+    }
+}
+
+fn pat_identity(rec: &TokenRecord) -> Identity {
+    Identity {
+        kind: CredentialKind::Pat,
+        subject: rec.user_id.clone(),
+        username: Some(rec.username.clone()).filter(|u| !u.is_empty()),
+        email: None,
+        client: None,
+        scopes: rec.scopes.clone(),
+        token_id: Some(rec.id.to_string()),
+        issuer: None,
+        expires_at: rec.expires_at.timestamp(),
     }
 }
 
 impl Engine {
     /// Readiness of the stores behind the engine (`/readyz`).
     pub async fn store_ready(&self) -> Result<(), String> {
-        Ok(())
+        self.pats
+            .store()
+            .ping()
+            .await
+            .map_err(|e| format!("token store unreachable: {e}"))
     }
 
-    /// Flushes buffered background writes (graceful shutdown).
-    pub async fn flush(&self) {}
+    /// Flushes buffered `last_used_at` updates (graceful shutdown).
+    pub async fn flush(&self) {
+        match self.pats.usage().flush().await {
+            Ok(n) if n > 0 => tracing::info!(tokens = n, "flushed PAT last_used_at"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "flushing PAT last_used_at failed"),
+        }
+    }
 }

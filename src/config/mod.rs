@@ -17,9 +17,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
-// INTEGRATE use crate::pat::PatConfig;
-// INTEGRATE use crate::policy::PolicyConfig;
-// INTEGRATE use crate::store::StoreConfig;
+use crate::pat::PatConfig;
+use crate::policy::PolicyConfig;
+use crate::store::StoreConfig;
 
 /// A configuration problem: which key, what is wrong, what is accepted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,12 +52,12 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Settings shared by every issuer: verified-token cache and size limits.
     pub jwt: JwtConfig,
-    // INTEGRATE /// Personal access tokens.
-    // INTEGRATE pub pat: PatConfig,
-    // INTEGRATE /// Where PATs and the JWT deny-list live.
-    // INTEGRATE pub store: StoreConfig,
-    // INTEGRATE /// Per-route authorization policy.
-    // INTEGRATE pub policy: PolicyConfig,
+    /// Personal access tokens.
+    pub pat: PatConfig,
+    /// Where PATs and the JWT deny-list live.
+    pub store: StoreConfig,
+    /// Per-route authorization policy.
+    pub policy: PolicyConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -69,9 +69,9 @@ impl Default for Config {
             data_dir: PathBuf::from(".portcullis"),
             issuers: Vec::new(),
             jwt: JwtConfig::default(),
-            // INTEGRATE pat: PatConfig::default(),
-            // INTEGRATE store: StoreConfig::default(),
-            // INTEGRATE policy: PolicyConfig::default(),
+            pat: PatConfig::default(),
+            store: StoreConfig::default(),
+            policy: PolicyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -290,15 +290,19 @@ impl Config {
                 "must be at least 1 (it bounds memory, it cannot disable the cache)",
             ));
         }
-        // INTEGRATE         if let Err(e) = self.pat.validate() {
-        // INTEGRATE             errs.push(ConfigError::new("pat", e));
-        // INTEGRATE         }
-        // INTEGRATE         if let Err(e) = self.store.validate() {
-        // INTEGRATE             errs.push(ConfigError::new("store", e));
-        // INTEGRATE         }
-        // INTEGRATE         if let Err(e) = crate::policy::Policy::compile(&self.policy) {
-        // INTEGRATE             errs.push(ConfigError::new("policy", e.to_string()));
-        // INTEGRATE         }
+        if let Err(e) = self.pat.validate() {
+            errs.push(ConfigError::new("pat", e));
+        }
+        if let Err(e) = self.store.validate() {
+            errs.push(ConfigError::new("store", e));
+        }
+        for e in crate::policy::Policy::check(&self.policy) {
+            let text = e.to_string();
+            let msg = text
+                .strip_prefix(&format!("{}: ", e.key()))
+                .unwrap_or(&text);
+            errs.push(ConfigError::new(e.key(), msg));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }

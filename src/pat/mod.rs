@@ -21,7 +21,7 @@ pub use usage::UsageTracker;
 pub use validator::{CacheStats, PatOutcome, PatValidator};
 
 /// `pat:` configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatConfig {
     /// Token prefix, e.g. `pat_` (1–32 chars of `[A-Za-z0-9_-]`).

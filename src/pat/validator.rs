@@ -227,3 +227,12 @@ fn entry_for(
         ttl,
     }
 }
+
+impl std::fmt::Debug for PatValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatValidator")
+            .field("prefix", &self.prefix)
+            .field("store", &self.store.backend_name())
+            .finish_non_exhaustive()
+    }
+}

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 /// The `policy:` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// What to do with requests that match no route: `deny` (default) or `authenticated`.
@@ -18,7 +18,7 @@ pub struct PolicyConfig {
 }
 
 /// Action for requests matching no route.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultAction {
     /// Reject the request (403).
@@ -29,7 +29,7 @@ pub enum DefaultAction {
 }
 
 /// Kind of credential a caller presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     /// A Keycloak-issued user JWT.
@@ -73,7 +73,7 @@ impl std::fmt::Display for CredentialKind {
 }
 
 /// Whether a route needs a credential at all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// A valid credential of an accepted kind is needed (default).
@@ -84,7 +84,7 @@ pub enum AuthMode {
 }
 
 /// One `policy.routes[]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Unique, non-empty route name (used in logs, metrics and `route_by_name`).
@@ -108,7 +108,7 @@ fn all_kinds() -> Vec<CredentialKind> {
 }
 
 /// `match:` block of a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Host patterns (`api.example.org` or `*.example.org`); absent = any host.
@@ -123,8 +123,8 @@ pub struct MatchConfig {
 }
 
 /// Path matcher: exactly one of `exact`, `prefix` or `template`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "PathConfigRaw", rename_all = "snake_case")]
 pub enum PathConfig {
     /// The normalised path equals this.
     Exact(String),
@@ -134,8 +134,35 @@ pub enum PathConfig {
     Template(String),
 }
 
+/// Wire form of [`PathConfig`]: some loaders (figment) would quietly take the
+/// first key of `{exact: /a, prefix: /b}` as an enum, so parse all three and
+/// insist on exactly one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathConfigRaw {
+    /// See [`PathConfig::Exact`].
+    exact: Option<String>,
+    /// See [`PathConfig::Prefix`].
+    prefix: Option<String>,
+    /// See [`PathConfig::Template`].
+    template: Option<String>,
+}
+
+impl TryFrom<PathConfigRaw> for PathConfig {
+    type Error = String;
+
+    fn try_from(raw: PathConfigRaw) -> Result<Self, String> {
+        match (raw.exact, raw.prefix, raw.template) {
+            (Some(p), None, None) => Ok(PathConfig::Exact(p)),
+            (None, Some(p), None) => Ok(PathConfig::Prefix(p)),
+            (None, None, Some(t)) => Ok(PathConfig::Template(t)),
+            _ => Err("path must set exactly one of `exact`, `prefix`, `template`".into()),
+        }
+    }
+}
+
 /// `require:` block of a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequireConfig {
     /// Every one of these scopes must be granted.

@@ -48,7 +48,7 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
 ];
 
 /// Which database backs the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// A local SQLite file (single replica).
@@ -59,7 +59,7 @@ pub enum StoreKind {
 }
 
 /// `store:` configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Backend: `sqlite` or `postgres`.

@@ -68,6 +68,7 @@ fn bypass_attempts() {
         ("/public/%2", "<bad>"),
         ("/public/%ff", "<bad>"),
         ("/public/%c3", "<bad>"),
+        ("/public/%c0%ae%c0%ae/admin", "<bad>"),
         ("/public/..;/admin", "<bad>"),
         ("/public/.;x/admin", "<bad>"),
         ("/public/%2e%2e;/admin", "<bad>"),

@@ -247,7 +247,7 @@ fn serde_errors_list_accepted_values() {
         ),
         (
             "policy:\n  routes:\n    - name: a\n      match: { path: { regex: '.*' } }\n",
-            &["`exact`, `prefix`, `template`"],
+            &["unknown field: found `regex`, expected `one of `exact`, `prefix`, `template``"],
         ),
         (
             "policy:\n  routes:\n    - name: a\n      match: { host: [x] }\n",
@@ -260,6 +260,17 @@ fn serde_errors_list_accepted_values() {
         (
             "policy:\n  routes:\n    - match: {}\n",
             &["missing field `name`"],
+        ),
+        (
+            "policy:\n  routes:\n    - name: a\n      match: { path: { exact: /a, prefix: /b } }\n",
+            &[
+                "path must set exactly one of `exact`, `prefix`, `template`",
+                "routes.0.match.path",
+            ],
+        ),
+        (
+            "policy:\n  routes:\n    - name: a\n      match: { path: {} }\n",
+            &["path must set exactly one of `exact`, `prefix`, `template`"],
         ),
         (
             "policy:\n  defaults: deny\n",

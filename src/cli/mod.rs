@@ -2,6 +2,8 @@
 //! debugging commands. Parsing lives here; the work lives in the domain
 //! modules.
 
+mod token;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +35,11 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply the store's schema migrations.
+    Migrate(ConfigArgs),
+    /// Manage personal access tokens in the configured store.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -125,6 +132,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve(args, log_format).await,
         Command::DevToken(args) => dev_token(args),
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
+        Command::Migrate(args) => token::migrate(args).await,
+        Command::Token(cmd) => token::run(cmd).await,
     }
 }
 

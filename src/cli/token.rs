@@ -1,0 +1,215 @@
+//! `portcullis token …` and `portcullis migrate`: token administration
+//! straight against the configured store (`--config` or `--dev --data-dir`).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use super::ConfigArgs;
+use crate::config::Config;
+use crate::pat::{self, CreateRequest};
+use crate::store::{Store, TokenRecord};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a PAT; prints the raw token once, alone on stdout.
+    Create(CreateArgs),
+    /// List a user's tokens (metadata only: never tokens or hashes).
+    List(ListArgs),
+    /// Revoke one token by id.
+    Revoke(RevokeArgs),
+    /// Revoke every active token of a user.
+    RevokeAll(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Owner's `sub`.
+    #[arg(long)]
+    pub user: String,
+    /// Owner's username.
+    #[arg(long)]
+    pub username: String,
+    /// Token name (required).
+    #[arg(long)]
+    pub name: String,
+    /// Space-separated scopes, e.g. "a:read b:write".
+    #[arg(long)]
+    pub scopes: String,
+    /// Lifetime, e.g. 30d (default `pat.default_lifetime_days`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires_in: Option<Duration>,
+    /// Free-text description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Owner's `sub`.
+    #[arg(long)]
+    pub user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Token id (uuid).
+    pub id: Uuid,
+}
+
+/// Opens the configured store and applies migrations.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    if let Err(errs) = cfg.validate() {
+        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        bail!("invalid configuration:\n{}", text.join("\n"));
+    }
+    let store = Store::connect(&cfg.store, &cfg.data_dir)
+        .await
+        .context("opening the token store")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+pub async fn migrate(args: ConfigArgs) -> anyhow::Result<i32> {
+    let cfg = args.load()?;
+    let store = Store::connect(&cfg.store, &cfg.data_dir).await?;
+    let applied = store.migrate().await.context("applying migrations")?;
+    if applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(0)
+}
+
+pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
+    match cmd {
+        TokenCommand::Create(a) => create(a).await,
+        TokenCommand::List(a) => list(a).await,
+        TokenCommand::Revoke(a) => revoke(a).await,
+        TokenCommand::RevokeAll(a) => revoke_all(a).await,
+    }
+}
+
+async fn create(a: CreateArgs) -> anyhow::Result<i32> {
+    let cfg = a.cfg.load()?;
+    let store = open_store(&cfg).await?;
+    let now = Utc::now();
+    let expires_at = match a.expires_in {
+        Some(d) => Some(now + chrono::Duration::from_std(d).context("--expires-in is too large")?),
+        None => None,
+    };
+    let req = CreateRequest {
+        user_id: a.user,
+        username: a.username,
+        name: a.name,
+        description: a.description,
+        scopes: a.scopes.split_whitespace().map(str::to_owned).collect(),
+        expires_at,
+        rotated_from: None,
+    };
+    match pat::create(&store, &cfg.pat, req, now).await {
+        Ok((raw, rec)) => {
+            eprintln!(
+                "created token {} ({}) expiring {}; it is shown once",
+                rec.id,
+                rec.display_hint,
+                rec.expires_at.to_rfc3339()
+            );
+            println!("{raw}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
+}
+
+async fn list(a: ListArgs) -> anyhow::Result<i32> {
+    let cfg = a.cfg.load()?;
+    let store = open_store(&cfg).await?;
+    let tokens = store.list_for_user(&a.user).await?;
+    print!("{}", table(&tokens));
+    Ok(0)
+}
+
+async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
+    let cfg = a.cfg.load()?;
+    let store = open_store(&cfg).await?;
+    match store.revoke(a.id, Utc::now()).await? {
+        Some(rec) => {
+            println!("revoked {} ({})", rec.id, rec.name);
+            Ok(0)
+        }
+        None => {
+            eprintln!("error: no token with id {}", a.id);
+            Ok(1)
+        }
+    }
+}
+
+async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
+    let cfg = a.cfg.load()?;
+    let store = open_store(&cfg).await?;
+    let revoked = store.revoke_all_for_user(&a.user, Utc::now()).await?;
+    println!("revoked {} token(s) of {}", revoked.len(), a.user);
+    Ok(0)
+}
+
+/// A plain-text table; no raw tokens, no hashes.
+pub fn table(tokens: &[TokenRecord]) -> String {
+    let now = Utc::now();
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "NAME".to_owned(),
+        "HINT".to_owned(),
+        "SCOPES".to_owned(),
+        "EXPIRES".to_owned(),
+        "LAST USED".to_owned(),
+        "STATUS".to_owned(),
+    ]];
+    for t in tokens {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        };
+        rows.push([
+            t.id.to_string(),
+            t.name.clone(),
+            t.display_hint.clone(),
+            t.scopes.join(" "),
+            t.expires_at.format("%Y-%m-%d %H:%M").to_string(),
+            t.last_used_at
+                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".to_owned()),
+            status.to_owned(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
