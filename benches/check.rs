@@ -56,7 +56,10 @@ fn signer(alg: Algorithm) -> Signer {
 }
 
 fn mint(s: &Signer, n: u64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let claims = serde_json::json!({
         "iss": ISS, "sub": format!("user-{n}"), "aud": ["api", "account"], "azp": "web",
         "typ": "Bearer", "iat": now, "exp": now + 3600, "jti": format!("jti-{n}"),
@@ -72,15 +75,33 @@ fn service(signers: &[&Signer]) -> CheckService {
     let jwks = JwkSet {
         keys: signers.iter().map(|s| s.jwk.clone()).collect(),
     };
-    let keys = parse_jwks(&serde_json::to_vec(&jwks).unwrap()).unwrap().keys;
+    let keys = parse_jwks(&serde_json::to_vec(&jwks).unwrap())
+        .unwrap()
+        .keys;
     let mut ic = IssuerConfig::new(ISS, "api");
     ic.algorithms = vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
     let cfg = Config::default();
     let mut keys = Some(keys);
-    let verifier = Verifier::new(&[ic], &cfg.jwt, |ic| IssuerKeys::fixed(ic, keys.take().unwrap()));
+    let verifier = Verifier::new(&[ic], &cfg.jwt, |ic| {
+        IssuerKeys::fixed(ic, keys.take().unwrap())
+    });
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(portcullis::store::Store::connect(&cfg.store, &dir))
+        .unwrap();
+    rt.block_on(store.migrate()).unwrap();
+    let mut policy = portcullis::policy::PolicyConfig::default();
+    policy.default = portcullis::policy::DefaultAction::Authenticated;
     let engine = Engine {
         verifier: Arc::new(verifier),
         max_token_bytes: 8192,
+        pats: Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat)),
+        pat_prefix: cfg.pat.prefix.clone(),
+        policy: Arc::new(portcullis::policy::Policy::compile(&policy).unwrap()),
     };
     CheckService::new(Arc::new(ArcSwap::from_pointee(engine)))
 }
@@ -92,19 +113,26 @@ fn request(token: &str) -> CheckRequest {
         path: "/api/v1/uploads/42?x=1".into(),
         ..Default::default()
     };
-    http.headers.insert("authorization".into(), format!("Bearer {token}"));
+    http.headers
+        .insert("authorization".into(), format!("Bearer {token}"));
     http.headers.insert("user-agent".into(), "bench".into());
     http.headers.insert("x-request-id".into(), "abc".into());
     CheckRequest {
         attributes: Some(AttributeContext {
-            request: Some(Request { time: None, http: Some(http) }),
+            request: Some(Request {
+                time: None,
+                http: Some(http),
+            }),
             ..Default::default()
         }),
     }
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rs = signer(Algorithm::RS256);
     let es = signer(Algorithm::ES256);
     let ed = signer(Algorithm::EdDSA);
@@ -139,8 +167,12 @@ fn benches(c: &mut Criterion) {
     let view_req = request("x");
     let view = RequestView::new(&view_req);
     let deny = Decision::Deny(Denial::unauthenticated("invalid_token", "token expired"));
-    c.bench_function("response/allow", |b| b.iter(|| response::build(&allow, &view)));
-    c.bench_function("response/deny", |b| b.iter(|| response::build(&deny, &view)));
+    c.bench_function("response/allow", |b| {
+        b.iter(|| response::build(&allow, &view))
+    });
+    c.bench_function("response/deny", |b| {
+        b.iter(|| response::build(&deny, &view))
+    });
 }
 
 criterion_group! {

@@ -38,6 +38,7 @@ pub mod identity;
 pub mod jwt;
 pub mod pat;
 pub mod policy;
+pub mod revocation;
 pub mod scope;
 pub mod server;
 pub mod store;

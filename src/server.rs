@@ -144,6 +144,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         pats,
     )?));
 
+    tasks.push(tokio::spawn(crate::revocation::run_resync(
+        engine.load().pats.clone(),
+        cfg.revocation.resync_interval,
+        shutdown.clone(),
+    )));
     for km in engine.load().verifier.key_managers() {
         tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
     }

@@ -64,7 +64,10 @@ async fn raw_header_map_and_case_insensitive_scheme() {
     .await;
     let (h, removed) = allowed(&resp);
     assert_eq!(h["x-auth-subject"], "bob");
-    assert!(removed.is_empty(), "a header we set is never removed: {removed:?}");
+    assert!(
+        removed.is_empty(),
+        "a header we set is never removed: {removed:?}"
+    );
 }
 
 #[tokio::test]
@@ -73,7 +76,10 @@ async fn no_credential_is_a_bare_401_challenge() {
     let srv = serve_yaml("", dir.path(), true).await;
     let d = denied(&check(srv.grpc_addr, &Req::get("/x")).await);
     assert_eq!((d.code, d.http), (16, 401));
-    assert_eq!(d.www_authenticate.as_deref(), Some("Bearer realm=\"portcullis\""));
+    assert_eq!(
+        d.www_authenticate.as_deref(),
+        Some("Bearer realm=\"portcullis\"")
+    );
     assert_eq!(d.body["error_description"], "missing bearer token");
 }
 
@@ -82,14 +88,23 @@ async fn oversized_token_is_denied_unparsed() {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml("", dir.path(), true).await;
     let huge = "a".repeat(8 * 1024 + 1);
-    assert_invalid_token(&check(srv.grpc_addr, &Req::get("/x").bearer(&huge)).await, "too large");
+    assert_invalid_token(
+        &check(srv.grpc_addr, &Req::get("/x").bearer(&huge)).await,
+        "too large",
+    );
 }
 
 #[tokio::test]
 async fn non_bearer_and_duplicate_credentials_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml("", dir.path(), true).await;
-    let d = denied(&check(srv.grpc_addr, &Req::get("/x").header("authorization", "Basic dTpw")).await);
+    let d = denied(
+        &check(
+            srv.grpc_addr,
+            &Req::get("/x").header("authorization", "Basic dTpw"),
+        )
+        .await,
+    );
     assert_eq!((d.code, d.http, d.error()), (16, 401, "invalid_request"));
     let dev = DevIssuer::load_existing(dir.path(), None).unwrap();
     let t = dev.mint(&spec("alice", &[])).unwrap();
@@ -132,10 +147,16 @@ async fn dev_key_survives_restart() {
     cfg.listen.http = addr;
     cfg.data_dir = dir.path().to_path_buf();
     portcullis::dev::apply_dev_defaults(&mut cfg, false);
-    let srv = portcullis::server::start(portcullis::server::ServeOptions { config: cfg, dev: true })
-        .await
-        .unwrap();
-    assert_eq!(before, std::fs::read(dir.path().join("dev-signing-key.pem")).unwrap());
+    let srv = portcullis::server::start(portcullis::server::ServeOptions {
+        config: cfg,
+        dev: true,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        before,
+        std::fs::read(dir.path().join("dev-signing-key.pem")).unwrap()
+    );
     let token = dev.mint(&spec("carol", &[])).unwrap();
     let (h, _) = allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(&token)).await);
     assert_eq!(h["x-auth-subject"], "carol");

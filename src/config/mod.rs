@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pat::PatConfig;
 use crate::policy::PolicyConfig;
+use crate::revocation::RevocationConfig;
 use crate::store::StoreConfig;
 
 /// A configuration problem: which key, what is wrong, what is accepted.
@@ -32,6 +33,14 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// From a section validator's `"key.path: message"` text.
+    pub fn keyed(section: &str, text: &str) -> Self {
+        match text.split_once(": ") {
+            Some((k, m)) if k.starts_with(section) => ConfigError::new(k, m),
+            _ => ConfigError::new(section, text),
+        }
+    }
+
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
@@ -58,6 +67,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Per-route authorization policy.
     pub policy: PolicyConfig,
+    /// How revocations reach every replica.
+    pub revocation: RevocationConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -72,6 +83,7 @@ impl Default for Config {
             pat: PatConfig::default(),
             store: StoreConfig::default(),
             policy: PolicyConfig::default(),
+            revocation: RevocationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -291,10 +303,13 @@ impl Config {
             ));
         }
         if let Err(e) = self.pat.validate() {
-            errs.push(ConfigError::new("pat", e));
+            errs.push(ConfigError::keyed("pat", &e));
         }
         if let Err(e) = self.store.validate() {
-            errs.push(ConfigError::new("store", e));
+            errs.push(ConfigError::keyed("store", &e));
+        }
+        if let Err(e) = self.revocation.validate() {
+            errs.push(ConfigError::keyed("revocation", &e));
         }
         for e in crate::policy::Policy::check(&self.policy) {
             let text = e.to_string();

@@ -330,6 +330,9 @@ pub struct Store {
     backend: Arc<dyn TokenStore>,
     timeout: Duration,
     queries: Arc<AtomicU64>,
+    /// Token lookups only (`find_by_hash`, `find_by_jti`): what the Check
+    /// path costs, without background work such as resync or flushes.
+    lookups: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -367,6 +370,7 @@ impl Store {
             backend,
             timeout,
             queries: Arc::new(AtomicU64::new(0)),
+            lookups: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -378,6 +382,11 @@ impl Store {
     /// Number of backend calls made through this store (and its clones).
     pub fn query_count(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Number of token lookups (the Check path's store queries).
+    pub fn lookup_count(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     async fn call<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
@@ -402,10 +411,12 @@ impl Store {
     }
 
     pub async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         self.call(self.backend.find_by_hash(hash)).await
     }
 
     pub async fn find_by_jti(&self, jti: &str) -> Result<Option<TokenRecord>> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         self.call(self.backend.find_by_jti(jti)).await
     }
 

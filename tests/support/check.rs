@@ -24,7 +24,9 @@ pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
     if dev {
         portcullis::dev::apply_dev_defaults(&mut cfg, !yaml.trim().is_empty());
     }
-    start(ServeOptions { config: cfg, dev }).await.expect("server starts")
+    start(ServeOptions { config: cfg, dev })
+        .await
+        .expect("server starts")
 }
 
 /// A connected Check client.
@@ -155,7 +157,10 @@ pub fn allowed(resp: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
                 #[allow(deprecated)]
                 let append = opt.append.as_ref().map(|b| b.value);
                 assert_eq!(append, Some(false), "append must be false for {}", hv.key);
-                assert_eq!(opt.append_action, 2, "append_action must be OVERWRITE_IF_EXISTS_OR_ADD");
+                assert_eq!(
+                    opt.append_action, 2,
+                    "append_action must be OVERWRITE_IF_EXISTS_OR_ADD"
+                );
                 h.insert(hv.key.clone(), hv.value.clone());
             }
             for r in &ok.headers_to_remove {
@@ -220,5 +225,8 @@ pub fn assert_invalid_token(resp: &CheckResponse, needle: &str) {
         d.description()
     );
     let www = d.www_authenticate.expect("WWW-Authenticate on 401");
-    assert!(www.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""), "{www}");
+    assert!(
+        www.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+        "{www}"
+    );
 }

@@ -3,4 +3,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod echo;
+pub mod envoy;
 pub mod keycloak;
+pub mod pg;
