@@ -24,6 +24,7 @@ use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerKeys, Verifier};
 use crate::pat::PatValidator;
 use crate::policy::Policy;
+use crate::revocation::Revoker;
 use crate::store::Store;
 
 /// Encoded descriptors of our own protos, for reflection.
@@ -44,6 +45,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub engine: Arc<ArcSwap<Engine>>,
+    /// The one revocation path (store, then caches, then the bus).
+    pub revoker: Revoker,
     shutdown: CancellationToken,
     draining: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -137,6 +140,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     migrate_or_retry(&store, &shutdown, &mut tasks).await;
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
     let flusher = pats.usage().start_flusher();
+    let revoker = Revoker::new(pats.clone());
 
     let engine = Arc::new(ArcSwap::from_pointee(build_engine(
         &cfg,
@@ -183,6 +187,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         engine: engine.clone(),
         draining: draining.clone(),
         dev: dev.clone(),
+        revoker: revoker.clone(),
     });
     let http_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -199,6 +204,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         grpc_addr,
         http_addr,
         engine,
+        revoker,
         shutdown,
         draining,
         tasks,

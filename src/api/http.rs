@@ -13,6 +13,7 @@ use axum::routing::get;
 
 use crate::authz::Engine;
 use crate::dev::{DevIssuer, REALM_PATH};
+use crate::revocation::Revoker;
 
 /// Shared state of the HTTP server.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// The dev issuer, when serving `--dev`.
     pub dev: Option<Arc<DevIssuer>>,
+    /// Every token revocation goes through this.
+    pub revoker: Revoker,
 }
 
 /// Builds the HTTP router.

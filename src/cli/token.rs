@@ -146,7 +146,8 @@ async fn list(a: ListArgs) -> anyhow::Result<i32> {
 async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let store = open_store(&cfg).await?;
-    match store.revoke(a.id, Utc::now()).await? {
+    let revoker = revoker_for(&cfg, store).await;
+    match revoker.revoke(a.id).await? {
         Some(rec) => {
             println!("revoked {} ({})", rec.id, rec.name);
             Ok(0)
@@ -161,9 +162,16 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
 async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let store = open_store(&cfg).await?;
-    let revoked = store.revoke_all_for_user(&a.user, Utc::now()).await?;
+    let revoker = revoker_for(&cfg, store).await;
+    let revoked = revoker.revoke_all(&a.user).await?;
     println!("revoked {} token(s) of {}", revoked.len(), a.user);
     Ok(0)
+}
+
+/// The same revocation path the server uses (store first, then the bus).
+async fn revoker_for(cfg: &Config, store: Store) -> crate::revocation::Revoker {
+    let pats = std::sync::Arc::new(crate::pat::PatValidator::new(store, &cfg.pat));
+    crate::revocation::Revoker::new(pats)
 }
 
 /// A plain-text table; no raw tokens, no hashes.
