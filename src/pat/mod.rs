@@ -45,6 +45,62 @@ pub struct PatConfig {
     /// How often batched `last_used_at` updates are written, e.g. `60s`.
     #[serde(with = "humantime_serde")]
     pub last_used_flush: Duration,
+    /// Who mints PATs: `opaque` (default), `keycloak-exchange` or `local-jwt` (dev only).
+    pub issuer: PatIssuerKind,
+    /// RFC 8693 token exchange settings, for `issuer: keycloak-exchange`.
+    pub exchange: ExchangeConfig,
+    /// The claim that marks an IdP-signed JWT as a PAT (default `token_use` = `pat`).
+    pub jwt_marker: JwtMarker,
+    /// HS256 key for `issuer: local-jwt` (development only).
+    pub local_jwt_key: Option<String>,
+}
+
+/// `pat.issuer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatIssuerKind {
+    /// Random opaque tokens (`<prefix><body><checksum>`).
+    #[default]
+    Opaque,
+    /// Keycloak-signed JWTs obtained by RFC 8693 token exchange.
+    KeycloakExchange,
+    /// HS256 JWTs signed by `pat.local_jwt_key`; refused outside `--dev`.
+    LocalJwt,
+}
+
+/// `pat.exchange`: the confidential client that exchanges a user's token.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Keycloak token endpoint, `{issuer}/protocol/openid-connect/token`.
+    pub token_url: Option<String>,
+    /// The PAT-issuer client id.
+    pub client_id: Option<String>,
+    /// Its secret; prefer `PORTCULLIS__PAT__EXCHANGE__CLIENT_SECRET`.
+    pub client_secret: Option<String>,
+    /// `audience` requested; exchanged tokens carrying it are PATs.
+    pub audience: Option<String>,
+    /// Optional `scope` requested.
+    pub scope: Option<String>,
+}
+
+/// `pat.jwt_marker`: `claim` = `value` marks an IdP-signed JWT as a PAT.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtMarker {
+    /// Claim name. Default `token_use`.
+    pub claim: String,
+    /// Claim value. Default `pat`.
+    pub value: String,
+}
+
+impl Default for JwtMarker {
+    fn default() -> Self {
+        JwtMarker {
+            claim: "token_use".into(),
+            value: "pat".into(),
+        }
+    }
 }
 
 impl Default for PatConfig {
@@ -59,6 +115,10 @@ impl Default for PatConfig {
             negative_cache_ttl: Duration::from_secs(30),
             cache_capacity: 100_000,
             last_used_flush: Duration::from_secs(60),
+            issuer: PatIssuerKind::Opaque,
+            exchange: ExchangeConfig::default(),
+            jwt_marker: JwtMarker::default(),
+            local_jwt_key: None,
         }
     }
 }
