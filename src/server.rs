@@ -24,7 +24,7 @@ use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerKeys, Verifier};
 use crate::pat::PatValidator;
 use crate::policy::Policy;
-use crate::revocation::Revoker;
+use crate::revocation::{Bus, JwtDenyList, Resync, Revoker};
 use crate::store::Store;
 
 /// Encoded descriptors of our own protos, for reflection.
@@ -60,6 +60,7 @@ pub fn build_engine(
     cfg: &Config,
     dev: Option<&DevIssuer>,
     pats: Arc<PatValidator>,
+    denylist: Arc<JwtDenyList>,
 ) -> anyhow::Result<Engine> {
     let http = reqwest::Client::builder()
         .timeout(
@@ -88,12 +89,16 @@ pub fn build_engine(
             return IssuerKeys::fixed(ic, keys);
         }
         IssuerKeys::remote(ic, http.clone())
-    });
+    })
+    .with_marker_claim(&cfg.pat.jwt_marker.claim);
     Ok(Engine {
         verifier: Arc::new(verifier),
         max_token_bytes: cfg.jwt.max_token_bytes,
         pats,
         pat_prefix: cfg.pat.prefix.clone(),
+        denylist,
+        pat_marker_value: cfg.pat.jwt_marker.value.clone(),
+        pat_exchange_audience: cfg.pat.exchange.audience.clone(),
         policy: Arc::new(Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?),
     })
 }
@@ -140,19 +145,30 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     migrate_or_retry(&store, &shutdown, &mut tasks).await;
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
     let flusher = pats.usage().start_flusher();
-    let revoker = Revoker::new(pats.clone());
+    let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
+    let bus = Bus::from_config(&cfg.revocation)?;
+    let revoker = Revoker::with_parts(pats.clone(), denylist.clone(), bus.clone());
 
     let engine = Arc::new(ArcSwap::from_pointee(build_engine(
         &cfg,
         dev.as_deref(),
-        pats,
+        pats.clone(),
+        denylist.clone(),
     )?));
 
-    tasks.push(tokio::spawn(crate::revocation::run_resync(
-        engine.load().pats.clone(),
+    // Load the deny-list now (bounded by store.timeout); if the store is
+    // down, JWT Checks ask the store (503 while it is down) until it loads.
+    let mut resync = Resync::new(pats.clone(), denylist.clone());
+    resync.once().await;
+    let kick = Arc::new(tokio::sync::Notify::new());
+    tasks.push(tokio::spawn(resync.run(
         cfg.revocation.resync_interval,
+        kick.clone(),
         shutdown.clone(),
     )));
+    if let Some(sub) = bus.subscriber(pats, denylist, kick, shutdown.clone()) {
+        tasks.push(tokio::spawn(sub));
+    }
     for km in engine.load().verifier.key_managers() {
         tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
     }

@@ -157,6 +157,7 @@ suite!(
     revoke_chain_both_directions,
     touch_last_used_batch,
     deny_list_round_trip,
+    deny_list_since_watermark,
     revoked_since_ordering,
     validator_outcomes,
     validator_ttls_with_clock,
@@ -495,6 +496,66 @@ mod cases {
                 .is_jwt_denied(Some("j1"), None, n)
                 .await
                 .expect("kept")
+        );
+    }
+
+    pub async fn deny_list_since_watermark(store: Store) {
+        setup(&store).await;
+        let t0 = now() - secs(1);
+        store
+            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(3600))
+            .await
+            .expect("deny");
+        store
+            .deny_jwt(DenyKind::Sid, "s1", t0 + secs(7200))
+            .await
+            .expect("deny");
+        store
+            .deny_jwt(DenyKind::Jti, "gone", t0 - secs(5))
+            .await
+            .expect("deny");
+        let all = store.jwt_denied_since(t0, now()).await.expect("since");
+        let got: Vec<_> = all.iter().map(|e| (e.kind, e.value.as_str())).collect();
+        assert_eq!(got, vec![(DenyKind::Jti, "j1"), (DenyKind::Sid, "s1")]);
+        assert_eq!(all[1].expires_at, t0 + secs(7200));
+        assert!(all[0].changed_at <= all[1].changed_at);
+        let wm = all[1].changed_at;
+        assert!(
+            store
+                .jwt_denied_since(wm, now())
+                .await
+                .expect("q")
+                .is_empty()
+        );
+        // A shorter expiry changes nothing; a longer one is seen again.
+        store
+            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(60))
+            .await
+            .expect("shorter");
+        assert!(
+            store
+                .jwt_denied_since(wm, now())
+                .await
+                .expect("q")
+                .is_empty()
+        );
+        store
+            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(9000))
+            .await
+            .expect("longer");
+        let again = store.jwt_denied_since(wm, now()).await.expect("q");
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].value.as_str(), again[0].expires_at),
+            ("j1", t0 + secs(9000))
+        );
+        // Entries expired at `now` are not returned.
+        assert!(
+            store
+                .jwt_denied_since(t0 - secs(10), t0 + secs(9001))
+                .await
+                .expect("q")
+                .is_empty()
         );
     }
 

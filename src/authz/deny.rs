@@ -4,6 +4,7 @@
 use super::decision::Denial;
 use crate::jwt::JwtError;
 use crate::pat::PatOutcome;
+use crate::revocation::JwtRevocation;
 use crate::store::StoreError;
 
 impl From<JwtError> for Denial {
@@ -46,6 +47,17 @@ impl From<PatOutcome> for Denial {
             PatOutcome::Unknown => Denial::unauthenticated("invalid_token", "unknown token"),
             PatOutcome::Expired => Denial::unauthenticated("invalid_token", "token expired"),
             PatOutcome::Revoked => Denial::unauthenticated("invalid_token", "token revoked"),
+        }
+    }
+}
+
+impl From<JwtRevocation> for Denial {
+    fn from(r: JwtRevocation) -> Denial {
+        match r {
+            JwtRevocation::DenyListed => Denial::unauthenticated("invalid_token", "token revoked"),
+            JwtRevocation::Unregistered => {
+                Denial::unauthenticated("invalid_token", "unregistered token")
+            }
         }
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
 use crate::identity::{CredentialKind, Identity};
-use crate::jwt::Verifier;
-use crate::pat::{PatOutcome, PatValidator};
+use crate::jwt::{VerifiedJwt, Verifier};
+use crate::pat::{PatOutcome, PatValidator, exchanged};
 use crate::policy::{self, AuthMode, DefaultAction, Policy, Route, RouteMatch};
+use crate::revocation::{DenyCheck, JwtDenyList, JwtRevocation};
 use crate::store::TokenRecord;
 
 /// `context_extensions` key naming a configured route directly.
@@ -26,6 +27,12 @@ pub struct Engine {
     pub pats: Arc<PatValidator>,
     /// A bearer token starting with this is a PAT (`pat.prefix`).
     pub pat_prefix: String,
+    /// Deny-listed JWT `jti`/`sid` values, shared across config reloads.
+    pub denylist: Arc<JwtDenyList>,
+    /// A JWT whose marker claim has this value is a PAT (`pat.jwt_marker.value`).
+    pub pat_marker_value: String,
+    /// A JWT whose `aud` contains this is a PAT (`pat.exchange.audience`).
+    pub pat_exchange_audience: Option<String>,
     /// Compiled routes.
     pub policy: Arc<Policy>,
 }
@@ -174,7 +181,51 @@ impl Engine {
             };
         }
         let verified = self.verifier.verify(token).await?;
+        // After the verified-token cache, so a cached token is re-checked.
+        self.check_denylist(&verified).await?;
+        if exchanged::is_pat_jwt(
+            verified.token_use.as_deref(),
+            &verified.audiences,
+            &self.pat_marker_value,
+            self.pat_exchange_audience.as_deref(),
+        ) {
+            return self.jwt_pat(token, &verified).await;
+        }
         Ok(verified.identity.clone())
+    }
+
+    /// Refuses a deny-listed `jti`/`sid`. Answers from memory; only when the
+    /// deny set cannot answer (not loaded, overflowed) asks the store.
+    async fn check_denylist(&self, v: &VerifiedJwt) -> Result<(), Denial> {
+        let (jti, sid) = (v.jti.as_deref(), v.sid.as_deref());
+        match self.denylist.check(jti, sid, crate::jwt::unix_now()) {
+            DenyCheck::Clear => Ok(()),
+            DenyCheck::Denied => Err(JwtRevocation::DenyListed.into()),
+            DenyCheck::AskStore => {
+                let store = self.pats.store();
+                match store.is_jwt_denied(jti, sid, chrono::Utc::now()).await? {
+                    true => Err(JwtRevocation::DenyListed.into()),
+                    false => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// A PAT-marked JWT: must be registered (kind `jwt`), active, and owned
+    /// by the token's `sub`. Any other outcome is a denial.
+    async fn jwt_pat(&self, token: &str, v: &VerifiedJwt) -> Result<Arc<Identity>, Denial> {
+        let hash = crate::jwt::token_hash(token);
+        match self.pats.validate_jwt(hash, v.jti.as_deref()).await? {
+            PatOutcome::Valid(rec) if rec.user_id == v.identity.subject => {
+                Ok(Arc::new(exchanged::identity(&rec, &v.identity)))
+            }
+            PatOutcome::Valid(rec) => {
+                tracing::warn!(token_id = %rec.id, jti = ?v.jti, "JWT PAT registered to another user; denying");
+                Err(JwtRevocation::Unregistered.into())
+            }
+            PatOutcome::Unknown | PatOutcome::Malformed => Err(JwtRevocation::Unregistered.into()),
+            other => Err(other.into()),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! debugging commands. Parsing lives here; the work lives in the domain
 //! modules.
 
+mod revoke_jwt;
 mod token;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub enum Command {
     /// Manage personal access tokens in the configured store.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Deny-list IdP-signed JWTs by `jti` or session `sid` (every replica).
+    RevokeJwt(revoke_jwt::RevokeJwtArgs),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -134,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
         Command::Migrate(args) => token::migrate(args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::RevokeJwt(args) => revoke_jwt::run(args).await,
     }
 }
 

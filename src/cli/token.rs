@@ -146,7 +146,7 @@ async fn list(a: ListArgs) -> anyhow::Result<i32> {
 async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let store = open_store(&cfg).await?;
-    let revoker = revoker_for(&cfg, store).await;
+    let revoker = revoker_for(&cfg, store).await?;
     match revoker.revoke(a.id).await? {
         Some(rec) => {
             println!("revoked {} ({})", rec.id, rec.name);
@@ -162,16 +162,19 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
 async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let store = open_store(&cfg).await?;
-    let revoker = revoker_for(&cfg, store).await;
+    let revoker = revoker_for(&cfg, store).await?;
     let revoked = revoker.revoke_all(&a.user).await?;
     println!("revoked {} token(s) of {}", revoked.len(), a.user);
     Ok(0)
 }
 
 /// The same revocation path the server uses (store first, then the bus).
-async fn revoker_for(cfg: &Config, store: Store) -> crate::revocation::Revoker {
+pub(super) async fn revoker_for(
+    cfg: &Config,
+    store: Store,
+) -> anyhow::Result<crate::revocation::Revoker> {
     let pats = std::sync::Arc::new(crate::pat::PatValidator::new(store, &cfg.pat));
-    crate::revocation::Revoker::new(pats)
+    crate::revocation::Revoker::for_config(&cfg.revocation, pats)
 }
 
 /// A plain-text table; no raw tokens, no hashes.

@@ -66,7 +66,8 @@ pub struct VerifiedJwt {
     pub sid: Option<String>,
     /// `aud` values, for exchanged-PAT detection.
     pub audiences: Vec<String>,
-    /// The PAT marker claim value, when present (`token_use` by default).
+    /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
+    /// `token_use`), when present.
     pub token_use: Option<String>,
 }
 
@@ -85,7 +86,6 @@ struct Claims {
     jti: Option<String>,
     #[serde(default)]
     aud: Option<OneOrMany>,
-    token_use: Option<String>,
     realm_access: Option<scopes::Roles>,
     resource_access: Option<HashMap<String, scopes::Roles>>,
 }
@@ -110,6 +110,8 @@ struct IssuerRuntime {
 pub struct Verifier {
     issuers: HashMap<String, IssuerRuntime>,
     cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
+    /// Name of the PAT marker claim, captured into `VerifiedJwt::token_use`.
+    marker_claim: Arc<str>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -179,7 +181,15 @@ impl Verifier {
                 .max_capacity(jwt.cache_capacity)
                 .expire_after(UntilExp)
                 .build(),
+            marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
         }
+    }
+
+    /// Sets the claim read into [`VerifiedJwt::token_use`]
+    /// (`pat.jwt_marker.claim`; default `token_use`).
+    pub fn with_marker_claim(mut self, claim: &str) -> Verifier {
+        self.marker_claim = Arc::from(claim);
+        self
     }
 
     /// Key managers, for the refresher tasks and `/readyz`.
@@ -211,8 +221,11 @@ impl Verifier {
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedJwt, JwtError> {
         let (h, p) = token::split(token)?;
         let header = token::header(h)?;
-        let iss = token::peek_issuer(p)?;
-        let rt = self.issuers.get(&iss).ok_or(JwtError::UnknownIssuer)?;
+        let peeked = token::peek(p, &self.marker_claim)?;
+        let rt = self
+            .issuers
+            .get(&peeked.iss)
+            .ok_or(JwtError::UnknownIssuer)?;
         let validation = rt
             .validations
             .get(&header.alg)
@@ -276,7 +289,7 @@ impl Verifier {
             jti: claims.jti,
             sid: claims.sid,
             audiences,
-            token_use: claims.token_use,
+            token_use: peeked.marker,
         })
     }
 

@@ -99,27 +99,51 @@ pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
     Ok(CheckedHeader { alg, kid })
 }
 
-/// Decodes the payload just far enough to read `iss`, refusing duplicate
-/// top-level names (a parser-differential trick: two `iss` or two `exp`).
-pub fn peek_issuer(segment: &str) -> Result<String, JwtError> {
+/// What [`peek`] read from the payload.
+#[derive(Debug)]
+pub struct Peeked {
+    pub iss: String,
+    /// The configured PAT marker claim (`pat.jwt_marker.claim`), if present.
+    pub marker: Option<String>,
+}
+
+/// Decodes the payload just far enough to read `iss` and the PAT marker
+/// claim named `marker`, refusing duplicate top-level names (a
+/// parser-differential trick: two `iss` or two `exp`). The values are only
+/// used once the signature has been verified. A marker claim that is not a
+/// string is refused rather than ignored: a token that looks like a PAT must
+/// never be waved through as a plain login token.
+pub fn peek(segment: &str, marker: &str) -> Result<Peeked, JwtError> {
     let bytes = b64(segment, "payload is not valid base64url")?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let iss = de.deserialize_map(PeekIss).map_err(|e| {
-        if e.to_string().starts_with("duplicate claim") {
+    let (iss, marker) = de.deserialize_map(Peek { marker }).map_err(|e| {
+        let e = e.to_string();
+        if e.starts_with("duplicate claim") {
             JwtError::Malformed("duplicate claim name")
+        } else if e.starts_with("marker claim") {
+            JwtError::Claims("PAT marker claim is not a string")
         } else {
             JwtError::Malformed("payload is not a valid JSON object")
         }
     })?;
     de.end()
         .map_err(|_| JwtError::Malformed("payload is not a valid JSON object"))?;
-    iss.ok_or(JwtError::Claims("missing iss"))
+    let iss = iss.ok_or(JwtError::Claims("missing iss"))?;
+    Ok(Peeked { iss, marker })
 }
 
-struct PeekIss;
+/// [`peek`] for `iss` alone.
+#[cfg(test)]
+pub fn peek_issuer(segment: &str) -> Result<String, JwtError> {
+    peek(segment, "").map(|p| p.iss)
+}
 
-impl<'de> Visitor<'de> for PeekIss {
-    type Value = Option<String>;
+struct Peek<'m> {
+    marker: &'m str,
+}
+
+impl<'de> Visitor<'de> for Peek<'_> {
+    type Value = (Option<String>, Option<String>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
@@ -127,18 +151,24 @@ impl<'de> Visitor<'de> for PeekIss {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = HashSet::new();
-        let mut iss = None;
+        let (mut iss, mut marker) = (None, None);
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.clone()) {
                 return Err(serde::de::Error::custom("duplicate claim"));
             }
             if key == "iss" {
                 iss = map.next_value::<Option<String>>()?;
+            } else if !self.marker.is_empty() && key == self.marker {
+                match map.next_value::<serde_json::Value>()? {
+                    serde_json::Value::String(v) => marker = Some(v),
+                    serde_json::Value::Null => {}
+                    _ => return Err(serde::de::Error::custom("marker claim")),
+                }
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(iss)
+        Ok((iss, marker))
     }
 }
 
@@ -181,6 +211,18 @@ mod tests {
         assert!(e.to_string().contains("duplicate"), "{e}");
         assert!(peek_issuer(&enc(r#"{"sub":"x"}"#)).is_err());
         assert!(peek_issuer(&enc("[1]")).is_err());
+    }
+
+    #[test]
+    fn peek_reads_the_configured_marker_claim() {
+        let p = peek(&enc(r#"{"iss":"a","use":"pat","token_use":"x"}"#), "use").unwrap();
+        assert_eq!((p.iss.as_str(), p.marker.as_deref()), ("a", Some("pat")));
+        let p = peek(&enc(r#"{"iss":"a","token_use":"pat"}"#), "use").unwrap();
+        assert_eq!(p.marker, None);
+        let e = peek(&enc(r#"{"iss":"a","use":["pat"]}"#), "use").unwrap_err();
+        assert_eq!(e, JwtError::Claims("PAT marker claim is not a string"));
+        let e = peek(&enc(r#"{"iss":"a","use":"pat","use":"x"}"#), "use").unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Personal access tokens: format, creation rules, cached validation and
 //! batched `last_used_at` tracking.
 
+pub mod exchanged;
 pub mod format;
 pub mod rules;
 pub mod usage;

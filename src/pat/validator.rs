@@ -16,7 +16,7 @@ use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
 use super::{PatConfig, TokenHash, UsageTracker, format};
-use crate::store::{Store, StoreError, TokenRecord};
+use crate::store::{Store, StoreError, TokenKind, TokenRecord};
 
 /// Source of "now"; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -129,13 +129,34 @@ impl PatValidator {
         if format::check(&self.prefix, token).is_err() {
             return Ok(PatOutcome::Malformed);
         }
-        let hash = format::hash(token);
+        self.lookup(format::hash(token), None).await
+    }
+
+    /// Validates a PAT-marked JWT (already signature-checked) by the SHA-256
+    /// of the token, else by its `jti`, through the same cache. Only a
+    /// record of kind `jwt` counts; anything else is `Unknown`. `Err` only
+    /// for store failures (→ 503).
+    pub async fn validate_jwt(
+        &self,
+        hash: TokenHash,
+        jti: Option<&str>,
+    ) -> Result<PatOutcome, StoreError> {
+        self.lookup(hash, Some(jti)).await
+    }
+
+    /// `jwt`: `None` for an opaque PAT, `Some(jti)` for a PAT-marked JWT.
+    async fn lookup(
+        &self,
+        hash: TokenHash,
+        jwt: Option<Option<&str>>,
+    ) -> Result<PatOutcome, StoreError> {
         let now = (self.clock)();
         if let Some(e) = self.cache.get(&hash).await
             && e.fresh_until > now
         {
             return Ok(self.outcome(&e, now));
         }
+        let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
         let clock = Arc::clone(&self.clock);
         let store = self.store.clone();
         let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
@@ -149,7 +170,15 @@ impl PatValidator {
                 {
                     return Ok(Op::Nop); // another caller just refreshed it
                 }
-                let rec = store.find_by_hash(&hash).await?;
+                let mut rec = store.find_by_hash(&hash).await?;
+                if let Some(jti) = &jwt {
+                    if rec.is_none()
+                        && let Some(jti) = jti
+                    {
+                        rec = store.find_by_jti(jti).await?;
+                    }
+                    rec = rec.filter(|r| r.kind == TokenKind::Jwt);
+                }
                 Ok::<_, StoreError>(Op::Put(entry_for(rec, now, ttl, neg)))
             })
             .await?;

@@ -1,23 +1,37 @@
 //! Revocation propagation: how a token revoked anywhere stops working here.
 //!
-//! Two mechanisms, layered:
-//! - the bus (`revocation.kind`): `local` evicts this replica's cache at
-//!   once; every revoke path goes through [`Revoker`].
-//! - the resync loop: every `revocation.resync_interval` each replica asks
-//!   the store for tokens with `revoked_at > watermark` and marks them
-//!   revoked in its cache. This bounds staleness even when a revocation
-//!   happened in another process (the CLI, another replica) and every bus
-//!   message was lost.
+//! Every revoke path (API, CLI, rotation, revoke-all, `revoke-jwt`) goes
+//! through [`Revoker`]: store first, then this replica's caches, then the
+//! bus. Two mechanisms carry it to the other replicas, layered:
+//! - the bus ([`bus`], `revocation.kind`): `local` (in-process only) or
+//!   `redis` pub/sub, milliseconds;
+//! - the resync loop ([`resync`]): every `revocation.resync_interval`, and at
+//!   once after the bus (re)connects, each replica asks the store what was
+//!   revoked or deny-listed since its watermark. This bounds staleness when
+//!   Redis is down or messages are lost.
+//!
+//! JWTs are revoked through a deny-list of `jti`/`sid` values
+//! ([`denylist`]), held in memory so Check never queries the store for it.
+
+pub mod bus;
+pub mod denylist;
+pub mod resync;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
+
+pub use bus::Bus;
+pub use denylist::{DenyCheck, JwtDenyList};
+pub use resync::Resync;
 
 use crate::pat::PatValidator;
-use crate::store::{StoreError, TokenRecord};
+use crate::store::{DenyKind, StoreError, TokenKind, TokenRecord};
+
+/// Default Redis channel.
+pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
 
 /// `revocation:` config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -27,9 +41,14 @@ pub struct RevocationConfig {
     pub kind: RevocationKind,
     /// Redis URL when `kind: redis`, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: Option<String>,
+    /// Redis pub/sub channel. Default `portcullis:revocations`.
+    pub channel: String,
     /// How often the store is polled for revocations (bounded staleness). Default `5s`.
     #[serde(with = "humantime_serde")]
     pub resync_interval: Duration,
+    /// Most live JWT deny-list entries held in memory; past it, JWTs are
+    /// checked against the store. Default 100000.
+    pub jwt_denylist_capacity: usize,
 }
 
 impl Default for RevocationConfig {
@@ -37,7 +56,9 @@ impl Default for RevocationConfig {
         RevocationConfig {
             kind: RevocationKind::Local,
             redis_url: None,
+            channel: DEFAULT_CHANNEL.into(),
             resync_interval: Duration::from_secs(5),
+            jwt_denylist_capacity: 100_000,
         }
     }
 }
@@ -57,32 +78,110 @@ impl RevocationConfig {
         {
             return Err("revocation.redis_url: required when revocation.kind is redis".into());
         }
+        if self.kind == RevocationKind::Redis {
+            let url = self.redis_url.as_deref().unwrap_or("");
+            // Never echo the URL: it may carry a password.
+            if redis::Client::open(url).is_err() {
+                return Err(
+                    "revocation.redis_url: not a valid Redis URL (redis://host:port)".into(),
+                );
+            }
+            if self.channel.is_empty() {
+                return Err("revocation.channel: must not be empty".into());
+            }
+        }
         if self.resync_interval < Duration::from_millis(50) {
             return Err("revocation.resync_interval: must be at least 50ms".into());
+        }
+        if self.jwt_denylist_capacity == 0 {
+            return Err("revocation.jwt_denylist_capacity: must be >= 1".into());
         }
         Ok(())
     }
 }
 
-/// The one way tokens are revoked: store first, then this replica's cache.
+/// Why a verified JWT is refused by revocation (mapped in `authz::deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwtRevocation {
+    /// Its `jti` or `sid` is deny-listed.
+    #[error("token revoked")]
+    DenyListed,
+    /// A PAT-marked JWT that is not registered in `personal_access_tokens`.
+    #[error("unregistered token")]
+    Unregistered,
+}
+
+/// The one way tokens are revoked: store first, then this replica's
+/// caches, then the bus. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Revoker {
     pats: Arc<PatValidator>,
+    deny: Arc<JwtDenyList>,
+    bus: Bus,
 }
 
 impl Revoker {
+    /// A local-only revoker with its own deny set (tools, tests).
     pub fn new(pats: Arc<PatValidator>) -> Self {
-        Revoker { pats }
+        let deny = Arc::new(JwtDenyList::new(
+            RevocationConfig::default().jwt_denylist_capacity,
+        ));
+        Revoker::with_parts(pats, deny, Bus::local())
     }
 
-    /// Marks the given (already revoked in the store) tokens as revoked here.
+    /// The revoker for `revocation:` (publishes on Redis when configured).
+    /// Must run inside a Tokio runtime; never touches the network here.
+    pub fn for_config(cfg: &RevocationConfig, pats: Arc<PatValidator>) -> anyhow::Result<Self> {
+        let deny = Arc::new(JwtDenyList::new(cfg.jwt_denylist_capacity));
+        Ok(Revoker::with_parts(pats, deny, Bus::from_config(cfg)?))
+    }
+
+    /// Assembles a revoker from shared parts (the server).
+    pub fn with_parts(pats: Arc<PatValidator>, deny: Arc<JwtDenyList>, bus: Bus) -> Self {
+        Revoker { pats, deny, bus }
+    }
+
+    /// This replica's JWT deny set.
+    pub fn denylist(&self) -> &Arc<JwtDenyList> {
+        &self.deny
+    }
+
+    /// The bus revocations are published on.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Propagates tokens already revoked in the store: marks them revoked
+    /// here and publishes them. A JWT-kind PAT with a `jti` is also
+    /// deny-listed by `jti` until its expiry, so replicas that cached it
+    /// under another hash refuse it too.
     pub async fn announce(&self, records: &[TokenRecord]) {
+        let now = Utc::now();
+        let mut items = Vec::with_capacity(records.len());
         for r in records {
             self.pats.mark_revoked(&r.token_hash).await;
+            items.push(bus::Item::Pat(r.token_hash));
+            if r.kind == TokenKind::Jwt
+                && let Some(jti) = r.jti.as_deref().filter(|j| bus::valid_value(j))
+                && r.expires_at > now
+            {
+                let store = self.pats.store();
+                if let Err(e) = store.deny_jwt(DenyKind::Jti, jti, r.expires_at).await {
+                    tracing::warn!(error = %e, token_id = %r.id, "deny-listing a revoked JWT PAT's jti failed");
+                }
+                let exp = r.expires_at.timestamp();
+                self.deny.insert(DenyKind::Jti, jti, exp, now.timestamp());
+                items.push(bus::Item::Deny {
+                    kind: DenyKind::Jti,
+                    value: jti.to_owned(),
+                    expires_at: exp,
+                });
+            }
         }
+        self.bus.publish(&items).await;
     }
 
-    /// Revokes one token: store, then cache.
+    /// Revokes one token: store, then caches, then the bus.
     pub async fn revoke(&self, id: uuid::Uuid) -> Result<Option<TokenRecord>, StoreError> {
         let rec = self.pats.store().revoke(id, Utc::now()).await?;
         if let Some(r) = &rec {
@@ -101,30 +200,33 @@ impl Revoker {
         self.announce(&recs).await;
         Ok(recs)
     }
-}
 
-/// Polls the store for revocations newer than the watermark, forever.
-pub async fn run_resync(pats: Arc<PatValidator>, interval: Duration, shutdown: CancellationToken) {
-    // Start a little in the past: a revocation committed just before start
-    // must not be missed, and re-marking a revoked token is harmless.
-    let mut watermark: DateTime<Utc> = Utc::now() - chrono::Duration::seconds(60);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    /// Deny-lists JWTs by `jti` or `sid` until `until`: store, then this
+    /// replica's deny set, then the bus.
+    pub async fn deny_jwt(
+        &self,
+        kind: DenyKind,
+        value: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if !bus::valid_value(value) {
+            return Err(StoreError::Other(format!(
+                "{} must be 1-{} characters without control characters",
+                kind.as_str(),
+                bus::MAX_VALUE_LEN
+            )));
         }
-        match pats.store().revoked_since(watermark).await {
-            Ok(rows) => {
-                for (hash, at) in rows {
-                    pats.mark_revoked(&hash).await;
-                    if at > watermark {
-                        watermark = at;
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "revocation resync: store unavailable"),
-        }
+        self.pats.store().deny_jwt(kind, value, until).await?;
+        let exp = until.timestamp();
+        self.deny.insert(kind, value, exp, Utc::now().timestamp());
+        tracing::info!(kind = kind.as_str(), value, until = %until, "JWT deny-listed");
+        self.bus
+            .publish(&[bus::Item::Deny {
+                kind,
+                value: value.to_owned(),
+                expires_at: exp,
+            }])
+            .await;
+        Ok(())
     }
 }

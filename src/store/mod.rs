@@ -182,6 +182,25 @@ impl DenyKind {
             DenyKind::Sid => "sid",
         }
     }
+
+    /// Parses a column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jti" => Some(DenyKind::Jti),
+            "sid" => Some(DenyKind::Sid),
+            _ => None,
+        }
+    }
+}
+
+/// A JWT deny-list row, for loading and resyncing in-memory deny sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyEntry {
+    pub kind: DenyKind,
+    pub value: String,
+    pub expires_at: DateTime<Utc>,
+    /// When the entry was written or its expiry last extended (the resync watermark).
+    pub changed_at: DateTime<Utc>,
 }
 
 /// A stored token (never the raw token: only its hash).
@@ -321,6 +340,18 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         watermark: DateTime<Utc>,
     ) -> Result<Vec<(TokenHash, DateTime<Utc>)>>;
+    /// Unexpired deny-list entries changed after `watermark`, oldest first.
+    /// The default refuses, so a test double without a deny-list fails
+    /// closed (the deny set never reports itself loaded).
+    async fn jwt_denied_since(
+        &self,
+        _watermark: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        Err(StoreError::Other(
+            "this store does not support jwt_denied_since".into(),
+        ))
+    }
 }
 
 /// Handle on the token store: cheap to clone, every call bounded by
@@ -484,7 +515,9 @@ impl Store {
         self.call(self.backend.touch_last_used(&dedup)).await
     }
 
-    /// Denies JWTs by `jti` or `sid` until `expires_at` (upsert; keeps the later expiry).
+    /// Denies JWTs by `jti` or `sid` until `expires_at` (upsert; keeps the
+    /// later expiry, and moves `created_at` to now when it extends it, so
+    /// [`Store::jwt_denied_since`] sees the change).
     pub async fn deny_jwt(
         &self,
         kind: DenyKind,
@@ -512,6 +545,17 @@ impl Store {
     /// Deletes deny-list entries expired at `now`; returns how many.
     pub async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
         self.call(self.backend.purge_jwt_denylist(now)).await
+    }
+
+    /// Deny-list entries unexpired at `now` whose `created_at` (write or
+    /// last extension) is after `watermark`, ordered by it.
+    pub async fn jwt_denied_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        self.call(self.backend.jwt_denied_since(watermark, now))
+            .await
     }
 
     /// Hashes of tokens with `revoked_at > watermark`, ordered by

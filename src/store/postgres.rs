@@ -9,8 +9,8 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind, TokenRecord,
-    TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
+    TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
@@ -379,7 +379,9 @@ impl TokenStore for PgStore {
             .prepare_cached(
                 "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (kind, value) DO UPDATE \
-                 SET expires_at = GREATEST(jwt_denylist.expires_at, EXCLUDED.expires_at)",
+                 SET created_at = CASE WHEN EXCLUDED.expires_at > jwt_denylist.expires_at \
+                                  THEN EXCLUDED.created_at ELSE jwt_denylist.created_at END, \
+                     expires_at = GREATEST(jwt_denylist.expires_at, EXCLUDED.expires_at)",
             )
             .await
             .map_err(pg_err)?;
@@ -437,6 +439,34 @@ impl TokenStore for PgStore {
                     .try_into()
                     .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?;
                 Ok((hash, col(r, 1)?))
+            })
+            .collect()
+    }
+
+    async fn jwt_denied_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT kind, value, expires_at, created_at FROM jwt_denylist \
+                 WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = col(r, 0)?;
+                Ok(DenyEntry {
+                    kind: DenyKind::parse(&kind)
+                        .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
+                    value: col(r, 1)?,
+                    expires_at: col(r, 2)?,
+                    changed_at: col(r, 3)?,
+                })
             })
             .collect()
     }

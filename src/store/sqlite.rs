@@ -11,8 +11,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind, TokenRecord,
-    TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
+    TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
@@ -400,7 +400,9 @@ impl TokenStore for SqliteStore {
         self.run(move |c| {
             c.prepare_cached(
                 "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (kind, value) DO UPDATE SET expires_at = MAX(expires_at, excluded.expires_at)",
+                 ON CONFLICT (kind, value) DO UPDATE SET \
+                 created_at = CASE WHEN excluded.expires_at > expires_at THEN excluded.created_at ELSE created_at END, \
+                 expires_at = MAX(expires_at, excluded.expires_at)",
             )?
             .execute(params![kind.as_str(), value, ts(expires_at), ts(now)])
             .map(|_| ())
@@ -456,6 +458,40 @@ impl TokenStore for SqliteStore {
                 let at = DateTime::from_timestamp_micros(at)
                     .ok_or_else(|| StoreError::Other("timestamp out of range".into()))?;
                 Ok((hash, at))
+            })
+            .collect()
+    }
+
+    async fn jwt_denied_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        let rows: Vec<(String, String, i64, i64)> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT kind, value, expires_at, created_at FROM jwt_denylist \
+                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value",
+                )?;
+                let rows = stmt.query_map([ts(watermark), ts(now)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        let at = |v: i64| {
+            DateTime::from_timestamp_micros(v)
+                .ok_or_else(|| StoreError::Other("timestamp out of range".into()))
+        };
+        rows.into_iter()
+            .map(|(kind, value, exp, changed)| {
+                Ok(DenyEntry {
+                    kind: DenyKind::parse(&kind)
+                        .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
+                    value,
+                    expires_at: at(exp)?,
+                    changed_at: at(changed)?,
+                })
             })
             .collect()
     }

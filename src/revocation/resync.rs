@@ -1,0 +1,111 @@
+//! The resync loop: bounded staleness without the bus.
+//!
+//! Every `revocation.resync_interval`, and at once when kicked (the bus
+//! (re)subscribed), it asks the store for PATs with `revoked_at` and
+//! deny-list entries with `created_at` after its watermarks, applies them,
+//! and advances the watermarks.
+//!
+//! Each query reaches [`OVERLAP`] behind the watermark and re-applies what it
+//! finds (both operations are idempotent). That covers a revocation whose
+//! timestamp, taken on another host's clock, commits after a later one was
+//! already seen, and a cache miss that read the token just before it was
+//! revoked and cached it after the bus message. Hosts' clocks are assumed to
+//! agree within [`OVERLAP`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::denylist::JwtDenyList;
+use crate::pat::PatValidator;
+
+/// How far behind its watermarks each query reaches.
+pub const OVERLAP: TimeDelta = TimeDelta::seconds(30);
+/// How often expired deny-list entries are purged (memory and store).
+const PURGE_EVERY: TimeDelta = TimeDelta::minutes(10);
+
+/// Resync state of one replica.
+#[derive(Debug)]
+pub struct Resync {
+    pats: Arc<PatValidator>,
+    deny: Arc<JwtDenyList>,
+    pat_watermark: DateTime<Utc>,
+    /// `None` until the deny set has been loaded in full.
+    deny_watermark: Option<DateTime<Utc>>,
+    last_purge: DateTime<Utc>,
+}
+
+impl Resync {
+    pub fn new(pats: Arc<PatValidator>, deny: Arc<JwtDenyList>) -> Self {
+        let now = Utc::now();
+        Resync {
+            pats,
+            deny,
+            // A revocation committed just before start must not be missed;
+            // re-marking a revoked token is harmless.
+            pat_watermark: now - TimeDelta::seconds(60),
+            deny_watermark: None,
+            last_purge: now,
+        }
+    }
+
+    /// One pass. Store errors are logged and retried on the next pass.
+    pub async fn once(&mut self) {
+        let store = self.pats.store().clone();
+        match store.revoked_since(self.pat_watermark - OVERLAP).await {
+            Ok(rows) => {
+                for (hash, at) in rows {
+                    self.pats.mark_revoked(&hash).await;
+                    self.pat_watermark = self.pat_watermark.max(at);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "revocation resync: store unavailable"),
+        }
+
+        let now = Utc::now();
+        let full = self.deny_watermark.is_none() || self.deny.is_overflowed();
+        let since = match self.deny_watermark {
+            Some(w) if !full => w - OVERLAP,
+            _ => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        match store.jwt_denied_since(since, now).await {
+            Ok(rows) => {
+                let newest = rows.iter().map(|e| e.changed_at).max();
+                if full {
+                    self.deny.replace_all(&rows, now.timestamp());
+                    tracing::debug!(entries = self.deny.len(), "JWT deny-list loaded");
+                } else {
+                    self.deny.apply(&rows, now.timestamp());
+                }
+                let w = self.deny_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                self.deny_watermark = Some(newest.map_or(w, |n| n.max(w)));
+            }
+            Err(e) => tracing::debug!(error = %e, "JWT deny-list resync: store unavailable"),
+        }
+
+        if now - self.last_purge >= PURGE_EVERY {
+            self.last_purge = now;
+            self.deny.purge(now.timestamp());
+            if let Err(e) = store.purge_jwt_denylist(now).await {
+                tracing::debug!(error = %e, "purging expired deny-list entries failed");
+            }
+        }
+    }
+
+    /// Runs [`Resync::once`] every `interval` and whenever `kick` fires.
+    pub async fn run(mut self, interval: Duration, kick: Arc<Notify>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = kick.notified() => tick.reset(),
+            }
+            self.once().await;
+        }
+    }
+}
