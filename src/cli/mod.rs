@@ -2,6 +2,7 @@
 //! debugging commands. Parsing lives here; the work lives in the domain
 //! modules.
 
+mod check;
 mod token;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub enum Command {
     /// Manage personal access tokens in the configured store.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show the decision for one request: route, scopes, reason. Exit 0 allow, 1 deny.
+    Check(check::CheckArgs),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -134,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
         Command::Migrate(args) => token::migrate(args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Check(args) => check::run(args).await,
     }
 }
 
