@@ -5,8 +5,8 @@
 //! real addresses), then serves until [`Running::shutdown`] or a signal.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +24,7 @@ use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerKeys, Verifier};
 use crate::pat::PatValidator;
 use crate::policy::Policy;
+use crate::reload::{KeyTasks, Loader, Reloader};
 use crate::revocation::Revoker;
 use crate::store::Store;
 
@@ -52,6 +53,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// Periodic `last_used_at` flusher; stopped before the final flush.
     flusher: JoinHandle<()>,
+    /// Swaps in a new engine on config change or SIGHUP.
+    pub reloader: Arc<Reloader>,
 }
 
 /// Builds the engine for a config. `dev` is the built-in issuer, if any;
@@ -60,6 +63,17 @@ pub fn build_engine(
     cfg: &Config,
     dev: Option<&DevIssuer>,
     pats: Arc<PatValidator>,
+) -> anyhow::Result<Engine> {
+    build_engine_reusing(cfg, dev, pats, |_| None)
+}
+
+/// Like [`build_engine`], but keeps the key managers `reuse` returns (a
+/// reload must not throw away loaded keys or the refetch rate limit).
+pub fn build_engine_reusing(
+    cfg: &Config,
+    dev: Option<&DevIssuer>,
+    pats: Arc<PatValidator>,
+    reuse: impl Fn(&IssuerConfig) -> Option<Arc<IssuerKeys>>,
 ) -> anyhow::Result<Engine> {
     let http = reqwest::Client::builder()
         .timeout(
@@ -82,6 +96,9 @@ pub fn build_engine(
     let mut dev_keys = dev_keys;
     let dev_iss = dev.map(|d| d.issuer().to_owned());
     let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
+        if let Some(km) = reuse(ic) {
+            return km;
+        }
         if Some(&ic.issuer) == dev_iss.as_ref()
             && let Some(keys) = dev_keys.take()
         {
@@ -98,7 +115,7 @@ pub fn build_engine(
     })
 }
 
-fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
+pub(crate) fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
     IssuerConfig::new(d.issuer(), dev::AUDIENCE)
 }
 
@@ -153,9 +170,17 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         cfg.revocation.resync_interval,
         shutdown.clone(),
     )));
-    for km in engine.load().verifier.key_managers() {
-        tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
-    }
+    let keys = Arc::new(Mutex::new(KeyTasks::default()));
+    keys.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sync(&engine.load(), &shutdown);
+    let reloader = Arc::new(Reloader {
+        engine: engine.clone(),
+        dev: dev.clone(),
+        keys,
+        shutdown: shutdown.clone(),
+        current: Mutex::new(cfg.clone()),
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -209,6 +234,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         draining,
         tasks,
         flusher,
+        reloader,
     })
 }
 
@@ -269,6 +295,11 @@ impl Running {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             tracing::warn!("shutdown deadline passed; exiting anyway");
         }
+    }
+
+    /// Turns on hot reload: SIGHUP, and changes to `file` if given.
+    pub fn enable_reload(&self, loader: Loader, file: Option<std::path::PathBuf>) {
+        self.reloader.spawn_watchers(loader, file);
     }
 
     /// Marks the server as draining (`/readyz` fails) without stopping it.

@@ -162,6 +162,18 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result
         dev: args.cfg.dev,
     })
     .await?;
+    let (cfg_args, grpc, http) = (args.cfg.clone(), args.grpc_addr, args.http_addr);
+    let loader: crate::reload::Loader = std::sync::Arc::new(move || {
+        let mut c = cfg_args.load()?;
+        if let Some(a) = grpc {
+            c.listen.grpc = a;
+        }
+        if let Some(a) = http {
+            c.listen.http = a;
+        }
+        Ok(c)
+    });
+    running.enable_reload(loader, args.cfg.config.clone());
     server::wait_for_signal().await;
     tracing::info!("signal received; shutting down");
     running
