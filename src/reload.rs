@@ -165,7 +165,7 @@ impl Reloader {
         let this = self.clone();
         tokio::spawn(async move {
             // Content, not mtime: Kubernetes swaps ConfigMap symlinks.
-            let digest = |p: &PathBuf| std::fs::read(p).ok().map(|b| Sha256::digest(b));
+            let digest = |p: &PathBuf| std::fs::read(p).ok().map(Sha256::digest);
             let mut last = digest(&path);
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             loop {

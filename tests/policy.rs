@@ -403,7 +403,7 @@ policy:
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["config", "check", "--config"])
-        .arg(&path.with_file_name("missing.yaml"))
+        .arg(path.with_file_name("missing.yaml"))
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
