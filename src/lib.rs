@@ -25,6 +25,7 @@
 //! - [`api`]: HTTP `/healthz`, `/readyz`, and the `--dev` issuer endpoints.
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
+//! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
 //! - [`cli`], [`telemetry`]: command line and logging.
 
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod identity;
 pub mod jwt;
 pub mod pat;
 pub mod policy;
+pub mod reload;
 pub mod revocation;
 pub mod scope;
 pub mod server;

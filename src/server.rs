@@ -5,8 +5,8 @@
 //! real addresses), then serves until [`Running::shutdown`] or a signal.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +24,7 @@ use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerKeys, Verifier};
 use crate::pat::PatValidator;
 use crate::policy::Policy;
+use crate::reload::{KeyTasks, Loader, Reloader};
 use crate::revocation::{Bus, JwtDenyList, Resync, Revoker};
 use crate::store::Store;
 
@@ -52,15 +53,32 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// Periodic `last_used_at` flusher; stopped before the final flush.
     flusher: JoinHandle<()>,
+    /// Swaps in a new engine on config change or SIGHUP.
+    pub reloader: Arc<Reloader>,
 }
 
 /// Builds the engine for a config. `dev` is the built-in issuer, if any;
 /// `pats` is shared across reloads (its cache and store outlive a config).
+/// The JWT deny set is fresh and unloaded, so JWTs are checked against the
+/// store (tools such as `portcullis check`); the server shares one through
+/// [`build_engine_reusing`].
 pub fn build_engine(
     cfg: &Config,
     dev: Option<&DevIssuer>,
     pats: Arc<PatValidator>,
+) -> anyhow::Result<Engine> {
+    let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
+    build_engine_reusing(cfg, dev, pats, denylist, |_| None)
+}
+
+/// Like [`build_engine`], but keeps the key managers `reuse` returns (a
+/// reload must not throw away loaded keys or the refetch rate limit).
+pub fn build_engine_reusing(
+    cfg: &Config,
+    dev: Option<&DevIssuer>,
+    pats: Arc<PatValidator>,
     denylist: Arc<JwtDenyList>,
+    reuse: impl Fn(&IssuerConfig) -> Option<Arc<IssuerKeys>>,
 ) -> anyhow::Result<Engine> {
     let http = reqwest::Client::builder()
         .timeout(
@@ -83,6 +101,9 @@ pub fn build_engine(
     let mut dev_keys = dev_keys;
     let dev_iss = dev.map(|d| d.issuer().to_owned());
     let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
+        if let Some(km) = reuse(ic) {
+            return km;
+        }
         if Some(&ic.issuer) == dev_iss.as_ref()
             && let Some(keys) = dev_keys.take()
         {
@@ -103,7 +124,7 @@ pub fn build_engine(
     })
 }
 
-fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
+pub(crate) fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
     IssuerConfig::new(d.issuer(), dev::AUDIENCE)
 }
 
@@ -149,11 +170,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let bus = Bus::from_config(&cfg.revocation)?;
     let revoker = Revoker::with_parts(pats.clone(), denylist.clone(), bus.clone());
 
-    let engine = Arc::new(ArcSwap::from_pointee(build_engine(
+    let engine = Arc::new(ArcSwap::from_pointee(build_engine_reusing(
         &cfg,
         dev.as_deref(),
         pats.clone(),
         denylist.clone(),
+        |_| None,
     )?));
 
     // Load the deny-list now (bounded by store.timeout); if the store is
@@ -169,9 +191,17 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     if let Some(sub) = bus.subscriber(pats, denylist, kick, shutdown.clone()) {
         tasks.push(tokio::spawn(sub));
     }
-    for km in engine.load().verifier.key_managers() {
-        tasks.push(tokio::spawn(km.clone().run_refresher(shutdown.clone())));
-    }
+    let keys = Arc::new(Mutex::new(KeyTasks::default()));
+    keys.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sync(&engine.load(), &shutdown);
+    let reloader = Arc::new(Reloader {
+        engine: engine.clone(),
+        dev: dev.clone(),
+        keys,
+        shutdown: shutdown.clone(),
+        current: Mutex::new(cfg.clone()),
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -225,6 +255,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         draining,
         tasks,
         flusher,
+        reloader,
     })
 }
 
@@ -285,6 +316,11 @@ impl Running {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             tracing::warn!("shutdown deadline passed; exiting anyway");
         }
+    }
+
+    /// Turns on hot reload: SIGHUP, and changes to `file` if given.
+    pub fn enable_reload(&self, loader: Loader, file: Option<std::path::PathBuf>) {
+        self.reloader.spawn_watchers(loader, file);
     }
 
     /// Marks the server as draining (`/readyz` fails) without stopping it.

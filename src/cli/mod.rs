@@ -2,6 +2,7 @@
 //! debugging commands. Parsing lives here; the work lives in the domain
 //! modules.
 
+mod check;
 mod revoke_jwt;
 mod token;
 
@@ -41,6 +42,8 @@ pub enum Command {
     /// Manage personal access tokens in the configured store.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show the decision for one request: route, scopes, reason. Exit 0 allow, 1 deny.
+    Check(check::CheckArgs),
     /// Deny-list IdP-signed JWTs by `jti` or session `sid` (every replica).
     RevokeJwt(revoke_jwt::RevokeJwtArgs),
 }
@@ -137,6 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
         Command::Migrate(args) => token::migrate(args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Check(args) => check::run(args).await,
         Command::RevokeJwt(args) => revoke_jwt::run(args).await,
     }
 }
@@ -162,6 +166,18 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result
         dev: args.cfg.dev,
     })
     .await?;
+    let (cfg_args, grpc, http) = (args.cfg.clone(), args.grpc_addr, args.http_addr);
+    let loader: crate::reload::Loader = std::sync::Arc::new(move || {
+        let mut c = cfg_args.load()?;
+        if let Some(a) = grpc {
+            c.listen.grpc = a;
+        }
+        if let Some(a) = http {
+            c.listen.http = a;
+        }
+        Ok(c)
+    });
+    running.enable_reload(loader, args.cfg.config.clone());
     server::wait_for_signal().await;
     tracing::info!("signal received; shutting down");
     running
