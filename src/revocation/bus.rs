@@ -28,8 +28,10 @@ use super::{RevocationConfig, RevocationKind};
 use crate::pat::{PatValidator, TokenHash};
 use crate::store::DenyKind;
 
-/// Upper bound on one publish (connect included).
-const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Upper bound on one publish (connect and one retry included).
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
+/// Connect and response bound of one publish attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(150);
 /// Connect and subscribe bound for the subscriber connection.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the subscriber pings its connection.
@@ -172,10 +174,11 @@ impl Bus {
         let client = redis::Client::open(url)
             .map_err(|_| anyhow::anyhow!("revocation.redis_url: not a valid Redis URL"))?;
         let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(PUBLISH_TIMEOUT))
-            .set_response_timeout(Some(PUBLISH_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+            .set_connection_timeout(Some(ATTEMPT_TIMEOUT))
+            .set_response_timeout(Some(ATTEMPT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(50));
         let publisher = ConnectionManager::new_lazy_with_config(client.clone(), mgr_cfg)
             .map_err(|e| anyhow::anyhow!("revocation: building the Redis connection: {e}"))?;
         Ok(Bus {

@@ -1,0 +1,283 @@
+//! Revocation across replicas: two in-process servers (A, B) share a
+//! Postgres and a Redis this test starts and kills. Revoke on A; B denies.
+
+#[path = "support/check.rs"]
+mod check;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/keycloak/mod.rs"]
+mod keycloak;
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use check::{Req, allowed, assert_invalid_token, client, denied};
+use chrono::Utc;
+use cluster::{Cluster, code, percentile, readyz, wait_allowed, wait_denied};
+use keycloak::SignOpts;
+use portcullis::pat::{self, CreateRequest, PatConfig};
+use portcullis::store::{DenyKind, Store, TokenRecord};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+async fn create_pat(store: &Store, user: &str) -> (String, TokenRecord) {
+    let req = CreateRequest {
+        user_id: user.into(),
+        username: user.into(),
+        name: "ci".into(),
+        description: None,
+        scopes: vec!["a:read".into()],
+        expires_at: None,
+        rotated_from: None,
+    };
+    pat::create(store, &PatConfig::default(), req, Utc::now())
+        .await
+        .expect("create PAT")
+}
+
+/// A Keycloak token for `sub` with the given `jti`/`sid` overrides.
+fn jwt(c: &Cluster, sub: &str, set: Value) -> (String, Value) {
+    let mut claims = c.kc.claims(sub);
+    for (k, v) in set.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    (c.kc.sign(&claims, &SignOpts::default()), claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pat_revoked_on_a_is_denied_on_b_within_milliseconds() {
+    let c = Cluster::start("5s", "").await;
+    let store = c.store();
+    let mut b = client(c.b.grpc_addr).await;
+    let received = c.b.revoker.bus().received();
+    let mut delays = Vec::new();
+    for i in 0..100 {
+        let (raw, rec) = create_pat(&store, &format!("user-{i}")).await;
+        let req = Req::get("/").bearer(&raw).build();
+        allowed(&b.check(req.clone()).await.unwrap().into_inner()); // cached on B
+        let t0 = Instant::now();
+        c.a.revoker.revoke(rec.id).await.unwrap().expect("revoked");
+        let (d, resp) = wait_denied(&mut b, &req, t0, c.resync + Duration::from_secs(2)).await;
+        assert_invalid_token(&resp, "token revoked");
+        delays.push(d);
+    }
+    delays.sort();
+    println!(
+        "PAT revocation A -> B over Redis, {} revocations: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        percentile(&delays, 50),
+        percentile(&delays, 99),
+        delays[delays.len() - 1]
+    );
+    assert!(
+        c.b.revoker.bus().received() - received >= 100,
+        "B heard the bus"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_revocation_arrives_by_resync_and_the_bus_recovers() {
+    let mut c = Cluster::start("500ms", "").await;
+    let store = c.store();
+    let mut b = client(c.b.grpc_addr).await;
+    let (raw, rec) = create_pat(&store, "rita").await;
+    let req = Req::get("/").bearer(&raw).build();
+    allowed(&b.check(req.clone()).await.unwrap().into_inner());
+
+    c.redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.b.revoker.bus().is_subscribed() || c.a.revoker.bus().is_subscribed() {
+        assert!(
+            Instant::now() < deadline,
+            "subscribers never noticed Redis died"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        readyz(&c.b).await,
+        200,
+        "Redis down keeps the replica ready"
+    );
+    let (jwt, _) = jwt(&c, "rita", json!({}));
+    allowed(
+        &b.check(Req::get("/").bearer(&jwt).build())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+
+    let t0 = Instant::now();
+    c.a.revoker.revoke(rec.id).await.unwrap().expect("revoked");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "revoke blocked on Redis: {took:?}"
+    );
+    let (d, resp) = wait_denied(&mut b, &req, t0, c.resync + Duration::from_secs(1)).await;
+    assert_invalid_token(&resp, "token revoked");
+    println!("Redis down: revoke took {took:?}, B denied after {d:?} (resync 500ms)");
+
+    c.redis.restart().await;
+    c.wait_subscribed().await;
+    let before = c.b.revoker.bus().received();
+    let (raw2, rec2) = create_pat(&store, "rita").await;
+    let req2 = Req::get("/").bearer(&raw2).build();
+    allowed(&b.check(req2.clone()).await.unwrap().into_inner());
+    let t0 = Instant::now();
+    c.a.revoker.revoke(rec2.id).await.unwrap().expect("revoked");
+    let (d, resp) = wait_denied(&mut b, &req2, t0, c.resync + Duration::from_secs(1)).await;
+    assert_invalid_token(&resp, "token revoked");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while c.b.revoker.bus().received() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the bus did not recover after Redis restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("Redis back: B denied after {d:?} via the bus");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_cached_allowed_uncached_503_and_recovers() {
+    let mut c = Cluster::start("500ms", "").await;
+    let store = c.store();
+    let mut b = client(c.b.grpc_addr).await;
+    let (cached, cached_rec) = create_pat(&store, "pete").await;
+    let (uncached, uncached_rec) = create_pat(&store, "pete").await;
+    let cached_req = Req::get("/").bearer(&cached).build();
+    let uncached_req = Req::get("/").bearer(&uncached).build();
+    allowed(&b.check(cached_req.clone()).await.unwrap().into_inner());
+    let (listed, claims) = jwt(&c, "pete", json!({}));
+    let exp = chrono::DateTime::from_timestamp(claims["exp"].as_i64().unwrap(), 0).unwrap();
+    c.a.revoker
+        .deny_jwt(DenyKind::Jti, claims["jti"].as_str().unwrap(), exp)
+        .await
+        .unwrap();
+    let listed_req = Req::get("/").bearer(&listed).build();
+    wait_denied(&mut b, &listed_req, Instant::now(), Duration::from_secs(3)).await;
+
+    c.pg.stop();
+    allowed(&b.check(cached_req.clone()).await.unwrap().into_inner());
+    let d = denied(&b.check(uncached_req.clone()).await.unwrap().into_inner());
+    assert_eq!((d.code, d.http), (14, 503), "{d:?}");
+    // JWTs need no store: the deny set is in memory.
+    let (fresh, _) = jwt(&c, "pete", json!({}));
+    allowed(
+        &b.check(Req::get("/").bearer(&fresh).build())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_invalid_token(
+        &b.check(listed_req.clone()).await.unwrap().into_inner(),
+        "token revoked",
+    );
+    assert!(
+        c.a.revoker.revoke(cached_rec.id).await.is_err(),
+        "store first"
+    );
+    allowed(&b.check(cached_req.clone()).await.unwrap().into_inner());
+    assert_eq!(
+        readyz(&c.b).await,
+        503,
+        "store down makes the replica unready"
+    );
+
+    c.pg.restart().await;
+    wait_allowed(&mut b, &uncached_req, Duration::from_secs(15)).await;
+    let t0 = Instant::now();
+    c.a.revoker.revoke(uncached_rec.id).await.unwrap();
+    let (_, resp) = wait_denied(&mut b, &uncached_req, t0, Duration::from_secs(2)).await;
+    assert_invalid_token(&resp, "token revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jti_deny_list_round_trip_across_replicas() {
+    let mut c = Cluster::start("5s", "").await;
+    let mut a = client(c.a.grpc_addr).await;
+    let mut b = client(c.b.grpc_addr).await;
+    let (tok, claims) = jwt(&c, "jane", json!({"jti": "jti-revoke-me"}));
+    let (other, _) = jwt(&c, "jane", json!({}));
+    let req = Req::get("/").bearer(&tok).build();
+    let other_req = Req::get("/").bearer(&other).build();
+    for cl in [&mut a, &mut b] {
+        allowed(&cl.check(req.clone()).await.unwrap().into_inner()); // verified + cached
+    }
+    let exp = chrono::DateTime::from_timestamp(claims["exp"].as_i64().unwrap(), 0).unwrap();
+    let t0 = Instant::now();
+    c.a.revoker
+        .deny_jwt(DenyKind::Jti, "jti-revoke-me", exp)
+        .await
+        .unwrap();
+    assert_invalid_token(
+        &a.check(req.clone()).await.unwrap().into_inner(),
+        "token revoked",
+    );
+    let (d, resp) = wait_denied(&mut b, &req, t0, c.resync + Duration::from_secs(1)).await;
+    assert_invalid_token(&resp, "token revoked");
+    println!("jti deny-list A -> B: {d:?}");
+    allowed(&b.check(other_req).await.unwrap().into_inner());
+    // A replica started later loads the deny-list at start.
+    let late = c.replica().await;
+    let resp = client(late.grpc_addr)
+        .await
+        .check(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_invalid_token(&resp, "token revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sid_deny_list_via_the_cli_reaches_every_replica() {
+    let c = Cluster::start("5s", "").await;
+    let mut b = client(c.b.grpc_addr).await;
+    let (t1, _) = jwt(&c, "sam", json!({"sid": "session-1"}));
+    let (t2, _) = jwt(&c, "sam", json!({"sid": "session-1"}));
+    let (t3, _) = jwt(&c, "sam", json!({"sid": "session-2"}));
+    let reqs: Vec<_> = [&t1, &t2, &t3]
+        .iter()
+        .map(|t| Req::get("/").bearer(t).build())
+        .collect();
+    for r in &reqs {
+        allowed(&b.check(r.clone()).await.unwrap().into_inner());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.yaml");
+    std::fs::write(&file, &c.yaml).unwrap();
+    let cli = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
+        "portcullis",
+        "revoke-jwt",
+        "--config",
+        file.to_str().unwrap(),
+        "--sid",
+        "session-1",
+        "--until",
+        "2h",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    assert_eq!(portcullis::cli::run(cli).await.unwrap(), 0);
+    for r in &reqs[..2] {
+        let (_, resp) = wait_denied(&mut b, r, t0, c.resync + Duration::from_secs(1)).await;
+        assert_invalid_token(&resp, "token revoked");
+    }
+    println!("sid deny-list CLI -> B: {:?}", t0.elapsed());
+    assert_eq!(
+        code(&b.check(reqs[2].clone()).await.unwrap().into_inner()),
+        0
+    );
+    // --jti needs --until (the token's exp).
+    let e = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
+        "portcullis",
+        "revoke-jwt",
+        "--dev",
+        "--jti",
+        "x",
+    ]);
+    assert!(e.is_err());
+}

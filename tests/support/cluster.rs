@@ -1,0 +1,165 @@
+//! Two (or more) in-process replicas sharing one Postgres and one Redis,
+//! each started by the test so it can kill them, plus a Keycloak stand-in.
+//! Declare `check`, `pg`, `redis_server` and `keycloak` as `#[path]`
+//! modules next to this one.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::server::Running;
+use portcullis::store::Store;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::check::serve_yaml;
+use crate::keycloak::FakeKeycloak;
+use crate::pg::TempPostgres;
+use crate::redis_server::TempRedis;
+
+pub struct Cluster {
+    pub pg: TempPostgres,
+    pub redis: TempRedis,
+    pub kc: FakeKeycloak,
+    pub a: Running,
+    pub b: Running,
+    pub yaml: String,
+    pub resync: Duration,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+/// The replicas' config: Keycloak issuer (scopes from the `scope` claim),
+/// Postgres store, Redis bus.
+pub fn yaml(kc: &FakeKeycloak, pg: &str, redis: &str, resync: &str, extra: &str) -> String {
+    format!(
+        "issuers:\n  - issuer: {iss}\n    audiences: [portcullis]\n    algorithms: [RS256]\n\
+         policy:\n  default: authenticated\n\
+         store:\n  kind: postgres\n  url: {pg}\n  timeout: 300ms\n\
+         revocation:\n  kind: redis\n  redis_url: {redis}\n  resync_interval: {resync}\n{extra}",
+        iss = kc.issuer()
+    )
+}
+
+impl Cluster {
+    /// Starts Postgres, Redis, Keycloak and replicas A and B; waits until
+    /// both are ready and subscribed to the bus.
+    pub async fn start(resync: &str, extra: &str) -> Cluster {
+        let pg = TempPostgres::start().await;
+        let redis = TempRedis::start().await;
+        let kc = FakeKeycloak::start().await;
+        let yaml = yaml(&kc, &pg.url, &redis.url, resync, extra);
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = serve_yaml(&yaml, da.path(), false).await;
+        let b = serve_yaml(&yaml, db.path(), false).await;
+        let c = Cluster {
+            pg,
+            redis,
+            kc,
+            a,
+            b,
+            yaml,
+            resync: humantime::parse_duration(resync).unwrap(),
+            dirs: vec![da, db],
+        };
+        wait_ready(&c.a).await;
+        wait_ready(&c.b).await;
+        c.wait_subscribed().await;
+        c
+    }
+
+    /// Another replica with the same config.
+    pub async fn replica(&mut self) -> Running {
+        let d = tempfile::tempdir().unwrap();
+        let r = serve_yaml(&self.yaml, d.path(), false).await;
+        self.dirs.push(d);
+        wait_ready(&r).await;
+        r
+    }
+
+    pub fn store(&self) -> Store {
+        self.a.engine.load().pats.store().clone()
+    }
+
+    /// Until A and B are subscribed to the bus (10 s at most).
+    pub async fn wait_subscribed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(self.a.revoker.bus().is_subscribed() && self.b.revoker.bus().is_subscribed()) {
+            assert!(Instant::now() < deadline, "replicas never subscribed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Until `/readyz` answers 200 (10 s at most).
+pub async fn wait_ready(srv: &Running) {
+    let url = format!("http://{}/readyz", srv.http_addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/readyz` status code.
+pub async fn readyz(srv: &Running) -> u16 {
+    reqwest::get(format!("http://{}/readyz", srv.http_addr))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+pub fn code(resp: &CheckResponse) -> i32 {
+    resp.status.as_ref().map(|s| s.code).unwrap_or(-1)
+}
+
+/// Calls Check until it is not an allow, as fast as possible; returns how
+/// long that took (from `since`) and the denial. Panics at `deadline`.
+pub async fn wait_denied(
+    client: &mut AuthorizationClient<Channel>,
+    req: &CheckRequest,
+    since: Instant,
+    deadline: Duration,
+) -> (Duration, CheckResponse) {
+    loop {
+        let resp = client
+            .check(req.clone())
+            .await
+            .expect("Check must never return a gRPC error")
+            .into_inner();
+        if code(&resp) != 0 {
+            return (since.elapsed(), resp);
+        }
+        assert!(
+            since.elapsed() < deadline,
+            "revocation did not propagate within {deadline:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Calls Check until it allows (polling every 10 ms); panics at `deadline`.
+pub async fn wait_allowed(
+    client: &mut AuthorizationClient<Channel>,
+    req: &CheckRequest,
+    deadline: Duration,
+) -> CheckResponse {
+    let start = Instant::now();
+    loop {
+        let resp = client.check(req.clone()).await.unwrap().into_inner();
+        if code(&resp) == 0 {
+            return resp;
+        }
+        assert!(start.elapsed() < deadline, "never allowed: {resp:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// p-th percentile (0–100) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let i = (sorted.len() * p).div_ceil(100).saturating_sub(1);
+    sorted[i.min(sorted.len() - 1)]
+}
