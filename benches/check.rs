@@ -101,6 +101,14 @@ fn service(signers: &[&Signer]) -> CheckService {
         max_token_bytes: 8192,
         pats: Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat)),
         pat_prefix: cfg.pat.prefix.clone(),
+        denylist: {
+            // Loaded and empty: JWTs are checked in memory, as in the server.
+            let d = portcullis::revocation::JwtDenyList::new(1000);
+            d.load_all(&[], 0);
+            Arc::new(d)
+        },
+        pat_marker_value: cfg.pat.jwt_marker.value.clone(),
+        pat_exchange_audience: None,
         policy: Arc::new(portcullis::policy::Policy::compile(&policy).unwrap()),
     };
     CheckService::new(Arc::new(ArcSwap::from_pointee(engine)))

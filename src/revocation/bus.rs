@@ -265,7 +265,8 @@ async fn subscribe_loop(
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let mut was_up = false;
+    // Warn on the first failure after start or after being connected.
+    let mut was_up = true;
     loop {
         let conn = async {
             let mut ps = r.client.get_async_pubsub().await?;
@@ -296,6 +297,10 @@ async fn subscribe_loop(
                 tracing::warn!(error = %e, "revocation bus: cannot reach Redis; retrying");
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "revocation bus: Redis still unreachable"),
+            Err(_) if was_up => {
+                was_up = false;
+                tracing::warn!("revocation bus: Redis connect timed out; retrying");
+            }
             Err(_) => tracing::debug!("revocation bus: Redis connect timed out"),
         }
         tokio::select! {

@@ -130,25 +130,28 @@ impl JwtDenyList {
         }
     }
 
-    /// Replaces the whole set with the store's live entries and marks it
-    /// loaded; clears the overflow flag when they fit.
-    pub fn replace_all(&self, entries: &[DenyEntry], now: i64) {
-        let mut fresh = Sets::default();
+    /// Merges the store's full list of live entries and marks the set
+    /// loaded; clears the overflow flag when everything fits. Merging (not
+    /// replacing) keeps entries a bus message added while the list was read.
+    pub fn load_all(&self, entries: &[DenyEntry], now: i64) {
+        let mut sets = self.sets.write().unwrap_or_else(|p| p.into_inner());
+        sets.purge(now);
         let mut fits = true;
         for e in entries {
             let exp = e.expires_at.timestamp();
             if exp <= now {
                 continue;
             }
-            if fresh.len() >= self.capacity {
+            if let Some(cur) = sets.map(e.kind).get_mut(&e.value) {
+                *cur = (*cur).max(exp);
+                continue;
+            }
+            if sets.len() >= self.capacity {
                 fits = false;
                 break;
             }
-            let slot = fresh.map(e.kind).entry(e.value.clone()).or_insert(exp);
-            *slot = (*slot).max(exp);
+            sets.map(e.kind).insert(e.value.clone(), exp);
         }
-        let mut sets = self.sets.write().unwrap_or_else(|p| p.into_inner());
-        *sets = fresh;
         self.len.store(sets.len(), Ordering::Release);
         self.overflow.store(!fits, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
@@ -201,7 +204,7 @@ mod tests {
     fn unloaded_asks_the_store_then_answers_from_memory() {
         let d = JwtDenyList::new(10);
         assert_eq!(d.check(Some("j"), None, 100), DenyCheck::AskStore);
-        d.replace_all(&[entry(DenyKind::Jti, "j", 200)], 100);
+        d.load_all(&[entry(DenyKind::Jti, "j", 200)], 100);
         assert_eq!(d.check(Some("j"), None, 100), DenyCheck::Denied);
         assert_eq!(d.check(Some("j"), None, 200), DenyCheck::Clear, "expired");
         assert_eq!(
@@ -219,7 +222,7 @@ mod tests {
     #[test]
     fn full_set_overflows_instead_of_dropping_entries() {
         let d = JwtDenyList::new(2);
-        d.replace_all(&[], 0);
+        d.load_all(&[], 0);
         d.insert(DenyKind::Jti, "a", 100, 0);
         d.insert(DenyKind::Jti, "b", 100, 0);
         d.insert(DenyKind::Jti, "c", 100, 0);
@@ -227,7 +230,7 @@ mod tests {
         assert_eq!(d.check(Some("c"), None, 0), DenyCheck::AskStore);
         // Expired entries make room on insert.
         let d = JwtDenyList::new(2);
-        d.replace_all(&[], 0);
+        d.load_all(&[], 0);
         d.insert(DenyKind::Jti, "a", 10, 0);
         d.insert(DenyKind::Jti, "b", 100, 0);
         d.insert(DenyKind::Jti, "c", 100, 50);
@@ -239,9 +242,9 @@ mod tests {
             entry(DenyKind::Jti, "a", 100),
             entry(DenyKind::Sid, "b", 100),
         ];
-        d.replace_all(&two, 0);
+        d.load_all(&two, 0);
         assert!(d.is_overflowed());
-        d.replace_all(&two[..1], 0);
+        d.load_all(&two[..1], 0);
         assert!(!d.is_overflowed());
         assert_eq!(d.check(Some("a"), None, 0), DenyCheck::Denied);
     }

@@ -75,7 +75,7 @@ impl Resync {
             Ok(rows) => {
                 let newest = rows.iter().map(|e| e.changed_at).max();
                 if full {
-                    self.deny.replace_all(&rows, now.timestamp());
+                    self.deny.load_all(&rows, now.timestamp());
                     tracing::debug!(entries = self.deny.len(), "JWT deny-list loaded");
                 } else {
                     self.deny.apply(&rows, now.timestamp());
