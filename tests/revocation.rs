@@ -142,6 +142,29 @@ async fn redis_down_revocation_arrives_by_resync_and_the_bus_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_to_redis_resyncs_at_once() {
+    // A long interval: only the reconnect kick can deliver the lost message.
+    let mut c = Cluster::start("60s", "").await;
+    let mut b = client(c.b.grpc_addr).await;
+    let (raw, rec) = create_pat(&c.store(), "kim").await;
+    let req = Req::get("/").bearer(&raw).build();
+    allowed(&b.check(req.clone()).await.unwrap().into_inner());
+    c.redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.b.revoker.bus().is_subscribed() {
+        assert!(Instant::now() < deadline, "B never noticed Redis died");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.a.revoker.revoke(rec.id).await.unwrap().expect("revoked"); // message lost
+    allowed(&b.check(req.clone()).await.unwrap().into_inner());
+    let t0 = Instant::now();
+    c.redis.restart().await;
+    let (d, resp) = wait_denied(&mut b, &req, t0, Duration::from_secs(10)).await;
+    assert_invalid_token(&resp, "token revoked");
+    println!("lost message recovered {d:?} after Redis restarted (resync 60s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_cached_allowed_uncached_503_and_recovers() {
     let mut c = Cluster::start("500ms", "").await;
     let store = c.store();
