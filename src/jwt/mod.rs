@@ -195,7 +195,9 @@ impl Verifier {
     /// Verifies `token`, from cache when possible.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedJwt>, JwtError> {
         let hash = token_hash(token);
-        if let Some(hit) = self.cache.get(&hash) {
+        let cached = self.cache.get(&hash);
+        crate::metrics::global().cache("jwt", cached.is_some());
+        if let Some(hit) = cached {
             // moka's expiry is coarse; the claim is exact.
             if hit.identity.expires_at > unix_now() {
                 return Ok(hit);

@@ -134,8 +134,10 @@ impl PatValidator {
         if let Some(e) = self.cache.get(&hash).await
             && e.fresh_until > now
         {
+            crate::metrics::global().cache("pat", true);
             return Ok(self.outcome(&e, now));
         }
+        crate::metrics::global().cache("pat", false);
         let clock = Arc::clone(&self.clock);
         let store = self.store.clone();
         let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
