@@ -287,6 +287,12 @@ impl Verifier {
         self.cache.invalidate(token_hash);
     }
 
+    /// Number of cached verifications, after pending evictions.
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
     /// Drops every cached verification.
     pub fn forget_all(&self) {
         self.cache.invalidate_all();

@@ -193,6 +193,11 @@ impl PatValidator {
         self.cache.insert(*hash, entry).await;
     }
 
+    /// Applies moka's pending maintenance (evictions), so counts are exact.
+    pub async fn settle(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// Current cache counters (approximate).
     pub fn cache_stats(&self) -> CacheStats {
         CacheStats {
