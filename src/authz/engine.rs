@@ -175,13 +175,12 @@ impl Engine {
         )
         .map_err(|_| {
             // RFC 6750 §3: name the scopes the resource needs.
-            let required: Vec<String> = route
-                .all_of
-                .iter()
-                .chain(extra)
-                .chain(&route.any_of)
-                .cloned()
-                .collect();
+            let mut required: Vec<String> = Vec::new();
+            for s in route.all_of.iter().chain(extra).chain(&route.any_of) {
+                if !required.contains(s) {
+                    required.push(s.clone());
+                }
+            }
             Denial::insufficient_scope(&required)
         })
     }
