@@ -24,6 +24,7 @@
 //! - [`scope`]: the `resource:action` scope grammar and wildcards.
 //! - [`api`]: HTTP `/healthz`, `/readyz`, and the `--dev` issuer endpoints.
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
+//! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
 //! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
 //! - [`cli`], [`telemetry`]: command line and logging.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod dev;
 pub mod identity;
 pub mod jwt;
+pub mod metrics;
 pub mod pat;
 pub mod policy;
 pub mod reload;

@@ -133,6 +133,7 @@ impl Reloader {
         let result = loader()
             .map_err(|e| format!("{e:#}"))
             .and_then(|cfg| self.apply(cfg));
+        crate::metrics::global().reload(result.is_ok());
         match result {
             Ok(()) => true,
             Err(e) => {

@@ -32,7 +32,8 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if state.dev.is_some() {
         r = r
             .route(
@@ -49,6 +50,16 @@ pub fn router(state: HttpState) -> Router {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::global().encode(),
+    )
 }
 
 async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {

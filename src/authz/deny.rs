@@ -65,6 +65,7 @@ impl From<JwtRevocation> for Denial {
 impl From<StoreError> for Denial {
     fn from(e: StoreError) -> Denial {
         tracing::warn!(error = %e, "token store error during Check; denying with 503");
+        crate::metrics::global().backend_error("store");
         Denial::unavailable("token store unavailable; try again")
     }
 }

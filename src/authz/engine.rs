@@ -6,6 +6,7 @@ use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
 use crate::identity::{CredentialKind, Identity};
 use crate::jwt::{VerifiedJwt, Verifier};
+use crate::metrics::Label;
 use crate::pat::{PatOutcome, PatValidator, exchanged};
 use crate::policy::{self, AuthMode, DefaultAction, Policy, Route, RouteMatch};
 use crate::revocation::{DenyCheck, JwtDenyList, JwtRevocation};
@@ -37,6 +38,16 @@ pub struct Engine {
     pub policy: Arc<Policy>,
 }
 
+fn no_route_label() -> Label {
+    static L: std::sync::OnceLock<Label> = std::sync::OnceLock::new();
+    L.get_or_init(|| Label(Arc::from("(none)"))).clone()
+}
+
+fn default_label() -> Label {
+    static L: std::sync::OnceLock<Label> = std::sync::OnceLock::new();
+    L.get_or_init(|| Label(Arc::from("(default)"))).clone()
+}
+
 /// Where a request landed in the policy.
 enum Target<'p> {
     Route(&'p Route),
@@ -49,13 +60,20 @@ enum Target<'p> {
 impl Engine {
     /// Decides one request. Never fails: every error is a denial.
     pub async fn check(&self, req: &RequestView<'_>) -> Decision {
-        match self.decide(req).await {
-            Ok(d) => d,
-            Err(denial) => Decision::Deny(denial),
-        }
+        self.check_labeled(req).await.0
     }
 
-    async fn decide(&self, req: &RequestView<'_>) -> Result<Decision, Denial> {
+    /// [`Engine::check`] plus the route label for metrics.
+    pub async fn check_labeled(&self, req: &RequestView<'_>) -> (Decision, Label) {
+        let mut route = no_route_label();
+        let decision = match self.decide(req, &mut route).await {
+            Ok(d) => d,
+            Err(denial) => Decision::Deny(denial),
+        };
+        (decision, route)
+    }
+
+    async fn decide(&self, req: &RequestView<'_>, label: &mut Label) -> Result<Decision, Denial> {
         if !req.has_http() {
             return Err(Denial::forbidden(
                 "invalid_request",
@@ -63,6 +81,10 @@ impl Engine {
             ));
         }
         let target = self.target(req)?;
+        *label = match &target {
+            Target::Route(r) => r.label().clone(),
+            Target::Default(_) => default_label(),
+        };
         let extra = match req.context(CTX_REQUIRED_SCOPES) {
             None => Vec::new(),
             Some(s) => policy::parse_required_scopes(s).map_err(|e| {
@@ -160,13 +182,12 @@ impl Engine {
         )
         .map_err(|_| {
             // RFC 6750 §3: name the scopes the resource needs.
-            let required: Vec<String> = route
-                .all_of
-                .iter()
-                .chain(extra)
-                .chain(&route.any_of)
-                .cloned()
-                .collect();
+            let mut required: Vec<String> = Vec::new();
+            for s in route.all_of.iter().chain(extra).chain(&route.any_of) {
+                if !required.contains(s) {
+                    required.push(s.clone());
+                }
+            }
             Denial::insufficient_scope(&required)
         })
     }

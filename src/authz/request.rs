@@ -9,17 +9,38 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use super::decision::Denial;
 
 /// Borrowed view of the parts of a CheckRequest we use.
-#[derive(Debug)]
 pub struct RequestView<'a> {
     http: Option<&'a HttpRequest>,
     context: Option<&'a HashMap<String, String>>,
 }
 
 /// A credential as found in the request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Credential<'a> {
     None,
     Bearer(&'a str),
+}
+
+/// Never prints the token (it would end up in a log line).
+impl std::fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Bearer(t) => write!(f, "Bearer(<{} bytes redacted>)", t.len()),
+        }
+    }
+}
+
+/// Method, host and path only: headers (`authorization`, `cookie`, …) are
+/// never printed.
+impl std::fmt::Debug for RequestView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("method", &self.method())
+            .field("host", &self.host())
+            .field("path", &self.path())
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl RequestView ===
@@ -159,6 +180,31 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_prints_credentials() {
+        let mut http = HttpRequest::default();
+        http.headers
+            .insert("authorization".into(), "Bearer sekrit-token".into());
+        http.headers
+            .insert("cookie".into(), "sid=sekrit-cookie".into());
+        let req = CheckRequest {
+            attributes: Some(
+                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
+                    request: Some(
+                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
+                            time: None,
+                            http: Some(http),
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
+        };
+        let view = RequestView::new(&req);
+        let text = format!("{view:?} {:?}", view.credential(100));
+        assert!(!text.contains("sekrit"), "{text}");
+    }
 
     #[test]
     fn bearer_parsing() {

@@ -7,11 +7,13 @@ use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use futures::FutureExt;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
-use super::decision::{Decision, Denial};
+use super::decision::{Decision, Denial, DenyKind};
 use super::engine::Engine;
 use super::request::RequestView;
 use super::response;
+use crate::metrics::{self, DecisionLabels, Label};
 
 /// The Check service. Holds the engine behind an `ArcSwap` so a config
 /// reload replaces it atomically between requests.
@@ -31,17 +33,44 @@ impl CheckService {
         let engine = self.engine.load_full();
         // A panic must still produce a deny: an Err or a dropped stream is an
         // *error* to Envoy, which fails open when `failure_mode_allow` is set.
-        let decision = AssertUnwindSafe(engine.check(&view))
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!("check", request_id = view.request_id().unwrap_or(""));
+        let (decision, route) = AssertUnwindSafe(engine.check_labeled(&view))
             .catch_unwind()
+            .instrument(span)
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("panic while checking a request; denying");
-                Decision::Deny(Denial::unavailable("internal error"))
+                (
+                    Decision::Deny(Denial::unavailable("internal error")),
+                    Label(Arc::from("(panic)")),
+                )
             });
+        record(&view, &decision, route, started);
         log_decision(&view, &decision);
         let resp = response::build(&decision, &view);
         (decision, resp)
     }
+}
+
+fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: std::time::Instant) {
+    let m = metrics::global();
+    m.check_seconds.observe(started.elapsed().as_secs_f64());
+    let result = match decision {
+        Decision::Allow(_) | Decision::AllowAnonymous => "allow",
+        Decision::Deny(d) => match d.kind {
+            DenyKind::Unauthenticated => "unauthenticated",
+            DenyKind::Forbidden => "forbidden",
+            DenyKind::Unavailable => "unavailable",
+        },
+    };
+    m.decisions
+        .get_or_create(&DecisionLabels {
+            result,
+            method: metrics::method_label(view.method()),
+            route,
+        })
+        .inc();
 }
 
 fn log_decision(view: &RequestView<'_>, decision: &Decision) {

@@ -209,3 +209,33 @@ issuers:
         assert!(errs[0].message.contains("realm_roles"));
     }
 }
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_config_hides_secrets() {
+        let env = MapEnv(
+            [
+                ("PORTCULLIS__PAT__EXCHANGE__CLIENT_SECRET", "topsecret1"),
+                ("PORTCULLIS__PAT__LOCAL_JWT_KEY", "topsecret2"),
+                (
+                    "PORTCULLIS__STORE__URL",
+                    "postgres://app:topsecret3@db/portcullis",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let cfg = Config::load(None, &env).unwrap();
+        assert_eq!(
+            cfg.pat.exchange.client_secret.as_deref(),
+            Some("topsecret1")
+        );
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("postgres://app:***@db/portcullis"), "{text}");
+    }
+}

@@ -34,6 +34,8 @@ type Refetch = Shared<BoxFuture<'static, Result<usize, String>>>;
 /// Key manager for one issuer.
 pub struct IssuerKeys {
     issuer: String,
+    /// The issuer as a metrics label.
+    label: crate::metrics::Label,
     /// Configured or discovered JWKS URL; `None` until discovery succeeds.
     jwks_uri: Mutex<Option<String>>,
     /// Fixed keys (the dev issuer): never fetched.
@@ -80,6 +82,7 @@ impl IssuerKeys {
     fn build(cfg: &IssuerConfig, http: reqwest::Client, keys: KeySet, fixed: bool) -> Self {
         IssuerKeys {
             issuer: cfg.issuer.clone(),
+            label: crate::metrics::Label(Arc::from(cfg.issuer.as_str())),
             jwks_uri: Mutex::new(cfg.jwks_uri.clone()),
             fixed,
             keys: ArcSwap::from_pointee(keys),
@@ -186,6 +189,13 @@ impl IssuerKeys {
             return Ok(self.keys.load().len());
         }
         let result = self.fetch().await;
+        crate::metrics::global()
+            .jwks_fetches
+            .get_or_create(&crate::metrics::IssuerLabels {
+                issuer: self.label.clone(),
+                outcome: if result.is_ok() { "ok" } else { "error" },
+            })
+            .inc();
         match &result {
             Ok(n) => {
                 self.fetches_ok.fetch_add(1, Ordering::Relaxed);

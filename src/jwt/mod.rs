@@ -205,7 +205,9 @@ impl Verifier {
     /// Verifies `token`, from cache when possible.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedJwt>, JwtError> {
         let hash = token_hash(token);
-        if let Some(hit) = self.cache.get(&hash) {
+        let cached = self.cache.get(&hash);
+        crate::metrics::global().cache("jwt", cached.is_some());
+        if let Some(hit) = cached {
             // moka's expiry is coarse; the claim is exact.
             if hit.identity.expires_at > unix_now() {
                 return Ok(hit);
@@ -296,6 +298,12 @@ impl Verifier {
     /// Drops a cached verification (deny-listing, tests).
     pub fn forget(&self, token_hash: &[u8; 32]) {
         self.cache.invalidate(token_hash);
+    }
+
+    /// Number of cached verifications, after pending evictions.
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
     }
 
     /// Drops every cached verification.

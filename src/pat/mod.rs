@@ -21,8 +21,8 @@ pub use rules::{CreateRequest, RuleError, check_new};
 pub use usage::UsageTracker;
 pub use validator::{CacheStats, PatOutcome, PatValidator};
 
-/// `pat:` configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+/// `pat:` configuration. `Debug` redacts `local_jwt_key`.
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatConfig {
     /// Token prefix, e.g. `pat_` (1–32 chars of `[A-Za-z0-9_-]`).
@@ -53,7 +53,31 @@ pub struct PatConfig {
     /// The claim that marks an IdP-signed JWT as a PAT (default `token_use` = `pat`).
     pub jwt_marker: JwtMarker,
     /// HS256 key for `issuer: local-jwt` (development only).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_jwt_key: Option<String>,
+}
+
+impl std::fmt::Debug for PatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatConfig")
+            .field("prefix", &self.prefix)
+            .field("default_lifetime_days", &self.default_lifetime_days)
+            .field("max_lifetime_days", &self.max_lifetime_days)
+            .field("max_active_per_user", &self.max_active_per_user)
+            .field("grantable_scopes", &self.grantable_scopes)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("last_used_flush", &self.last_used_flush)
+            .field("issuer", &self.issuer)
+            .field("exchange", &self.exchange)
+            .field("jwt_marker", &self.jwt_marker)
+            .field(
+                "local_jwt_key",
+                &self.local_jwt_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `pat.issuer`.
@@ -70,7 +94,7 @@ pub enum PatIssuerKind {
 }
 
 /// `pat.exchange`: the confidential client that exchanges a user's token.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// Keycloak token endpoint, `{issuer}/protocol/openid-connect/token`.
@@ -83,6 +107,22 @@ pub struct ExchangeConfig {
     pub audience: Option<String>,
     /// Optional `scope` requested.
     pub scope: Option<String>,
+}
+
+/// The client secret is never printed.
+impl std::fmt::Debug for ExchangeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeConfig")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("audience", &self.audience)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// `pat.jwt_marker`: `claim` = `value` marks an IdP-signed JWT as a PAT.

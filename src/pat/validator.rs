@@ -154,8 +154,10 @@ impl PatValidator {
         if let Some(e) = self.cache.get(&hash).await
             && e.fresh_until > now
         {
+            crate::metrics::global().cache("pat", true);
             return Ok(self.outcome(&e, now));
         }
+        crate::metrics::global().cache("pat", false);
         let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
         let clock = Arc::clone(&self.clock);
         let store = self.store.clone();
@@ -218,6 +220,11 @@ impl PatValidator {
             ttl: self.cache_ttl,
         };
         self.cache.insert(*hash, entry).await;
+    }
+
+    /// Applies moka's pending maintenance (evictions), so counts are exact.
+    pub async fn settle(&self) {
+        self.cache.run_pending_tasks().await;
     }
 
     /// Current cache counters (approximate).

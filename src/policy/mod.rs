@@ -98,9 +98,16 @@ pub struct Route {
     /// Upper-cased methods; `None` = any method.
     methods: Option<Vec<Box<str>>>,
     index: usize,
+    /// The name as a shared metrics label (no allocation per request).
+    label: crate::metrics::Label,
 }
 
 impl Route {
+    /// The route name as a metrics label.
+    pub fn label(&self) -> &crate::metrics::Label {
+        &self.label
+    }
+
     /// Does this route accept a credential of `kind`?
     pub fn accepts(&self, kind: CredentialKind) -> bool {
         self.credentials & kind.bit() != 0
@@ -345,6 +352,7 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
             credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
             methods,
             index: i,
+            label: crate::metrics::Label(std::sync::Arc::from(rc.name.as_str())),
         });
         placement.push((hosts, path_kind));
     }

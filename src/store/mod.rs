@@ -58,8 +58,8 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// `store:` configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+/// `store:` configuration. `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Backend: `sqlite` or `postgres`.
@@ -73,6 +73,33 @@ pub struct StoreConfig {
     /// Upper bound for every store call; a timeout is an error, never an allow.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.url.as_deref().map(redact_url);
+        f.debug_struct("StoreConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &url)
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl Default for StoreConfig {

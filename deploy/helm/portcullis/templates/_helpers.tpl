@@ -1,0 +1,55 @@
+{{/* Chart name, truncated to 63 chars (DNS label). */}}
+{{- define "portcullis.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name. */}}
+{{- define "portcullis.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "portcullis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "portcullis.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "portcullis.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "portcullis.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "portcullis.image" -}}
+{{- printf "%s:%s" .Values.portcullis.image.repository (default .Chart.AppVersion .Values.portcullis.image.tag) -}}
+{{- end -}}
+
+{{- define "portcullis.secretName" -}}
+{{- default (include "portcullis.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* The portcullis config file: the user's config plus what the chart owns. */}}
+{{- define "portcullis.config" -}}
+{{- $owned := dict "listen" (dict "grpc" (printf "127.0.0.1:%v" .Values.portcullis.grpcPort) "http" (printf "0.0.0.0:%v" .Values.portcullis.httpPort)) "data_dir" "/var/lib/portcullis" -}}
+{{- toYaml (merge $owned (deepCopy .Values.portcullis.config)) -}}
+{{- end -}}
+
+{{/* Identity headers portcullis sets; stripped on routes without ext_authz. */}}
+{{- define "portcullis.identityHeaders" -}}
+- x-auth-subject
+- x-auth-username
+- x-auth-email
+- x-auth-client
+- x-auth-scopes
+- x-auth-method
+- x-auth-token-id
+{{- end -}}

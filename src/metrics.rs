@@ -1,0 +1,197 @@
+//! Prometheus metrics (`GET /metrics` on the HTTP port), with the
+//! `prometheus-client` crate. One process-wide registry: call sites across
+//! modules record without plumbing, and label values are `'static` strings
+//! or shared `Arc<str>`s, so recording never allocates per request.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A shared label value (route names, issuers), cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// allow, unauthenticated, forbidden, unavailable.
+    pub result: &'static str,
+    /// Request method, folded into a fixed set.
+    pub method: &'static str,
+    /// Route name, `(default)` or `(none)`.
+    pub route: Label,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `jwt` or `pat`.
+    pub cache: &'static str,
+    /// `hit` or `miss`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct IssuerLabels {
+    pub issuer: Label,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// `store` or `redis`.
+    pub component: &'static str,
+}
+
+/// Every metric portcullis exports.
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub check_seconds: Histogram,
+    pub cache: Family<CacheLabels, Counter>,
+    pub jwks_fetches: Family<IssuerLabels, Counter>,
+    pub backend_errors: Family<ComponentLabels, Counter>,
+    pub revocation_lag_seconds: Histogram,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// Pre-resolved `cache_lookups` children: jwt hit/miss, pat hit/miss.
+    cache_fast: [Counter; 4],
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Check decisions by result, method and route",
+            decisions.clone(),
+        );
+        // 5 µs … ~1.3 s: warm checks sit at the bottom, IdP refetches at the top.
+        let check_seconds = Histogram::new(exponential_buckets(5e-6, 2.0, 18));
+        registry.register(
+            "check_duration_seconds",
+            "Time to decide one Check",
+            check_seconds.clone(),
+        );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Verified-JWT and PAT cache lookups by outcome",
+            cache.clone(),
+        );
+        let jwks_fetches = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "JWKS and discovery fetches per issuer",
+            jwks_fetches.clone(),
+        );
+        let backend_errors = Family::<ComponentLabels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Store and Redis errors",
+            backend_errors.clone(),
+        );
+        let revocation_lag_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 18));
+        registry.register(
+            "revocation_propagation_seconds",
+            "Delay between a revocation and this replica applying it",
+            revocation_lag_seconds.clone(),
+        );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
+        let child = |c: &'static str, o: &'static str| {
+            cache.get_or_create_owned(&CacheLabels {
+                cache: c,
+                outcome: o,
+            })
+        };
+        let cache_fast = [
+            child("jwt", "hit"),
+            child("jwt", "miss"),
+            child("pat", "hit"),
+            child("pat", "miss"),
+        ];
+        Metrics {
+            registry,
+            decisions,
+            check_seconds,
+            cache,
+            jwks_fetches,
+            backend_errors,
+            revocation_lag_seconds,
+            config_reloads,
+            cache_fast,
+        }
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Records a cache lookup; `cache` is `jwt` or `pat`.
+    pub fn cache(&self, cache: &'static str, hit: bool) {
+        let i = usize::from(cache == "pat") * 2 + usize::from(!hit);
+        self.cache_fast[i].inc();
+    }
+
+    pub fn backend_error(&self, component: &'static str) {
+        self.backend_errors
+            .get_or_create(&ComponentLabels { component })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "ok" } else { "rejected" },
+            })
+            .inc();
+    }
+}
+
+/// Folds a request method into a bounded label set.
+pub fn method_label(m: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(m))
+        .copied()
+        .unwrap_or("OTHER")
+}

@@ -1,0 +1,365 @@
+//! A real Envoy for end-to-end tests: renders `deploy/envoy.yaml` with free
+//! loopback ports, starts the binary installed by `scripts/install-envoy`
+//! (or `$PORTCULLIS_ENVOY`), waits until its admin `/ready` says LIVE, and
+//! kills it on drop. Also a minimal raw HTTP/1.1 client, because a URL
+//! library would normalise the very paths the tests want to send verbatim.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Placeholders of `deploy/envoy.yaml` and their documented defaults.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("LISTEN_HOST", "0.0.0.0"),
+    ("LISTEN_PORT", "10000"),
+    ("ADMIN_PORT", "9901"),
+    ("PORTCULLIS_GRPC_HOST", "127.0.0.1"),
+    ("PORTCULLIS_GRPC_PORT", "9191"),
+    ("APP_HOST", "127.0.0.1"),
+    ("APP_PORT", "8080"),
+    ("EXT_AUTHZ_TIMEOUT", "0.25s"),
+];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `deploy/envoy.yaml`, unrendered.
+pub fn template() -> String {
+    let p = repo_root().join("deploy/envoy.yaml");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// Replaces every `${NAME}` with the value from `vars`, else its default;
+/// panics if a placeholder is left without a value.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in vars.iter().chain(DEFAULTS) {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    if let Some(i) = out.find("${") {
+        let end = out[i..].find('}').map(|j| i + j + 1).unwrap_or(out.len());
+        panic!(
+            "no value for placeholder {} in the Envoy template",
+            &out[i..end]
+        );
+    }
+    out
+}
+
+/// Where the Envoy binary is: `$PORTCULLIS_ENVOY`, else the path
+/// `scripts/install-envoy` installs to. Panics, saying how to install it,
+/// when there is none.
+pub fn binary() -> PathBuf {
+    let path = match std::env::var_os("PORTCULLIS_ENVOY") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".cache/envoy/bin/envoy"),
+    };
+    if !is_executable(&path) {
+        panic!(
+            "\n\nEnvoy binary not found at {}.\n\
+             These tests need a real Envoy 1.40: run `scripts/test` (it installs one), or\n\
+             `scripts/install-envoy` once, or set PORTCULLIS_ENVOY=/path/to/envoy.\n",
+            path.display()
+        );
+    }
+    path
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// `envoy --mode validate -c <config>`: Ok(output) when Envoy accepts it,
+/// Err(output) otherwise.
+pub fn validate(config: &Path) -> Result<String, String> {
+    let out = Command::new(binary())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "-c",
+        ])
+        .arg(config)
+        .output()
+        .expect("running envoy --mode validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+static NEXT_BASE_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    /// The HTTP listener (clients talk to this).
+    pub addr: SocketAddr,
+    /// The admin interface.
+    pub admin: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Envoy in front of `app`, asking portcullis at `grpc`. The ext_authz
+    /// timeout is raised to 5s so a slow debug build under load is not
+    /// mistaken for an outage; everything else is `deploy/envoy.yaml` as is.
+    pub async fn start(grpc: SocketAddr, app: SocketAddr) -> Envoy {
+        Envoy::start_with(grpc, app, &[("EXT_AUTHZ_TIMEOUT", "5s")]).await
+    }
+
+    /// As [`Envoy::start`] with extra placeholder values.
+    pub async fn start_with(grpc: SocketAddr, app: SocketAddr, extra: &[(&str, &str)]) -> Envoy {
+        let mut last_log = String::new();
+        // A port taken between free_port() and Envoy's bind makes Envoy exit:
+        // try again with fresh ports.
+        for _ in 0..3 {
+            match Envoy::try_start(grpc, app, extra).await {
+                Ok(e) => return e,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("Envoy did not become ready; last log:\n{last_log}");
+    }
+
+    async fn try_start(
+        grpc: SocketAddr,
+        app: SocketAddr,
+        extra: &[(&str, &str)],
+    ) -> Result<Envoy, String> {
+        let bin = binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = free_port();
+        let admin = free_port();
+        let (listen_s, admin_s) = (listen.to_string(), admin.to_string());
+        let (grpc_host, grpc_port) = (grpc.ip().to_string(), grpc.port().to_string());
+        let (app_host, app_port) = (app.ip().to_string(), app.port().to_string());
+        let mut vars: Vec<(&str, &str)> = extra.to_vec();
+        vars.extend([
+            ("LISTEN_HOST", "127.0.0.1"),
+            ("LISTEN_PORT", listen_s.as_str()),
+            ("ADMIN_PORT", admin_s.as_str()),
+            ("PORTCULLIS_GRPC_HOST", grpc_host.as_str()),
+            ("PORTCULLIS_GRPC_PORT", grpc_port.as_str()),
+            ("APP_HOST", app_host.as_str()),
+            ("APP_PORT", app_port.as_str()),
+        ]);
+        let config = dir.path().join("envoy.yaml");
+        std::fs::write(&config, render(&template(), &vars)).unwrap();
+        let log_path = dir.path().join("envoy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let base_id = (std::process::id() % 100_000) * 100
+            + NEXT_BASE_ID.fetch_add(1, Ordering::Relaxed) % 100;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--disable-hot-restart",
+            ])
+            .args(["--base-id", &base_id.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut envoy = Envoy {
+            addr: SocketAddr::from(([127, 0, 0, 1], listen)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Err(format!("envoy exited with {status}:\n{}", envoy.log()));
+            }
+            if let Ok(r) = request(envoy.admin, "GET", "/ready", &[]).await
+                && r.status == 200
+            {
+                return Ok(envoy);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 30s:\n{}", envoy.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What Envoy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The rendered config it runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.yaml")
+    }
+
+    /// A request through Envoy's listener.
+    pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.addr, "GET", target, headers)
+            .await
+            .unwrap_or_else(|e| panic!("GET {target} via Envoy: {e}\n{}", self.log()))
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response read off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Names lower-cased, in wire order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// Sends one HTTP/1.1 request with `target` written verbatim on the request
+/// line (no client-side normalisation), `Connection: close`, and reads the
+/// whole response. Bounded by 10s.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut req =
+            format!("{method} {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        parse_response(&buf)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{method} {target} to {addr}: no complete response in 10s"),
+        )),
+    }
+}
+
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            bad(format!(
+                "no header end in {:?}",
+                String::from_utf8_lossy(buf)
+            ))
+        })?;
+    let head = std::str::from_utf8(&buf[..split]).map_err(|e| bad(e.to_string()))?;
+    let rest = &buf[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("truncated chunk size"))?;
+        let size_text = std::str::from_utf8(&b[..eol]).map_err(|e| bad(e.to_string()))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .map_err(|e| bad(format!("chunk size {size_text:?}: {e}")))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(bad("truncated chunk"));
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
