@@ -133,6 +133,8 @@
       return;
     }
     renderScopes();
+    $("signin").hidden = true;
+    $("sign-out").hidden = false;
     $("create").hidden = false;
     $("list").hidden = false;
     status("Signed in.");
@@ -216,6 +218,8 @@
       $("new-token-box").hidden = true;
       $("new-name").focus();
     });
+
+    $("sign-out").addEventListener("click", () => { login = null; window.location.reload(); });
 
     $("refresh").addEventListener("click", () => refresh().catch((e) => status(e.message, true)));
   });
