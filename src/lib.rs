@@ -22,7 +22,10 @@
 //!
 //! - [`config`]: the serde config tree, layered loading, `validate()`.
 //! - [`scope`]: the `resource:action` scope grammar and wildcards.
-//! - [`api`]: HTTP `/healthz`, `/readyz`, and the `--dev` issuer endpoints.
+//! - [`api`]: HTTP `/healthz`, `/readyz`, the REST token API, the `/ui`
+//!   page, the gRPC `TokenService`, and the `--dev` issuer endpoints.
+//! - [`tokens`]: token management shared by REST, gRPC and the page: who
+//!   may call, issuers (opaque, Keycloak exchange, local JWT), reuse detection.
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
@@ -47,3 +50,4 @@ pub mod scope;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

@@ -4,7 +4,7 @@
 //!
 //! What reloads: `issuers`, `jwt`, `policy`. What needs a restart (logged
 //! as a warning when it changes): `listen`, `data_dir`, `store`, `pat`,
-//! `revocation`, `log`. Key managers of unchanged issuers are kept, so a
+//! `revocation`, `api`, `log`. Key managers of unchanged issuers are kept, so a
 //! reload never drops loaded keys or resets the refetch rate limit.
 
 use std::collections::HashMap;
@@ -110,6 +110,7 @@ impl Reloader {
         new.store = old.store.clone();
         new.pat = old.pat.clone();
         new.revocation = old.revocation.clone();
+        new.api = old.api.clone();
         let (pats, denylist) = {
             let e = self.engine.load();
             (e.pats.clone(), e.denylist.clone())
@@ -221,6 +222,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
                 serde_json::to_value(&new.revocation),
             ),
         ),
+        ("api", old.api != new.api),
     ];
     for (key, did) in checks {
         if did {

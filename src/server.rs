@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::{HttpState, router};
 use crate::authz::{CheckService, Engine};
 use crate::config::{Config, IssuerConfig};
@@ -27,6 +28,7 @@ use crate::policy::Policy;
 use crate::reload::{KeyTasks, Loader, Reloader};
 use crate::revocation::{Bus, JwtDenyList, Resync, Revoker};
 use crate::store::Store;
+use crate::tokens::TokenService;
 
 /// Encoded descriptors of our own protos, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -135,6 +137,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
         anyhow::bail!("invalid configuration:\n{}", text.join("\n"));
     }
+    if let Err(e) = cfg.validate_mode(opts.dev) {
+        anyhow::bail!("invalid configuration:\n  {e}");
+    }
     let grpc_listener = TcpListener::bind(cfg.listen.grpc)
         .await
         .with_context(|| format!("binding gRPC listener on {} (listen.grpc)", cfg.listen.grpc))?;
@@ -169,6 +174,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
     let bus = Bus::from_config(&cfg.revocation)?;
     let revoker = Revoker::with_parts(pats.clone(), denylist.clone(), bus.clone());
+    let (reuse_tx, reuse_rx) = tokio::sync::mpsc::channel(crate::tokens::reuse::QUEUE);
+    pats.set_reuse_sink(reuse_tx);
+    tasks.push(tokio::spawn(crate::tokens::reuse::run(
+        reuse_rx,
+        store.clone(),
+        revoker.clone(),
+        shutdown.clone(),
+    )));
 
     let engine = Arc::new(ArcSwap::from_pointee(build_engine_reusing(
         &cfg,
@@ -212,13 +225,25 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
+    let tokens = TokenService::new(
+        engine.clone(),
+        revoker.clone(),
+        cfg.pat.clone(),
+        cfg.api.clone(),
+        opts.dev,
+    )?;
+    health_reporter
+        .set_serving::<TokenServiceServer<GrpcTokens>>()
+        .await;
     let check = CheckService::new(engine.clone());
+    let grpc_tokens = tokens.clone();
     let grpc_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AuthorizationServer::new(check))
+            .add_service(GrpcTokens::new(grpc_tokens).into_server())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc_listener),
                 grpc_shutdown.cancelled_owned(),
@@ -229,12 +254,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
 
-    let app = router(HttpState {
+    let mut app = router(HttpState {
         engine: engine.clone(),
         draining: draining.clone(),
         dev: dev.clone(),
         revoker: revoker.clone(),
-    });
+    })
+    .merge(crate::api::rest::routes(tokens.clone()));
+    if tokens.ui_enabled() {
+        app = app.merge(crate::api::ui::routes(dev.clone()));
+    }
     let http_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let res = axum::serve(http_listener, app)

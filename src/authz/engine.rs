@@ -201,6 +201,9 @@ impl Engine {
                 other => Err(other.into()),
             };
         }
+        if let Some(id) = self.authenticate_local_pat(token).await? {
+            return Ok(id);
+        }
         let verified = self.verifier.verify(token).await?;
         // After the verified-token cache, so a cached token is re-checked.
         self.check_denylist(&verified).await?;
@@ -246,6 +249,17 @@ impl Engine {
             }
             PatOutcome::Unknown | PatOutcome::Malformed => Err(JwtRevocation::Unregistered.into()),
             other => Err(other.into()),
+        }
+    }
+
+    /// `pat.issuer: local-jwt` (dev only): an HS256 JWT signed with
+    /// `pat.local_jwt_key` is a PAT only while its hash is registered and
+    /// unrevoked. `None`: local-jwt is off or this is not an HS256 JWT.
+    async fn authenticate_local_pat(&self, token: &str) -> Result<Option<Arc<Identity>>, Denial> {
+        match self.pats.validate_local_jwt(token).await? {
+            None => Ok(None),
+            Some(PatOutcome::Valid(rec)) => Ok(Some(Arc::new(pat_identity(&rec)))),
+            Some(other) => Err(other.into()),
         }
     }
 }

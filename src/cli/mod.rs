@@ -213,7 +213,8 @@ fn config_check(args: ConfigArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    match cfg.validate() {
+    let mode = cfg.validate_mode(args.dev).map_err(|e| vec![e]);
+    match cfg.validate().and(mode) {
         Ok(()) => {
             println!("configuration is valid");
             Ok(0)

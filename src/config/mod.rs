@@ -21,6 +21,7 @@ use crate::pat::PatConfig;
 use crate::policy::PolicyConfig;
 use crate::revocation::RevocationConfig;
 use crate::store::StoreConfig;
+use crate::tokens::ApiConfig;
 
 /// A configuration problem: which key, what is wrong, what is accepted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -69,6 +70,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// How revocations reach every replica.
     pub revocation: RevocationConfig,
+    /// Token-management API (REST, gRPC, `/ui`): who may call it.
+    pub api: ApiConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -84,6 +87,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             policy: PolicyConfig::default(),
             revocation: RevocationConfig::default(),
+            api: ApiConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -311,6 +315,9 @@ impl Config {
         if let Err(e) = self.revocation.validate() {
             errs.push(ConfigError::keyed("revocation", &e));
         }
+        if let Err(e) = self.api.validate() {
+            errs.push(ConfigError::keyed("api", &e));
+        }
         for e in crate::policy::Policy::check(&self.policy) {
             let text = e.to_string();
             let msg = text
@@ -319,6 +326,18 @@ impl Config {
             errs.push(ConfigError::new(e.key(), msg));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// Settings only allowed with `--dev` (`serve` and `config check --dev`
+    /// use this): `pat.issuer: local-jwt` signs PATs with a shared key.
+    pub fn validate_mode(&self, dev: bool) -> Result<(), ConfigError> {
+        if !dev && self.pat.issuer == crate::pat::PatIssuerKind::LocalJwt {
+            return Err(ConfigError::new(
+                "pat.issuer",
+                "local-jwt is for development only and is refused without --dev; use opaque or keycloak-exchange",
+            ));
+        }
+        Ok(())
     }
 }
 

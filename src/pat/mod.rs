@@ -3,6 +3,7 @@
 
 pub mod exchanged;
 pub mod format;
+pub mod local_jwt;
 pub mod rules;
 pub mod usage;
 pub mod validator;
@@ -214,7 +215,44 @@ impl PatConfig {
         if self.last_used_flush.is_zero() {
             return Err("pat.last_used_flush: must be > 0".into());
         }
-        Ok(())
+        self.validate_issuer()
+    }
+
+    /// The keys `pat.issuer` needs.
+    fn validate_issuer(&self) -> Result<(), String> {
+        match self.issuer {
+            PatIssuerKind::Opaque => Ok(()),
+            PatIssuerKind::LocalJwt => match self.local_jwt_key.as_deref() {
+                Some(k) if k.len() >= 32 => Ok(()),
+                _ => Err(
+                    "pat.local_jwt_key: required with pat.issuer local-jwt, at least 32 bytes"
+                        .into(),
+                ),
+            },
+            PatIssuerKind::KeycloakExchange => {
+                let x = &self.exchange;
+                let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+                for (key, v) in [
+                    ("token_url", &x.token_url),
+                    ("client_id", &x.client_id),
+                    ("client_secret", &x.client_secret),
+                    ("audience", &x.audience),
+                ] {
+                    if !set(v) {
+                        return Err(format!(
+                            "pat.exchange.{key}: required with pat.issuer keycloak-exchange"
+                        ));
+                    }
+                }
+                let url = x.token_url.as_deref().unwrap_or_default();
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!(
+                        "pat.exchange.token_url: {url:?} is not an http(s) URL"
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -241,18 +279,49 @@ impl From<StoreError> for CreateError {
     }
 }
 
-/// Applies the creation rules, generates an opaque token, and stores its hash
-/// (rotating `req.rotated_from` in the same transaction when given). Returns
-/// the raw token, which is shown once and never stored or logged.
+/// A creation request that passed the rules: what will be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub req: CreateRequest,
+    /// Trimmed name.
+    pub name: String,
+    /// De-duplicated scopes.
+    pub scopes: Vec<String>,
+    /// Effective expiry (a minted JWT may shorten it, see [`Minted`]).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A freshly minted token, not yet stored. The raw token is shown once.
+pub struct Minted {
+    pub raw: String,
+    pub kind: TokenKind,
+    pub jti: Option<String>,
+    pub display_hint: String,
+    /// Overrides [`Prepared::expires_at`] (an exchanged JWT's `exp`).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("kind", &self.kind)
+            .field("jti", &self.jti)
+            .field("display_hint", &self.display_hint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies the creation rules (and, for a rotation, checks that the old token
+/// is this user's). Nothing is written.
 ///
-/// The active-token limit is checked before the insert, so concurrent
+/// The active-token limit is checked here, before the insert, so concurrent
 /// creations by one user may overshoot it by the number of racing requests.
-pub async fn create(
+pub async fn prepare(
     store: &Store,
     cfg: &PatConfig,
     req: CreateRequest,
     now: DateTime<Utc>,
-) -> Result<(String, TokenRecord), CreateError> {
+) -> Result<Prepared, CreateError> {
     let mut active = store.count_active(&req.user_id, now).await?;
     if let Some(old) = req.rotated_from {
         match store.get(old).await? {
@@ -266,23 +335,38 @@ pub async fn create(
         }
     }
     let (name, scopes, expires_at) = check_new(cfg, &req, active, now)?;
-    let raw = format::generate(&cfg.prefix);
+    Ok(Prepared {
+        req,
+        name,
+        scopes,
+        expires_at,
+    })
+}
+
+/// Stores a prepared token's hash (rotating `rotated_from` in the same
+/// transaction when given). Returns the raw token and the record.
+pub async fn store_minted(
+    store: &Store,
+    p: Prepared,
+    minted: Minted,
+    now: DateTime<Utc>,
+) -> Result<(String, TokenRecord), CreateError> {
     let new = NewToken {
         id: Uuid::new_v4(),
-        user_id: req.user_id,
-        username: req.username,
-        name,
-        description: req.description.filter(|d| !d.trim().is_empty()),
-        token_hash: format::hash(&raw),
-        display_hint: format::display_hint(&cfg.prefix, &raw),
-        scopes,
+        user_id: p.req.user_id,
+        username: p.req.username,
+        name: p.name,
+        description: p.req.description.filter(|d| !d.trim().is_empty()),
+        token_hash: format::hash(&minted.raw),
+        display_hint: minted.display_hint,
+        scopes: p.scopes,
         created_at: now,
-        expires_at,
+        expires_at: minted.expires_at.unwrap_or(p.expires_at),
         rotated_from: None,
-        kind: TokenKind::Opaque,
-        jti: None,
+        kind: minted.kind,
+        jti: minted.jti,
     };
-    let rec = match req.rotated_from {
+    let rec = match p.req.rotated_from {
         Some(old) => store.rotate(old, new, now).await?,
         None => store.insert(new).await?,
     };
@@ -290,10 +374,32 @@ pub async fn create(
         token_id = %rec.id,
         hash = %format::hash_prefix(&rec.token_hash),
         user = %rec.user_id,
+        kind = rec.kind.as_str(),
         rotated_from = ?rec.rotated_from,
         "personal access token created"
     );
-    Ok((raw, rec))
+    Ok((minted.raw, rec))
+}
+
+/// Applies the creation rules, generates an opaque token, and stores its hash
+/// (rotating `req.rotated_from` in the same transaction when given). Returns
+/// the raw token, which is shown once and never stored or logged.
+pub async fn create(
+    store: &Store,
+    cfg: &PatConfig,
+    req: CreateRequest,
+    now: DateTime<Utc>,
+) -> Result<(String, TokenRecord), CreateError> {
+    let p = prepare(store, cfg, req, now).await?;
+    let raw = format::generate(&cfg.prefix);
+    let minted = Minted {
+        display_hint: format::display_hint(&cfg.prefix, &raw),
+        raw,
+        kind: TokenKind::Opaque,
+        jti: None,
+        expires_at: None,
+    };
+    store_minted(store, p, minted, now).await
 }
 
 #[cfg(test)]

@@ -15,8 +15,13 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
-use super::{PatConfig, TokenHash, UsageTracker, format};
+use super::local_jwt::{LocalCheck, LocalJwt};
+use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
 use crate::store::{Store, StoreError, TokenKind, TokenRecord};
+
+/// Where presented-but-revoked token hashes go for reuse detection (a
+/// rotated-away token revokes its whole chain; see `tokens::reuse`).
+pub type ReuseSink = tokio::sync::mpsc::Sender<TokenHash>;
 
 /// Source of "now"; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -86,6 +91,13 @@ pub struct PatValidator {
     negative_ttl: Duration,
     clock: Clock,
     usage: UsageTracker,
+    /// `pat.issuer: local-jwt`: the HS256 key (dev only).
+    local_jwt: Option<Arc<LocalJwt>>,
+    /// Set once by the server; revoked presentations are reported here.
+    reuse_sink: Arc<std::sync::OnceLock<ReuseSink>>,
+    /// Hashes reported recently, so a replayed revoked token is reported
+    /// once per `cache_ttl`, not once per request.
+    reuse_seen: moka::sync::Cache<TokenHash, ()>,
 }
 
 impl PatValidator {
@@ -105,6 +117,46 @@ impl PatValidator {
             cache_ttl: cfg.cache_ttl,
             negative_ttl: cfg.negative_cache_ttl,
             clock: Arc::new(Utc::now),
+            local_jwt: match (cfg.issuer, cfg.local_jwt_key.as_deref()) {
+                (PatIssuerKind::LocalJwt, Some(k)) => Some(Arc::new(LocalJwt::new(k))),
+                _ => None,
+            },
+            reuse_sink: Arc::default(),
+            reuse_seen: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(cfg.cache_ttl)
+                .build(),
+        }
+    }
+
+    /// Reports revoked presentations to `sink` (reuse detection). Once.
+    pub fn set_reuse_sink(&self, sink: ReuseSink) {
+        let _ = self.reuse_sink.set(sink);
+    }
+
+    /// The local-jwt key, when `pat.issuer` is `local-jwt`.
+    pub fn local_jwt(&self) -> Option<&Arc<LocalJwt>> {
+        self.local_jwt.as_ref()
+    }
+
+    /// `pat.issuer: local-jwt` tokens: `None` when local-jwt is off or the
+    /// token is not an HS256 JWT (another path decides); otherwise the
+    /// outcome: signature and `exp` first (no I/O), then registration by
+    /// hash through the same cache as opaque PATs.
+    pub async fn validate_local_jwt(&self, token: &str) -> Result<Option<PatOutcome>, StoreError> {
+        let Some(lj) = &self.local_jwt else {
+            return Ok(None);
+        };
+        match lj.check(token) {
+            LocalCheck::NotOurs => Ok(None),
+            LocalCheck::Invalid => Ok(Some(PatOutcome::Malformed)),
+            LocalCheck::Expired => Ok(Some(PatOutcome::Expired)),
+            LocalCheck::Signed => match self.lookup(format::hash(token), None).await? {
+                PatOutcome::Valid(rec) if rec.kind != TokenKind::Jwt => {
+                    Ok(Some(PatOutcome::Unknown))
+                }
+                other => Ok(Some(other)),
+            },
         }
     }
 
@@ -155,7 +207,7 @@ impl PatValidator {
             && e.fresh_until > now
         {
             crate::metrics::global().cache("pat", true);
-            return Ok(self.outcome(&e, now));
+            return Ok(self.outcome(&hash, &e, now));
         }
         crate::metrics::global().cache("pat", false);
         let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
@@ -190,18 +242,41 @@ impl PatValidator {
             }
             CompResult::StillNone(_) | CompResult::Removed(_) => return Ok(PatOutcome::Unknown),
         };
-        Ok(self.outcome(&entry, (self.clock)()))
+        Ok(self.outcome(&hash, &entry, (self.clock)()))
     }
 
-    fn outcome(&self, e: &CacheEntry, now: DateTime<Utc>) -> PatOutcome {
+    fn outcome(&self, hash: &TokenHash, e: &CacheEntry, now: DateTime<Utc>) -> PatOutcome {
         match &e.state {
             State::Unknown => PatOutcome::Unknown,
-            State::Revoked => PatOutcome::Revoked,
-            State::Found(rec) if rec.revoked_at.is_some() => PatOutcome::Revoked,
+            State::Revoked => self.revoked(hash),
+            State::Found(rec) if rec.revoked_at.is_some() => self.revoked(hash),
             State::Found(rec) if rec.expires_at <= now => PatOutcome::Expired,
             State::Found(rec) => {
                 self.usage.record(rec.id, now);
                 PatOutcome::Valid(Arc::clone(rec))
+            }
+        }
+    }
+
+    /// A revoked token was presented: report it (at most once per
+    /// `cache_ttl`) so the reuse detector can check whether it was rotated
+    /// away. Never blocks; a full queue drops the report.
+    fn revoked(&self, hash: &TokenHash) -> PatOutcome {
+        self.report_revoked(hash);
+        PatOutcome::Revoked
+    }
+
+    /// Reports a presented revoked token to the reuse detector (if any).
+    pub fn report_revoked(&self, hash: &TokenHash) {
+        if let Some(sink) = self.reuse_sink.get()
+            && !self.reuse_seen.contains_key(hash)
+        {
+            self.reuse_seen.insert(*hash, ());
+            if sink.try_send(*hash).is_err() {
+                tracing::warn!(
+                    hash = %format::hash_prefix(hash),
+                    "reuse-detection queue full; report dropped"
+                );
             }
         }
     }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod check;
 pub mod echo;
 pub mod envoy;

@@ -1,0 +1,204 @@
+//! gRPC `portcullis.v1.TokenService`, on the Check port. A thin mapping onto
+//! [`TokenService`]: the same caller authentication and rules as REST.
+
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+
+use crate::tokens::{CreateInput, CreatedView, RotateInput, TokenService, TokenView};
+
+/// Generated protobuf types and service traits.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("portcullis.v1");
+}
+
+pub use pb::token_service_server::TokenServiceServer;
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct GrpcTokens {
+    svc: TokenService,
+}
+
+impl GrpcTokens {
+    pub fn new(svc: TokenService) -> Self {
+        GrpcTokens { svc }
+    }
+
+    pub fn into_server(self) -> TokenServiceServer<GrpcTokens> {
+        TokenServiceServer::new(self)
+    }
+
+    async fn caller<T>(&self, req: &Request<T>) -> Result<crate::tokens::Caller, Status> {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.svc.caller(auth).await.map_err(|e| e.to_status())
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_ts(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) => DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("invalid_request: expires_at is out of range")),
+    }
+}
+
+fn days(d: u32) -> Option<u32> {
+    (d != 0).then_some(d)
+}
+
+fn info(v: TokenView) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: v.id.to_string(),
+        user_id: v.user_id,
+        username: v.username,
+        name: v.name,
+        description: v.description.unwrap_or_default(),
+        display_hint: v.display_hint,
+        scopes: v.scopes,
+        created_at: Some(ts(v.created_at)),
+        expires_at: Some(ts(v.expires_at)),
+        last_used_at: v.last_used_at.map(ts),
+        revoked_at: v.revoked_at.map(ts),
+        kind: v.kind,
+        rotated_from: v.rotated_from.map(|u| u.to_string()).unwrap_or_default(),
+        active: v.active,
+    }
+}
+
+fn created(c: CreatedView) -> pb::CreatedToken {
+    pb::CreatedToken {
+        info: c.info.map(info),
+        token: c.token,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::token_service_server::TokenService for GrpcTokens {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let input = CreateInput {
+            name: r.name,
+            description: Some(r.description).filter(|d| !d.is_empty()),
+            scopes: r.scopes,
+            expires_in_days: days(r.expires_in_days),
+            expires_at: from_ts(r.expires_at)?,
+        };
+        let out = self
+            .svc
+            .create(&c, input)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(created(out)))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self.svc.list(&c).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: v.into_iter().map(info).collect(),
+        }))
+    }
+
+    async fn get_token(
+        &self,
+        req: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self
+            .svc
+            .get(&c, &req.get_ref().id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(info(v)))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self
+            .svc
+            .revoke(&c, &req.get_ref().id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(info(v)))
+    }
+
+    async fn rotate_token(
+        &self,
+        req: Request<pb::RotateTokenRequest>,
+    ) -> Result<Response<pb::CreatedToken>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let input = RotateInput {
+            expires_in_days: days(r.expires_in_days),
+            expires_at: from_ts(r.expires_at)?,
+        };
+        let out = self
+            .svc
+            .rotate(&c, &r.id, input)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(created(out)))
+    }
+
+    async fn get_self(
+        &self,
+        req: Request<pb::GetSelfRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self.svc.get_self(&c).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(info(v)))
+    }
+
+    async fn list_user_tokens(
+        &self,
+        req: Request<pb::ListUserTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self
+            .svc
+            .admin_list(&c, &req.get_ref().user_id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: v.into_iter().map(info).collect(),
+        }))
+    }
+
+    async fn revoke_user_tokens(
+        &self,
+        req: Request<pb::RevokeUserTokensRequest>,
+    ) -> Result<Response<pb::RevokeUserTokensResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self
+            .svc
+            .admin_revoke(&c, &req.get_ref().user_id)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::RevokeUserTokensResponse {
+            revoked: u32::try_from(v.revoked).unwrap_or(u32::MAX),
+            tokens: v.tokens.into_iter().map(info).collect(),
+        }))
+    }
+}

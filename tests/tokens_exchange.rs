@@ -1,0 +1,207 @@
+//! `pat.issuer: keycloak-exchange` against the Keycloak stand-in: a PAT is
+//! the JWT Keycloak returns for the caller's own token (RFC 8693), verified
+//! and registered by sha256 + jti; each exchange failure is a 502 naming
+//! Keycloak's `error`.
+
+mod support;
+
+use std::time::Duration;
+
+use portcullis::pat::ExchangeConfig;
+use portcullis::server::Running;
+use portcullis::tokens::ExchangeClient;
+use serde_json::json;
+use support::api::Api;
+use support::check::serve_yaml;
+use support::keycloak::{Failure, FakeKeycloak, SignOpts};
+
+struct Setup {
+    kc: FakeKeycloak,
+    _srv: Running,
+    api: Api,
+    login: String,
+    _dir: tempfile::TempDir,
+}
+
+fn login_token(kc: &FakeKeycloak, sub: &str) -> String {
+    let mut claims = kc.claims(sub);
+    claims["scope"] = json!("tokens:manage api:read");
+    kc.sign(&claims, &SignOpts::default())
+}
+
+/// A server exchanging through `client_id`/`secret`; the stand-in knows the
+/// confidential `portcullis` client (exchange enabled) and the audience.
+async fn setup(client_id: &str, secret: &str) -> Setup {
+    let kc = FakeKeycloak::start().await;
+    kc.add_client("portcullis", Some("portcullis-secret"), true);
+    kc.add_client("portcullis-pat", None, false);
+    kc.set_exchange_extra_claims(json!({"token_use": "pat"}));
+    let yaml = format!(
+        "policy:\n  default: authenticated\nissuers:\n  - issuer: {iss}\n    audiences: [portcullis, portcullis-pat]\npat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: {url}\n    client_id: {client_id}\n    client_secret: {secret}\n    audience: portcullis-pat\n",
+        iss = kc.issuer(),
+        url = kc.token_url(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml, dir.path(), false).await;
+    // Wait (bounded) until the issuer's keys are loaded.
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .get(format!("http://{}/readyz", srv.http_addr))
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let api = Api::new(srv.http_addr);
+    let login = login_token(&kc, "alice-sub");
+    Setup {
+        kc,
+        _srv: srv,
+        api,
+        login,
+        _dir: dir,
+    }
+}
+
+async fn create(s: &Setup) -> support::api::Answer {
+    s.api
+        .post(
+            "/api/v1/tokens",
+            &s.login,
+            json!({"name": "exchanged", "scopes": ["api:read"]}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn exchange_mints_a_registered_jwt_pat() {
+    let s = setup("portcullis", "portcullis-secret").await;
+    let a = create(&s).await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let raw = a.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(raw.split('.').count(), 3, "a JWT");
+    assert!(a.body["display_hint"].as_str().unwrap().starts_with("jwt:"));
+    let id = a.body["id"].as_str().unwrap().to_owned();
+
+    let list = s.api.get("/api/v1/tokens", &s.login).await;
+    assert_eq!(list.body[0]["kind"], "jwt", "{list:?}");
+    assert_eq!(list.body[0]["user_id"], "alice-sub");
+
+    // Presented to the API, the exchanged JWT is recognised as a PAT.
+    let me = s.api.get("/api/v1/tokens/self", &raw).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.body["id"], id);
+    s.api.get("/api/v1/tokens", &raw).await.assert_error(
+        403,
+        "insufficient_scope",
+        "personal access token",
+    );
+
+    s.api
+        .delete(&format!("/api/v1/tokens/{id}"), &s.login)
+        .await;
+    s.api.get("/api/v1/tokens/self", &raw).await.assert_error(
+        401,
+        "invalid_token",
+        "token revoked",
+    );
+}
+
+fn assert_502(a: &support::api::Answer, upstream: &str, needle: &str) {
+    a.assert_error(502, "exchange_failed", needle);
+    assert_eq!(a.body["upstream_error"], upstream, "{a:?}");
+    assert!(a.description().contains(upstream), "{a:?}");
+}
+
+#[tokio::test]
+async fn public_client_is_a_502_naming_invalid_client() {
+    let s = setup("web-exchanger", "anything").await;
+    s.kc.add_client("web-exchanger", None, true);
+    assert_502(
+        &create(&s).await,
+        "invalid_client",
+        "Public client is not allowed",
+    );
+}
+
+#[tokio::test]
+async fn client_outside_the_subject_audience_is_a_502_naming_access_denied() {
+    let s = setup("other", "other-secret").await;
+    s.kc.add_client("other", Some("other-secret"), true);
+    assert_502(
+        &create(&s).await,
+        "access_denied",
+        "not within the token audience",
+    );
+}
+
+#[tokio::test]
+async fn wrong_subject_token_type_is_a_502_naming_invalid_request() {
+    let s = setup("portcullis", "portcullis-secret").await;
+    let client = ExchangeClient::new(&ExchangeConfig {
+        token_url: Some(s.kc.token_url()),
+        client_id: Some("portcullis".into()),
+        client_secret: Some("portcullis-secret".into()),
+        audience: Some("portcullis-pat".into()),
+        scope: None,
+    })
+    .unwrap();
+    let e = client
+        .exchange_as(&s.login, "urn:ietf:params:oauth:token-type:id_token")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 502);
+    assert_eq!(e.upstream_error.as_deref(), Some("invalid_request"));
+    assert!(
+        e.description.contains("supports access tokens only"),
+        "{e:?}"
+    );
+    // The right type works with the same client.
+    assert!(client.exchange(&s.login).await.is_ok());
+}
+
+#[tokio::test]
+async fn exchange_not_enabled_is_a_502_naming_invalid_request() {
+    let s = setup("portcullis", "portcullis-secret").await;
+    s.kc.add_client("portcullis", Some("portcullis-secret"), false);
+    assert_502(
+        &create(&s).await,
+        "invalid_request",
+        "Standard token exchange is not enabled",
+    );
+}
+
+#[tokio::test]
+async fn wrong_client_secret_is_a_502_naming_unauthorized_client() {
+    let s = setup("portcullis", "wrong-secret").await;
+    assert_502(&create(&s).await, "unauthorized_client", "Invalid client");
+}
+
+#[tokio::test]
+async fn keycloak_down_is_a_502() {
+    let s = setup("portcullis", "portcullis-secret").await;
+    s.kc.set_failure(Failure::Down);
+    let a = create(&s).await;
+    a.assert_error(502, "exchange_failed", "connection failed");
+    assert!(a.body.get("upstream_error").is_none(), "{a:?}");
+}
+
+#[tokio::test]
+async fn exchange_config_keys_are_required() {
+    let cfg = portcullis::config::Config::from_yaml_str(
+        "pat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: http://kc/token\n    client_id: c\n",
+        &portcullis::config::MapEnv::default(),
+    )
+    .unwrap();
+    let errs = cfg.validate().unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.key == "pat.exchange.client_secret"),
+        "{errs:?}"
+    );
+}
