@@ -12,12 +12,12 @@ use portcullis::server::Running;
 use portcullis::tokens::ExchangeClient;
 use serde_json::json;
 use support::api::Api;
-use support::check::serve_yaml;
+use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 use support::keycloak::{Failure, FakeKeycloak, SignOpts};
 
 struct Setup {
     kc: FakeKeycloak,
-    _srv: Running,
+    srv: Running,
     api: Api,
     login: String,
     _dir: tempfile::TempDir,
@@ -62,7 +62,7 @@ async fn setup(client_id: &str, secret: &str) -> Setup {
     let login = login_token(&kc, "alice-sub");
     Setup {
         kc,
-        _srv: srv,
+        srv,
         api,
         login,
         _dir: dir,
@@ -103,12 +103,22 @@ async fn exchange_mints_a_registered_jwt_pat() {
         "personal access token",
     );
 
+    // Check accepts it as a PAT while registered, with the stored scopes.
+    let (h, _) = allowed(&check(s.srv.grpc_addr, &Req::get("/").bearer(&raw)).await);
+    assert_eq!(h["x-auth-method"], "pat");
+    assert_eq!(h["x-auth-token-id"], id);
+    assert_eq!(h["x-auth-scopes"], "api:read");
+
     s.api
         .delete(&format!("/api/v1/tokens/{id}"), &s.login)
         .await;
     s.api.get("/api/v1/tokens/self", &raw).await.assert_error(
         401,
         "invalid_token",
+        "token revoked",
+    );
+    assert_invalid_token(
+        &check(s.srv.grpc_addr, &Req::get("/").bearer(&raw)).await,
         "token revoked",
     );
 }
