@@ -745,13 +745,19 @@ mod cases {
         let tracker = UsageTracker::new(store.clone(), Duration::from_millis(20), 10);
         tracker.record(toks[0].1.id, last + secs(10));
         let handle = tracker.start_flusher();
+        // The signal is the row itself: `pending()` drops to 0 when the batch
+        // is taken, before its write has committed.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while tracker.pending() > 0 && Instant::now() < deadline {
+        let got = loop {
+            let got = store.get(toks[0].1.id).await.expect("get").expect("t");
+            if got.last_used_at == Some(last + secs(10)) || Instant::now() > deadline {
+                break got;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        };
         handle.abort();
-        let got = store.get(toks[0].1.id).await.expect("get").expect("t");
         assert_eq!(got.last_used_at, Some(last + secs(10)));
+        assert_eq!(tracker.pending(), 0);
     }
 
     pub async fn create_applies_rules_and_rotates(store: Store) {
