@@ -26,11 +26,13 @@
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
 //! - [`cli`], [`telemetry`]: command line and logging.
+//! - [`bench`]: `portcullis bench`, the load generator (not on the Check path).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod authz;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -174,7 +174,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             .add_service(reflection)
             .add_service(AuthorizationServer::new(check))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                grpc_incoming(grpc_listener),
                 grpc_shutdown.cancelled_owned(),
             )
             .await;
@@ -210,6 +210,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         tasks,
         flusher,
     })
+}
+
+/// The gRPC listener as tonic's stream of connections (also used by the
+/// bench's no-op server, so both run the same stack).
+pub fn grpc_incoming(listener: TcpListener) -> TcpListenerStream {
+    TcpListenerStream::new(listener)
 }
 
 /// Applies migrations now; if the store is down, keeps retrying in the

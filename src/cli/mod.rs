@@ -40,6 +40,11 @@ pub enum Command {
     /// Manage personal access tokens in the configured store.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Open-loop Check load generator with a no-op baseline (benches/BENCHMARKS.md).
+    Bench(Box<crate::bench::BenchArgs>),
+    /// Serve a no-op Check server (answers OK at once), for baselines.
+    #[command(hide = true)]
+    BenchNoop(crate::bench::NoopArgs),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -134,6 +139,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
         Command::Migrate(args) => token::migrate(args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
+        Command::BenchNoop(args) => crate::bench::run_noop(args).await,
     }
 }
 
