@@ -14,7 +14,6 @@ use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{HttpState, router};
@@ -212,10 +211,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     })
 }
 
-/// The gRPC listener as tonic's stream of connections (also used by the
-/// bench's no-op server, so both run the same stack).
-pub fn grpc_incoming(listener: TcpListener) -> TcpListenerStream {
-    TcpListenerStream::new(listener)
+/// The gRPC listener as tonic's stream of connections, with `TCP_NODELAY`
+/// on every accepted socket (also used by the bench's no-op server, so both
+/// run the same stack). Without it, Nagle holds back a response written in
+/// more than one segment until Envoy's delayed ACK (up to 40 ms).
+pub fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Applies migrations now; if the store is down, keeps retrying in the

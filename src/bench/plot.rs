@@ -30,6 +30,7 @@ pub fn write_svg(path: &Path, title: &str, lines: &[Line<'_>]) -> anyhow::Result
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(16)
+        .margin_right(40)
         .x_label_area_size(48)
         .y_label_area_size(72)
         .build_cartesian_2d(0.0f64..5.0f64, (lo..hi).log_scale())
