@@ -35,6 +35,9 @@ struct Signer {
 }
 
 fn signer(alg: Algorithm) -> Signer {
+    // jsonwebtoken cannot derive an Ed25519 JWK from an EncodingKey
+    // (`unimplemented!`), so that one is built from the public key.
+    let mut ed_jwk = None;
     let key = match alg {
         Algorithm::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
@@ -48,12 +51,29 @@ fn signer(alg: Algorithm) -> Signer {
             EncodingKey::from_ec_der(doc.as_ref())
         }
         Algorithm::EdDSA => {
+            use aws_lc_rs::signature::KeyPair;
+            use base64::Engine;
             let pair = Ed25519KeyPair::generate().unwrap();
+            let x =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            ed_jwk = Some(Jwk {
+                common: jsonwebtoken::jwk::CommonParameters {
+                    key_algorithm: Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA),
+                    ..Default::default()
+                },
+                algorithm: jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(
+                    jsonwebtoken::jwk::OctetKeyPairParameters {
+                        key_type: jsonwebtoken::jwk::OctetKeyPairType::OctetKeyPair,
+                        curve: jsonwebtoken::jwk::EllipticCurve::Ed25519,
+                        x,
+                    },
+                ),
+            });
             EncodingKey::from_ed_der(pair.to_pkcs8().unwrap().as_ref())
         }
         _ => unreachable!(),
     };
-    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    let mut jwk = ed_jwk.unwrap_or_else(|| Jwk::from_encoding_key(&key, alg).unwrap());
     jwk.common.key_id = Some(format!("{alg:?}"));
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     Signer { alg, key, jwk }
