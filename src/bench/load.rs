@@ -18,6 +18,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
+use super::cpu;
 use super::workload::{ALL_KINDS, Kind, Mix, Pools};
 
 /// One phase's load.
@@ -99,6 +100,10 @@ pub struct PhaseOutcome {
     /// From the first intended start to the last response.
     pub elapsed: Duration,
     pub rec: Recorded,
+    /// CPU seconds of the in-process servers' and the generator's runtimes
+    /// during the phase (Linux).
+    pub server_cpu_s: Option<f64>,
+    pub client_cpu_s: Option<f64>,
 }
 
 impl PhaseOutcome {
@@ -130,6 +135,10 @@ pub async fn run_phase(
     let handle = rt.clone();
     let (rec2, done2) = (rec.clone(), done.clone());
 
+    let cpu0 = (
+        cpu::threads_cpu_seconds("bench-server"),
+        cpu::threads_cpu_seconds("bench-client"),
+    );
     let start = Instant::now() + Duration::from_millis(5);
     let pacer = std::thread::spawn(move || {
         let mut tasks = Vec::with_capacity(n as usize);
@@ -205,6 +214,9 @@ pub async fn run_phase(
         let _ = t.await;
     }
     let end = *done.lock().unwrap_or_else(|e| e.into_inner());
+    let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let server_cpu_s = delta(cpu0.0, cpu::threads_cpu_seconds("bench-server"));
+    let client_cpu_s = delta(cpu0.1, cpu::threads_cpu_seconds("bench-client"));
     let rec = std::mem::replace(
         &mut *rec.lock().unwrap_or_else(|e| e.into_inner()),
         Recorded::new(),
@@ -214,6 +226,8 @@ pub async fn run_phase(
         scheduled: n,
         elapsed: end.saturating_duration_since(start),
         rec,
+        server_cpu_s,
+        client_cpu_s,
     }
 }
 

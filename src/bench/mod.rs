@@ -11,6 +11,7 @@
 //! - [`report`], [`plot`]: tables, JSON, targets, SVG;
 //! - [`noop`]: the no-op Check server (`--baseline noop`, `bench-noop`).
 
+pub mod cpu;
 pub mod load;
 pub mod noop;
 pub mod plot;

@@ -73,6 +73,11 @@ pub struct Summary {
     pub send_lag: Stats,
     /// Actual send → response.
     pub service: Stats,
+    /// CPU µs per answered request of the in-process server runtime
+    /// (`None` for `--target`, a `--baseline-target`, or off Linux).
+    pub server_cpu_us_per_req: Option<f64>,
+    /// The same for the load generator's runtime.
+    pub client_cpu_us_per_req: Option<f64>,
     /// (percentile, µs) points of `all`, as plotted.
     pub curve: Vec<(f64, f64)>,
 }
@@ -84,6 +89,9 @@ impl Summary {
         s.achieved_rps = o.achieved_rps();
         s.scheduled = o.scheduled;
         s.elapsed_s = o.elapsed.as_secs_f64();
+        let per = |c: Option<f64>| c.map(|c| c * 1e6 / (o.rec.ok.max(1) as f64));
+        s.server_cpu_us_per_req = per(o.server_cpu_s);
+        s.client_cpu_us_per_req = per(o.client_cpu_s);
         s
     }
 
@@ -106,6 +114,8 @@ impl Summary {
             latency,
             send_lag: Stats::of(&r.lag),
             service: Stats::of(&r.service),
+            server_cpu_us_per_req: None,
+            client_cpu_us_per_req: None,
             curve: curve(&r.all),
         }
     }
@@ -134,6 +144,12 @@ impl Summary {
             );
         } else {
             let _ = writeln!(out, "{} calls, errors: {}", self.ok, errs);
+        }
+        if let (Some(sv), Some(cl)) = (self.server_cpu_us_per_req, self.client_cpu_us_per_req) {
+            let _ = writeln!(
+                out,
+                "CPU per request: server runtime {sv:.1} µs, load generator {cl:.1} µs"
+            );
         }
         for (e, n) in &self.errors {
             let _ = writeln!(out, "- {n} × {e}");
@@ -179,6 +195,14 @@ pub fn ratio_table(ours: &Summary, base: &Summary) -> String {
         r(ours.achieved_rps, base.achieved_rps),
         ours.achieved_rps - base.achieved_rps
     );
+    if let (Some(x), Some(y)) = (ours.server_cpu_us_per_req, base.server_cpu_us_per_req) {
+        let _ = writeln!(
+            out,
+            "| server CPU µs / request | {x:.1} | {y:.1} | {:.2} | {:+.1} |",
+            r(x, y),
+            x - y
+        );
+    }
     for (name, x, y) in [
         ("p50 µs", a.p50_us, b.p50_us),
         ("p90 µs", a.p90_us, b.p90_us),

@@ -20,6 +20,8 @@ struct Server {
     /// warm counterparts (same sizes on the wire, no minting).
     mix: Mix,
     check_outcome: bool,
+    /// Runs on our server runtime, so its CPU time can be measured.
+    in_process: bool,
 }
 
 pub async fn execute(args: BenchArgs, srv: tokio::runtime::Handle) -> anyhow::Result<i32> {
@@ -43,6 +45,7 @@ async fn plan(
         clients: Clients::connect(&subject.url, args.connections).await?,
         mix: args.mix.clone(),
         check_outcome: true,
+        in_process: subject.running.is_some(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let _guard = stop.clone().drop_guard();
@@ -62,6 +65,7 @@ async fn plan(
             clients: Clients::connect(&url, args.connections).await?,
             mix: args.mix.warm(),
             check_outcome: false,
+            in_process: args.baseline_target.is_none(),
         }),
         None => None,
     };
@@ -138,12 +142,12 @@ async fn plan(
         "fixed rate"
     };
     let main = measure(&rt, &ours, &subject.sources, &warm, &spec).await?;
-    let main = Summary::from_phase("portcullis", label, &main);
+    let main = summary(&ours, label, &main);
     phases.push(main.clone());
     let base = match &noop {
         Some(n) => {
             let o = measure(&rt, n, &subject.sources, &warm, &spec).await?;
-            let s = Summary::from_phase("noop", label, &o);
+            let s = summary(n, label, &o);
             phases.push(s.clone());
             Some(s)
         }
@@ -219,6 +223,14 @@ async fn plan(
         eprintln!("JSON written to {}", path.display());
     }
     Ok(0)
+}
+
+fn summary(s: &Server, label: &str, o: &PhaseOutcome) -> Summary {
+    let mut sum = Summary::from_phase(s.name, label, o);
+    if !s.in_process {
+        sum.server_cpu_us_per_req = None;
+    }
+    sum
 }
 
 /// Calls Check once with every warm request and insists on the expected
