@@ -2,6 +2,10 @@
 //! - `jwt/warm`: a cached JWT through the full decide + CheckResponse build;
 //! - `jwt/cold/{RS256,ES256,EdDSA}`: a unique token each iteration (full
 //!   signature verification and claim checks);
+//! - `pat/cached`: a PAT through the full decide (validator cache hit);
+//! - `pat/uncached_postgres`: the same PAT with its cache entry evicted every
+//!   iteration, against real Postgres (`PORTCULLIS_BENCH_PG_URL`, default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`; skipped if unreachable);
 //! - `response/allow`, `response/deny`: decision → CheckResponse alone.
 
 use std::sync::Arc;
@@ -31,6 +35,9 @@ struct Signer {
 }
 
 fn signer(alg: Algorithm) -> Signer {
+    // jsonwebtoken cannot derive an Ed25519 JWK from an EncodingKey
+    // (`unimplemented!`), so that one is built from the public key.
+    let mut ed_jwk = None;
     let key = match alg {
         Algorithm::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
@@ -44,12 +51,29 @@ fn signer(alg: Algorithm) -> Signer {
             EncodingKey::from_ec_der(doc.as_ref())
         }
         Algorithm::EdDSA => {
+            use aws_lc_rs::signature::KeyPair;
+            use base64::Engine;
             let pair = Ed25519KeyPair::generate().unwrap();
+            let x =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            ed_jwk = Some(Jwk {
+                common: jsonwebtoken::jwk::CommonParameters {
+                    key_algorithm: Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA),
+                    ..Default::default()
+                },
+                algorithm: jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(
+                    jsonwebtoken::jwk::OctetKeyPairParameters {
+                        key_type: jsonwebtoken::jwk::OctetKeyPairType::OctetKeyPair,
+                        curve: jsonwebtoken::jwk::EllipticCurve::Ed25519,
+                        x,
+                    },
+                ),
+            });
             EncodingKey::from_ed_der(pair.to_pkcs8().unwrap().as_ref())
         }
         _ => unreachable!(),
     };
-    let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+    let mut jwk = ed_jwk.unwrap_or_else(|| Jwk::from_encoding_key(&key, alg).unwrap());
     jwk.common.key_id = Some(format!("{alg:?}"));
     jwk.common.public_key_use = Some(PublicKeyUse::Signature);
     Signer { alg, key, jwk }
@@ -72,6 +96,24 @@ fn mint(s: &Signer, n: u64) -> String {
 }
 
 fn service(signers: &[&Signer]) -> CheckService {
+    let cfg = Config::default();
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(portcullis::store::Store::connect(&cfg.store, &dir))
+        .unwrap();
+    rt.block_on(store.migrate()).unwrap();
+    service_with_store(signers, store).0
+}
+
+/// The service over `store`, and its PAT validator (to evict entries).
+fn service_with_store(
+    signers: &[&Signer],
+    store: portcullis::store::Store,
+) -> (CheckService, Arc<portcullis::pat::PatValidator>) {
     let jwks = JwkSet {
         keys: signers.iter().map(|s| s.jwk.clone()).collect(),
     };
@@ -85,21 +127,13 @@ fn service(signers: &[&Signer]) -> CheckService {
     let verifier = Verifier::new(&[ic], &cfg.jwt, |ic| {
         IssuerKeys::fixed(ic, keys.take().unwrap())
     });
-    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", std::process::id()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt
-        .block_on(portcullis::store::Store::connect(&cfg.store, &dir))
-        .unwrap();
-    rt.block_on(store.migrate()).unwrap();
+    let pats = Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat));
     let mut policy = portcullis::policy::PolicyConfig::default();
     policy.default = portcullis::policy::DefaultAction::Authenticated;
     let engine = Engine {
         verifier: Arc::new(verifier),
         max_token_bytes: 8192,
-        pats: Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat)),
+        pats: pats.clone(),
         pat_prefix: cfg.pat.prefix.clone(),
         denylist: {
             // Loaded and empty: JWTs are checked in memory, as in the server.
@@ -111,7 +145,112 @@ fn service(signers: &[&Signer]) -> CheckService {
         pat_exchange_audience: None,
         policy: Arc::new(portcullis::policy::Policy::compile(&policy).unwrap()),
     };
-    CheckService::new(Arc::new(ArcSwap::from_pointee(engine)))
+    (
+        CheckService::new(Arc::new(ArcSwap::from_pointee(engine))),
+        pats,
+    )
+}
+
+/// A PAT inserted into `store`: (raw token, its hash).
+async fn insert_pat(store: &portcullis::store::Store) -> (String, portcullis::pat::TokenHash) {
+    use portcullis::pat::format;
+    let raw = format::generate("pat_");
+    let now = chrono::Utc::now();
+    let hash = format::hash(&raw);
+    store
+        .insert(portcullis::store::NewToken {
+            id: uuid::Uuid::new_v4(),
+            user_id: "bench".into(),
+            username: "bench".into(),
+            name: "bench".into(),
+            description: None,
+            token_hash: hash,
+            display_hint: format::display_hint("pat_", &raw),
+            scopes: vec!["uploads:*".into()],
+            created_at: now,
+            expires_at: now + chrono::TimeDelta::days(1),
+            rotated_from: None,
+            kind: portcullis::store::TokenKind::Opaque,
+            jti: None,
+        })
+        .await
+        .unwrap();
+    (raw, hash)
+}
+
+/// PATs through the full decide: cached (SQLite), and uncached (Postgres).
+fn pat_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rs = signer(Algorithm::RS256);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::default();
+    let (svc, _) = rt.block_on(async {
+        let store = portcullis::store::Store::connect(&cfg.store, dir.path())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (raw, _) = insert_pat(&store).await;
+        let (svc, pats) = service_with_store(&[&rs], store);
+        let req = request(&raw);
+        assert!(matches!(svc.decide(&req).await.0, Decision::Allow(_)));
+        ((svc, req), pats)
+    });
+    let (svc, req) = svc;
+    c.bench_function("pat/cached", |b| {
+        b.to_async(&rt).iter(|| async { svc.decide(&req).await })
+    });
+
+    let admin_url = std::env::var("PORTCULLIS_BENCH_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db = format!("portcullis_bench_check_{}", uuid::Uuid::new_v4().simple());
+    let admin = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .ok()?;
+        Some(client)
+    });
+    let Some(admin) = admin else {
+        eprintln!("postgres at {admin_url} unreachable: skipping pat/uncached_postgres");
+        return;
+    };
+    let (prefix, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
+    let store_cfg = portcullis::store::StoreConfig {
+        kind: portcullis::store::StoreKind::Postgres,
+        url: Some(format!("{prefix}/{db}")),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let (svc, pats, req, hash) = rt.block_on(async {
+        let store = portcullis::store::Store::connect(&store_cfg, std::path::Path::new("."))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let (raw, hash) = insert_pat(&store).await;
+        let (svc, pats) = service_with_store(&[&rs], store);
+        (svc, pats, request(&raw), hash)
+    });
+    c.bench_function("pat/uncached_postgres", |b| {
+        b.to_async(&rt).iter(|| async {
+            pats.evict(&hash).await;
+            let (d, _) = svc.decide(&req).await;
+            assert!(matches!(d, Decision::Allow(_)));
+        })
+    });
+    drop((svc, pats));
+    rt.block_on(async {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await;
+    });
 }
 
 fn request(token: &str) -> CheckRequest {
@@ -186,6 +325,6 @@ fn benches(c: &mut Criterion) {
 criterion_group! {
     name = check;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches
+    targets = benches, pat_benches
 }
 criterion_main!(check);

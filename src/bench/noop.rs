@@ -1,0 +1,64 @@
+//! The no-op Check server: the same tonic stack as `serve` (health and
+//! reflection services beside `Authorization`, the same listener setup),
+//! answering OK at once. It is the floor any ext_authz server stands on.
+
+use std::net::SocketAddr;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Allows everything, without looking at the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopCheck;
+
+#[tonic::async_trait]
+impl Authorization for NoopCheck {
+    async fn check(
+        &self,
+        _request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(CheckResponse {
+            status: Some(RpcStatus {
+                code: 0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Binds `addr` and serves on the current runtime until `stop` fires.
+pub async fn start(addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the no-op server on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthorizationServer<NoopCheck>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::server::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tokio::spawn(async move {
+        let res = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(AuthorizationServer::new(NoopCheck))
+            .serve_with_incoming_shutdown(
+                crate::server::grpc_incoming(listener),
+                stop.cancelled_owned(),
+            )
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "no-op gRPC server failed");
+        }
+    });
+    Ok(local)
+}

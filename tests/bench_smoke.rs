@@ -1,0 +1,91 @@
+//! `portcullis bench` end to end at a low rate for about a second: the CLI,
+//! the in-process server, every workload kind, the no-op baseline, the
+//! handler phase, and the JSON and SVG outputs. No timing assertions.
+
+use std::process::Command;
+
+#[test]
+fn bench_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let svg = dir.path().join("bench.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "bench",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--tokens",
+            "5",
+            "--handler-calls",
+            "500",
+            "--mix",
+            "jwt-warm=4,jwt-cold=2,pat-warm=2,pat-cold=1,deny=1",
+            "--baseline",
+            "noop",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .expect("run portcullis bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed\n{stdout}\n{stderr}");
+    for needle in [
+        "## Latency",
+        "| jwt-cold |",
+        "| pat-cold |",
+        "portcullis vs no-op",
+        "## Targets",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "report lacks {needle:?}:\n{stdout}"
+        );
+    }
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(
+        phases.len(),
+        3,
+        "handler, portcullis and noop phases: {report:#}"
+    );
+    for p in phases {
+        assert_eq!(
+            p["errors"],
+            serde_json::json!({}),
+            "no request may fail: {p:#}"
+        );
+        assert!(p["ok"].as_u64().unwrap() > 0, "{p:#}");
+    }
+    let load = &phases[1];
+    assert_eq!(load["server"], "portcullis");
+    assert_eq!(load["scheduled"], 200);
+    let kinds: Vec<&str> = load["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "all", "jwt-warm", "jwt-cold", "pat-warm", "pat-cold", "deny"
+        ]
+    );
+    assert_eq!(report["targets"].as_array().unwrap().len(), 5);
+
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("no-op Check server"),
+        "{svg:.200}"
+    );
+}
