@@ -54,7 +54,11 @@ async fn plan(
         (Some(_), Some(url)) => Some(url.clone()),
         (Some(_), None) => {
             let addr = srv
-                .spawn(super::noop::start("127.0.0.1:0".parse()?, stop.clone()))
+                .spawn(super::noop::start(
+                    "127.0.0.1:0".parse()?,
+                    super::noop::NoopCheck::default(),
+                    stop.clone(),
+                ))
                 .await??;
             Some(format!("http://{addr}"))
         }
