@@ -119,8 +119,10 @@ fn deny(d: &Denial) -> CheckResponse {
     }
 }
 
+/// A header that replaces any client-sent value (public for the bench's
+/// no-op server, which mimics an allow's headers).
 #[allow(deprecated)] // `append` is deprecated, yet Envoy ≤ 1.36 reads only it.
-fn overwrite(name: &str, value: &str) -> HeaderValueOption {
+pub fn overwrite(name: &str, value: &str) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: name.to_owned(),

@@ -126,6 +126,9 @@ pub struct NoopArgs {
     /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:9300")]
     pub addr: SocketAddr,
+    /// Allow with the six `x-auth-*` headers a JWT allow carries.
+    #[arg(long)]
+    pub identity_headers: bool,
 }
 
 /// Runs `bench`; the exit code is 0 unless the harness itself failed
@@ -148,7 +151,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 pub async fn run_noop(args: NoopArgs) -> anyhow::Result<i32> {
     crate::telemetry::init(crate::config::LogFormat::Human, "info");
     let stop = CancellationToken::new();
-    let addr = noop::start(args.addr, stop.clone()).await?;
+    let check = noop::NoopCheck {
+        identity_headers: args.identity_headers,
+    };
+    let addr = noop::start(args.addr, check, stop.clone()).await?;
     eprintln!("no-op Check server on {addr}");
     crate::server::wait_for_signal().await;
     stop.cancel();

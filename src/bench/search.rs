@@ -54,7 +54,11 @@ async fn plan(
         (Some(_), Some(url)) => Some(url.clone()),
         (Some(_), None) => {
             let addr = srv
-                .spawn(super::noop::start("127.0.0.1:0".parse()?, stop.clone()))
+                .spawn(super::noop::start(
+                    "127.0.0.1:0".parse()?,
+                    super::noop::NoopCheck::default(),
+                    stop.clone(),
+                ))
                 .await??;
             Some(format!("http://{addr}"))
         }
@@ -306,19 +310,28 @@ async fn find_max(
             concurrency: args.concurrency,
             timeout: args.timeout,
         };
-        let o = measure(rt, s, sources, warm, &spec).await?;
-        let p99 = o.rec.all.value_at_quantile(0.99);
-        let errs = o.rec.error_count();
-        let ok = errs as f64 <= 0.001 * o.scheduled as f64
-            && o.achieved_rps() >= 0.97 * rate
-            && p99 <= args.max_p99.as_nanos() as u64;
-        eprintln!(
-            "  find-max {}: offered {rate:.0} achieved {:.0} rps, p99 {:.0} µs, {errs} errors → {}",
-            s.name,
-            o.achieved_rps(),
-            p99 as f64 / 1000.0,
-            if ok { "sustained" } else { "saturated" }
-        );
+        // A step that keeps up but misses the p99 bound is run once more:
+        // on a shared machine one stall of another process can do that.
+        let mut ok = false;
+        for attempt in 0..2 {
+            let o = measure(rt, s, sources, warm, &spec).await?;
+            let p99 = o.rec.all.value_at_quantile(0.99);
+            let errs = o.rec.error_count();
+            let keeps_up =
+                errs as f64 <= 0.001 * o.scheduled as f64 && o.achieved_rps() >= 0.97 * rate;
+            ok = keeps_up && p99 <= args.max_p99.as_nanos() as u64;
+            eprintln!(
+                "  find-max {}: offered {rate:.0} achieved {:.0} rps, p99 {:.0} µs, {errs} errors → {}",
+                s.name,
+                o.achieved_rps(),
+                p99 as f64 / 1000.0,
+                if ok { "sustained" } else { "saturated" }
+            );
+            if ok || !keeps_up || attempt == 1 {
+                break;
+            }
+            eprintln!("  (kept up but p99 over --max-p99: once more)");
+        }
         if ok {
             lo = rate;
         } else {
@@ -369,7 +382,10 @@ fn targets(
             " µs",
             |v| v <= 50.0,
         ),
-        None => TargetResult::unmeasured("Handler p99 ≤ 50 µs warm", "in-process only"),
+        None => TargetResult::unmeasured(
+            "Handler p99 ≤ 50 µs warm",
+            "needs the in-process server and --handler-calls > 0",
+        ),
     };
     let grpc = if args.find_max {
         TargetResult::check(
