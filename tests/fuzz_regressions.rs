@@ -2,7 +2,54 @@
 //! as ordinary tests. Each test feeds the exact bytes of the crash input and
 //! checks the property the target found broken.
 
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use portcullis::config::{Config, IssuerConfig};
+use portcullis::jwt::keys::parse_jwks;
+use portcullis::jwt::{IssuerKeys, JwtError, Verifier};
 use portcullis::policy::normalize_path;
+
+const ISS: &str = "https://kc.example.org/realms/fuzz";
+
+/// A verifier trusting one ES256 key (kid `es`), as in the `jwt` target.
+fn es256_verifier() -> (Verifier, EncodingKey) {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key = EncodingKey::from_ec_der(doc.as_ref());
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("es".into());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let body = serde_json::to_vec(&serde_json::json!({ "keys": [jwk] })).unwrap();
+    let mut keys = Some(parse_jwks(&body).unwrap().keys);
+    let mut ic = IssuerConfig::new(ISS, "portcullis");
+    ic.algorithms = vec![Algorithm::ES256];
+    let verifier = Verifier::new(&[ic], &Config::default().jwt, |ic| {
+        IssuerKeys::fixed(ic, keys.take().unwrap())
+    });
+    (verifier, key)
+}
+
+/// Signs the exact header and payload bytes, as the `jwt` target does.
+fn sign(key: &EncodingKey, header: &[u8], payload: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, Algorithm::ES256).unwrap();
+    format!("{input}.{sig}")
+}
+
+fn verify(v: &Verifier, token: &str) -> Result<(), JwtError> {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(v.verify(token))
+        .map(drop)
+}
 
 /// `routes` target: `normalize_path` was not idempotent. `%25` decoded to a
 /// bare `%`, which a second pass rejected as an invalid escape; likewise
@@ -31,5 +78,43 @@ fn routes_normalize_path_is_idempotent() {
     assert_eq!(
         normalize_path("/public/%252e%252e/admin").unwrap(),
         "/public/%252e%252e/admin"
+    );
+}
+
+/// `jwt` target (mode 1, signed by the trusted key): a payload with invalid
+/// UTF-8 inside an unknown claim was accepted. serde_json does not check the
+/// UTF-8 of strings it skips, but RFC 7519 §7.2 requires the claims set to be
+/// UTF-8 JSON. The same holds for the protected header.
+#[test]
+fn jwt_non_utf8_segments_are_refused() {
+    // Crash input, verbatim: mode byte 1, three parameter bytes, then
+    // header JSON, a newline and the payload.
+    let crash: &[u8] = b"\x01\x00\x00\x00{\"alg\":\"ES256\",\"kid\":\"es\",\"typ\":\"JWT\"}\x0a{\"iss\":\"https:/\
+        /kc.example.org/realms/fuzz\",\"aud\":\"portcullis\",\"exp\":4102444800,\"typ\":\"Bearer\
+        \",\"sub\":\"s\",\"preferred_ksername\":\"service-account-\xff\xff\xff\xff\xff\xff\xff\
+        \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
+        \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
+        \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
+        \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
+        \xff*\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
+        \xff\xff\xff\xffx\"}";
+    assert_eq!(crash.len(), 310);
+    let body = &crash[4..];
+    let nl = body.iter().position(|b| *b == b'\n').unwrap();
+    let (header, payload) = (&body[..nl], &body[nl + 1..]);
+    let (v, key) = es256_verifier();
+
+    // The same token with valid UTF-8 is accepted: only the bytes differ.
+    let clean = String::from_utf8_lossy(payload).into_owned();
+    assert_eq!(verify(&v, &sign(&key, header, clean.as_bytes())), Ok(()));
+
+    assert_eq!(
+        verify(&v, &sign(&key, header, payload)),
+        Err(JwtError::Malformed("payload is not valid UTF-8"))
+    );
+    let header_bad = b"{\"alg\":\"ES256\",\"kid\":\"es\",\"x\":\"\xff\"}";
+    assert_eq!(
+        verify(&v, &sign(&key, header_bad, clean.as_bytes())),
+        Err(JwtError::Malformed("header is not valid UTF-8"))
     );
 }
