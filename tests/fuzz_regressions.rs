@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey};
-use portcullis::config::{Config, IssuerConfig};
+use portcullis::config::{Config, IssuerConfig, MapEnv};
 use portcullis::jwt::keys::parse_jwks;
 use portcullis::jwt::{IssuerKeys, JwtError, Verifier};
 use portcullis::policy::normalize_path;
@@ -89,7 +89,8 @@ fn routes_normalize_path_is_idempotent() {
 fn jwt_non_utf8_segments_are_refused() {
     // Crash input, verbatim: mode byte 1, three parameter bytes, then
     // header JSON, a newline and the payload.
-    let crash: &[u8] = b"\x01\x00\x00\x00{\"alg\":\"ES256\",\"kid\":\"es\",\"typ\":\"JWT\"}\x0a{\"iss\":\"https:/\
+    let crash: &[u8] =
+        b"\x01\x00\x00\x00{\"alg\":\"ES256\",\"kid\":\"es\",\"typ\":\"JWT\"}\x0a{\"iss\":\"https:/\
         /kc.example.org/realms/fuzz\",\"aud\":\"portcullis\",\"exp\":4102444800,\"typ\":\"Bearer\
         \",\"sub\":\"s\",\"preferred_ksername\":\"service-account-\xff\xff\xff\xff\xff\xff\xff\
         \xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\
@@ -117,4 +118,42 @@ fn jwt_non_utf8_segments_are_refused() {
         verify(&v, &sign(&key, header_bad, clean.as_bytes())),
         Err(JwtError::Malformed("header is not valid UTF-8"))
     );
+}
+
+/// What the `config` target does with one input: YAML, then optionally a NUL
+/// and `NAME=value` lines as the environment; load, then validate.
+fn config_input(data: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(data);
+    let (yaml, env) = text.split_once('\0').unwrap_or((&text, ""));
+    let env = MapEnv(
+        env.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    );
+    let cfg = Config::from_yaml_str(yaml, &env).map_err(|e| e.to_string())?;
+    cfg.validate()
+        .map_err(|errs| format!("{} errors", errs.len()))
+}
+
+/// `config` target: figment's env value parser panicked ("byte index is not
+/// a char boundary") on a quoted value with a `\` after a non-ASCII
+/// character, so a `PORTCULLIS__*` variable could crash start-up.
+#[test]
+fn config_env_value_with_backslash_after_non_ascii() {
+    // Crash input, verbatim (2112 bytes), and its minimised form.
+    let crash =
+        include_bytes!("fuzz/regressions/config-crash-cfb20c353fd3aae7ed120d1b4e8d1bb4ee9aac03");
+    let _ = config_input(crash);
+    let _ = config_input(b"\0PORTCULLIS__\xff=\"\xff\\=\"");
+
+    // Such a value is taken literally instead of being cut short.
+    let env = |v: &str| MapEnv([("PORTCULLIS__PAT__ISSUER".to_owned(), v.to_owned())].into());
+    for v in ["\"é\\n\"", "\"éé\\u0041\"", "[\"ü\\\\\"]"] {
+        let err = Config::from_yaml_str("", &env(v)).unwrap_err().to_string();
+        assert!(err.contains(v), "{v}: {err}");
+    }
+    // ASCII values keep figment's parsing (quotes and escapes).
+    let cfg = Config::from_yaml_str("", &env("\"opaque\"")).unwrap();
+    assert!(format!("{:?}", cfg.pat).contains("Opaque"), "{:?}", cfg.pat);
 }

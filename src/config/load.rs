@@ -100,7 +100,13 @@ fn overlay_env(mut fig: Figment, env: &dyn EnvSource) -> Figment {
             continue;
         }
         // Secrets and URLs must stay strings even when they look like numbers.
-        let value: Value = if key.ends_with("secret") || key.ends_with("url") {
+        // figment 0.10's value parser slices by char index when unescaping a
+        // quoted string, so a `\` after a non-ASCII character panics or
+        // drops characters: take such values literally.
+        let value: Value = if key.ends_with("secret")
+            || key.ends_with("url")
+            || (!raw.is_ascii() && raw.contains('\\'))
+        {
             Value::from(raw)
         } else {
             let Ok(v) = raw.parse::<Value>();
