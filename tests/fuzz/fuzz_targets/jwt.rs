@@ -218,6 +218,23 @@ fn count(names: &[String], name: &str) -> usize {
     names.iter().filter(|n| *n == name).count()
 }
 
+/// The header parameters and claims we assert on. Unknown names are skipped
+/// like the verifier skips them (serde_json accepts lone surrogates there).
+#[derive(serde::Deserialize)]
+struct Seen {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    typ: Option<Value>,
+    crit: Option<Value>,
+    enc: Option<Value>,
+    iss: Option<Value>,
+    aud: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    iat: Option<Value>,
+    sub: Option<Value>,
+}
+
 /// What an accepted token must satisfy, checked on the JSON as written.
 fn assert_acceptable(
     signer: &Signer,
@@ -226,51 +243,55 @@ fn assert_acceptable(
     v: &portcullis::jwt::VerifiedJwt,
 ) {
     let now = unix_now();
-    let h: Value = serde_json::from_slice(header).expect("accepted header is JSON");
-    let alg = h["alg"].as_str().expect("alg");
-    assert_eq!(
-        serde_json::to_value(signer.alg).unwrap().as_str(),
-        Some(alg),
-        "alg of another key family accepted"
-    );
-    let kid = h["kid"].as_str().expect("kid");
-    assert!(
-        signer.kids.contains(&kid),
-        "kid {kid:?} of another key accepted"
-    );
-    assert!(h.get("crit").is_none() && h.get("enc").is_none());
-    if let Some(t) = h.get("typ") {
-        let t = t.as_str().expect("typ string");
-        assert!(["jwt", "at+jwt", "application/at+jwt"].contains(&t.to_ascii_lowercase().as_str()));
-    }
+    // RFC 7519 §7.2: both are UTF-8 JSON objects.
+    let header = std::str::from_utf8(header).expect("accepted header is UTF-8");
+    let payload = std::str::from_utf8(payload).expect("accepted payload is UTF-8");
     // Duplicates of a parameter we act on are a parser-differential risk;
     // unknown ones are never read.
-    let hn = names(header).expect("accepted header is an object");
+    let hn = names(header.as_bytes()).expect("accepted header is an object");
     for p in [
         "alg", "kid", "typ", "crit", "enc", "jku", "jwk", "x5u", "x5c",
     ] {
         assert!(count(&hn, p) <= 1, "duplicate header {p:?} accepted");
     }
-    let cn = names(payload).expect("accepted payload is an object");
+    let cn = names(payload.as_bytes()).expect("accepted payload is an object");
     let unique: HashSet<&String> = cn.iter().collect();
     assert_eq!(unique.len(), cn.len(), "duplicate claim names accepted");
 
-    let c: Value = serde_json::from_slice(payload).expect("accepted payload is JSON");
-    assert_eq!(c["iss"].as_str(), Some(ISS));
-    let aud_ok = match &c["aud"] {
-        Value::String(a) => a == AUD,
-        Value::Array(v) => v.iter().any(|a| a.as_str() == Some(AUD)),
+    let h: Seen = serde_json::from_str(header).expect("accepted header parses");
+    let alg = h.alg.as_ref().and_then(Value::as_str).expect("alg");
+    assert_eq!(
+        serde_json::to_value(signer.alg).unwrap().as_str(),
+        Some(alg),
+        "alg of another key family accepted"
+    );
+    let kid = h.kid.as_ref().and_then(Value::as_str).expect("kid");
+    assert!(
+        signer.kids.contains(&kid),
+        "kid {kid:?} of another key accepted"
+    );
+    assert!(h.crit.is_none() && h.enc.is_none());
+    if let Some(t) = &h.typ {
+        let t = t.as_str().expect("typ string").to_ascii_lowercase();
+        assert!(["jwt", "at+jwt", "application/at+jwt"].contains(&t.as_str()));
+    }
+
+    let c: Seen = serde_json::from_str(payload).expect("accepted payload parses");
+    assert_eq!(c.iss.as_ref().and_then(Value::as_str), Some(ISS));
+    let aud_ok = match &c.aud {
+        Some(Value::String(a)) => a == AUD,
+        Some(Value::Array(v)) => v.iter().any(|a| a.as_str() == Some(AUD)),
         _ => false,
     };
-    assert!(aud_ok, "audience {:?} accepted", c["aud"]);
-    let exp = c["exp"].as_f64().expect("numeric exp");
+    assert!(aud_ok, "audience {:?} accepted", c.aud);
+    let exp = c.exp.as_ref().and_then(Value::as_f64).expect("numeric exp");
     assert!(
         exp + LEEWAY as f64 > now as f64 - 1.0,
         "expired token accepted: {exp}"
     );
     assert_eq!(v.identity.expires_at as f64, exp.trunc());
-    for claim in ["nbf", "iat"] {
-        if let Some(t) = c.get(claim).filter(|t| !t.is_null()) {
+    for (claim, t) in [("nbf", &c.nbf), ("iat", &c.iat)] {
+        if let Some(t) = t {
             let t = t.as_f64().expect("numeric nbf/iat");
             assert!(
                 t <= (now + LEEWAY + 1) as f64,
@@ -278,8 +299,8 @@ fn assert_acceptable(
             );
         }
     }
-    assert_eq!(c["typ"].as_str(), Some("Bearer"));
-    let sub = c["sub"].as_str().expect("sub");
+    assert_eq!(c.typ.as_ref().and_then(Value::as_str), Some("Bearer"));
+    let sub = c.sub.as_ref().and_then(Value::as_str).expect("sub");
     assert!(!sub.is_empty());
     assert_eq!(v.identity.subject, sub);
     assert_eq!(v.identity.issuer.as_deref(), Some(ISS));
