@@ -157,3 +157,29 @@ fn config_env_value_with_backslash_after_non_ascii() {
     let cfg = Config::from_yaml_str("", &env("\"opaque\"")).unwrap();
     assert!(format!("{:?}", cfg.pat).contains("Opaque"), "{:?}", cfg.pat);
 }
+
+/// `jwt` target (mode 4, `parse_jwks`): a kid published three times was
+/// kept. The second copy removed the first and was skipped as a duplicate,
+/// but the third was inserted again, so the "ambiguous kid is never used"
+/// rule only held for exactly two copies.
+#[test]
+fn jwks_kid_published_three_times_is_not_used() {
+    // Crash input, verbatim: mode byte 4, three parameter bytes, then the
+    // JWKS (EC, OKP, an unusable RSA and another OKP, all with kid "ec1",
+    // then an RSA key the fuzzer truncated).
+    let crash =
+        include_bytes!("fuzz/regressions/jwt-crash-77e563757f21a91f8a8d3414ac21baee8d13e464");
+    assert_eq!(crash[0] % 5, 4);
+    let parsed = parse_jwks(&crash[4..]).unwrap();
+    assert!(parsed.keys.get("ec1").is_none(), "{:?}", parsed.keys);
+    assert_eq!(
+        parsed
+            .skipped
+            .iter()
+            .filter(|(kid, why)| kid == "ec1" && why == "duplicate kid")
+            .count(),
+        2,
+        "{:?}",
+        parsed.skipped
+    );
+}
