@@ -183,3 +183,29 @@ fn jwks_kid_published_three_times_is_not_used() {
         parsed.skipped
     );
 }
+
+/// `config` target: the process died with SIGSEGV and libFuzzer could not
+/// save the input (a stack overflow leaves its handler no stack). Cause:
+/// figment's env value parser recurses once per `[` or `{`, so
+/// `PORTCULLIS__X=[[[[…` with ~1500 brackets (fewer on smaller stacks)
+/// overflowed. The input below is the reconstructed trigger; values nested
+/// deeper than any key needs are now taken literally.
+#[test]
+fn config_env_value_nested_too_deep() {
+    for open in ["[", "{a=", "[{a="] {
+        let mut data = b"\0PORTCULLIS__POLICY__ROUTES=".to_vec();
+        data.extend(open.repeat(8000).bytes());
+        // Runs on a test thread (2 MiB stack): this overflowed before.
+        let _ = config_input(&data);
+    }
+    // Normal nesting is still parsed.
+    let env = MapEnv(
+        [(
+            "PORTCULLIS__PAT__GRANTABLE_SCOPES".to_owned(),
+            "[\"a:read\", \"b:write\"]".to_owned(),
+        )]
+        .into(),
+    );
+    let cfg = Config::from_yaml_str("", &env).unwrap();
+    assert_eq!(cfg.pat.grantable_scopes, ["a:read", "b:write"]);
+}
