@@ -84,6 +84,26 @@ impl Config {
     }
 }
 
+/// Deepest `[`/`{` nesting parsed in an environment value; no config key
+/// needs more than a few levels.
+const MAX_ENV_NESTING: usize = 16;
+
+/// Bracket nesting depth of `raw` (quotes not considered: an over-estimate).
+fn nesting(raw: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in raw.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 fn overlay_env(mut fig: Figment, env: &dyn EnvSource) -> Figment {
     let mut vars = env.vars();
     vars.sort();
@@ -100,7 +120,15 @@ fn overlay_env(mut fig: Figment, env: &dyn EnvSource) -> Figment {
             continue;
         }
         // Secrets and URLs must stay strings even when they look like numbers.
-        let value: Value = if key.ends_with("secret") || key.ends_with("url") {
+        // figment 0.10's value parser slices by char index when unescaping a
+        // quoted string, so a `\` after a non-ASCII character panics or
+        // drops characters; and it recurses once per `[`/`{`, so deep
+        // nesting overflows the stack. Take such values literally.
+        let value: Value = if key.ends_with("secret")
+            || key.ends_with("url")
+            || (!raw.is_ascii() && raw.contains('\\'))
+            || nesting(&raw) > MAX_ENV_NESTING
+        {
             Value::from(raw)
         } else {
             let Ok(v) = raw.parse::<Value>();

@@ -5,7 +5,7 @@
 //! keys and sometimes `oct` secrets. Only signature keys of an asymmetric
 //! type survive; everything else is skipped with a reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
@@ -108,6 +108,8 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
     }
     let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut by_kid = HashMap::new();
+    // Kids seen more than once: never usable, however many more copies follow.
+    let mut duplicates = HashSet::new();
     let mut skipped = Vec::new();
     for (i, value) in raw.keys.into_iter().enumerate() {
         let label = value
@@ -117,10 +119,11 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
             .unwrap_or_else(|| format!("#{i}"));
         match parse_key(value) {
             Ok(key) => {
-                if by_kid.contains_key(&key.kid) {
+                if by_kid.contains_key(&key.kid) || duplicates.contains(&key.kid) {
                     // Two keys under one kid would make selection ambiguous.
                     skipped.push((label, "duplicate kid".to_owned()));
                     by_kid.remove(&key.kid);
+                    duplicates.insert(key.kid);
                     continue;
                 }
                 by_kid.insert(key.kid.clone(), Arc::new(key));

@@ -53,6 +53,12 @@ fn b64(segment: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
         .map_err(|_| JwtError::Malformed(what))
 }
 
+/// A segment that must be UTF-8 JSON (RFC 7519 §7.2). serde_json does not
+/// check the UTF-8 of strings it skips (unknown names), so check it here.
+fn b64_utf8(segment: &str, what: &'static str, not_utf8: &'static str) -> Result<String, JwtError> {
+    String::from_utf8(b64(segment, what)?).map_err(|_| JwtError::Malformed(not_utf8))
+}
+
 /// Parses and vets the protected header.
 pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
     #[derive(serde::Deserialize)]
@@ -64,8 +70,12 @@ pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
         enc: Option<serde_json::Value>,
         // jku, x5u, jwk, x5c: deliberately never read (RFC 8725 §3.10).
     }
-    let bytes = b64(segment, "header is not valid base64url")?;
-    let raw: Raw = serde_json::from_slice(&bytes)
+    let text = b64_utf8(
+        segment,
+        "header is not valid base64url",
+        "header is not valid UTF-8",
+    )?;
+    let raw: Raw = serde_json::from_str(&text)
         .map_err(|_| JwtError::Malformed("header is not a valid JSON object"))?;
     if raw.enc.is_some() {
         return Err(JwtError::Malformed(
@@ -114,8 +124,12 @@ pub struct Peeked {
 /// string is refused rather than ignored: a token that looks like a PAT must
 /// never be waved through as a plain login token.
 pub fn peek(segment: &str, marker: &str) -> Result<Peeked, JwtError> {
-    let bytes = b64(segment, "payload is not valid base64url")?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let text = b64_utf8(
+        segment,
+        "payload is not valid base64url",
+        "payload is not valid UTF-8",
+    )?;
+    let mut de = serde_json::Deserializer::from_str(&text);
     let (iss, marker) = de.deserialize_map(Peek { marker }).map_err(|e| {
         let e = e.to_string();
         if e.starts_with("duplicate claim") {

@@ -47,7 +47,9 @@
 //! Applied to Envoy's raw `:path`, in this order:
 //! * query (`?…`) and fragment (`#…`) are cut off;
 //! * the path must start with `/` (so `*` and absolute-form are rejected);
-//! * percent-escapes are decoded once (`%2e%2E` → `..`, `%25` → `%`, `+` stays `+`);
+//! * percent-escapes are decoded once (`%2e%2E` → `..`, `%41` → `A`, `+` stays `+`),
+//!   except `%25`, `%3F` and `%23`, which stay encoded (upper-case) so that
+//!   normalising is idempotent (`%` / `?` / `#` would otherwise change meaning);
 //! * rejected ([`RouteMatch::BadPath`]): invalid escapes, raw or encoded NUL,
 //!   `%2F`/`%5C` (encoded slash/backslash), raw backslash, any other control
 //!   character, invalid UTF-8 after decoding, `..` above the root, and dot

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 /// Returns the canonical path (no query, decoded, no `//`, no dot segments, no
 /// trailing slash except for `/` itself) or the reason it was rejected. Borrows
 /// when the input is already canonical (the common case), so it does not allocate.
+/// Idempotent: `%25`, `%3F` and `%23` stay encoded (as `%25`, `%3F`, `%23`),
+/// so normalising the result again gives the same string.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
@@ -45,6 +47,8 @@ fn is_canonical(path: &str) -> bool {
     })
 }
 
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -71,6 +75,18 @@ fn normalize_slow(path: &str) -> Result<String, &'static str> {
                 0 => return Err("encoded NUL (%00)"),
                 b'/' => return Err("encoded slash (%2F)"),
                 b'\\' => return Err("encoded backslash (%5C)"),
+                // Kept encoded (upper-case hex): decoded, they would change
+                // meaning if the result were normalised again (`%` starts
+                // an escape, `?`/`#` end the path). No config path can
+                // contain them, so matching is unaffected.
+                c @ (b'%' | b'?' | b'#') => {
+                    dec.extend_from_slice(&[
+                        b'%',
+                        HEX_UPPER[usize::from(c >> 4)],
+                        HEX_UPPER[usize::from(c & 15)],
+                    ]);
+                    continue;
+                }
                 c => c,
             }
         } else {
