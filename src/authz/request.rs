@@ -92,41 +92,46 @@ impl<'a> RequestView<'a> {
     }
 
     /// All values of one header (case-insensitive name), from both forms.
-    fn header_values(&self, name: &str) -> Vec<&'a str> {
-        let mut out = Vec::new();
-        let Some(h) = self.http else { return out };
-        for (k, v) in &h.headers {
-            if k.eq_ignore_ascii_case(name) {
-                out.push(v.as_str());
-            }
-        }
-        if let Some(m) = &h.header_map {
-            for hv in &m.headers {
-                if hv.key.eq_ignore_ascii_case(name) {
-                    let v = if hv.value.is_empty() {
-                        std::str::from_utf8(&hv.raw_value).unwrap_or("\u{0}")
-                    } else {
-                        hv.value.as_str()
-                    };
-                    out.push(v);
+    /// Lazily, so the Check path allocates nothing to look a header up.
+    fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
+    where
+        'a: 'n,
+    {
+        let http = self.http;
+        let map = http
+            .into_iter()
+            .flat_map(|h| h.headers.iter())
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        let raw = http
+            .and_then(|h| h.header_map.as_ref())
+            .into_iter()
+            .flat_map(|m| m.headers.iter())
+            .filter(move |hv| hv.key.eq_ignore_ascii_case(name))
+            .map(|hv| {
+                if hv.value.is_empty() {
+                    // Not UTF-8: the NUL stand-in fails parsing, so the
+                    // request is denied, never read as "no credential".
+                    std::str::from_utf8(&hv.raw_value).unwrap_or("\u{0}")
+                } else {
+                    hv.value.as_str()
                 }
-            }
-        }
-        out
+            });
+        map.chain(raw)
     }
 
     /// `x-request-id`, for logs.
     pub fn request_id(&self) -> Option<&'a str> {
-        self.header_values("x-request-id").into_iter().next()
+        self.header_values("x-request-id").next()
     }
 
     /// The bearer token, or why the `Authorization` header is unusable.
     pub fn credential(&self, max_len: usize) -> Result<Credential<'a>, Denial> {
-        let values = self.header_values("authorization");
-        let value = match values.as_slice() {
-            [] => return Ok(Credential::None),
-            [one] => *one,
-            _ => return Err(multiple()),
+        let mut values = self.header_values("authorization");
+        let value = match (values.next(), values.next()) {
+            (None, _) => return Ok(Credential::None),
+            (Some(one), None) => one,
+            (Some(_), Some(_)) => return Err(multiple()),
         };
         parse_authorization(value, max_len)
     }
@@ -180,6 +185,58 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw_request(headers: &[(&str, &[u8])]) -> CheckRequest {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        let http = HttpRequest {
+            header_map: Some(HeaderMap {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.to_string(),
+                        value: String::new(),
+                        raw_value: v.to_vec(),
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        CheckRequest {
+            attributes: Some(
+                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
+                    request: Some(
+                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
+                            time: None,
+                            http: Some(http),
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+
+    #[test]
+    fn raw_header_map_duplicates_and_bad_utf8_are_denied() {
+        let req = raw_request(&[
+            ("authorization", b"Bearer a"),
+            ("Authorization", b"Bearer b"),
+        ]);
+        let err = RequestView::new(&req).credential(100).unwrap_err();
+        assert!(err.description.contains("more than one"), "{err:?}");
+        // A value that is not UTF-8 is refused (401), never read as absent.
+        let req = raw_request(&[("authorization", b"Bearer \xff\xfe")]);
+        let err = RequestView::new(&req).credential(100).unwrap_err();
+        assert_eq!(
+            err.kind,
+            super::super::decision::DenyKind::Unauthenticated,
+            "{err:?}"
+        );
+        let req = raw_request(&[("x-request-id", b"r1"), ("authorization", b"Bearer ok")]);
+        let view = RequestView::new(&req);
+        assert_eq!(view.request_id(), Some("r1"));
+        assert_eq!(view.credential(100), Ok(Credential::Bearer("ok")));
+    }
 
     #[test]
     fn debug_never_prints_credentials() {
