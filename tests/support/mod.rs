@@ -9,3 +9,4 @@ pub mod envoy;
 pub mod keycloak;
 pub mod pg;
 pub mod real_keycloak;
+pub mod redis_server;
