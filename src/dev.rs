@@ -163,6 +163,12 @@ impl DevIssuer {
         if let Some(email) = &spec.email {
             claims["email"] = serde_json::Value::from(email.as_str());
         }
+        // Asked for a `service-account-…` user, mint what Keycloak issues on a
+        // client_credentials grant: the `client_id` claim (equal to `azp`) is
+        // what makes a token a service account, not the name.
+        if username.starts_with("service-account-") {
+            claims["client_id"] = serde_json::Value::from(spec.client.as_str());
+        }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".to_owned());

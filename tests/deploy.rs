@@ -744,6 +744,19 @@ fn keycloak_realm_has_the_clients_portcullis_expects() {
     assert_eq!(marker["config"]["claim.value"], "pat");
     assert_eq!(marker["config"]["access.token.claim"], "true");
 
+    // Item 11: portcullis recognises a service account by `client_id` ==
+    // `azp`, which Keycloak's `service_account` client scope adds; an
+    // imported client does not get that scope unless listed (checked
+    // against Keycloak 26.5.6).
+    let worker = client("uploads-worker");
+    assert_eq!(worker["serviceAccountsEnabled"], true);
+    assert!(
+        worker["defaultClientScopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "service_account")),
+        "uploads-worker needs the service_account client scope"
+    );
+
     // Every role the portcullis config maps exists in the realm.
     let roles: Vec<&str> = realm["roles"]["realm"]
         .as_array()

@@ -116,6 +116,7 @@ async fn service_account_is_reported_as_such() {
     let mut c = e.claims();
     c["preferred_username"] = json!("service-account-reporter");
     c["azp"] = json!("reporter");
+    c["client_id"] = json!("reporter");
     let (h, _) = allowed(&e.check(&e.sign(&c)).await);
     assert_eq!(h["x-auth-method"], "service_account");
     assert_eq!(h["x-auth-client"], "reporter");

@@ -26,6 +26,9 @@ impl From<JwtError> for Denial {
                 Denial::unauthenticated("invalid_token", "signing algorithm not allowed")
             }
             UnknownKey => Denial::unauthenticated("invalid_token", "unknown signing key"),
+            KeyWithdrawn => {
+                Denial::unauthenticated("invalid_token", "signing key no longer published")
+            }
             KeyMismatch => {
                 Denial::unauthenticated("invalid_token", "signing algorithm does not match the key")
             }

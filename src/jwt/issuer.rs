@@ -20,6 +20,17 @@ use crate::config::IssuerConfig;
 /// Upper bound on a discovery or JWKS body; Keycloak's are a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// Is a key a cached verification rests on still in the current key set?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The same key (same material and `alg`) is published under its `kid`.
+    Still,
+    /// Its `kid` is published with other material: verify the token afresh.
+    Replaced,
+    /// Its `kid` is gone from the JWKS: tokens it signed are refused.
+    Withdrawn,
+}
+
 /// Why no key could be found for a `kid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyLookupError {
@@ -116,6 +127,18 @@ impl IssuerKeys {
             self.fetches_ok.load(Ordering::Relaxed),
             self.fetches_failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether `key` is still published, judged against the current key set:
+    /// one lock-free load and one lookup by `kid`, no allocation. The cache
+    /// of verified tokens asks this on every hit, so a key withdrawn from
+    /// the JWKS stops vouching for its tokens at the next refresh.
+    pub fn publishes(&self, key: &Arc<VerifyKey>) -> Published {
+        match self.keys.load().get(&key.kid) {
+            None => Published::Withdrawn,
+            Some(k) if Arc::ptr_eq(k, key) || k.fingerprint == key.fingerprint => Published::Still,
+            Some(_) => Published::Replaced,
+        }
     }
 
     /// The key for `kid`, refetching once (rate-limited, coalesced) if unknown.

@@ -45,6 +45,11 @@ pub struct VerifyKey {
     pub alg: Option<Algorithm>,
     /// Ready decoding key.
     pub key: DecodingKey,
+    /// SHA-256 of the key material and its `alg` restriction. A JWKS refresh
+    /// parses every key anew, so a cached verification recognises "the same
+    /// key is still published" by this, not by pointer or `kid` alone (a
+    /// `kid` could be re-published with other material).
+    pub fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -190,12 +195,48 @@ fn parse_key(value: serde_json::Value) -> Result<VerifyKey, String> {
         return Err(format!("alg {alg:?} does not fit key type {key_type:?}"));
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key material: {e}"))?;
+    let fingerprint = fingerprint(&jwk.algorithm, alg);
     Ok(VerifyKey {
         kid,
         key_type,
         alg,
         key,
+        fingerprint,
     })
+}
+
+/// Hashes what makes a key verify what it verifies: its public material and
+/// the `alg` it is restricted to. Each field is length-prefixed so no two
+/// different keys can concatenate to the same input.
+fn fingerprint(params: &AlgorithmParameters, alg: Option<Algorithm>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |v: &[u8]| {
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    };
+    match params {
+        AlgorithmParameters::RSA(p) => {
+            field(b"RSA");
+            field(p.n.as_bytes());
+            field(p.e.as_bytes());
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            field(b"EC");
+            field(format!("{:?}", p.curve).as_bytes());
+            field(p.x.as_bytes());
+            field(p.y.as_bytes());
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            field(b"OKP");
+            field(format!("{:?}", p.curve).as_bytes());
+            field(p.x.as_bytes());
+        }
+        // Never parsed into a VerifyKey; hashed apart all the same.
+        AlgorithmParameters::OctetKey(_) => field(b"oct"),
+    }
+    field(format!("{alg:?}").as_bytes());
+    h.finalize().into()
 }
 
 fn signing_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
@@ -240,6 +281,32 @@ mod tests {
         assert!(k.key_type.fits(Algorithm::ES256));
         assert!(!k.key_type.fits(Algorithm::RS256));
         assert_eq!(parsed.skipped.len(), 5, "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn item16_fingerprint_follows_material_and_alg_not_parsing() {
+        const X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+        const Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        let fp = |alg: Option<&str>, y: &str| {
+            let mut jwk =
+                serde_json::json!({"kid": "k", "kty": "EC", "crv": "P-256", "x": X, "y": y});
+            if let Some(a) = alg {
+                jwk["alg"] = serde_json::json!(a);
+            }
+            let body = serde_json::json!({ "keys": [jwk] }).to_string();
+            parse_jwks(body.as_bytes())
+                .unwrap()
+                .keys
+                .get("k")
+                .unwrap()
+                .fingerprint
+        };
+        // Parsed twice (as every refresh does): the same key.
+        assert_eq!(fp(Some("ES256"), Y), fp(Some("ES256"), Y));
+        assert_ne!(fp(Some("ES256"), Y), fp(None, Y), "alg restriction counts");
+        // A different point under the same kid is another key.
+        let other_y = "y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        assert_ne!(fp(None, Y), fp(None, other_y));
     }
 
     #[test]

@@ -3,14 +3,15 @@
 //! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
 //! fitting type → signature and registered claims (jsonwebtoken) → our own
 //! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: SHA-256 of
-//! the token → cache hit → `exp` re-check.
+//! the token → cache hit → `exp` re-check → is the signing key still in the
+//! issuer's current JWKS?
 
 mod issuer;
 pub mod keys;
 mod scopes;
 mod token;
 
-pub use issuer::{IssuerKeys, KeyLookupError};
+pub use issuer::{IssuerKeys, KeyLookupError, Published};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub enum JwtError {
     AlgNotAllowed,
     #[error("unknown signing key")]
     UnknownKey,
+    /// A cached verification whose signing key has left the JWKS since.
+    #[error("signing key no longer published")]
+    KeyWithdrawn,
     #[error("key cannot verify this alg")]
     KeyMismatch,
     #[error("invalid signature")]
@@ -69,6 +73,17 @@ pub struct VerifiedJwt {
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
     /// `token_use`), when present.
     pub token_use: Option<String>,
+    /// The key that verified the signature, re-checked on every cache hit.
+    signed_by: SignedBy,
+}
+
+/// The issuer's key manager and the key a verification rests on. Kept in
+/// the cached entry so a hit costs one lookup in the current key set, not a
+/// search for the issuer.
+#[derive(Debug)]
+struct SignedBy {
+    keys: Arc<IssuerKeys>,
+    key: Arc<keys::VerifyKey>,
 }
 
 /// Claims we read. Derived `Deserialize` rejects duplicate names of these.
@@ -84,6 +99,13 @@ struct Claims {
     scope: Option<String>,
     sid: Option<String>,
     jti: Option<String>,
+    /// Keycloak's service-account marker (see [`credential_kind`]). Read as
+    /// any JSON value so an odd type from a custom mapper is simply "not a
+    /// service account" instead of failing the whole token.
+    client_id: Option<serde_json::Value>,
+    /// The same marker under its pre-`client_id` Keycloak name.
+    #[serde(rename = "clientId")]
+    client_id_legacy: Option<serde_json::Value>,
     #[serde(default)]
     aud: Option<OneOrMany>,
     realm_access: Option<scopes::Roles>,
@@ -209,11 +231,23 @@ impl Verifier {
         crate::metrics::global().cache("jwt", cached.is_some());
         if let Some(hit) = cached {
             // moka's expiry is coarse; the claim is exact.
-            if hit.identity.expires_at > unix_now() {
-                return Ok(hit);
+            if hit.identity.expires_at <= unix_now() {
+                self.cache.invalidate(&hash);
+                return Err(JwtError::Expired);
             }
-            self.cache.invalidate(&hash);
-            return Err(JwtError::Expired);
+            // A key removed from the JWKS was removed for a reason (often a
+            // compromise): its tokens stop passing at the next refresh, not
+            // at their `exp`.
+            match hit.signed_by.keys.publishes(&hit.signed_by.key) {
+                Published::Still => return Ok(hit),
+                // The entry stays: replays keep getting this answer from
+                // memory instead of unknown-`kid` refetches, and it follows
+                // the key set should the key ever be published again.
+                Published::Withdrawn => return Err(JwtError::KeyWithdrawn),
+                // The kid now names other material: the cached answer says
+                // nothing about it, so verify again from scratch.
+                Published::Replaced => self.cache.invalidate(&hash),
+            }
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(hash, verified.clone());
@@ -252,19 +286,11 @@ impl Verifier {
             Some(t) if rt.cfg.token_types.iter().any(|a| a == t) => {}
             _ => return Err(JwtError::TokenType),
         }
+        let kind = credential_kind(&claims);
         let sub = claims
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(JwtError::Claims("missing sub"))?;
-        let kind = if claims
-            .preferred_username
-            .as_deref()
-            .is_some_and(|u| u.starts_with("service-account-"))
-        {
-            CredentialKind::ServiceAccount
-        } else {
-            CredentialKind::Jwt
-        };
         let scopes = scopes::effective(
             &rt.cfg.scopes,
             claims.scope.as_deref(),
@@ -292,6 +318,10 @@ impl Verifier {
             sid: claims.sid,
             audiences,
             token_use: peeked.marker,
+            signed_by: SignedBy {
+                keys: rt.keys.clone(),
+                key,
+            },
         })
     }
 
@@ -309,6 +339,28 @@ impl Verifier {
     /// Drops every cached verification.
     pub fn forget_all(&self) {
         self.cache.invalidate_all();
+    }
+}
+
+/// `service_account` for a Keycloak client_credentials token, else `jwt`.
+///
+/// Keycloak marks those tokens with the client's id in `client_id` (current
+/// versions; `clientId` in older ones): the `service_account` client scope
+/// maps it from a note only a client_credentials session carries, so user
+/// tokens of the same client lack it. It must also equal `azp`, the client
+/// the token was issued to. `preferred_username` plays no part: its
+/// `service-account-` prefix is only a naming habit, and a user may be able
+/// to choose a name such as `service-account-x`.
+fn credential_kind(claims: &Claims) -> CredentialKind {
+    let Some(azp) = claims.azp.as_deref().filter(|a| !a.is_empty()) else {
+        return CredentialKind::Jwt;
+    };
+    let names_azp =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()) == Some(azp);
+    if names_azp(&claims.client_id) || names_azp(&claims.client_id_legacy) {
+        CredentialKind::ServiceAccount
+    } else {
+        CredentialKind::Jwt
     }
 }
 

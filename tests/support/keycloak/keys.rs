@@ -273,6 +273,35 @@ impl KeyEntry {
     }
 }
 
+#[allow(dead_code)]
+impl super::FakeKeycloak {
+    /// Publishes fresh material of the same family under an existing
+    /// signing key's `kid`, in its place (a realm that re-used a key id).
+    /// Tokens signed with the old material no longer verify under that kid.
+    pub fn replace_key_material(&self, kid: &str) {
+        let (alg, active) = {
+            let inner = self.shared.lock();
+            let k = inner.sig_keys.iter().find(|k| k.kid == kid);
+            let k = k.unwrap_or_else(|| panic!("no published signing key {kid}"));
+            (k.alg, k.active)
+        };
+        let realm = self.realm();
+        let mut entry = match family(alg) {
+            Family::Rsa => KeyEntry::new_rsa_sig(&realm),
+            Family::Ec => KeyEntry::new_ec(&realm),
+            Family::Ed => KeyEntry::new_ed(),
+            Family::Hmac => panic!("replace_key_material: only signing keys"),
+        };
+        entry.kid = kid.to_owned();
+        entry.jwk["kid"] = json!(kid);
+        entry.active = active;
+        let mut inner = self.shared.lock();
+        if let Some(slot) = inner.sig_keys.iter_mut().find(|k| k.kid == kid) {
+            *slot = entry;
+        }
+    }
+}
+
 fn decorate(jwk: &mut Value, kid: &str, use_: &str, alg: &str, cert: Option<&[u8]>) {
     let obj = jwk.as_object_mut().expect("JWK is an object");
     obj.insert("kid".into(), json!(kid));
