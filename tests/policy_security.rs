@@ -305,3 +305,20 @@ async fn item7_case_insensitive_paths_match_the_lower_case_route() {
     let req = Req::get("/API/V1/UPLOADS/123").bearer(&read);
     assert_eq!(e.status(req).await, (0, 200));
 }
+
+#[test]
+fn item7_bad_path_option_values_name_the_key() {
+    use portcullis::config::{Config, MapEnv};
+    let err = Config::from_yaml_str("policy:\n  matrix_params: keep\n", &MapEnv::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("policy.matrix_params"), "{err}");
+    assert!(err.contains("strip") && err.contains("reject"), "{err}");
+    let err = Config::from_yaml_str(
+        "policy:\n  case_insensitive_paths: sometimes\n",
+        &MapEnv::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("policy.case_insensitive_paths"), "{err}");
+}
