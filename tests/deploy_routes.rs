@@ -349,6 +349,39 @@ fn item1_every_shipped_route_and_method_needs_the_right_scopes() {
     }
 }
 
+/// Defence in depth: even if Envoy sent a write to a route it names (an
+/// Envoy route edited without its `:method` match), portcullis refuses it
+/// or asks for a write scope, because the named route keeps its methods.
+#[test]
+fn item1_shipped_named_routes_refuse_writes_they_do_not_list() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in shipped() {
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, &s.config).unwrap();
+        for route in envoy_routes(&s.envoy) {
+            let ctx = &route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+                ["context_extensions"];
+            let Some(name) = ctx["portcullis.route"].as_str() else {
+                continue;
+            };
+            // Only the route name: Envoy's extra scopes are not relied on.
+            let only = [("portcullis.route".to_owned(), name.to_owned())];
+            let path = sample_path(route);
+            for m in WRITES {
+                let e = portcullis_check(&cfg, dir.path(), m, &path, &only);
+                let at = format!("{}: {m} {path} named {name}", s.what);
+                assert!(
+                    e.refused()
+                        || e.all_of
+                            .iter()
+                            .any(|x| x.ends_with(":write") || x.ends_with(":admin")),
+                    "{at}: {e:?}"
+                );
+            }
+        }
+    }
+}
+
 // --- item 14 -----------------------------------------------------------------
 
 fn config_check(cfg: &Path) -> (i32, String) {
