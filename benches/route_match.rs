@@ -41,8 +41,8 @@ fn config(n: usize) -> PolicyConfig {
         })
         .collect();
     PolicyConfig {
-        default: Default::default(),
         routes,
+        ..Default::default()
     }
 }
 

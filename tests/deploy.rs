@@ -226,6 +226,18 @@ fn assert_envoy_properties(root: &Value, what: &str) {
         ["context_extensions"];
     assert_eq!(ctx["portcullis.route"], "uploads", "{what}");
     assert_eq!(ctx["portcullis.required_scopes"], "uploads:read", "{what}");
+    // Issue 12 item 1: only reads reach the read route; other methods the
+    // write route (tests/deploy_routes.rs walks every method).
+    let methods = &uploads["match"]["headers"][0];
+    assert_eq!(methods["name"], ":method", "{what}");
+    assert_eq!(
+        methods["string_match"]["safe_regex"]["regex"], "GET|HEAD",
+        "{what}"
+    );
+    let write = named(v.routes, "uploads-write");
+    let ctx = &write["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"];
+    assert_eq!(ctx["portcullis.route"], "uploads-write", "{what}");
+    assert_eq!(ctx["portcullis.required_scopes"], "uploads:write", "{what}");
     let last = v.routes.as_array().unwrap().last().unwrap();
     assert_eq!(last["match"]["prefix"], "/", "{what}: catch-all last");
 }
@@ -575,6 +587,14 @@ fn helm_chart_is_sane() {
     for r in values["envoy"]["authzRoutes"].as_array().unwrap() {
         let t = named(&routes, s(r, "/name"));
         assert_eq!(t["match"]["prefix"], r["prefix"], "route {r}");
+        let regex = &t["match"]["headers"][0]["string_match"]["safe_regex"]["regex"];
+        match r["methods"].as_array() {
+            Some(ms) => {
+                let ms: Vec<&str> = ms.iter().map(|m| m.as_str().unwrap()).collect();
+                assert_eq!(regex, &Value::from(ms.join("|")), "route {r}");
+            }
+            None => assert!(t["match"]["headers"].is_null(), "route {r}"),
+        }
         assert_eq!(
             t["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]["context_extensions"],
             r["contextExtensions"],

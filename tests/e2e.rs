@@ -23,8 +23,9 @@ use support::echo::{Echo, Seen};
 use support::envoy::{Envoy, Response};
 
 /// portcullis config for these tests (plus `--dev`: the built-in issuer).
-/// Envoy's uploads route names the policy route `uploads` through
-/// `context_extensions` and adds `portcullis.required_scopes: uploads:read`.
+/// Envoy's uploads routes name the policy route `uploads` (GET, HEAD) or
+/// `uploads-write` (other methods) through `context_extensions` and add
+/// `portcullis.required_scopes: uploads:read` / `uploads:write`.
 const E2E_CONFIG: &str = r#"
 policy:
   default: authenticated
@@ -33,8 +34,13 @@ policy:
       match: { path: { exact: /healthz } }
       auth: none
     - name: uploads
-      match: { path: { prefix: /api/v1/uploads } }
+      match:
+        methods: [GET, HEAD]
+        path: { prefix: /api/v1/uploads }
       require: { all_of: ["uploads:read"] }
+    - name: uploads-write
+      match: { path: { prefix: /api/v1/uploads } }
+      require: { all_of: ["uploads:write"] }
 "#;
 
 /// Upper bound for any one test.
@@ -500,6 +506,41 @@ async fn pat_is_allowed_then_revoked() {
             s.echo.seen().is_empty(),
             "the upstream saw a request after the revoke"
         );
+    })
+    .await
+}
+
+/// Issue 12 item 1, through a real Envoy: a read scope no longer deletes.
+#[tokio::test]
+async fn item1_writes_through_envoy_need_the_write_scope() {
+    bounded(async {
+        let s = Stack::start().await;
+        let read = s.token("alice", &["uploads:read"]);
+        let write = s.token("alice", &["uploads:write"]);
+        let send = |method: &'static str, token: String| {
+            let addr = s.envoy.addr;
+            async move {
+                let auth = format!("Bearer {token}");
+                support::envoy::request(
+                    addr,
+                    method,
+                    "/api/v1/uploads/123",
+                    &[("authorization", &auth)],
+                )
+                .await
+                .unwrap()
+            }
+        };
+        for m in ["DELETE", "POST", "PUT", "PATCH"] {
+            let r = send(m, read.clone()).await;
+            assert_eq!(r.status, 403, "{m} with uploads:read: {r:?}");
+            let r = send(m, write.clone()).await;
+            assert_eq!(r.status, 200, "{m} with uploads:write: {r:?}");
+        }
+        // Any other method is a write too.
+        let r = send("OPTIONS", read.clone()).await;
+        assert_eq!(r.status, 403, "{r:?}");
+        assert_eq!(send("GET", read.clone()).await.status, 200);
     })
     .await
 }

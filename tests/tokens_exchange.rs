@@ -31,13 +31,15 @@ fn login_token(kc: &FakeKeycloak, sub: &str) -> String {
 
 /// A server exchanging through `client_id`/`secret`; the stand-in knows the
 /// confidential `portcullis` client (exchange enabled) and the audience.
+/// No `pat.exchange.audience` (it may not equal an issuer audience): the
+/// PAT keeps the login's `aud` and is recognised by its `token_use` claim.
 async fn setup(client_id: &str, secret: &str) -> Setup {
     let kc = FakeKeycloak::start().await;
     kc.add_client("portcullis", Some("portcullis-secret"), true);
     kc.add_client("portcullis-pat", None, false);
     kc.set_exchange_extra_claims(json!({"token_use": "pat"}));
     let yaml = format!(
-        "policy:\n  default: authenticated\nissuers:\n  - issuer: {iss}\n    audiences: [portcullis, portcullis-pat]\npat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: {url}\n    client_id: {client_id}\n    client_secret: {secret}\n    audience: portcullis-pat\n",
+        "policy:\n  default: authenticated\nissuers:\n  - issuer: {iss}\n    audiences: [portcullis]\npat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: {url}\n    client_id: {client_id}\n    client_secret: {secret}\n",
         iss = kc.issuer(),
         url = kc.token_url(),
     );

@@ -8,7 +8,7 @@ use crate::identity::{CredentialKind, Identity};
 use crate::jwt::{VerifiedJwt, Verifier};
 use crate::metrics::Label;
 use crate::pat::{PatOutcome, PatValidator, exchanged};
-use crate::policy::{self, AuthMode, DefaultAction, Policy, Route, RouteMatch};
+use crate::policy::{self, AuthMode, DefaultAction, NamedRoute, Policy, Route, RouteMatch};
 use crate::revocation::{DenyCheck, JwtDenyList, JwtRevocation};
 use crate::store::TokenRecord;
 
@@ -92,7 +92,10 @@ impl Engine {
                 Denial::unavailable("authorization misconfigured for this route")
             })?,
         };
-        let public = matches!(target, Target::Route(r) if r.auth == AuthMode::None);
+        // Scopes Envoy requires always need a credential holding them, even
+        // on an `auth: none` route: the Envoy route is then not public.
+        let public =
+            extra.is_empty() && matches!(target, Target::Route(r) if r.auth == AuthMode::None);
         let token = match req.credential(self.max_token_bytes)? {
             Credential::Bearer(t) => t,
             Credential::None if public => return Ok(Decision::AllowAnonymous),
@@ -111,14 +114,24 @@ impl Engine {
     /// Picks the route: named by Envoy, else matched on host/method/path.
     fn target(&self, req: &RequestView<'_>) -> Result<Target<'_>, Denial> {
         if let Some(name) = req.context(CTX_ROUTE) {
-            return match self.policy.route_by_name(name) {
-                Some(r) => Ok(Target::Route(r)),
-                None => {
+            return match self.policy.named_route(name, req.host(), req.method()) {
+                NamedRoute::Route(r) => Ok(Target::Route(r)),
+                NamedRoute::Unknown => {
                     tracing::error!(route = name, "Envoy names a route that is not configured");
                     Err(Denial::unavailable(
                         "authorization misconfigured for this route",
                     ))
                 }
+                // Refused, not re-matched on the path: Envoy chose this
+                // route, and falling through could land on a broader one.
+                NamedRoute::MethodNotAllowed(r) => Err(Denial::forbidden(
+                    "insufficient_scope",
+                    format!("method {} is not allowed on route {}", req.method(), r.name),
+                )),
+                NamedRoute::HostNotAllowed(r) => Err(Denial::forbidden(
+                    "insufficient_scope",
+                    format!("host is not allowed on route {}", r.name),
+                )),
             };
         }
         match self
@@ -321,7 +334,12 @@ impl Engine {
         match self.target(req) {
             Ok(Target::Route(r)) => RouteExplanation {
                 route: r.name.clone(),
-                all_of: r.all_of.iter().chain(&extra).cloned().collect(),
+                all_of: r.all_of.iter().chain(&extra).fold(Vec::new(), |mut v, s| {
+                    if !v.contains(s) {
+                        v.push(s.clone());
+                    }
+                    v
+                }),
                 any_of: r.any_of.clone(),
                 credentials: r.accepted_kinds().map(|k| k.as_str()).collect(),
             },

@@ -309,6 +309,7 @@ impl Config {
         if let Err(e) = self.pat.validate() {
             errs.push(ConfigError::keyed("pat", &e));
         }
+        self.validate_exchange_audience(&mut errs);
         if let Err(e) = self.store.validate() {
             errs.push(ConfigError::keyed("store", &e));
         }
@@ -326,6 +327,27 @@ impl Config {
             errs.push(ConfigError::new(e.key(), msg));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// `pat.exchange.audience` marks every JWT whose `aud` contains it as a
+    /// PAT. Login tokens carry the issuer's audiences, so if it equals one of
+    /// them every login becomes an unregistered PAT (401).
+    fn validate_exchange_audience(&self, errs: &mut Vec<ConfigError>) {
+        let Some(aud) = self.pat.exchange.audience.as_deref() else {
+            return;
+        };
+        for (i, iss) in self.issuers.iter().enumerate() {
+            for (j, a) in iss.audiences.iter().enumerate() {
+                if a == aud {
+                    errs.push(ConfigError::new(
+                        "pat.exchange.audience",
+                        format!(
+                            "{aud:?} equals issuers[{i}].audiences[{j}]; login tokens carry that audience, so every login would be treated as a PAT; accepted: an audience no login token carries, or omit it and let pat.jwt_marker (default token_use: pat) mark PATs"
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     /// Settings only allowed with `--dev` (`serve` and `config check --dev`

@@ -104,7 +104,11 @@ pub struct ExchangeConfig {
     pub client_id: Option<String>,
     /// Its secret; prefer `PORTCULLIS__PAT__EXCHANGE__CLIENT_SECRET`.
     pub client_secret: Option<String>,
-    /// `audience` requested; exchanged tokens carrying it are PATs.
+    /// `audience` requested (optional); exchanged tokens carrying it are
+    /// PATs, so it must never be an audience login tokens carry: it may not
+    /// equal any `issuers[].audiences` entry (checked by `Config::validate`).
+    /// Without it the PAT keeps the subject token's `aud` and is recognised
+    /// by `jwt_marker` alone.
     pub audience: Option<String>,
     /// Optional `scope` requested.
     pub scope: Option<String>,
@@ -236,7 +240,6 @@ impl PatConfig {
                     ("token_url", &x.token_url),
                     ("client_id", &x.client_id),
                     ("client_secret", &x.client_secret),
-                    ("audience", &x.audience),
                 ] {
                     if !set(v) {
                         return Err(format!(

@@ -15,6 +15,28 @@ pub struct PolicyConfig {
     /// Routes, in priority order for ties (see the module docs for matching rules).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// What to do with a path segment carrying `;` parameters (`/a;x/b`, also
+    /// `%3B`): `reject` (default, 403) or `strip` (matched as `/a/b`). Tomcat
+    /// and Spring serve `/uploads;x/1` as `/uploads/1`, so keeping the `;`
+    /// literally would let such a request miss its route.
+    #[serde(default)]
+    pub matrix_params: MatrixParams,
+    /// Match request paths ASCII case-insensitively (default `false`). Turn
+    /// it on for upstreams that serve `/API/V1/x` as `/api/v1/x`; otherwise
+    /// `/API/...` would miss the routes written for `/api/...`.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
+}
+
+/// `policy.matrix_params`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatrixParams {
+    /// A segment with `;` parameters is refused (403).
+    #[default]
+    Reject,
+    /// `;` and what follows it in a segment are dropped before matching.
+    Strip,
 }
 
 /// Action for requests matching no route.

@@ -59,10 +59,21 @@
 //!   `..` pops one segment;
 //! * a trailing slash is dropped (`/admin/` → `/admin`), so a route for `/admin`
 //!   also covers `/admin/`;
+//! * `;` parameters in a segment (`/uploads;x/1`, also `%3B` after
+//!   decoding), which Tomcat and Spring drop before routing: refused with
+//!   `policy.matrix_params: reject` (default), or dropped with `strip`
+//!   (`/uploads;x/1` → `/uploads/1`; a segment left empty is merged away);
 //! * paths are **case-sensitive** (`/ADMIN` does not match `/admin`), like
-//!   Envoy. `;` in other segments is kept literally. Upstreams that fold case
-//!   or strip `;params` should run with `default: deny` so unmatched variants
-//!   are refused.
+//!   Envoy, unless `policy.case_insensitive_paths: true`: then the request
+//!   path and every configured path are ASCII-lower-cased before matching,
+//!   for upstreams that serve `/API/V1/x` as `/api/v1/x`.
+//!
+//! # Routes named by Envoy
+//!
+//! `portcullis.route` picks a route by name ([`Policy::named_route`]); Envoy
+//! has already matched the path, but the route's own `methods` and `hosts`
+//! still apply. A request outside them is refused (403), never moved to
+//! another route.
 
 mod config;
 mod error;
@@ -74,11 +85,11 @@ mod scopes;
 mod tests;
 
 pub use config::{
-    AuthMode, CredentialKind, DefaultAction, MatchConfig, PathConfig, PolicyConfig, RequireConfig,
-    RouteConfig,
+    AuthMode, CredentialKind, DefaultAction, MatchConfig, MatrixParams, PathConfig, PolicyConfig,
+    RequireConfig, RouteConfig,
 };
 pub use error::PolicyError;
-pub use path::{normalize_host, normalize_path};
+pub use path::{PathOptions, normalize_host, normalize_path, normalize_path_with};
 pub use scopes::{ScopeDenial, check_scopes, parse_required_scopes};
 
 use crate::scope::{self, ScopeRole};
@@ -99,6 +110,9 @@ pub struct Route {
     credentials: u8,
     /// Upper-cased methods; `None` = any method.
     methods: Option<Vec<Box<str>>>,
+    /// Host patterns; `None` = any host. Only read for routes named by
+    /// Envoy: path matching gets the same effect from the host tiers.
+    hosts: Option<Vec<HostPattern>>,
     index: usize,
     /// The name as a shared metrics label (no allocation per request).
     label: crate::metrics::Label,
@@ -138,6 +152,34 @@ impl Route {
             .as_ref()
             .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
+
+    /// Does `host` (already [`normalize_host`]d) fit `match.hosts`? Same
+    /// rule as the host tiers: `*.example.org` needs one or more labels
+    /// before the suffix.
+    pub(crate) fn accepts_host(&self, host: &str) -> bool {
+        self.hosts.as_ref().is_none_or(|hs| {
+            hs.iter().any(|h| match h {
+                HostPattern::Exact(n) => host == n,
+                HostPattern::Wildcard(suffix) => host
+                    .strip_suffix(suffix.as_str())
+                    .and_then(|label| label.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty()),
+            })
+        })
+    }
+}
+
+/// Result of [`Policy::named_route`].
+#[derive(Debug, Clone, Copy)]
+pub enum NamedRoute<'a> {
+    /// The route, and the request fits its methods and hosts.
+    Route(&'a Route),
+    /// No route has this name (a misconfiguration: answer 503).
+    Unknown,
+    /// The route exists but its `match.methods` exclude the request method.
+    MethodNotAllowed(&'a Route),
+    /// The route exists but its `match.hosts` exclude the request host.
+    HostNotAllowed(&'a Route),
 }
 
 /// Result of [`Policy::match_request`].
@@ -157,6 +199,7 @@ pub struct Policy {
     by_name: HashMap<String, Idx>,
     hosts: Hosts,
     default: DefaultAction,
+    path_options: PathOptions,
 }
 
 impl std::fmt::Debug for Policy {
@@ -184,7 +227,7 @@ impl Policy {
     /// Find the route for a request. `raw_path` is Envoy's raw request target
     /// including the query string, not decoded. See the module docs for the rules.
     pub fn match_request(&self, host: &str, method: &str, raw_path: &str) -> RouteMatch<'_> {
-        let path = match normalize_path(raw_path) {
+        let path = match normalize_path_with(raw_path, self.path_options) {
             Ok(p) => p,
             Err(reason) => return RouteMatch::BadPath(reason),
         };
@@ -200,6 +243,29 @@ impl Policy {
     /// Look a route up by its configured name.
     pub fn route_by_name(&self, name: &str) -> Option<&Route> {
         self.by_name.get(name).map(|i| &self.routes[*i as usize])
+    }
+
+    /// The route Envoy named (`portcullis.route`), checked against its own
+    /// `match.methods` and `match.hosts`. The path is not matched again:
+    /// Envoy chose the route on it. A route listing `GET` only must not
+    /// serve a `DELETE` just because Envoy sent every method to it.
+    pub fn named_route(&self, name: &str, host: &str, method: &str) -> NamedRoute<'_> {
+        let Some(r) = self.route_by_name(name) else {
+            return NamedRoute::Unknown;
+        };
+        if !r.accepts_method(method) {
+            return NamedRoute::MethodNotAllowed(r);
+        }
+        if r.hosts.is_some() && !r.accepts_host(&normalize_host(host)) {
+            return NamedRoute::HostNotAllowed(r);
+        }
+        NamedRoute::Route(r)
+    }
+
+    /// How request paths are normalised (`policy.matrix_params`,
+    /// `policy.case_insensitive_paths`).
+    pub fn path_options(&self) -> PathOptions {
+        self.path_options
     }
 
     /// What applies to requests matching no route.
@@ -319,10 +385,14 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
                         reason,
                     }),
             };
-        let path_kind = path_kind.unwrap_or_else(|e| {
+        let mut path_kind = path_kind.unwrap_or_else(|e| {
             errs.push(e);
             PathKind::Prefix("/".into())
         });
+        if cfg.case_insensitive_paths {
+            // Request paths are lower-cased too (`normalize_path_with`).
+            path_kind.make_ascii_lowercase();
+        }
 
         let all_of = scopes_at(
             &format!("{key}.require.all_of"),
@@ -353,6 +423,7 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
             any_of,
             credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
             methods,
+            hosts: hosts.clone(),
             index: i,
             label: crate::metrics::Label(std::sync::Arc::from(rc.name.as_str())),
         });
@@ -384,6 +455,10 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
         by_name,
         hosts,
         default: cfg.default,
+        path_options: PathOptions {
+            matrix_params: cfg.matrix_params,
+            case_insensitive: cfg.case_insensitive_paths,
+        },
     })
 }
 

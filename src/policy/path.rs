@@ -6,23 +6,47 @@
 
 use std::borrow::Cow;
 
+use super::config::MatrixParams;
+
+/// How [`normalize_path_with`] treats `;` parameters and letter case
+/// (`policy.matrix_params`, `policy.case_insensitive_paths`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// `;` parameters in a segment: refused (default) or stripped.
+    pub matrix_params: MatrixParams,
+    /// Lower-case ASCII letters, for upstreams that fold case.
+    pub case_insensitive: bool,
+}
+
+/// Normalise Envoy's raw request target (path + query, not decoded) for
+/// matching, with the default [`PathOptions`] (`;` parameters refused,
+/// case-sensitive).
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+    normalize_path_with(raw, PathOptions::default())
+}
+
 /// Normalise Envoy's raw request target (path + query, not decoded) for matching.
 ///
 /// Returns the canonical path (no query, decoded, no `//`, no dot segments, no
-/// trailing slash except for `/` itself) or the reason it was rejected. Borrows
-/// when the input is already canonical (the common case), so it does not allocate.
+/// trailing slash except for `/` itself, no `;` parameters) or the reason it
+/// was rejected. Borrows when the input is already canonical (the common
+/// case), so it does not allocate.
 /// Idempotent: `%25`, `%3F` and `%23` stay encoded (as `%25`, `%3F`, `%23`),
 /// so normalising the result again gives the same string.
-pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+pub fn normalize_path_with(raw: &str, opts: PathOptions) -> Result<Cow<'_, str>, &'static str> {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
     let path = &raw[..end];
     if !path.starts_with('/') {
         return Err("path does not start with /");
     }
-    if is_canonical(path) {
+    // `;` always takes the slow path: it is either refused or stripped there.
+    let fast = is_canonical(path)
+        && !path.contains(';')
+        && !(opts.case_insensitive && path.bytes().any(|b| b.is_ascii_uppercase()));
+    if fast {
         return Ok(Cow::Borrowed(path));
     }
-    normalize_slow(path).map(Cow::Owned)
+    normalize_slow(path, opts).map(Cow::Owned)
 }
 
 /// A dot segment carrying `;` parameters (`..;x`), which some servers
@@ -31,7 +55,8 @@ fn dot_with_params(seg: &str) -> bool {
     seg.starts_with(".;") || seg.starts_with("..;")
 }
 
-/// True when `normalize_slow(path) == path`, checked without allocating.
+/// True when `normalize_slow(path) == path` for a path without `;` (default
+/// options), checked without allocating.
 fn is_canonical(path: &str) -> bool {
     if path == "/" {
         return true;
@@ -58,7 +83,7 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-fn normalize_slow(path: &str) -> Result<String, &'static str> {
+fn normalize_slow(path: &str, opts: PathOptions) -> Result<String, &'static str> {
     let bytes = path.as_bytes();
     let mut dec = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -113,6 +138,20 @@ fn normalize_slow(path: &str) -> Result<String, &'static str> {
             },
             s if dot_with_params(s) => return Err("dot segment with ';' parameters"),
             s => {
+                // After decoding, so `%3B` is treated like `;`.
+                let s = match (s.find(';'), opts.matrix_params) {
+                    (None, _) => s,
+                    (Some(_), MatrixParams::Reject) => {
+                        return Err(
+                            "path segment with ';' parameters (policy.matrix_params: reject)",
+                        );
+                    }
+                    (Some(i), MatrixParams::Strip) => &s[..i],
+                };
+                // `/a/;x/b` is `/a//b` once stripped: merged like `//`.
+                if s.is_empty() {
+                    continue;
+                }
                 out.push('/');
                 out.push_str(s);
             }
@@ -120,6 +159,9 @@ fn normalize_slow(path: &str) -> Result<String, &'static str> {
     }
     if out.is_empty() {
         out.push('/');
+    }
+    if opts.case_insensitive {
+        out.make_ascii_lowercase();
     }
     Ok(out)
 }
@@ -292,5 +334,5 @@ pub(crate) fn parse_method(m: &str) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) fn normalize_slow_for_test(path: &str) -> Result<String, &'static str> {
-    normalize_slow(path)
+    normalize_slow(path, PathOptions::default())
 }

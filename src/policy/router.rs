@@ -46,6 +46,22 @@ pub(crate) enum PathKind {
     Template(Vec<TemplateSeg>),
 }
 
+impl PathKind {
+    /// For `policy.case_insensitive_paths`: literal parts lower-cased.
+    pub(crate) fn make_ascii_lowercase(&mut self) {
+        match self {
+            PathKind::Exact(p) | PathKind::Prefix(p) => p.make_ascii_lowercase(),
+            PathKind::Template(segs) => {
+                for seg in segs {
+                    if let TemplateSeg::Literal(l) = seg {
+                        l.make_ascii_lowercase();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Segment trie for templates. Each node is reached by exactly one sequence of
 /// request segments, so a lookup visits every node at most once even with
 /// backtracking (worst case linear in the trie size, normally one branch).

@@ -1,6 +1,6 @@
 //! `pat.issuer: keycloak-exchange`: RFC 8693 standard token exchange. The
 //! caller's own access token is the `subject_token`; Keycloak answers with a
-//! new JWT for `pat.exchange.audience`, which becomes the PAT.
+//! new JWT (for `pat.exchange.audience` when set), which becomes the PAT.
 
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub struct ExchangeClient {
     token_url: String,
     client_id: String,
     client_secret: String,
-    audience: String,
+    audience: Option<String>,
     scope: Option<String>,
 }
 
@@ -62,14 +62,16 @@ impl ExchangeClient {
             token_url: need("token_url", &cfg.token_url)?,
             client_id: need("client_id", &cfg.client_id)?,
             client_secret: need("client_secret", &cfg.client_secret)?,
-            audience: need("audience", &cfg.audience)?,
+            // Optional: without it the PAT keeps the subject token's `aud`
+            // and is recognised by `pat.jwt_marker` alone.
+            audience: cfg.audience.clone().filter(|s| !s.trim().is_empty()),
             scope: cfg.scope.clone().filter(|s| !s.trim().is_empty()),
         })
     }
 
-    /// The audience requested (exchanged tokens carrying it are PATs).
-    pub fn audience(&self) -> &str {
-        &self.audience
+    /// The audience requested, if any (exchanged tokens carrying it are PATs).
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
     }
 
     /// Exchanges the caller's access token; returns the new JWT (unverified).
@@ -91,8 +93,10 @@ impl ExchangeClient {
             ("subject_token", subject_token),
             ("subject_token_type", subject_token_type),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
-            ("audience", &self.audience),
         ];
+        if let Some(a) = &self.audience {
+            form.push(("audience", a));
+        }
         if let Some(s) = &self.scope {
             form.push(("scope", s));
         }

@@ -1,7 +1,8 @@
 use std::borrow::Cow;
 
 use super::{matched, policy};
-use crate::policy::path::normalize_path;
+use crate::policy::MatrixParams;
+use crate::policy::path::{PathOptions, normalize_path, normalize_path_with};
 use crate::policy::*;
 
 const BYPASS: &str = r#"
@@ -105,7 +106,10 @@ fn normalised_forms() {
         ("/café", Ok("/café")),
         ("/a%20b+c", Ok("/a b+c")),
         ("/a%3Fb?c", Ok("/a%3Fb")),
-        ("/a;x=1/b", Ok("/a;x=1/b")),
+        (
+            "/a;x=1/b",
+            Err("path segment with ';' parameters (policy.matrix_params: reject)"),
+        ),
         ("/a%25", Ok("/a%25")),
         ("/a/../..", Err("'..' above the root")),
         ("/a%2Fb", Err("encoded slash (%2F)")),
@@ -131,7 +135,6 @@ fn canonical_paths_borrow_and_agree_with_slow_path() {
         "/",
         "/a",
         "/a/b.c/d-e_f~g",
-        "/a;b",
         "/é/x",
         "/a/b?q=1#f",
         "/.well-known/x",
@@ -139,6 +142,14 @@ fn canonical_paths_borrow_and_agree_with_slow_path() {
     ] {
         let n = normalize_path(raw).unwrap();
         assert!(matches!(n, Cow::Borrowed(_)), "{raw} should not allocate");
+        let ci = PathOptions {
+            case_insensitive: true,
+            ..PathOptions::default()
+        };
+        assert!(
+            matches!(normalize_path_with(raw, ci).unwrap(), Cow::Borrowed(_)),
+            "{raw}: lower-case paths do not allocate when case-insensitive"
+        );
         let path = raw.split(['?', '#']).next().unwrap();
         assert_eq!(
             super::super::path::normalize_slow_for_test(path).unwrap(),
@@ -214,4 +225,80 @@ fn normalisation_fuzz() {
             "{raw:?}"
         );
     }
+}
+
+#[test]
+fn item7_matrix_params_rejected_by_default_in_every_form() {
+    for raw in [
+        "/api/v1/uploads;x/123",
+        "/api/v1/uploads;/123",
+        "/api/v1/uploads/123;jsessionid=1",
+        "/api/v1/uploads%3Bx/123",
+        "/api/v1/uploads%3bx/123",
+        "/;x/api",
+        "/api/%3B",
+    ] {
+        assert_eq!(
+            normalize_path(raw),
+            Err("path segment with ';' parameters (policy.matrix_params: reject)"),
+            "{raw}"
+        );
+    }
+    // Dot segments with parameters: refused whatever the mode.
+    let strip = PathOptions {
+        matrix_params: MatrixParams::Strip,
+        ..PathOptions::default()
+    };
+    for raw in ["/a/..;x/b", "/a/%2e%2e%3bx/b", "/a/.;/b"] {
+        assert!(normalize_path_with(raw, strip).is_err(), "{raw}");
+    }
+    // `;` only after the path (query, fragment) is not a parameter.
+    assert_eq!(normalize_path("/a/b?x=1;y").as_deref(), Ok("/a/b"));
+    // `%253B` is a literal `%3B` for an upstream that decodes once.
+    assert_eq!(normalize_path("/a%253Bx").as_deref(), Ok("/a%253Bx"));
+}
+
+#[test]
+fn item7_matrix_params_strip_keeps_the_bare_segment() {
+    let strip = PathOptions {
+        matrix_params: MatrixParams::Strip,
+        ..PathOptions::default()
+    };
+    for (raw, want) in [
+        ("/api/v1/uploads;x/123", "/api/v1/uploads/123"),
+        ("/api/v1/uploads;a=1;b=2/123", "/api/v1/uploads/123"),
+        ("/api/v1/uploads%3Bx/123", "/api/v1/uploads/123"),
+        ("/api/v1/uploads/123;x", "/api/v1/uploads/123"),
+        ("/api/;x/v1", "/api/v1"),
+        ("/;x", "/"),
+        ("/a/b/..;x", "<err>"),
+    ] {
+        let got = normalize_path_with(raw, strip);
+        let got = got.as_deref().unwrap_or("<err>");
+        assert_eq!(got, want, "{raw}");
+        // Idempotent.
+        if want != "<err>" {
+            assert_eq!(normalize_path_with(got, strip).as_deref(), Ok(got));
+        }
+    }
+}
+
+#[test]
+fn item7_case_insensitive_paths_lower_case_ascii() {
+    let ci = PathOptions {
+        case_insensitive: true,
+        ..PathOptions::default()
+    };
+    for (raw, want) in [
+        ("/API/V1/Uploads/1", "/api/v1/uploads/1"),
+        ("/Api/%55ploads", "/api/uploads"),
+        ("/a%3Fb", "/a%3fb"),
+        ("/É/X", "/É/x"),
+    ] {
+        let got = normalize_path_with(raw, ci).unwrap();
+        assert_eq!(got, want, "{raw}");
+        assert_eq!(normalize_path_with(&got, ci).as_deref(), Ok(want), "{raw}");
+    }
+    // Off by default: case is kept.
+    assert_eq!(normalize_path("/API").as_deref(), Ok("/API"));
 }
