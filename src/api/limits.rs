@@ -176,6 +176,8 @@ pub async fn serve(
             serve_connection(stream, peer, svc, limits, shutdown).await;
         });
     }
+    // Free the port now (a restart may bind it while we drain).
+    drop(listener);
     // Every connection holds a permit until it ends: taking them all back
     // waits for in-flight requests (each bounded by request_timeout).
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);

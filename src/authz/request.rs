@@ -288,9 +288,11 @@ mod tests {
 
     #[test]
     fn item3_debug_and_log_fields_never_show_query_host_or_odd_request_id() {
-        let mut http = HttpRequest::default();
-        http.path = "/a/b?access_token=sekrit-query&x=1#frag-sekrit".into();
-        http.host = "sekrit-host.example".into();
+        let mut http = HttpRequest {
+            path: "/a/b?access_token=sekrit-query&x=1#frag-sekrit".into(),
+            host: "sekrit-host.example".into(),
+            ..Default::default()
+        };
         http.headers
             .insert("x-request-id".into(), "pat_sekrit-request-id".into());
         let req = CheckRequest {
