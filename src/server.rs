@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::grpc::{GrpcTokens, TokenServiceServer};
+use crate::api::limits::HttpLimits;
 use crate::api::{HttpState, router};
 use crate::authz::{CheckService, Engine};
 use crate::config::{Config, IssuerConfig};
@@ -259,19 +260,23 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         dev: dev.clone(),
         revoker: revoker.clone(),
     })
-    .merge(crate::api::rest::routes(tokens.clone()));
+    .merge(crate::api::rest::routes(
+        tokens.clone(),
+        cfg.api.max_body_bytes,
+    ));
     if tokens.ui_enabled() {
-        app = app.merge(crate::api::ui::routes(dev.clone()));
+        app = app.merge(crate::api::ui::routes(
+            dev.clone(),
+            http_addr,
+            cfg.api.max_body_bytes,
+        ));
     }
-    let http_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let res = axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::api::limits::serve(
+        http_listener,
+        app,
+        HttpLimits::from(&cfg.api),
+        shutdown.clone(),
+    )));
 
     tracing::info!(grpc = %grpc_addr, http = %http_addr, "portcullis serving");
     Ok(Running {

@@ -3,7 +3,10 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
@@ -160,4 +163,87 @@ async fn dev_key_survives_restart() {
     let token = dev.mint(&spec("carol", &[])).unwrap();
     let (h, _) = allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(&token)).await);
     assert_eq!(h["x-auth-subject"], "carol");
+}
+
+/// `POST /ui/dev-login` over a raw socket, so `Host` and `Origin` are
+/// exactly what a browser under DNS rebinding would send. Returns the status
+/// and the body.
+async fn dev_login_raw(addr: SocketAddr, host: &str, origin: Option<&str>) -> (u16, String) {
+    let body = r#"{"sub":"alice","scopes":"tokens:manage"}"#;
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let req = format!(
+        "POST /ui/dev-login HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("answered")
+        .unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn item15_dev_login_refuses_a_foreign_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml("", dir.path(), true).await;
+    let port = srv.http_addr.port();
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        format!("127.0.0.1.evil.example:{port}"),
+        "127.0.0.1".to_owned(),
+        String::new(),
+    ] {
+        let (status, body) = dev_login_raw(srv.http_addr, &host, None).await;
+        assert_eq!(status, 403, "Host {host:?}: {body}");
+        assert!(body.contains("Host"), "{body}");
+        assert!(!body.contains("token\""), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn item15_dev_login_refuses_a_foreign_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml("", dir.path(), true).await;
+    let port = srv.http_addr.port();
+    let host = format!("127.0.0.1:{port}");
+    for origin in [
+        format!("http://evil.example:{port}"),
+        "null".to_owned(),
+        format!("https://127.0.0.1:{port}"),
+        format!("http://localhost:{}", port.wrapping_add(1)),
+    ] {
+        let (status, body) = dev_login_raw(srv.http_addr, &host, Some(&origin)).await;
+        assert_eq!(status, 403, "Origin {origin:?}: {body}");
+        assert!(body.contains("Origin"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn item15_dev_login_answers_loopback_host_and_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml("", dir.path(), true).await;
+    let port = srv.http_addr.port();
+    for (host, origin) in [
+        (format!("127.0.0.1:{port}"), None),
+        (
+            format!("localhost:{port}"),
+            Some(format!("http://localhost:{port}")),
+        ),
+        (
+            format!("[::1]:{port}"),
+            Some(format!("http://127.0.0.1:{port}")),
+        ),
+        (format!("LocalHost:{port}"), None),
+    ] {
+        let (status, body) = dev_login_raw(srv.http_addr, &host, origin.as_deref()).await;
+        assert_eq!(status, 200, "Host {host:?} Origin {origin:?}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["token"].as_str().is_some_and(|t| t.starts_with("ey")));
+    }
 }

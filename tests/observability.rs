@@ -14,7 +14,7 @@ use support::check::{Req, allowed, check, denied};
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 #[tokio::test]
-async fn logs_never_contain_credentials_and_sigterm_exits_cleanly() {
+async fn item3_logs_never_contain_credentials_even_in_query_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args([
@@ -113,6 +113,33 @@ async fn logs_never_contain_credentials_and_sigterm_exits_cleanly() {
     denied(&check(grpc, &Req::get("/a").bearer(&bad_pat)).await);
     denied(&check(grpc, &Req::get("/a").bearer(&format!("{jwt}x"))).await);
     denied(&check(grpc, &Req::get("/a").bearer("not-a-token")).await);
+    // Item 3: a token in the query string (`?access_token=`, as browsers do
+    // for WebSockets), a client-chosen request ID and Host never reach logs.
+    denied(
+        &check(
+            grpc,
+            &Req::get("/a?access_token=query-secret-value&x=1")
+                .host("host-secret-value.example")
+                .header("x-request-id", "request-id-secret-value"),
+        )
+        .await,
+    );
+    denied(
+        &check(
+            grpc,
+            &Req::get(&format!("/a?access_token={pat}")).bearer("not-a-token"),
+        )
+        .await,
+    );
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{http}/api/v1/tokens?access_token=http-query-secret-value"
+        ))
+        .header("authorization", "Bearer not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     let metrics = reqwest::get(format!("http://{http}/metrics"))
         .await
@@ -173,6 +200,10 @@ async fn logs_never_contain_credentials_and_sigterm_exits_cleanly() {
         &pat[4..20],
         "cookie-secret-value",
         "s3cr3t-exchange-value",
+        "query-secret-value",
+        "host-secret-value",
+        "request-id-secret-value",
+        "http-query-secret-value",
     ] {
         assert!(!all.contains(secret), "logs leak {secret:?}");
     }

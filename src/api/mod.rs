@@ -4,6 +4,7 @@
 
 pub mod grpc;
 mod http;
+pub mod limits;
 pub mod rest;
 pub mod ui;
 

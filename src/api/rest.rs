@@ -3,21 +3,20 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::limits::{BodyLimit, read_body};
 use crate::tokens::{ApiError, Caller, CreateInput, RotateInput, TokenService};
 
-/// Largest accepted request body.
-const MAX_BODY: usize = 64 * 1024;
-
-/// The `/api/v1` routes.
-pub fn routes(svc: TokenService) -> Router {
+/// The `/api/v1` routes; request bodies are limited to `max_body` bytes
+/// (`api.max_body_bytes`) and read only after the caller is authenticated.
+pub fn routes(svc: TokenService, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/meta", get(meta))
         .route("/api/v1/tokens", post(create).get(list))
@@ -30,6 +29,7 @@ pub fn routes(svc: TokenService) -> Router {
             "/api/v1/admin/users/{sub}/tokens",
             get(admin_list).delete(admin_revoke),
         )
+        .layer(Extension(BodyLimit(max_body)))
         .with_state(svc)
 }
 
@@ -76,15 +76,19 @@ async fn caller(svc: &TokenService, h: &HeaderMap) -> Result<Caller, ErrorRespon
     Ok(svc.caller(authorization(h)).await?)
 }
 
-/// JSON body → `T`; an empty body is `T::default()`. Errors are 400.
-fn body<T: DeserializeOwned + Default>(b: &Bytes) -> Result<T, ErrorResponse> {
-    if b.len() > MAX_BODY {
-        return Err(ApiError::invalid_request("request body too large").into());
-    }
+/// JSON body → `T`; an empty body is `T::default()`. Errors are 400, or 413
+/// over the limit. Called after [`caller`], so an unauthenticated request is
+/// answered without its body being read.
+async fn body<T: DeserializeOwned + Default>(
+    h: &HeaderMap,
+    b: Body,
+    limit: BodyLimit,
+) -> Result<T, ErrorResponse> {
+    let b: Bytes = read_body(h, b, limit).await?;
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b)
+    serde_json::from_slice(&b)
         .map_err(|e| ApiError::invalid_request(format!("request body: {e}")).into())
 }
 
@@ -96,9 +100,14 @@ async fn meta(State(svc): State<TokenService>, h: HeaderMap) -> ApiResult {
     ok(StatusCode::OK, svc.meta(c.as_ref()))
 }
 
-async fn create(State(svc): State<TokenService>, h: HeaderMap, b: Bytes) -> ApiResult {
+async fn create(
+    State(svc): State<TokenService>,
+    Extension(limit): Extension<BodyLimit>,
+    h: HeaderMap,
+    b: Body,
+) -> ApiResult {
     let c = caller(&svc, &h).await?;
-    let input: CreateInput = body(&b)?;
+    let input: CreateInput = body(&h, b, limit).await?;
     ok(StatusCode::CREATED, svc.create(&c, input).await?)
 }
 
@@ -133,11 +142,12 @@ async fn revoke(
 async fn rotate(
     State(svc): State<TokenService>,
     Path(id): Path<String>,
+    Extension(limit): Extension<BodyLimit>,
     h: HeaderMap,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult {
     let c = caller(&svc, &h).await?;
-    let input: RotateInput = body(&b)?;
+    let input: RotateInput = body(&h, b, limit).await?;
     ok(StatusCode::CREATED, svc.rotate(&c, &id, input).await?)
 }
 

@@ -31,14 +31,14 @@ impl std::fmt::Debug for Credential<'_> {
     }
 }
 
-/// Method, host and path only: headers (`authorization`, `cookie`, …) are
-/// never printed.
+/// Method and path (without the query) only: headers (`authorization`,
+/// `cookie`, …), the `Host` and the query string are client-chosen text that
+/// may carry a credential, so they are never printed.
 impl std::fmt::Debug for RequestView<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestView")
             .field("method", &self.method())
-            .field("host", &self.host())
-            .field("path", &self.path())
+            .field("path", &self.log_path())
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +71,13 @@ impl<'a> RequestView<'a> {
     /// Raw request target, including the query string.
     pub fn path(&self) -> &'a str {
         self.http.map_or("", |h| h.path.as_str())
+    }
+
+    /// The path for logs: without the query string or fragment, which may
+    /// carry `?access_token=…` and the like. A borrowed slice, no allocation.
+    pub fn log_path(&self) -> &'a str {
+        let p = self.path();
+        p.find(['?', '#']).map_or(p, |i| &p[..i])
     }
 
     /// A per-route `context_extensions` value.
@@ -120,9 +127,25 @@ impl<'a> RequestView<'a> {
         map.chain(raw)
     }
 
-    /// `x-request-id`, for logs.
+    /// `x-request-id`, as sent.
     pub fn request_id(&self) -> Option<&'a str> {
         self.header_values("x-request-id").next()
+    }
+
+    /// `x-request-id` for logs. The client may set it (Envoy keeps an
+    /// incoming one unless told otherwise), so only an ID-shaped value is
+    /// logged: up to 64 hex digits and dashes (UUIDs, trace IDs). A PAT or a
+    /// JWT never has that shape; anything else is logged as `(redacted)`.
+    pub fn log_request_id(&self) -> &'a str {
+        match self.request_id() {
+            None => "",
+            Some(id)
+                if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') =>
+            {
+                id
+            }
+            Some(_) => "(redacted)",
+        }
     }
 
     /// The bearer token, or why the `Authorization` header is unusable.
@@ -261,6 +284,42 @@ mod tests {
         let view = RequestView::new(&req);
         let text = format!("{view:?} {:?}", view.credential(100));
         assert!(!text.contains("sekrit"), "{text}");
+    }
+
+    #[test]
+    fn item3_debug_and_log_fields_never_show_query_host_or_odd_request_id() {
+        let mut http = HttpRequest {
+            path: "/a/b?access_token=sekrit-query&x=1#frag-sekrit".into(),
+            host: "sekrit-host.example".into(),
+            ..Default::default()
+        };
+        http.headers
+            .insert("x-request-id".into(), "pat_sekrit-request-id".into());
+        let req = CheckRequest {
+            attributes: Some(
+                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
+                    request: Some(
+                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
+                            time: None,
+                            http: Some(http),
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
+        };
+        let view = RequestView::new(&req);
+        assert_eq!(view.log_path(), "/a/b");
+        assert_eq!(view.log_request_id(), "(redacted)");
+        let text = format!("{view:?} {}", view.log_request_id());
+        assert!(!text.contains("sekrit"), "{text}");
+        // An ID-shaped request ID is kept, so logs still correlate.
+        let req = raw_request(&[("x-request-id", b"0f8fad5b-d9cb-469f-a165-70867728950e")]);
+        let view = RequestView::new(&req);
+        assert_eq!(
+            view.log_request_id(),
+            "0f8fad5b-d9cb-469f-a165-70867728950e"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl CheckService {
         // A panic must still produce a deny: an Err or a dropped stream is an
         // *error* to Envoy, which fails open when `failure_mode_allow` is set.
         let started = std::time::Instant::now();
-        let span = tracing::debug_span!("check", request_id = view.request_id().unwrap_or(""));
+        let span = tracing::debug_span!("check", request_id = view.log_request_id());
         let (decision, route) = AssertUnwindSafe(engine.check_labeled(&view))
             .catch_unwind()
             .instrument(span)
@@ -76,24 +76,24 @@ fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: st
 fn log_decision(view: &RequestView<'_>, decision: &Decision) {
     match decision {
         Decision::Allow(id) => tracing::debug!(
-            request_id = view.request_id().unwrap_or(""),
+            request_id = view.log_request_id(),
             method = view.method(),
-            path = view.path(),
+            path = view.log_path(),
             subject = %id.subject,
             kind = id.kind.as_str(),
             token_id = id.token_id.as_deref().unwrap_or(""),
             "allow"
         ),
         Decision::AllowAnonymous => tracing::debug!(
-            request_id = view.request_id().unwrap_or(""),
+            request_id = view.log_request_id(),
             method = view.method(),
-            path = view.path(),
+            path = view.log_path(),
             "allow (public route, no credential)"
         ),
         Decision::Deny(d) => tracing::info!(
-            request_id = view.request_id().unwrap_or(""),
+            request_id = view.log_request_id(),
             method = view.method(),
-            path = view.path(),
+            path = view.log_path(),
             status = d.kind.http_status(),
             error = d.error.unwrap_or(""),
             reason = %d.description,

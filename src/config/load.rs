@@ -266,4 +266,62 @@ mod redaction_tests {
         assert!(!text.contains("topsecret"), "{text}");
         assert!(text.contains("postgres://app:***@db/portcullis"), "{text}");
     }
+
+    /// Item 13: every config field that can hold a secret, set at once; the
+    /// whole `Config`'s `{:?}` shows none of them (and still shows where
+    /// each URL points, for debugging).
+    #[test]
+    fn item13_debug_of_whole_config_hides_every_secret() {
+        let env = MapEnv(
+            [
+                ("PORTCULLIS__PAT__EXCHANGE__CLIENT_SECRET", "sekrit-a"),
+                ("PORTCULLIS__PAT__LOCAL_JWT_KEY", "sekrit-b"),
+                (
+                    "PORTCULLIS__STORE__URL",
+                    "postgres://app:sekrit-c@db:5432/portcullis?sslmode=require&password=sekrit-d",
+                ),
+                ("PORTCULLIS__REVOCATION__KIND", "redis"),
+                (
+                    "PORTCULLIS__REVOCATION__REDIS_URL",
+                    "redis://default:sekrit-e@cache.internal:6379/0",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let cfg = Config::load(None, &env).unwrap();
+        assert_eq!(
+            cfg.revocation.redis_url.as_deref(),
+            Some("redis://default:sekrit-e@cache.internal:6379/0")
+        );
+        let text = format!("{cfg:?} {cfg:#?}");
+        assert!(!text.contains("sekrit"), "{text}");
+        assert!(
+            text.contains("redis://default:***@cache.internal:6379/0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgres://app:***@db:5432/portcullis?"),
+            "{text}"
+        );
+        // Each section on its own, as code may print one alone.
+        let parts = [
+            format!("{:?}", cfg.revocation),
+            format!("{:?}", cfg.store),
+            format!("{:?}", cfg.pat),
+            format!("{:?}", cfg.pat.exchange),
+        ];
+        for p in parts {
+            assert!(!p.contains("sekrit"), "{p}");
+        }
+        // A password-only Redis URL (`:password@`) is hidden too.
+        let mut r = cfg.revocation.clone();
+        r.redis_url = Some("rediss://:sekrit-f@cache:6380".into());
+        let p = format!("{r:?}");
+        assert!(
+            !p.contains("sekrit") && p.contains("rediss://:***@cache:6380"),
+            "{p}"
+        );
+    }
 }

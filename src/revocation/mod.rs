@@ -33,8 +33,8 @@ use crate::store::{DenyKind, StoreError, TokenKind, TokenRecord};
 /// Default Redis channel.
 pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
 
-/// `revocation:` config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `revocation:` config. `Debug` hides the Redis URL's password.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RevocationConfig {
     /// `local` (in-process only) or `redis` (publish/subscribe across replicas).
@@ -60,6 +60,21 @@ impl Default for RevocationConfig {
             resync_interval: Duration::from_secs(5),
             jwt_denylist_capacity: 100_000,
         }
+    }
+}
+
+/// `redis_url` may be `redis://:password@host:6379`: a config printed with
+/// `{:?}` (startup errors, `ServeOptions`) must not show it.
+impl std::fmt::Debug for RevocationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.redis_url.as_deref().map(crate::store::redact_url);
+        f.debug_struct("RevocationConfig")
+            .field("kind", &self.kind)
+            .field("redis_url", &url)
+            .field("channel", &self.channel)
+            .field("resync_interval", &self.resync_interval)
+            .field("jwt_denylist_capacity", &self.jwt_denylist_capacity)
+            .finish()
     }
 }
 

@@ -1,5 +1,7 @@
 //! `api:` configuration: who may manage tokens through the REST/gRPC API.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::identity::CredentialKind;
@@ -19,6 +21,21 @@ pub struct ApiConfig {
     pub manage_kinds: Vec<CredentialKind>,
     /// Serve the token-management web page at `/ui`. Default true.
     pub ui: bool,
+    /// HTTP port (`listen.http`): a client must send a request's headers
+    /// within this time, or the connection is closed; also bounds how long an
+    /// idle keep-alive connection is kept. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// HTTP port: a whole request (body read and answer) must finish within
+    /// this time, or it is answered 408. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// HTTP port: at most this many connections are open at once; a new one
+    /// beyond it is closed at once. Default 512.
+    pub max_connections: usize,
+    /// HTTP port: largest request body accepted (read only after the caller
+    /// is authenticated); a larger one is answered 413. Default 16384.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -28,6 +45,10 @@ impl Default for ApiConfig {
             admin_scope: "tokens:admin".into(),
             manage_kinds: vec![CredentialKind::Jwt],
             ui: true,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_body_bytes: 16 * 1024,
         }
     }
 }
@@ -51,6 +72,7 @@ impl ApiConfig {
                     .into(),
             );
         }
+        crate::api::limits::validate(self)?;
         Ok(())
     }
 }

@@ -2,18 +2,20 @@
 //! the binary; the page talks to the REST API with the login token the user
 //! pastes (or, in `--dev`, mints through `POST /ui/dev-login`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use super::limits::{BodyLimit, read_body};
 use super::rest::ErrorResponse;
 use crate::dev::{DevIssuer, DevTokenSpec};
 use crate::scope::{self, ScopeRole};
@@ -26,17 +28,32 @@ const STYLE: &str = include_str!("style.css");
 /// Content-Security-Policy: only our own files, no inline code.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The page's routes; `dev` adds `POST /ui/dev-login`.
-pub fn routes(dev: Option<Arc<DevIssuer>>) -> Router {
+/// The page's routes; `dev` adds `POST /ui/dev-login`, answering only
+/// requests addressed to loopback on `http_addr`'s port; bodies are limited
+/// to `max_body` bytes.
+pub fn routes(dev: Option<Arc<DevIssuer>>, http_addr: SocketAddr, max_body: usize) -> Router {
     let mut r = Router::new()
         .route("/ui", get(index))
         .route("/ui/", get(index))
         .route("/ui/app.js", get(app_js))
         .route("/ui/style.css", get(style));
-    if let Some(d) = dev {
-        r = r.route("/ui/dev-login", post(dev_login).with_state(d));
+    if let Some(dev) = dev {
+        let st = DevLoginState {
+            dev,
+            port: http_addr.port(),
+            limit: BodyLimit(max_body),
+        };
+        r = r.route("/ui/dev-login", post(dev_login).with_state(st));
     }
     r
+}
+
+#[derive(Clone)]
+struct DevLoginState {
+    dev: Arc<DevIssuer>,
+    /// The port we listen on: the only one a loopback `Host` may name.
+    port: u16,
+    limit: BodyLimit,
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -80,8 +97,66 @@ struct DevLogin {
     scopes: String,
 }
 
+/// `Host` is one of `127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT` (the
+/// port may be left out only when it is 80, as browsers do).
+fn is_loopback_authority(authority: &str, port: u16) -> bool {
+    let (host, p) = match authority.rsplit_once(':') {
+        // `[::1]` alone: the colon found is inside the brackets.
+        Some((h, p)) if !p.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let port_ok = match p {
+        Some(p) => !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse() == Ok(port),
+        None => port == 80,
+    };
+    port_ok && (host == "127.0.0.1" || host == "[::1]" || host.eq_ignore_ascii_case("localhost"))
+}
+
+/// DNS rebinding: a page on `evil.example` whose name later resolves to
+/// 127.0.0.1 can POST here from the victim's browser; the browser then sends
+/// `Host: evil.example:PORT` and `Origin: http://evil.example:PORT`. So the
+/// login answers only when both name loopback on our port.
+fn check_loopback(h: &HeaderMap, port: u16) -> Result<(), ApiError> {
+    let refused = |what: &str| ApiError {
+        status: 403,
+        error: "access_denied",
+        description: format!(
+            "dev login: {what} must be http://127.0.0.1:{port}, http://localhost:{port} or http://[::1]:{port}"
+        ),
+        upstream_error: None,
+    };
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(v), None) => v.to_str().ok(),
+        _ => None,
+    };
+    if !host.is_some_and(|v| is_loopback_authority(v, port)) {
+        return Err(refused("Host"));
+    }
+    let mut origins = h.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (None, _) => Ok(()),
+        (Some(v), None)
+            if v.to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://"))
+                .is_some_and(|a| is_loopback_authority(a, port)) =>
+        {
+            Ok(())
+        }
+        _ => Err(refused("Origin")),
+    }
+}
+
 /// `--dev` only: mints a one-hour login token for the chosen user.
-async fn dev_login(State(dev): State<Arc<DevIssuer>>, b: Bytes) -> Result<Response, ErrorResponse> {
+async fn dev_login(
+    State(st): State<DevLoginState>,
+    h: HeaderMap,
+    b: Body,
+) -> Result<Response, ErrorResponse> {
+    check_loopback(&h, st.port)?;
+    let b = read_body(&h, b, st.limit).await?;
+    let dev = &st.dev;
     let req: DevLogin = serde_json::from_slice(&b)
         .map_err(|e| ApiError::invalid_request(format!("request body: {e}")))?;
     let sub = req.sub.trim();
