@@ -279,3 +279,56 @@ async fn item6_jwt_pat_must_belong_to_the_tokens_issuer_and_sub() {
     assert_eq!(h["x-auth-method"], "pat");
     assert_eq!(h["x-auth-issuer"], t.kc.issuer());
 }
+
+/// Item 6: rows from before migration 4 belong, at start-up, to the single
+/// configured issuer (here the dev issuer), and only to it.
+#[tokio::test]
+async fn item6_start_up_gives_pre_0004_tokens_to_the_single_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = portcullis::pat::format::generate("pat_");
+    let id = uuid::Uuid::new_v4();
+    {
+        // A database at schema version 2 holding one token of `alice`.
+        let db = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY NOT NULL, \
+             name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for &(v, name, sql, _) in &portcullis::store::MIGRATIONS[..2] {
+            db.execute_batch(sql).unwrap();
+            db.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![v, name],
+            )
+            .unwrap();
+        }
+        let now = Utc::now();
+        db.execute(
+            "INSERT INTO personal_access_tokens (id, user_id, username, name, token_hash, \
+             display_hint, scopes, created_at, expires_at) VALUES (?1, ?2, ?2, 'old', ?3, 'pat_x', \
+             '[\"api:read\"]', ?4, ?5)",
+            rusqlite::params![
+                id.to_string(),
+                SUB,
+                &portcullis::pat::format::hash(&raw)[..],
+                now.timestamp_micros(),
+                (now + chrono::TimeDelta::days(1)).timestamp_micros()
+            ],
+        )
+        .unwrap();
+    }
+    let srv = serve_yaml("policy:\n  default: authenticated\n", dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let iss = DevIssuer::load_existing(dir.path(), None)
+        .unwrap()
+        .issuer()
+        .to_owned();
+    let login = dev_login(dir.path(), SUB, MANAGER);
+    let list = api.get("/api/v1/tokens", &login).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1, "{list:?}");
+    assert_eq!(list.body[0]["id"], id.to_string());
+    assert_eq!(list.body[0]["user_issuer"], iss.as_str());
+    let (h, _) = allowed(&check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await);
+    assert_eq!(h["x-auth-issuer"], iss);
+}

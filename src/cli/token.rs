@@ -287,3 +287,23 @@ pub fn table(tokens: &[TokenRecord]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::owner_issuer;
+
+    #[test]
+    fn item6_issuer_flag_defaults_to_the_single_issuer_and_is_required_with_several() {
+        let one = vec!["https://a".to_owned()];
+        let two = vec!["https://a".to_owned(), "https://b".to_owned()];
+        assert_eq!(owner_issuer(None, &one).unwrap(), "https://a");
+        assert_eq!(
+            owner_issuer(Some("https://b".into()), &two).unwrap(),
+            "https://b"
+        );
+        for (flag, issuers) in [(None, &two), (None, &vec![]), (Some(" ".to_owned()), &one)] {
+            let e = owner_issuer(flag, issuers).unwrap_err().to_string();
+            assert!(e.starts_with("--issuer: "), "{e}");
+        }
+    }
+}
