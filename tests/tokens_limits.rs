@@ -120,3 +120,35 @@ async fn item9_grpc_create_with_huge_expires_in_days_is_invalid_argument() {
         .unwrap();
     assert!(list.into_inner().tokens.is_empty());
 }
+
+#[test]
+fn item9_cli_token_create_with_huge_expires_in_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "token",
+            "create",
+            "--dev",
+            "--user",
+            "alice",
+            "--issuer",
+            "https://idp.example",
+            "--username",
+            "alice",
+            "--name",
+            "ci",
+            "--scopes",
+            "api:read",
+            "--expires-in",
+            "1000000years",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("--expires-in is too large"), "{err}");
+    assert!(err.contains("pat.max_lifetime_days"), "{err}");
+}
