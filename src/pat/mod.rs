@@ -496,6 +496,13 @@ mod tests {
             ),
             (
                 PatConfig {
+                    max_lifetime_days: MAX_LIFETIME_DAYS_LIMIT + 1,
+                    ..c.clone()
+                },
+                "pat.max_lifetime_days",
+            ),
+            (
+                PatConfig {
                     max_active_per_user: 0,
                     ..c.clone()
                 },
