@@ -161,6 +161,7 @@ async fn insert_pat(store: &portcullis::store::Store) -> (String, portcullis::pa
         .insert(portcullis::store::NewToken {
             id: uuid::Uuid::new_v4(),
             user_id: "bench".into(),
+            user_issuer: "https://idp.example".into(),
             username: "bench".into(),
             name: "bench".into(),
             description: None,

@@ -17,6 +17,7 @@ fn new_token() -> (String, NewToken) {
     let t = NewToken {
         id: Uuid::new_v4(),
         user_id: "bench".into(),
+        user_issuer: "https://idp.example".into(),
         username: "bench".into(),
         name: "bench".into(),
         description: None,

@@ -23,7 +23,7 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// PAT id (`x-auth-token-id`), never the token itself.
     pub token_id: Option<String>,
-    /// Issuer, for logs.
+    /// Issuer (`x-auth-issuer`): `iss`, or a PAT owner's issuer.
     pub issuer: Option<Arc<str>>,
     /// Expiry as Unix seconds.
     pub expires_at: i64,

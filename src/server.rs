@@ -168,7 +168,17 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    migrate_or_retry(&store, &shutdown, &mut tasks).await;
+    // Rows older than migration 4 have no owner issuer; with exactly one
+    // issuer configured they can only be its users' (see Store::claim_unowned).
+    let mut issuer_names: Vec<String> = cfg.issuers.iter().map(|i| i.issuer.clone()).collect();
+    if let Some(d) = &dev {
+        issuer_names.push(d.issuer().to_owned());
+    }
+    let sole_issuer = match issuer_names.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    };
+    migrate_or_retry(&store, sole_issuer, &shutdown, &mut tasks).await;
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
     let flusher = pats.usage().start_flusher();
     let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
@@ -305,12 +315,17 @@ pub fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpInco
 /// reports the store) instead of refusing to start.
 async fn migrate_or_retry(
     store: &Store,
+    sole_issuer: Option<String>,
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) {
     match store.migrate().await {
-        Ok(applied) if !applied.is_empty() => tracing::info!(?applied, "applied migrations"),
-        Ok(_) => {}
+        Ok(applied) => {
+            if !applied.is_empty() {
+                tracing::info!(?applied, "applied migrations");
+            }
+            claim_unowned(store, sole_issuer.as_deref()).await;
+        }
         Err(e) => {
             tracing::error!(error = %e, "token store migrations failed; retrying in the background");
             let store = store.clone();
@@ -325,6 +340,7 @@ async fn migrate_or_retry(
                     match store.migrate().await {
                         Ok(_) => {
                             tracing::info!("token store reachable; migrations applied");
+                            claim_unowned(&store, sole_issuer.as_deref()).await;
                             return;
                         }
                         Err(e) => {
@@ -334,6 +350,26 @@ async fn migrate_or_retry(
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
             }));
+        }
+    }
+}
+
+/// Gives tokens without an owner issuer to the one configured issuer. With
+/// several (`None`), they stay unowned: nobody can manage them through the
+/// API and JWT-PATs among them are refused, until an operator revokes them
+/// by id. A failure only leaves them unowned (fail closed) and is retried at
+/// the next start.
+async fn claim_unowned(store: &Store, sole_issuer: Option<&str>) {
+    let Some(issuer) = sole_issuer else {
+        return;
+    };
+    match store.claim_unowned(issuer).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(tokens = n, %issuer, "tokens without an owner issuer given to the one configured issuer")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "claiming tokens without an owner issuer failed; they stay unowned")
         }
     }
 }

@@ -459,6 +459,7 @@ async fn pat_is_allowed_then_revoked() {
             &Default::default(),
             portcullis::pat::CreateRequest {
                 user_id: "alice".into(),
+                user_issuer: "https://idp.example".into(),
                 username: "alice".into(),
                 name: "e2e".into(),
                 description: None,

@@ -250,6 +250,7 @@ async fn item16_cached_exchanged_pat_of_a_withdrawn_key_is_refused_after_refresh
         .insert(NewToken {
             id: uuid::Uuid::new_v4(),
             user_id: "user-1".into(),
+            user_issuer: c["iss"].as_str().unwrap_or_default().to_owned(),
             username: "user-1".into(),
             name: "exchanged".into(),
             description: None,

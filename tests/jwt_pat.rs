@@ -46,6 +46,7 @@ async fn register_with(store: &Store, hash: [u8; 32], claims: &Value, user: &str
         .insert(NewToken {
             id: uuid::Uuid::new_v4(),
             user_id: user.into(),
+            user_issuer: claims["iss"].as_str().unwrap_or_default().to_owned(),
             username: user.into(),
             name: "exchanged".into(),
             description: None,

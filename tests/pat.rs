@@ -30,6 +30,7 @@ async fn create(
         &cfg,
         CreateRequest {
             user_id: user.into(),
+            user_issuer: "https://idp.example".into(),
             username: format!("{user}-name"),
             name: "ci".into(),
             description: None,
@@ -113,6 +114,7 @@ async fn expired_pat_is_denied() {
         .insert(portcullis::store::NewToken {
             id: uuid::Uuid::new_v4(),
             user_id: "carol".into(),
+            user_issuer: "https://idp.example".into(),
             username: "carol".into(),
             name: "old".into(),
             description: None,

@@ -81,6 +81,7 @@ impl Env {
             &Default::default(),
             CreateRequest {
                 user_id: "alice".into(),
+                user_issuer: "https://idp.example".into(),
                 username: "alice".into(),
                 name: "t".into(),
                 description: None,

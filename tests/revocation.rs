@@ -26,6 +26,7 @@ use tokio::time::Instant;
 async fn create_pat(store: &Store, user: &str) -> (String, TokenRecord) {
     let req = CreateRequest {
         user_id: user.into(),
+        user_issuer: "https://idp.example".into(),
         username: user.into(),
         name: "ci".into(),
         description: None,

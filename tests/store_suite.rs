@@ -38,6 +38,7 @@ fn token(user: &str, expires_in: TimeDelta) -> (String, NewToken) {
     let t = NewToken {
         id: Uuid::new_v4(),
         user_id: user.into(),
+        user_issuer: "https://idp.example".into(),
         username: format!("{user}-name"),
         name: "test token".into(),
         description: Some("desc".into()),
@@ -164,6 +165,8 @@ suite!(
     validator_coalesces_1000_concurrent_misses,
     usage_tracker_flushes_in_one_call,
     create_applies_rules_and_rotates,
+    item6_owner_is_issuer_and_sub,
+    item6_unowned_rows_match_nobody_until_claimed,
 );
 
 /// A settable clock for the validator.
@@ -189,8 +192,82 @@ impl TestClock {
 mod cases {
     use super::*;
 
+    const A: &str = "https://idp.example";
+    const B: &str = "https://other-idp.example";
+
+    /// Item 6: the same `sub` at two issuers is two users, in every
+    /// owner-scoped call (list, count, revoke all, rotate).
+    pub async fn item6_owner_is_issuer_and_sub(store: Store) {
+        setup(&store).await;
+        let n = now();
+        let (_, a) = token("same-sub", secs(3600));
+        let (_, mut b) = token("same-sub", secs(3600));
+        b.user_issuer = B.into();
+        for t in [&a, &b] {
+            store.insert(t.clone()).await.expect("insert");
+        }
+        let ids =
+            |v: Vec<portcullis::store::TokenRecord>| v.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_for_user(A, "same-sub").await.expect("list")),
+            vec![a.id]
+        );
+        assert_eq!(
+            ids(store.list_for_user(B, "same-sub").await.expect("list")),
+            vec![b.id]
+        );
+        assert_eq!(
+            store.count_active(B, "same-sub", n).await.expect("count"),
+            1
+        );
+        assert_eq!(
+            store.get(b.id).await.expect("get").expect("b").user_issuer,
+            B
+        );
+        // B's owner cannot rotate A's token.
+        let (_, mut succ) = token("same-sub", secs(3600));
+        succ.user_issuer = B.into();
+        assert_eq!(store.rotate(a.id, succ, n).await, Err(StoreError::NotFound));
+        // Revoking all of B's tokens leaves A's alone.
+        assert_eq!(
+            ids(store
+                .revoke_all_for_user(B, "same-sub", n)
+                .await
+                .expect("revoke")),
+            vec![b.id]
+        );
+        assert!(
+            store
+                .get(a.id)
+                .await
+                .expect("get")
+                .expect("a")
+                .revoked_at
+                .is_none()
+        );
+    }
+
+    /// Item 6: rows without an owner issuer (pre-0004) belong to nobody
+    /// until `claim_unowned` gives them to the one configured issuer.
+    pub async fn item6_unowned_rows_match_nobody_until_claimed(store: Store) {
+        setup(&store).await;
+        let n = now();
+        let (_, mut legacy) = token("u1", secs(3600));
+        legacy.user_issuer = String::new();
+        let (_, other) = token("u1", secs(3600));
+        store.insert(legacy.clone()).await.expect("insert");
+        store.insert(other.clone()).await.expect("insert");
+        assert_eq!(store.list_for_user(A, "u1").await.expect("list").len(), 1);
+        assert_eq!(store.count_active(A, "u1", n).await.expect("count"), 1);
+        assert_eq!(store.claim_unowned(A).await.expect("claim"), 1);
+        assert_eq!(store.claim_unowned(B).await.expect("claim again"), 0);
+        let list = store.list_for_user(A, "u1").await.expect("list");
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|r| r.user_issuer == A));
+    }
+
     pub async fn migrate_idempotent(store: Store) {
-        assert_eq!(store.migrate().await.expect("first"), vec![1, 2]);
+        assert_eq!(store.migrate().await.expect("first"), vec![1, 2, 4]);
         assert_eq!(store.migrate().await.expect("second"), Vec::<u32>::new());
         assert_eq!(store.migrate().await.expect("third"), Vec::<u32>::new());
         store.ping().await.expect("ping");
@@ -257,10 +334,31 @@ mod cases {
             store.insert(t.clone()).await.expect("insert");
         }
         store.revoke(revoked.id, n).await.expect("revoke");
-        assert_eq!(store.count_active("u1", n).await.expect("count"), 1);
-        assert_eq!(store.count_active("u2", n).await.expect("count"), 1);
-        assert_eq!(store.count_active("nobody", n).await.expect("count"), 0);
-        let list = store.list_for_user("u1").await.expect("list");
+        assert_eq!(
+            store
+                .count_active("https://idp.example", "u1", n)
+                .await
+                .expect("count"),
+            1
+        );
+        assert_eq!(
+            store
+                .count_active("https://idp.example", "u2", n)
+                .await
+                .expect("count"),
+            1
+        );
+        assert_eq!(
+            store
+                .count_active("https://idp.example", "nobody", n)
+                .await
+                .expect("count"),
+            0
+        );
+        let list = store
+            .list_for_user("https://idp.example", "u1")
+            .await
+            .expect("list");
         assert_eq!(list.len(), 3);
         assert!(
             list.windows(2).all(|w| w[0].created_at >= w[1].created_at),
@@ -305,19 +403,31 @@ mod cases {
         }
         store.revoke(a.id, n - secs(5)).await.expect("revoke");
         let done = store
-            .revoke_all_for_user("u1", n)
+            .revoke_all_for_user("https://idp.example", "u1", n)
             .await
             .expect("revoke all");
         assert_eq!(done.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
         assert!(
             store
-                .revoke_all_for_user("u1", n)
+                .revoke_all_for_user("https://idp.example", "u1", n)
                 .await
                 .expect("again")
                 .is_empty()
         );
-        assert_eq!(store.count_active("u1", n).await.expect("count"), 0);
-        assert_eq!(store.count_active("u2", n).await.expect("count"), 1);
+        assert_eq!(
+            store
+                .count_active("https://idp.example", "u1", n)
+                .await
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            store
+                .count_active("https://idp.example", "u2", n)
+                .await
+                .expect("count"),
+            1
+        );
         let a_now = store.get(a.id).await.expect("get").expect("a");
         assert_eq!(a_now.revoked_at, Some(n - secs(5)));
     }
@@ -769,6 +879,7 @@ mod cases {
         let n = now();
         let req = CreateRequest {
             user_id: "u1".into(),
+            user_issuer: "https://idp.example".into(),
             username: "alice".into(),
             name: " ci ".into(),
             description: Some("for CI".into()),
@@ -814,6 +925,7 @@ mod cases {
         // Rotating someone else's token: NotFound.
         let theirs = CreateRequest {
             user_id: "u2".into(),
+            user_issuer: "https://idp.example".into(),
             rotated_from: Some(r3.id),
             ..req.clone()
         };
@@ -826,6 +938,7 @@ mod cases {
         let bad = CreateRequest {
             scopes: vec!["tokens:manage".into()],
             user_id: "u3".into(),
+            user_issuer: "https://idp.example".into(),
             ..req
         };
         assert!(matches!(
@@ -985,6 +1098,7 @@ fn token_record_debug_hides_hash() {
     let r = portcullis::store::TokenRecord {
         id: Uuid::nil(),
         user_id: "u".into(),
+        user_issuer: "https://idp.example".into(),
         username: "u".into(),
         name: "n".into(),
         description: None,

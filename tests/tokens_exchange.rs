@@ -34,12 +34,17 @@ fn login_token(kc: &FakeKeycloak, sub: &str) -> String {
 /// No `pat.exchange.audience` (it may not equal an issuer audience): the
 /// PAT keeps the login's `aud` and is recognised by its `token_use` claim.
 async fn setup(client_id: &str, secret: &str) -> Setup {
+    setup_with(client_id, secret, "").await
+}
+
+/// [`setup`] with extra `pat:` keys (each line indented two spaces).
+async fn setup_with(client_id: &str, secret: &str, pat_extra: &str) -> Setup {
     let kc = FakeKeycloak::start().await;
     kc.add_client("portcullis", Some("portcullis-secret"), true);
     kc.add_client("portcullis-pat", None, false);
     kc.set_exchange_extra_claims(json!({"token_use": "pat"}));
     let yaml = format!(
-        "policy:\n  default: authenticated\nissuers:\n  - issuer: {iss}\n    audiences: [portcullis]\npat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: {url}\n    client_id: {client_id}\n    client_secret: {secret}\n",
+        "policy:\n  default: authenticated\nissuers:\n  - issuer: {iss}\n    audiences: [portcullis]\npat:\n  issuer: keycloak-exchange\n  exchange:\n    token_url: {url}\n    client_id: {client_id}\n    client_secret: {secret}\n{pat_extra}",
         iss = kc.issuer(),
         url = kc.token_url(),
     );
@@ -122,6 +127,71 @@ async fn exchange_mints_a_registered_jwt_pat() {
     assert_invalid_token(
         &check(s.srv.grpc_addr, &Req::get("/").bearer(&raw)).await,
         "token revoked",
+    );
+}
+
+/// Item 8: a long-lived exchanged JWT gets the requested expiry, or the
+/// default capped by `pat.max_lifetime_days`, never Keycloak's later `exp`;
+/// and Check enforces the stored expiry although the JWT's `exp` is later.
+#[tokio::test]
+async fn item8_exchanged_pat_expiry_is_the_earliest_of_exp_request_and_max_lifetime() {
+    let s = setup_with(
+        "portcullis",
+        "portcullis-secret",
+        "  default_lifetime_days: 10\n  max_lifetime_days: 10\n",
+    )
+    .await;
+    // Keycloak would let the exchanged token live 400 days.
+    s.kc.set_exchange_lifetime(Duration::from_secs(400 * 86_400));
+    let days = |a: &support::api::Answer| {
+        let at = a.body["expires_at"].as_str().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours() as f64 / 24.0
+    };
+
+    let requested = s
+        .api
+        .post(
+            "/api/v1/tokens",
+            &s.login,
+            json!({"name": "two days", "scopes": ["api:read"], "expires_in_days": 2}),
+        )
+        .await;
+    assert_eq!(requested.status, 201, "{requested:?}");
+    let d = days(&requested);
+    assert!(d > 1.9 && d <= 2.0, "requested 2 days, stored {d} days");
+
+    let defaulted = create(&s).await;
+    assert_eq!(defaulted.status, 201, "{defaulted:?}");
+    let d = days(&defaulted);
+    assert!(d > 9.9 && d <= 10.0, "max 10 days, stored {d} days");
+    let list = s.api.get("/api/v1/tokens", &s.login).await;
+    for t in list.body.as_array().unwrap() {
+        let at = chrono::DateTime::parse_from_rfc3339(t["expires_at"].as_str().unwrap()).unwrap();
+        assert!(at < chrono::Utc::now() + chrono::TimeDelta::days(10), "{t}");
+    }
+
+    // The JWT's own exp is 400 days away; move the stored expiry into the
+    // past (no sleeping) and Check must refuse the still-valid JWT.
+    let raw = requested.body["token"].as_str().unwrap().to_owned();
+    let id = requested.body["id"].as_str().unwrap().to_owned();
+    let past = (chrono::Utc::now() - chrono::TimeDelta::minutes(1)).timestamp_micros();
+    let db = rusqlite::Connection::open(s._dir.path().join("portcullis.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE personal_access_tokens SET expires_at = ?1 WHERE id = ?2",
+            rusqlite::params![past, id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_invalid_token(
+        &check(s.srv.grpc_addr, &Req::get("/").bearer(&raw)).await,
+        "token expired",
+    );
+    s.api.get("/api/v1/tokens/self", &raw).await.assert_error(
+        401,
+        "invalid_token",
+        "token expired",
     );
 }
 

@@ -246,6 +246,7 @@ async fn grpc_token_service_follows_the_same_rules() {
         .list_user_tokens(with_auth(
             pb::ListUserTokensRequest {
                 user_id: "alice".into(),
+                ..Default::default()
             },
             &login,
         ))
@@ -295,6 +296,7 @@ async fn grpc_token_service_follows_the_same_rules() {
         .revoke_user_tokens(with_auth(
             pb::RevokeUserTokensRequest {
                 user_id: "alice".into(),
+                ..Default::default()
             },
             &root,
         ))

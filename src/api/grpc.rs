@@ -58,6 +58,11 @@ fn days(d: u32) -> Option<u32> {
     (d != 0).then_some(d)
 }
 
+/// proto3 has no absent string: empty means "not given".
+fn issuer(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
 fn info(v: TokenView) -> pb::TokenInfo {
     pb::TokenInfo {
         id: v.id.to_string(),
@@ -74,6 +79,7 @@ fn info(v: TokenView) -> pb::TokenInfo {
         kind: v.kind,
         rotated_from: v.rotated_from.map(|u| u.to_string()).unwrap_or_default(),
         active: v.active,
+        user_issuer: v.user_issuer,
     }
 }
 
@@ -178,7 +184,7 @@ impl pb::token_service_server::TokenService for GrpcTokens {
         let c = self.caller(&req).await?;
         let v = self
             .svc
-            .admin_list(&c, &req.get_ref().user_id)
+            .admin_list(&c, &req.get_ref().user_id, issuer(&req.get_ref().issuer))
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListTokensResponse {
@@ -193,7 +199,7 @@ impl pb::token_service_server::TokenService for GrpcTokens {
         let c = self.caller(&req).await?;
         let v = self
             .svc
-            .admin_revoke(&c, &req.get_ref().user_id)
+            .admin_revoke(&c, &req.get_ref().user_id, issuer(&req.get_ref().issuer))
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::RevokeUserTokensResponse {

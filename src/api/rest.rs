@@ -4,12 +4,12 @@
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::limits::{BodyLimit, read_body};
 use crate::tokens::{ApiError, Caller, CreateInput, RotateInput, TokenService};
@@ -151,20 +151,34 @@ async fn rotate(
     ok(StatusCode::CREATED, svc.rotate(&c, &id, input).await?)
 }
 
+/// `?issuer=` of the admin calls: which issuer's `sub` is meant.
+#[derive(Debug, Deserialize)]
+struct AdminQuery {
+    issuer: Option<String>,
+}
+
 async fn admin_list(
     State(svc): State<TokenService>,
     Path(sub): Path<String>,
+    Query(q): Query<AdminQuery>,
     h: HeaderMap,
 ) -> ApiResult {
     let c = caller(&svc, &h).await?;
-    ok(StatusCode::OK, svc.admin_list(&c, &sub).await?)
+    ok(
+        StatusCode::OK,
+        svc.admin_list(&c, &sub, q.issuer.as_deref()).await?,
+    )
 }
 
 async fn admin_revoke(
     State(svc): State<TokenService>,
     Path(sub): Path<String>,
+    Query(q): Query<AdminQuery>,
     h: HeaderMap,
 ) -> ApiResult {
     let c = caller(&svc, &h).await?;
-    ok(StatusCode::OK, svc.admin_revoke(&c, &sub).await?)
+    ok(
+        StatusCode::OK,
+        svc.admin_revoke(&c, &sub, q.issuer.as_deref()).await?,
+    )
 }

@@ -249,11 +249,16 @@ impl Engine {
     }
 
     /// A PAT-marked JWT: must be registered (kind `jwt`), active, and owned
-    /// by the token's `sub`. Any other outcome is a denial.
+    /// by the token's (`iss`, `sub`). Any other outcome is a denial.
     async fn jwt_pat(&self, token: &str, v: &VerifiedJwt) -> Result<Arc<Identity>, Denial> {
         let hash = crate::jwt::token_hash(token);
         match self.pats.validate_jwt(hash, v.jti.as_deref()).await? {
-            PatOutcome::Valid(rec) if rec.user_id == v.identity.subject => {
+            // Owned by the token's (iss, sub): the same sub at another issuer is another user.
+            PatOutcome::Valid(rec)
+                if rec.user_id == v.identity.subject
+                    && !rec.user_issuer.is_empty()
+                    && v.identity.issuer.as_deref() == Some(rec.user_issuer.as_str()) =>
+            {
                 Ok(Arc::new(exchanged::identity(&rec, &v.identity)))
             }
             PatOutcome::Valid(rec) => {
@@ -286,7 +291,10 @@ fn pat_identity(rec: &TokenRecord) -> Identity {
         client: None,
         scopes: rec.scopes.clone(),
         token_id: Some(rec.id.to_string()),
-        issuer: None,
+        // `x-auth-issuer`: the owner's; none for an unowned (pre-0004) row.
+        issuer: Some(rec.user_issuer.as_str())
+            .filter(|i| !i.is_empty())
+            .map(Arc::from),
         expires_at: rec.expires_at.timestamp(),
     }
 }

@@ -30,11 +30,13 @@ pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
 }
 
 fn allow(id: Option<&Identity>, request: &RequestView<'_>) -> CheckResponse {
-    let mut headers = Vec::with_capacity(7);
+    let mut headers = Vec::with_capacity(8);
     if let Some(id) = id {
         let scopes = id.scopes.join(" ");
-        let fields: [(&str, Option<&str>); 7] = [
+        let fields: [(&str, Option<&str>); 8] = [
             ("x-auth-subject", Some(&id.subject)),
+            // With several issuers `sub` alone is ambiguous; (issuer, subject) is not.
+            ("x-auth-issuer", id.issuer.as_deref()),
             ("x-auth-username", id.username.as_deref()),
             ("x-auth-email", id.email.as_deref()),
             ("x-auth-client", id.client.as_deref()),

@@ -354,6 +354,7 @@ impl Sources {
                 let t = NewToken {
                     id: Uuid::new_v4(),
                     user_id: user.clone(),
+                    user_issuer: "https://idp.example".into(),
                     username: user,
                     name: format!("bench {tag} {i}"),
                     description: Some("created by portcullis bench".into()),

@@ -32,6 +32,10 @@ pub struct CreateArgs {
     /// Owner's `sub`.
     #[arg(long)]
     pub user: String,
+    /// Owner's issuer (`iss`); default: the one configured issuer (required
+    /// when several are configured).
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// Owner's username.
     #[arg(long)]
     pub username: String,
@@ -56,6 +60,10 @@ pub struct ListArgs {
     /// Owner's `sub`.
     #[arg(long)]
     pub user: String,
+    /// Owner's issuer (`iss`); default: the one configured issuer (required
+    /// when several are configured).
+    #[arg(long)]
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +87,35 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// The issuers tokens can belong to: `issuers[]`, plus with `--dev` the dev
+/// issuer `serve --dev` last used in the data dir.
+fn configured_issuers(args: &ConfigArgs, cfg: &Config) -> Vec<String> {
+    let mut v: Vec<String> = cfg.issuers.iter().map(|i| i.issuer.clone()).collect();
+    if args.dev
+        && let Ok(d) = crate::dev::DevIssuer::load_existing(&cfg.data_dir, None)
+    {
+        v.push(d.issuer().to_owned());
+    }
+    v
+}
+
+/// `--issuer`, or the one configured issuer. A user is (issuer, sub), so
+/// with several issuers guessing could act on another issuer's user.
+fn owner_issuer(flag: Option<String>, issuers: &[String]) -> anyhow::Result<String> {
+    match flag {
+        Some(i) if i.trim().is_empty() => bail!("--issuer: must not be empty"),
+        Some(i) => Ok(i),
+        None => match issuers {
+            [one] => Ok(one.clone()),
+            [] => bail!("--issuer: required (no issuer is configured to default to)"),
+            many => bail!(
+                "--issuer: required when several issuers are configured (one of: {})",
+                many.join(", ")
+            ),
+        },
+    }
+}
+
 pub async fn migrate(args: ConfigArgs) -> anyhow::Result<i32> {
     let cfg = args.load()?;
     let store = Store::connect(&cfg.store, &cfg.data_dir).await?;
@@ -87,6 +124,13 @@ pub async fn migrate(args: ConfigArgs) -> anyhow::Result<i32> {
         println!("schema is up to date");
     } else {
         println!("applied migrations {applied:?}");
+    }
+    // As at `serve` start-up: pre-0004 rows belong to the one issuer, if one.
+    if let [issuer] = configured_issuers(&args, &cfg).as_slice() {
+        let n = store.claim_unowned(issuer).await?;
+        if n > 0 {
+            println!("gave {n} token(s) without an owner issuer to {issuer}");
+        }
     }
     Ok(0)
 }
@@ -102,14 +146,27 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
 
 async fn create(a: CreateArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
+    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
     let store = open_store(&cfg).await?;
     let now = Utc::now();
     let expires_at = match a.expires_in {
-        Some(d) => Some(now + chrono::Duration::from_std(d).context("--expires-in is too large")?),
+        // Checked: an unchecked `+` past chrono's range panics.
+        Some(d) => Some(
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .with_context(|| {
+                    format!(
+                        "--expires-in is too large: at most {} days (pat.max_lifetime_days)",
+                        cfg.pat.max_lifetime_days
+                    )
+                })?,
+        ),
         None => None,
     };
     let req = CreateRequest {
         user_id: a.user,
+        user_issuer: issuer,
         username: a.username,
         name: a.name,
         description: a.description,
@@ -137,8 +194,9 @@ async fn create(a: CreateArgs) -> anyhow::Result<i32> {
 
 async fn list(a: ListArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
+    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
     let store = open_store(&cfg).await?;
-    let tokens = store.list_for_user(&a.user).await?;
+    let tokens = store.list_for_user(&issuer, &a.user).await?;
     print!("{}", table(&tokens));
     Ok(0)
 }
@@ -161,10 +219,15 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
 
 async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
+    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
     let store = open_store(&cfg).await?;
     let revoker = revoker_for(&cfg, store).await?;
-    let revoked = revoker.revoke_all(&a.user).await?;
-    println!("revoked {} token(s) of {}", revoked.len(), a.user);
+    let revoked = revoker.revoke_all(&issuer, &a.user).await?;
+    println!(
+        "revoked {} token(s) of {} at {issuer}",
+        revoked.len(),
+        a.user
+    );
     Ok(0)
 }
 
@@ -223,4 +286,24 @@ pub fn table(tokens: &[TokenRecord]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_issuer;
+
+    #[test]
+    fn item6_issuer_flag_defaults_to_the_single_issuer_and_is_required_with_several() {
+        let one = vec!["https://a".to_owned()];
+        let two = vec!["https://a".to_owned(), "https://b".to_owned()];
+        assert_eq!(owner_issuer(None, &one).unwrap(), "https://a");
+        assert_eq!(
+            owner_issuer(Some("https://b".into()), &two).unwrap(),
+            "https://b"
+        );
+        for (flag, issuers) in [(None, &two), (None, &vec![]), (Some(" ".to_owned()), &one)] {
+            let e = owner_issuer(flag, issuers).unwrap_err().to_string();
+            assert!(e.starts_with("--issuer: "), "{e}");
+        }
+    }
 }

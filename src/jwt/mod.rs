@@ -220,6 +220,11 @@ impl Verifier {
     }
 
     /// True when every issuer has keys.
+    /// The configured issuers' `iss` values (token ownership defaults).
+    pub fn issuer_names(&self) -> impl Iterator<Item = &str> {
+        self.issuers.keys().map(String::as_str)
+    }
+
     pub fn ready(&self) -> bool {
         self.issuers.values().all(|rt| rt.keys.is_ready())
     }

@@ -22,6 +22,9 @@ pub use rules::{CreateRequest, RuleError, check_new};
 pub use usage::UsageTracker;
 pub use validator::{CacheStats, PatOutcome, PatValidator};
 
+/// Largest accepted `pat.max_lifetime_days` (100 years).
+pub const MAX_LIFETIME_DAYS_LIMIT: u32 = 36_500;
+
 /// `pat:` configuration. `Debug` redacts `local_jwt_key`.
 #[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,6 +195,13 @@ impl PatConfig {
                 self.default_lifetime_days
             ));
         }
+        // Bounded so `now + max_lifetime_days` always stays a valid date.
+        if self.max_lifetime_days > MAX_LIFETIME_DAYS_LIMIT {
+            return Err(format!(
+                "pat.max_lifetime_days: must be <= {MAX_LIFETIME_DAYS_LIMIT} (100 years), got {}",
+                self.max_lifetime_days
+            ));
+        }
         if self.max_active_per_user == 0 {
             return Err("pat.max_active_per_user: must be >= 1".into());
         }
@@ -300,7 +310,8 @@ pub struct Minted {
     pub kind: TokenKind,
     pub jti: Option<String>,
     pub display_hint: String,
-    /// Overrides [`Prepared::expires_at`] (an exchanged JWT's `exp`).
+    /// Shortens [`Prepared::expires_at`] (an exchanged JWT's `exp`): the
+    /// stored expiry is the earlier of the two.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -325,10 +336,12 @@ pub async fn prepare(
     req: CreateRequest,
     now: DateTime<Utc>,
 ) -> Result<Prepared, CreateError> {
-    let mut active = store.count_active(&req.user_id, now).await?;
+    let mut active = store
+        .count_active(&req.user_issuer, &req.user_id, now)
+        .await?;
     if let Some(old) = req.rotated_from {
         match store.get(old).await? {
-            Some(rec) if rec.user_id == req.user_id => {
+            Some(rec) if rec.user_id == req.user_id && rec.user_issuer == req.user_issuer => {
                 // The rotated token is revoked in the same transaction.
                 if rec.is_active(now) {
                     active = active.saturating_sub(1);
@@ -357,6 +370,7 @@ pub async fn store_minted(
     let new = NewToken {
         id: Uuid::new_v4(),
         user_id: p.req.user_id,
+        user_issuer: p.req.user_issuer,
         username: p.req.username,
         name: p.name,
         description: p.req.description.filter(|d| !d.trim().is_empty()),
@@ -364,7 +378,10 @@ pub async fn store_minted(
         display_hint: minted.display_hint,
         scopes: p.scopes,
         created_at: now,
-        expires_at: minted.expires_at.unwrap_or(p.expires_at),
+        // A minted token may only shorten the checked expiry, never extend it.
+        expires_at: minted
+            .expires_at
+            .map_or(p.expires_at, |at| at.min(p.expires_at)),
         rotated_from: None,
         kind: minted.kind,
         jti: minted.jti,
@@ -479,6 +496,13 @@ mod tests {
                     ..c.clone()
                 },
                 "pat.grantable_scopes",
+            ),
+            (
+                PatConfig {
+                    max_lifetime_days: MAX_LIFETIME_DAYS_LIMIT + 1,
+                    ..c.clone()
+                },
+                "pat.max_lifetime_days",
             ),
             (
                 PatConfig {

@@ -16,6 +16,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 pub struct CreateRequest {
     /// Owner's `sub`.
     pub user_id: String,
+    /// Owner's issuer (`iss`): the owner is (`user_issuer`, `user_id`).
+    pub user_issuer: String,
     pub username: String,
     pub name: String,
     pub description: Option<String>,
@@ -74,13 +76,19 @@ pub fn check_new(
         return Err(RuleError::DescriptionTooLong);
     }
 
-    let expires_at = req
-        .expires_at
-        .unwrap_or_else(|| now + TimeDelta::days(i64::from(cfg.default_lifetime_days)));
+    // Checked arithmetic: a `+` past chrono's range panics. A limit beyond
+    // the representable dates bounds nothing further.
+    let days_from_now =
+        |d: u32| TimeDelta::try_days(i64::from(d)).and_then(|t| now.checked_add_signed(t));
+    let expires_at = match req.expires_at {
+        Some(at) => at,
+        None => days_from_now(cfg.default_lifetime_days)
+            .ok_or(RuleError::LifetimeTooLong(cfg.max_lifetime_days))?,
+    };
     if expires_at <= now {
         return Err(RuleError::ExpiryInPast);
     }
-    if expires_at > now + TimeDelta::days(i64::from(cfg.max_lifetime_days)) {
+    if days_from_now(cfg.max_lifetime_days).is_some_and(|max| expires_at > max) {
         return Err(RuleError::LifetimeTooLong(cfg.max_lifetime_days));
     }
 
@@ -117,6 +125,7 @@ mod tests {
     fn req() -> CreateRequest {
         CreateRequest {
             user_id: "u1".into(),
+            user_issuer: "https://idp.example".into(),
             username: "alice".into(),
             name: "  ci token ".into(),
             description: None,

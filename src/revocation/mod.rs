@@ -205,12 +205,16 @@ impl Revoker {
         Ok(rec)
     }
 
-    /// Revokes every active token of a user.
-    pub async fn revoke_all(&self, user_id: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    /// Revokes every active token of a user (`issuer`, `sub`).
+    pub async fn revoke_all(
+        &self,
+        issuer: &str,
+        user_id: &str,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
         let recs = self
             .pats
             .store()
-            .revoke_all_for_user(user_id, Utc::now())
+            .revoke_all_for_user(issuer, user_id, Utc::now())
             .await?;
         self.announce(&recs).await;
         Ok(recs)

@@ -15,11 +15,14 @@
 //! lost connection is [`StoreError::Unavailable`], which callers must turn
 //! into a 503, never an allow.
 
+mod config;
 mod postgres;
 mod sqlite;
 
+pub use config::{StoreConfig, StoreKind, redact_url};
+
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,119 +48,13 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         include_str!("migrations/sqlite/0002_jwt_denylist.sql"),
         include_str!("migrations/postgres/0002_jwt_denylist.sql"),
     ),
+    (
+        4,
+        "token_owner_issuer",
+        include_str!("migrations/sqlite/0004_token_owner_issuer.sql"),
+        include_str!("migrations/postgres/0004_token_owner_issuer.sql"),
+    ),
 ];
-
-/// Which database backs the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A local SQLite file (single replica).
-    #[default]
-    Sqlite,
-    /// A shared Postgres database (several replicas).
-    Postgres,
-}
-
-/// `store:` configuration. `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Backend: `sqlite` or `postgres`.
-    pub kind: StoreKind,
-    /// SQLite file; defaults to `<data_dir>/portcullis.db`.
-    pub path: Option<PathBuf>,
-    /// Postgres URL, e.g. `postgres://postgres@127.0.0.1:5432/portcullis`.
-    pub url: Option<String>,
-    /// Maximum number of pooled Postgres connections.
-    pub pool_size: usize,
-    /// Upper bound for every store call; a timeout is an error, never an allow.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = self.url.as_deref().map(redact_url);
-        f.debug_struct("StoreConfig")
-            .field("kind", &self.kind)
-            .field("path", &self.path)
-            .field("url", &url)
-            .field("pool_size", &self.pool_size)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`. Also
-/// for Redis (`redis://:secret@host`). Query values are hidden too, since
-/// `?password=` is accepted by libpq-style URLs: `?sslmode=***&password=***`.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &base[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &base[..s + 3], &creds[..c], &base[at..]),
-                None => base.to_owned(),
-            }
-        }
-        _ => base.to_owned(),
-    };
-    if let Some(q) = query {
-        out.push('?');
-        for (i, pair) in q.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            out.push_str(pair.split_once('=').map_or(pair, |(k, _)| k));
-            out.push_str("=***");
-        }
-    }
-    out
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::Sqlite,
-            path: None,
-            url: None,
-            pool_size: 16,
-            timeout: Duration::from_millis(100),
-        }
-    }
-}
-
-impl StoreConfig {
-    /// Checks the values; messages name the offending key.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pool_size == 0 {
-            return Err("store.pool_size: must be >= 1".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("store.timeout: must be > 0".into());
-        }
-        if self.kind == StoreKind::Postgres {
-            let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
-                return Err("store.url: required when store.kind is postgres".into());
-            };
-            // Never echo the URL: it may carry a password.
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|_| "store.url: not a valid postgres connection URL".to_string())?;
-        }
-        Ok(())
-    }
-
-    /// The SQLite file used for this config and data directory.
-    pub fn sqlite_path(&self, data_dir: &Path) -> PathBuf {
-        self.path
-            .clone()
-            .unwrap_or_else(|| data_dir.join("portcullis.db"))
-    }
-}
 
 /// Store failures. Display never includes a raw token (the store never sees one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,6 +163,10 @@ pub struct TokenRecord {
     pub rotated_from: Option<Uuid>,
     pub kind: TokenKind,
     pub jti: Option<String>,
+    /// Owner's issuer (`iss`); the owner is (`user_issuer`, `user_id`).
+    /// Empty for rows older than migration 4 not yet claimed at start-up:
+    /// such a row belongs to no caller (see [`Store::claim_unowned`]).
+    pub user_issuer: String,
 }
 
 impl TokenRecord {
@@ -300,6 +201,7 @@ impl fmt::Debug for TokenRecord {
             .field("rotated_from", &self.rotated_from)
             .field("kind", &self.kind)
             .field("jti", &self.jti)
+            .field("user_issuer", &self.user_issuer)
             .finish()
     }
 }
@@ -321,6 +223,8 @@ pub struct NewToken {
     pub rotated_from: Option<Uuid>,
     pub kind: TokenKind,
     pub jti: Option<String>,
+    /// Owner's issuer (`iss`).
+    pub user_issuer: String,
 }
 
 impl fmt::Debug for NewToken {
@@ -328,6 +232,7 @@ impl fmt::Debug for NewToken {
         f.debug_struct("NewToken")
             .field("id", &self.id)
             .field("user_id", &self.user_id)
+            .field("user_issuer", &self.user_issuer)
             .field("name", &self.name)
             .field(
                 "token_hash",
@@ -354,11 +259,14 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
     async fn find_by_jti(&self, jti: &str) -> Result<Option<TokenRecord>>;
     async fn get(&self, id: Uuid) -> Result<Option<TokenRecord>>;
-    async fn list_for_user(&self, user_id: &str) -> Result<Vec<TokenRecord>>;
-    async fn count_active(&self, user_id: &str, now: DateTime<Utc>) -> Result<u64>;
+    async fn list_for_user(&self, issuer: &str, user_id: &str) -> Result<Vec<TokenRecord>>;
+    async fn count_active(&self, issuer: &str, user_id: &str, now: DateTime<Utc>) -> Result<u64>;
+    /// Gives rows with an empty `user_issuer` to `issuer`; returns how many.
+    async fn claim_unowned(&self, issuer: &str) -> Result<u64>;
     async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>>;
     async fn revoke_all_for_user(
         &self,
+        issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>>;
@@ -499,14 +407,31 @@ impl Store {
         self.call(self.backend.get(id)).await
     }
 
-    /// All of a user's tokens (active, expired, revoked), newest first.
-    pub async fn list_for_user(&self, user_id: &str) -> Result<Vec<TokenRecord>> {
-        self.call(self.backend.list_for_user(user_id)).await
+    /// All of a user's tokens (active, expired, revoked), newest first. A
+    /// user is (`issuer`, `sub`).
+    pub async fn list_for_user(&self, issuer: &str, user_id: &str) -> Result<Vec<TokenRecord>> {
+        self.call(self.backend.list_for_user(issuer, user_id)).await
     }
 
-    /// Tokens neither revoked nor expired at `now`.
-    pub async fn count_active(&self, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
-        self.call(self.backend.count_active(user_id, now)).await
+    /// A user's tokens neither revoked nor expired at `now`.
+    pub async fn count_active(
+        &self,
+        issuer: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.call(self.backend.count_active(issuer, user_id, now))
+            .await
+    }
+
+    /// Gives every row without an owner issuer (created before migration 4)
+    /// to `issuer`. Called at start-up only when exactly one issuer is
+    /// configured: then those rows can only have come from it. With several
+    /// issuers they stay unowned and match no caller (list, get, revoke,
+    /// rotate and JWT-PAT ownership all compare the issuer), so a same-`sub`
+    /// user of another issuer can never take them over.
+    pub async fn claim_unowned(&self, issuer: &str) -> Result<u64> {
+        self.call(self.backend.claim_unowned(issuer)).await
     }
 
     /// Revokes one token (idempotent: keeps the first `revoked_at`). Returns the
@@ -518,16 +443,17 @@ impl Store {
     /// Revokes every not-yet-revoked token of a user; returns those revoked now.
     pub async fn revoke_all_for_user(
         &self,
+        issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>> {
-        self.call(self.backend.revoke_all_for_user(user_id, now))
+        self.call(self.backend.revoke_all_for_user(issuer, user_id, now))
             .await
     }
 
     /// In one transaction: revokes `old_id` and inserts `new` with
     /// `rotated_from = old_id`. `NotFound` if the old token does not exist or
-    /// belongs to another user; `Conflict` if it is already revoked.
+    /// belongs to another owner (issuer, sub); `Conflict` if it is already revoked.
     pub async fn rotate(
         &self,
         old_id: Uuid,

@@ -14,7 +14,8 @@ use super::{
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti";
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
+                    user_issuer";
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -135,13 +136,14 @@ fn record(row: &Row) -> Result<TokenRecord> {
         kind: TokenKind::parse(&kind)
             .ok_or_else(|| StoreError::Other("unknown token kind".into()))?,
         jti: col(row, 14)?,
+        user_issuer: col(row, 15)?,
     })
 }
 
 fn insert_sql() -> String {
     format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13) RETURNING {COLS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, $14) RETURNING {COLS}"
     )
 }
 
@@ -215,6 +217,7 @@ impl TokenStore for PgStore {
                     &t.rotated_from,
                     &t.kind.as_str(),
                     &t.jti,
+                    &t.user_issuer,
                 ],
             )
             .await
@@ -237,27 +240,39 @@ impl TokenStore for PgStore {
         self.query_opt(&sql, &[&id]).await
     }
 
-    async fn list_for_user(&self, user_id: &str) -> Result<Vec<TokenRecord>> {
-        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE user_id = $1");
-        let mut v = self.query_records(&sql, &[&user_id]).await?;
+    async fn list_for_user(&self, issuer: &str, user_id: &str) -> Result<Vec<TokenRecord>> {
+        let sql = format!(
+            "SELECT {COLS} FROM personal_access_tokens WHERE user_issuer = $1 AND user_id = $2"
+        );
+        let mut v = self.query_records(&sql, &[&issuer, &user_id]).await?;
         sort_newest_first(&mut v);
         Ok(v)
     }
 
-    async fn count_active(&self, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
+    async fn count_active(&self, issuer: &str, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
                 "SELECT COUNT(*) FROM personal_access_tokens \
-                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                 WHERE user_issuer = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3",
             )
             .await
             .map_err(pg_err)?;
         let row = c
-            .query_one(&stmt, &[&user_id, &now])
+            .query_one(&stmt, &[&issuer, &user_id, &now])
             .await
             .map_err(pg_err)?;
         Ok(col::<i64>(&row, 0)?.max(0).unsigned_abs())
+    }
+
+    async fn claim_unowned(&self, issuer: &str) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE personal_access_tokens SET user_issuer = $1 WHERE user_issuer = ''",
+            &[&issuer],
+        )
+        .await
+        .map_err(pg_err)
     }
 
     async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
@@ -270,14 +285,15 @@ impl TokenStore for PgStore {
 
     async fn revoke_all_for_user(
         &self,
+        issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>> {
         let sql = format!(
-            "UPDATE personal_access_tokens SET revoked_at = $2 \
-             WHERE user_id = $1 AND revoked_at IS NULL RETURNING {COLS}"
+            "UPDATE personal_access_tokens SET revoked_at = $3 \
+             WHERE user_issuer = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING {COLS}"
         );
-        let mut v = self.query_records(&sql, &[&user_id, &now]).await?;
+        let mut v = self.query_records(&sql, &[&issuer, &user_id, &now]).await?;
         sort_newest_first(&mut v);
         Ok(v)
     }
@@ -287,7 +303,7 @@ impl TokenStore for PgStore {
         let tx = c.transaction().await.map_err(pg_err)?;
         let old = tx
             .query_opt(
-                "SELECT user_id, revoked_at FROM personal_access_tokens WHERE id = $1 FOR UPDATE",
+                "SELECT user_id, revoked_at, user_issuer FROM personal_access_tokens WHERE id = $1 FOR UPDATE",
                 &[&old_id],
             )
             .await
@@ -295,7 +311,8 @@ impl TokenStore for PgStore {
         let Some(old) = old else {
             return Err(StoreError::NotFound);
         };
-        if col::<String>(&old, 0)? != new.user_id {
+        // The owner is (issuer, sub): the same sub at another issuer is another user.
+        if col::<String>(&old, 0)? != new.user_id || col::<String>(&old, 2)? != new.user_issuer {
             return Err(StoreError::NotFound);
         }
         if col::<Option<DateTime<Utc>>>(&old, 1)?.is_some() {
@@ -328,6 +345,7 @@ impl TokenStore for PgStore {
                     &t.rotated_from,
                     &t.kind.as_str(),
                     &t.jti,
+                    &t.user_issuer,
                 ],
             )
             .await

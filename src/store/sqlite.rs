@@ -16,7 +16,8 @@ use super::{
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti";
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
+                    user_issuer";
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -148,6 +149,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             )
         })?,
         jti: row.get(14)?,
+        user_issuer: row.get(15)?,
     })
 }
 
@@ -165,7 +167,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
     let scopes = serde_json::to_string(&t.scopes).map_err(|e| conv(7, Type::Text, e))?;
     let sql = format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13) RETURNING {COLS}"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14) RETURNING {COLS}"
     );
     conn.prepare_cached(&sql)?.query_row(
         params![
@@ -182,6 +184,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
             t.rotated_from.map(|u| u.to_string()),
             t.kind.as_str(),
             t.jti,
+            t.user_issuer,
         ],
         record,
     )
@@ -261,27 +264,41 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn list_for_user(&self, user_id: &str) -> Result<Vec<TokenRecord>> {
-        let user = user_id.to_owned();
+    async fn list_for_user(&self, issuer: &str, user_id: &str) -> Result<Vec<TokenRecord>> {
+        let owner = (issuer.to_owned(), user_id.to_owned());
         let mut v = self
             .run(move |c| {
-                let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE user_id = ?1");
-                query_records(c, &sql, [user])
+                let sql = format!(
+                    "SELECT {COLS} FROM personal_access_tokens WHERE user_issuer = ?1 AND user_id = ?2"
+                );
+                query_records(c, &sql, params![owner.0, owner.1])
             })
             .await?;
         sort_newest_first(&mut v);
         Ok(v)
     }
 
-    async fn count_active(&self, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
-        let user = user_id.to_owned();
+    async fn count_active(&self, issuer: &str, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        let owner = (issuer.to_owned(), user_id.to_owned());
         self.run(move |c| {
             c.prepare_cached(
                 "SELECT COUNT(*) FROM personal_access_tokens \
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                 WHERE user_issuer = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
             )?
-            .query_row(params![user, ts(now)], |r| r.get::<_, i64>(0))
+            .query_row(params![owner.0, owner.1, ts(now)], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0).unsigned_abs())
+        })
+        .await
+    }
+
+    async fn claim_unowned(&self, issuer: &str) -> Result<u64> {
+        let issuer = issuer.to_owned();
+        self.run(move |c| {
+            c.prepare_cached(
+                "UPDATE personal_access_tokens SET user_issuer = ?1 WHERE user_issuer = ''",
+            )?
+            .execute([issuer])
+            .map(|n| n as u64)
         })
         .await
     }
@@ -301,17 +318,18 @@ impl TokenStore for SqliteStore {
 
     async fn revoke_all_for_user(
         &self,
+        issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>> {
-        let user = user_id.to_owned();
+        let owner = (issuer.to_owned(), user_id.to_owned());
         let mut v = self
             .run(move |c| {
                 let sql = format!(
-                    "UPDATE personal_access_tokens SET revoked_at = ?2 \
-                     WHERE user_id = ?1 AND revoked_at IS NULL RETURNING {COLS}"
+                    "UPDATE personal_access_tokens SET revoked_at = ?3 \
+                     WHERE user_issuer = ?1 AND user_id = ?2 AND revoked_at IS NULL RETURNING {COLS}"
                 );
-                query_records(c, &sql, params![user, ts(now)])
+                query_records(c, &sql, params![owner.0, owner.1, ts(now)])
             })
             .await?;
         sort_newest_first(&mut v);
@@ -321,20 +339,23 @@ impl TokenStore for SqliteStore {
     async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let old: Option<(String, Option<i64>)> = tx
+            let old: Option<(String, String, Option<i64>)> = tx
                 .query_row(
-                    "SELECT user_id, revoked_at FROM personal_access_tokens WHERE id = ?1",
+                    "SELECT user_issuer, user_id, revoked_at FROM personal_access_tokens WHERE id = ?1",
                     [old_id.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
             match old {
-                Some((user, _)) if user != new.user_id => return Ok(Err(StoreError::NotFound)),
+                // The owner is (issuer, sub): the same sub at another issuer is another user.
+                Some((iss, user, _)) if iss != new.user_issuer || user != new.user_id => {
+                    return Ok(Err(StoreError::NotFound));
+                }
                 None => return Ok(Err(StoreError::NotFound)),
-                Some((_, Some(_))) => {
+                Some((_, _, Some(_))) => {
                     return Ok(Err(StoreError::Conflict("token already revoked".into())));
                 }
-                Some((_, None)) => {}
+                Some((_, _, None)) => {}
             }
             tx.execute(
                 "UPDATE personal_access_tokens SET revoked_at = ?2 WHERE id = ?1",

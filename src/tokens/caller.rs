@@ -40,6 +40,12 @@ impl Caller {
         &self.identity.subject
     }
 
+    /// The issuer vouching for the subject (for a PAT: its owner's issuer);
+    /// empty when unknown, which owns nothing.
+    pub fn issuer(&self) -> &str {
+        self.identity.issuer.as_deref().unwrap_or("")
+    }
+
     pub fn is_pat(&self) -> bool {
         self.identity.kind == CredentialKind::Pat
     }
@@ -116,7 +122,14 @@ pub async fn authenticate(
         .store()
         .find_by_jti(jti)
         .await?
-        .filter(|r| r.kind == TokenKind::Jwt && r.token_hash == format::hash(token))
+        .filter(|r| {
+            r.kind == TokenKind::Jwt
+                && r.token_hash == format::hash(token)
+                // Owned by the token's own (iss, sub), as in `Engine::jwt_pat`.
+                && r.user_id == identity.subject
+                && !r.user_issuer.is_empty()
+                && identity.issuer.as_deref() == Some(r.user_issuer.as_str())
+        })
         .ok_or_else(|| ApiError::invalid_token("unknown token"))?;
     if rec.revoked_at.is_some() {
         engine.pats.report_revoked(&rec.token_hash);

@@ -8,7 +8,11 @@
 //! - a PAT may only read itself (`GET self`) and rotate itself;
 //! - a user sees and revokes only their own tokens: another user's id
 //!   answers 404, exactly like an id that does not exist, so ids leak nothing;
+//! - a user is (issuer, `sub`): the same `sub` at another issuer is another
+//!   user, and a token with no recorded issuer (older than migration 4, not
+//!   claimed at start-up) belongs to nobody;
 //! - `/admin/users/{sub}/tokens` needs `api.admin_scope` (`tokens:admin`);
+//!   `?issuer=` picks the issuer, required when several are configured;
 //! - a new PAT's scopes must lie within the caller's effective scopes and
 //!   within `pat.grantable_scopes`, and never name `tokens:*`.
 //!
@@ -79,6 +83,8 @@ pub struct Meta {
 #[derive(Debug, Clone, Serialize)]
 pub struct CallerMeta {
     pub subject: String,
+    /// The caller's issuer (for a PAT: its owner's).
+    pub issuer: String,
     pub username: Option<String>,
     pub kind: String,
     pub scopes: Vec<String>,
@@ -182,11 +188,37 @@ impl TokenService {
     }
 
     /// The caller's own token `id`; another user's is reported as missing.
+    /// The owner is (issuer, sub); an unowned row (empty issuer) is nobody's.
     async fn own(&self, c: &Caller, id: &str) -> Result<TokenRecord, ApiError> {
         let id = Uuid::parse_str(id).map_err(|_| ApiError::not_found())?;
         match self.store().get(id).await? {
-            Some(r) if r.user_id == c.subject() => Ok(r),
+            Some(r) if owned_by(&r, c.issuer(), c.subject()) => Ok(r),
             _ => Err(ApiError::not_found()),
+        }
+    }
+
+    /// The issuer an admin call means: `?issuer=` when given, else the one
+    /// configured issuer; with several, the caller must say which, so an
+    /// admin never acts on a same-`sub` user of another issuer by accident.
+    fn admin_issuer(&self, given: Option<&str>) -> Result<String, ApiError> {
+        if let Some(i) = given {
+            if i.is_empty() {
+                return Err(ApiError::invalid_request("issuer: must not be empty"));
+            }
+            return Ok(i.to_owned());
+        }
+        let engine = self.engine.load();
+        let mut names: Vec<&str> = engine.verifier.issuer_names().collect();
+        match names.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            _ => {
+                names.sort_unstable();
+                Err(ApiError::invalid_request(format!(
+                    "issuer: required when {} issuers are configured (one of: {})",
+                    names.len(),
+                    names.join(", ")
+                )))
+            }
         }
     }
 
@@ -196,11 +228,17 @@ impl TokenService {
         let now = Utc::now();
         let req = CreateRequest {
             user_id: c.subject().to_owned(),
+            user_issuer: c.issuer().to_owned(),
             username: c.identity.username.clone().unwrap_or_default(),
             name: input.name,
             description: input.description,
             scopes: input.scopes,
-            expires_at: expiry(input.expires_in_days, input.expires_at, now)?,
+            expires_at: expiry(
+                input.expires_in_days,
+                input.expires_at,
+                now,
+                self.pat.max_lifetime_days,
+            )?,
             rotated_from: None,
         };
         self.mint_and_store(c, req, now).await
@@ -210,7 +248,7 @@ impl TokenService {
     pub async fn list(&self, c: &Caller) -> Result<Vec<TokenView>, ApiError> {
         self.require_manage(c)?;
         let now = Utc::now();
-        let recs = self.store().list_for_user(c.subject()).await?;
+        let recs = self.store().list_for_user(c.issuer(), c.subject()).await?;
         Ok(recs.iter().map(|r| TokenView::of(r, now)).collect())
     }
 
@@ -260,18 +298,26 @@ impl TokenService {
                 "token has expired; it cannot be rotated",
             ));
         }
-        let expires_at = match expiry(input.expires_in_days, input.expires_at, now)? {
+        let max_days = self.pat.max_lifetime_days;
+        let expires_at = match expiry(input.expires_in_days, input.expires_at, now, max_days)? {
             Some(at) => at,
             // Same lifetime as the old token, within the current maximum.
+            // Checked: stored dates and the configured limit are inputs too.
             None => {
+                let max = TimeDelta::try_days(i64::from(max_days)).unwrap_or(TimeDelta::MAX);
                 let life = (old.expires_at - old.created_at)
                     .max(TimeDelta::days(1))
-                    .min(TimeDelta::days(i64::from(self.pat.max_lifetime_days)));
-                now + life
+                    .min(max);
+                now.checked_add_signed(life).ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "expires_in_days: the old lifetime is out of range; give at most {max_days} (pat.max_lifetime_days)"
+                    ))
+                })?
             }
         };
         let req = CreateRequest {
             user_id: old.user_id.clone(),
+            user_issuer: old.user_issuer.clone(),
             username: old.username.clone(),
             name: old.name.clone(),
             description: old.description.clone(),
@@ -301,20 +347,34 @@ impl TokenService {
         Ok(TokenView::of(&rec, Utc::now()))
     }
 
-    /// `GET /api/v1/admin/users/{sub}/tokens`.
-    pub async fn admin_list(&self, c: &Caller, sub: &str) -> Result<Vec<TokenView>, ApiError> {
+    /// `GET /api/v1/admin/users/{sub}/tokens[?issuer=ISS]`.
+    pub async fn admin_list(
+        &self,
+        c: &Caller,
+        sub: &str,
+        issuer: Option<&str>,
+    ) -> Result<Vec<TokenView>, ApiError> {
         self.require_admin(c)?;
+        let issuer = self.admin_issuer(issuer)?;
         let now = Utc::now();
-        let recs = self.store().list_for_user(sub).await?;
+        let recs = self.store().list_for_user(&issuer, sub).await?;
         Ok(recs.iter().map(|r| TokenView::of(r, now)).collect())
     }
 
-    /// `DELETE /api/v1/admin/users/{sub}/tokens`: revokes every active token.
-    pub async fn admin_revoke(&self, c: &Caller, sub: &str) -> Result<RevokedAll, ApiError> {
+    /// `DELETE /api/v1/admin/users/{sub}/tokens[?issuer=ISS]`: revokes
+    /// every active token.
+    pub async fn admin_revoke(
+        &self,
+        c: &Caller,
+        sub: &str,
+        issuer: Option<&str>,
+    ) -> Result<RevokedAll, ApiError> {
         self.require_admin(c)?;
-        let recs = self.revoker.revoke_all(sub).await?;
+        let issuer = self.admin_issuer(issuer)?;
+        let recs = self.revoker.revoke_all(&issuer, sub).await?;
         tracing::info!(
             user = %sub,
+            issuer = %issuer,
             by = %c.subject(),
             revoked = recs.len(),
             "admin revoked every token of a user"
@@ -339,6 +399,7 @@ impl TokenService {
             dev: self.dev,
             caller: c.map(|c| CallerMeta {
                 subject: c.subject().to_owned(),
+                issuer: c.issuer().to_owned(),
                 username: c.identity.username.clone(),
                 kind: c.identity.kind.as_str().to_owned(),
                 scopes: c.identity.scopes.clone(),
@@ -415,10 +476,10 @@ impl TokenService {
                 format!("the token Keycloak returned failed verification: {e}"),
             )
         })?;
-        if v.identity.subject != c.subject() {
+        if v.identity.subject != c.subject() || v.identity.issuer.as_deref() != Some(c.issuer()) {
             return Err(ApiError::exchange_failed(
                 None,
-                "the token Keycloak returned is for another subject",
+                "the token Keycloak returned is for another subject or issuer",
             ));
         }
         let jti = v.jti.clone().filter(|j| !j.is_empty()).ok_or_else(|| {
@@ -435,6 +496,11 @@ impl TokenService {
             expires_at: Some(exp),
         })
     }
+}
+
+/// Is `r` owned by (`issuer`, `sub`)? A row without an issuer is nobody's.
+fn owned_by(r: &TokenRecord, issuer: &str, sub: &str) -> bool {
+    !r.user_issuer.is_empty() && r.user_issuer == issuer && r.user_id == sub
 }
 
 fn jwt_hint(jti: &str) -> String {

@@ -52,7 +52,7 @@ pub async fn check(
         return Ok(0);
     };
     let rotated = store
-        .list_for_user(&rec.user_id)
+        .list_for_user(&rec.user_issuer, &rec.user_id)
         .await?
         .iter()
         .any(|r| r.rotated_from == Some(rec.id));

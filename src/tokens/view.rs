@@ -12,6 +12,9 @@ use crate::store::TokenRecord;
 pub struct TokenView {
     pub id: Uuid,
     pub user_id: String,
+    /// The owner's issuer; the owner is (`user_issuer`, `user_id`).
+    #[serde(default)]
+    pub user_issuer: String,
     pub username: String,
     pub name: String,
     pub description: Option<String>,
@@ -33,6 +36,7 @@ impl TokenView {
         TokenView {
             id: r.id,
             user_id: r.user_id.clone(),
+            user_issuer: r.user_issuer.clone(),
             username: r.username.clone(),
             name: r.name.clone(),
             description: r.description.clone(),
@@ -114,11 +118,23 @@ pub struct RotateInput {
 }
 
 /// `expires_in_days` | `expires_at` → `expires_at` (`None`: the default).
+///
+/// `max_days` is `pat.max_lifetime_days`: a larger `expires_in_days` is
+/// refused here, naming the limit, and the addition itself is checked, so no
+/// input can overflow the date type (chrono panics on an unchecked `+`).
+/// A far-away `expires_at` needs no arithmetic here; the creation rules
+/// refuse it against the same limit.
 pub fn expiry(
     days: Option<u32>,
     at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    max_days: u32,
 ) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let too_long = || {
+        ApiError::invalid_request(format!(
+            "expires_in_days: at most {max_days} (pat.max_lifetime_days)"
+        ))
+    };
     match (days, at) {
         (Some(_), Some(_)) => Err(ApiError::invalid_request(
             "expires_in_days, expires_at: give at most one",
@@ -126,7 +142,33 @@ pub fn expiry(
         (Some(0), None) => Err(ApiError::invalid_request(
             "expires_in_days: must be at least 1",
         )),
-        (Some(d), None) => Ok(Some(now + TimeDelta::days(i64::from(d)))),
+        (Some(d), None) if d > max_days => Err(too_long()),
+        (Some(d), None) => TimeDelta::try_days(i64::from(d))
+            .and_then(|life| now.checked_add_signed(life))
+            .map(Some)
+            .ok_or_else(too_long),
         (None, at) => Ok(at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item9_expiry_never_overflows() {
+        let now = Utc::now();
+        for d in [366, 4_294_967_295] {
+            let e = expiry(Some(d), None, now, 365).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.description.contains("at most 365"), "{e:?}");
+        }
+        // Even a limit beyond the date range cannot make the addition panic.
+        let e = expiry(Some(u32::MAX), None, now, u32::MAX).unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+        assert_eq!(
+            expiry(Some(2), None, now, 365).unwrap(),
+            Some(now + TimeDelta::days(2))
+        );
     }
 }
