@@ -119,6 +119,11 @@ async fn create(a: CreateArgs) -> anyhow::Result<i32> {
     };
     match pat::create(&store, &cfg.pat, req, now).await {
         Ok((raw, rec)) => {
+            // Lets running replicas look it up at once (bus `new:`).
+            revoker_for(&cfg, store.clone())
+                .await?
+                .announce_created(&rec)
+                .await;
             eprintln!(
                 "created token {} ({}) expiring {}; it is shown once",
                 rec.id,

@@ -3,6 +3,7 @@
 
 pub mod exchanged;
 pub mod format;
+pub mod known;
 pub mod local_jwt;
 pub mod rules;
 pub mod usage;

@@ -6,6 +6,14 @@
 //! time) only reclaims memory. Concurrent misses on one hash are coalesced
 //! into a single store query through moka's per-key compute lock. Store
 //! errors are never cached.
+//!
+//! Revocation and loads race: moka's `insert` (used to mark a hash revoked)
+//! does not wait for an in-flight compute, so a load that read "active"
+//! before the revocation could put its stale entry over the `Revoked` one.
+//! Every revocation therefore also leaves a tombstone (a bounded set of
+//! recently revoked hashes, kept longer than any entry a stale load could
+//! put); a load refuses to cache a tombstoned hash as valid, and a cached
+//! valid entry whose hash is tombstoned is answered as revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +23,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
+use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
 use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
 use crate::store::{Store, StoreError, TokenKind, TokenRecord};
@@ -98,7 +107,21 @@ pub struct PatValidator {
     /// Hashes reported recently, so a replayed revoked token is reported
     /// once per `cache_ttl`, not once per request.
     reuse_seen: moka::sync::Cache<TokenHash, ()>,
+    /// Hashes revoked on this replica within the last `cache_ttl` (plus
+    /// slack): see the module docs. LRU, so a new tombstone is never
+    /// refused admission; bounded by `pat.cache_capacity`.
+    tombstones: moka::sync::Cache<TokenHash, ()>,
+    /// Hashes of active PATs: an opaque PAT outside it costs a store query
+    /// only within `budget` (forged-token floods; see `pat::known`).
+    known: Arc<KnownHashes>,
+    budget: Arc<LookupBudget>,
 }
+
+/// How much longer than `pat.cache_ttl` a tombstone lives. A stale load's
+/// entry is fresh until at most `cache_ttl` after the load *started* (before
+/// the revocation), so `cache_ttl` already covers it; the slack absorbs a
+/// clock step between the two readings.
+const TOMBSTONE_SLACK: Duration = Duration::from_secs(60);
 
 impl PatValidator {
     /// Builds a validator (and its [`UsageTracker`]; start its flusher with
@@ -126,6 +149,13 @@ impl PatValidator {
                 .max_capacity(10_000)
                 .time_to_live(cfg.cache_ttl)
                 .build(),
+            tombstones: moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .time_to_live(cfg.cache_ttl.saturating_add(TOMBSTONE_SLACK))
+                .build(),
+            known: Arc::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -210,19 +240,34 @@ impl PatValidator {
             return Ok(self.outcome(&hash, &e, now));
         }
         crate::metrics::global().cache("pat", false);
+        // Opaque PATs can be forged at will (public checksum): one whose hash
+        // is not known to be active is looked up only within the budget, and
+        // denied without I/O (and without a cache entry) past it. Signed
+        // (JWT) PATs are not gated: forging one needs a signing key.
+        let gated = jwt.is_none() && !self.known.may_exist(&hash);
+        if gated && !self.budget.available() {
+            return Ok(PatOutcome::Unknown);
+        }
         let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
         let clock = Arc::clone(&self.clock);
         let store = self.store.clone();
+        let tombstones = self.tombstones.clone();
+        let (known, budget) = (Arc::clone(&self.known), Arc::clone(&self.budget));
         let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
         let res = self
             .cache
             .entry(hash)
             .and_try_compute_with(|cur| async move {
                 let now = clock();
-                if let Some(cur) = cur
-                    && cur.value().fresh_until > now
+                if let Some(c) = &cur
+                    && c.value().fresh_until > now
                 {
                     return Ok(Op::Nop); // another caller just refreshed it
+                }
+                // Spent here, after coalescing, so concurrent misses on one
+                // hash cost one unit, like one query.
+                if gated && !budget.take() {
+                    return Ok(if cur.is_some() { Op::Remove } else { Op::Nop });
                 }
                 let mut rec = store.find_by_hash(&hash).await?;
                 if let Some(jti) = &jwt {
@@ -232,6 +277,20 @@ impl PatValidator {
                         rec = store.find_by_jti(jti).await?;
                     }
                     rec = rec.filter(|r| r.kind == TokenKind::Jwt);
+                }
+                // Revoked on this replica while we were reading: what we
+                // read is stale and must not be cached as valid.
+                if let Some(r) = rec.as_mut()
+                    && r.revoked_at.is_none()
+                    && tombstones.contains_key(&hash)
+                {
+                    r.revoked_at = Some(now);
+                }
+                if jwt.is_none()
+                    && let Some(r) = &rec
+                    && r.revoked_at.is_none()
+                {
+                    known.insert(hash);
                 }
                 Ok::<_, StoreError>(Op::Put(entry_for(rec, now, ttl, neg)))
             })
@@ -250,6 +309,9 @@ impl PatValidator {
             State::Unknown => PatOutcome::Unknown,
             State::Revoked => self.revoked(hash),
             State::Found(rec) if rec.revoked_at.is_some() => self.revoked(hash),
+            // A stale load's put can still land after the tombstone check
+            // above (between the closure and moka's write); this catches it.
+            State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
             State::Found(rec) if rec.expires_at <= now => PatOutcome::Expired,
             State::Found(rec) => {
                 self.usage.record(rec.id, now);
@@ -286,8 +348,12 @@ impl PatValidator {
         self.cache.invalidate(hash).await;
     }
 
-    /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus).
+    /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus), and
+    /// tombstones it so an in-flight load cannot bring it back.
     pub async fn mark_revoked(&self, hash: &TokenHash) {
+        // Tombstone first: a load finishing between the two writes sees it.
+        self.tombstones.insert(*hash, ());
+        self.known.remove(hash);
         let now = (self.clock)();
         let entry = CacheEntry {
             state: State::Revoked,
@@ -295,6 +361,17 @@ impl PatValidator {
             ttl: self.cache_ttl,
         };
         self.cache.insert(*hash, entry).await;
+    }
+
+    /// A token was created (here, or on another replica: bus, resync): its
+    /// hash is worth a store lookup from now on. Never allows by itself.
+    pub fn note_created(&self, hash: &TokenHash) {
+        self.known.insert(*hash);
+    }
+
+    /// The set of active PAT hashes (loaded and refreshed by the resync loop).
+    pub fn known(&self) -> &KnownHashes {
+        &self.known
     }
 
     /// Applies moka's pending maintenance (evictions), so counts are exact.

@@ -15,11 +15,15 @@
 //! lost connection is [`StoreError::Unavailable`], which callers must turn
 //! into a 503, never an allow.
 
+mod config;
+mod known;
 mod postgres;
 mod sqlite;
 
+pub use config::{StoreConfig, StoreKind, redact_url};
+
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,101 +50,6 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         include_str!("migrations/postgres/0002_jwt_denylist.sql"),
     ),
 ];
-
-/// Which database backs the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// A local SQLite file (single replica).
-    #[default]
-    Sqlite,
-    /// A shared Postgres database (several replicas).
-    Postgres,
-}
-
-/// `store:` configuration. `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Backend: `sqlite` or `postgres`.
-    pub kind: StoreKind,
-    /// SQLite file; defaults to `<data_dir>/portcullis.db`.
-    pub path: Option<PathBuf>,
-    /// Postgres URL, e.g. `postgres://postgres@127.0.0.1:5432/portcullis`.
-    pub url: Option<String>,
-    /// Maximum number of pooled Postgres connections.
-    pub pool_size: usize,
-    /// Upper bound for every store call; a timeout is an error, never an allow.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = self.url.as_deref().map(redact_url);
-        f.debug_struct("StoreConfig")
-            .field("kind", &self.kind)
-            .field("path", &self.path)
-            .field("url", &url)
-            .field("pool_size", &self.pool_size)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            kind: StoreKind::Sqlite,
-            path: None,
-            url: None,
-            pool_size: 16,
-            timeout: Duration::from_millis(100),
-        }
-    }
-}
-
-impl StoreConfig {
-    /// Checks the values; messages name the offending key.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pool_size == 0 {
-            return Err("store.pool_size: must be >= 1".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("store.timeout: must be > 0".into());
-        }
-        if self.kind == StoreKind::Postgres {
-            let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
-                return Err("store.url: required when store.kind is postgres".into());
-            };
-            // Never echo the URL: it may carry a password.
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|_| "store.url: not a valid postgres connection URL".to_string())?;
-        }
-        Ok(())
-    }
-
-    /// The SQLite file used for this config and data directory.
-    pub fn sqlite_path(&self, data_dir: &Path) -> PathBuf {
-        self.path
-            .clone()
-            .unwrap_or_else(|| data_dir.join("portcullis.db"))
-    }
-}
 
 /// Store failures. Display never includes a raw token (the store never sees one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -367,6 +276,25 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         watermark: DateTime<Utc>,
     ) -> Result<Vec<(TokenHash, DateTime<Utc>)>>;
+    /// Hashes of tokens neither revoked nor expired at `now` (the known-hash
+    /// set). The default refuses, so a test double without it keeps every
+    /// lookup going to the store, as before the set existed.
+    async fn active_hashes(&self, _now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        Err(StoreError::Other(
+            "this store does not support active_hashes".into(),
+        ))
+    }
+    /// Hashes and `created_at` of tokens created after `watermark` and
+    /// neither revoked nor expired at `now`, oldest first. Default refuses.
+    async fn created_since(
+        &self,
+        _watermark: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        Err(StoreError::Other(
+            "this store does not support created_since".into(),
+        ))
+    }
     /// Unexpired deny-list entries changed after `watermark`, oldest first.
     /// The default refuses, so a test double without a deny-list fails
     /// closed (the deny set never reports itself loaded).

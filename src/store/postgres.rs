@@ -108,6 +108,12 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("postgres: {e}"))
 }
 
+/// A `token_hash` column value as a hash.
+fn hash32(h: Vec<u8>) -> Result<TokenHash> {
+    h.try_into()
+        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
+}
+
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
         .map_err(|e| StoreError::Other(format!("postgres column {idx}: {e}")))
@@ -417,6 +423,39 @@ impl TokenStore for PgStore {
         c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
             .await
             .map_err(pg_err)
+    }
+
+    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_hash FROM personal_access_tokens \
+                 WHERE revoked_at IS NULL AND expires_at > $1",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&now]).await.map_err(pg_err)?;
+        rows.iter().map(|r| hash32(col(r, 0)?)).collect()
+    }
+
+    async fn created_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_hash, created_at FROM personal_access_tokens \
+                 WHERE created_at > $1 AND revoked_at IS NULL AND expires_at > $2 \
+                 ORDER BY created_at, id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((hash32(col(r, 0)?)?, col(r, 1)?)))
+            .collect()
     }
 
     async fn revoked_since(

@@ -80,6 +80,12 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A `token_hash` column value as a hash.
+fn hash32(h: Vec<u8>) -> Result<TokenHash> {
+    h.try_into()
+        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
+}
+
 fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -434,6 +440,46 @@ impl TokenStore for SqliteStore {
                 .map(|n| n as u64)
         })
         .await
+    }
+
+    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        let rows: Vec<Vec<u8>> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT token_hash FROM personal_access_tokens \
+                     WHERE revoked_at IS NULL AND expires_at > ?1",
+                )?;
+                let rows = stmt.query_map([ts(now)], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter().map(hash32).collect()
+    }
+
+    async fn created_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        let rows: Vec<(Vec<u8>, i64)> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT token_hash, created_at FROM personal_access_tokens \
+                     WHERE created_at > ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+                     ORDER BY created_at, id",
+                )?;
+                let rows =
+                    stmt.query_map([ts(watermark), ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(h, at)| {
+                let at = DateTime::from_timestamp_micros(at)
+                    .ok_or_else(|| StoreError::Other("timestamp out of range".into()))?;
+                Ok((hash32(h)?, at))
+            })
+            .collect()
     }
 
     async fn revoked_since(

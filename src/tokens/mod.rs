@@ -380,6 +380,7 @@ impl TokenService {
             PatIssuerKind::KeycloakExchange => self.mint_exchanged(c).await?,
         };
         let (raw, rec) = pat::store_minted(&store, p, minted, now).await?;
+        self.revoker.announce_created(&rec).await;
         Ok(CreatedView::of(raw, &rec))
     }
 

@@ -8,3 +8,4 @@ pub mod echo;
 pub mod envoy;
 pub mod keycloak;
 pub mod pg;
+pub mod wrapped_store;
