@@ -125,6 +125,7 @@ async fn expired_pat_is_denied() {
             rotated_from: None,
             kind: portcullis::store::TokenKind::Opaque,
             jti: None,
+            hash_version: Default::default(),
         })
         .await
         .unwrap();

@@ -23,10 +23,11 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
+use super::hasher::TokenHasher;
 use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
 use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
-use crate::store::{Store, StoreError, TokenKind, TokenRecord};
+use crate::store::{HashVersion, Store, StoreError, TokenKind, TokenRecord};
 
 /// Where presented-but-revoked token hashes go for reuse detection (a
 /// rotated-away token revokes its whole chain; see `tokens::reuse`).
@@ -115,6 +116,8 @@ pub struct PatValidator {
     /// only within `budget` (forged-token floods; see `pat::known`).
     known: Arc<KnownHashes>,
     budget: Arc<LookupBudget>,
+    /// `pat.hash_key`: how opaque PATs are hashed (see `pat::hasher`).
+    hasher: TokenHasher,
 }
 
 /// How much longer than `pat.cache_ttl` a tombstone lives. A stale load's
@@ -156,6 +159,7 @@ impl PatValidator {
                 .build(),
             known: Arc::default(),
             budget: Arc::default(),
+            hasher: TokenHasher::new(cfg.hash_key.as_deref()),
         }
     }
 
@@ -181,7 +185,7 @@ impl PatValidator {
             LocalCheck::NotOurs => Ok(None),
             LocalCheck::Invalid => Ok(Some(PatOutcome::Malformed)),
             LocalCheck::Expired => Ok(Some(PatOutcome::Expired)),
-            LocalCheck::Signed => match self.lookup(format::hash(token), None).await? {
+            LocalCheck::Signed => match self.lookup(format::hash(token), None, None).await? {
                 PatOutcome::Valid(rec) if rec.kind != TokenKind::Jwt => {
                     Ok(Some(PatOutcome::Unknown))
                 }
@@ -206,12 +210,19 @@ impl PatValidator {
         &self.store
     }
 
+    /// How opaque PATs are hashed (creation uses the same).
+    pub fn hasher(&self) -> &TokenHasher {
+        &self.hasher
+    }
+
     /// Validates a presented token. `Err` only for store failures (→ 503).
     pub async fn validate(&self, token: &str) -> Result<PatOutcome, StoreError> {
         if format::check(&self.prefix, token).is_err() {
             return Ok(PatOutcome::Malformed);
         }
-        self.lookup(format::hash(token), None).await
+        let (hash, version) = self.hasher.primary(token);
+        self.lookup(hash, None, Some(Opaque { token, version }))
+            .await
     }
 
     /// Validates a PAT-marked JWT (already signature-checked) by the SHA-256
@@ -223,14 +234,18 @@ impl PatValidator {
         hash: TokenHash,
         jti: Option<&str>,
     ) -> Result<PatOutcome, StoreError> {
-        self.lookup(hash, Some(jti)).await
+        self.lookup(hash, Some(jti), None).await
     }
 
     /// `jwt`: `None` for an opaque PAT, `Some(jti)` for a PAT-marked JWT.
+    /// `opaque`: the raw opaque token and the version `hash` is under (to
+    /// accept only rows of that version, and to find and upgrade a legacy
+    /// SHA-256 row when `hash` is an HMAC).
     async fn lookup(
         &self,
         hash: TokenHash,
         jwt: Option<Option<&str>>,
+        opaque: Option<Opaque<'_>>,
     ) -> Result<PatOutcome, StoreError> {
         let now = (self.clock)();
         if let Some(e) = self.cache.get(&hash).await
@@ -244,7 +259,17 @@ impl PatValidator {
         // is not known to be active is looked up only within the budget, and
         // denied without I/O (and without a cache entry) past it. Signed
         // (JWT) PATs are not gated: forging one needs a signing key.
-        let gated = jwt.is_none() && !self.known.may_exist(&hash);
+        // With a key, a not-yet-upgraded row is stored under SHA-256.
+        let legacy = match opaque {
+            Some(o) if o.version == HashVersion::Hmac => {
+                self.hasher.under(o.token, HashVersion::Sha256)
+            }
+            _ => None,
+        };
+        let version = opaque.map(|o| o.version);
+        let gated = jwt.is_none()
+            && !self.known.may_exist(&hash)
+            && !legacy.is_some_and(|l| self.known.may_exist(&l));
         if gated && !self.budget.available() {
             return Ok(PatOutcome::Unknown);
         }
@@ -270,6 +295,16 @@ impl PatValidator {
                     return Ok(if cur.is_some() { Op::Remove } else { Op::Nop });
                 }
                 let mut rec = store.find_by_hash(&hash).await?;
+                if let Some(v) = version {
+                    // A row counts only under its own hash version: a bare
+                    // SHA-256 planted as version 2 never matches.
+                    rec = rec.filter(|r| r.hash_version == v);
+                    if rec.is_none()
+                        && let Some(old) = legacy
+                    {
+                        rec = upgrade_legacy(&store, &old, &hash).await?;
+                    }
+                }
                 if let Some(jti) = &jwt {
                     if rec.is_none()
                         && let Some(jti) = jti
@@ -384,6 +419,42 @@ impl PatValidator {
         CacheStats {
             entries: self.cache.entry_count(),
         }
+    }
+}
+
+/// An opaque PAT being looked up: the raw token and its hash's version.
+#[derive(Clone, Copy)]
+struct Opaque<'a> {
+    token: &'a str,
+    version: HashVersion,
+}
+
+/// A legacy (SHA-256, version 1) opaque row for this token: moved to the
+/// HMAC `new` hash, so it is cached, revoked and published under the same
+/// hash as every other token. Returns the row as it now is (the update
+/// returns its current `revoked_at`, so a revocation that committed during
+/// the load is seen). A store failure is an error (503), never an allow.
+async fn upgrade_legacy(
+    store: &Store,
+    old: &TokenHash,
+    new: &TokenHash,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(r) = store.find_by_hash(old).await? else {
+        return Ok(None);
+    };
+    if r.hash_version != HashVersion::Sha256 || r.kind != TokenKind::Opaque {
+        return Ok(None);
+    }
+    match store.upgrade_hash(r.id, old, new).await? {
+        Some(up) => {
+            tracing::info!(token_id = %up.id, "legacy PAT hash upgraded to HMAC");
+            Ok(Some(up))
+        }
+        // Another replica upgraded it first.
+        None => Ok(store
+            .find_by_hash(new)
+            .await?
+            .filter(|r| r.hash_version == HashVersion::Hmac)),
     }
 }
 

@@ -1,11 +1,24 @@
 //! [`Store`] calls feeding the in-memory set of active PAT hashes
-//! (`pat::known`), which keeps forged-token floods away from the store.
+//! (`pat::known`), which keeps forged-token floods away from the store, and
+//! upgrading legacy hashes (`pat::hasher`).
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
-use super::{Result, Store, TokenHash};
+use super::{Result, Store, TokenHash, TokenRecord};
 
 impl Store {
+    /// Re-hashes a legacy (SHA-256, version 1) row to HMAC (version 2);
+    /// returns the row as it now is, `None` if it no longer matches.
+    pub async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        self.call(self.backend.upgrade_hash(id, old, new)).await
+    }
+
     /// Hashes of every token neither revoked nor expired at `now`.
     pub async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         self.call(self.backend.active_hashes(now)).await

@@ -49,7 +49,44 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         include_str!("migrations/sqlite/0002_jwt_denylist.sql"),
         include_str!("migrations/postgres/0002_jwt_denylist.sql"),
     ),
+    (
+        3,
+        "token_hash_version",
+        include_str!("migrations/sqlite/0003_token_hash_version.sql"),
+        include_str!("migrations/postgres/0003_token_hash_version.sql"),
+    ),
 ];
+
+/// How a row's `token_hash` was computed (`hash_version` column, migration
+/// 0003; see `pat::hasher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HashVersion {
+    /// SHA-256 of the token: rows from before 0003, JWT-kind PATs, and
+    /// opaque PATs created without `pat.hash_key`.
+    #[default]
+    Sha256,
+    /// HMAC-SHA256(`pat.hash_key`, token).
+    Hmac,
+}
+
+impl HashVersion {
+    /// Column value.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            HashVersion::Sha256 => 1,
+            HashVersion::Hmac => 2,
+        }
+    }
+
+    /// Parses a column value.
+    pub fn from_i16(v: i16) -> Option<Self> {
+        match v {
+            1 => Some(HashVersion::Sha256),
+            2 => Some(HashVersion::Hmac),
+            _ => None,
+        }
+    }
+}
 
 /// Store failures. Display never includes a raw token (the store never sees one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +195,8 @@ pub struct TokenRecord {
     pub rotated_from: Option<Uuid>,
     pub kind: TokenKind,
     pub jti: Option<String>,
+    /// How `token_hash` was computed.
+    pub hash_version: HashVersion,
 }
 
 impl TokenRecord {
@@ -192,6 +231,7 @@ impl fmt::Debug for TokenRecord {
             .field("rotated_from", &self.rotated_from)
             .field("kind", &self.kind)
             .field("jti", &self.jti)
+            .field("hash_version", &self.hash_version)
             .finish()
     }
 }
@@ -213,6 +253,8 @@ pub struct NewToken {
     pub rotated_from: Option<Uuid>,
     pub kind: TokenKind,
     pub jti: Option<String>,
+    /// How `token_hash` was computed.
+    pub hash_version: HashVersion,
 }
 
 impl fmt::Debug for NewToken {
@@ -276,6 +318,20 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         watermark: DateTime<Utc>,
     ) -> Result<Vec<(TokenHash, DateTime<Utc>)>>;
+    /// Moves a legacy row (`id`, SHA-256 `old`, version 1) to `new`
+    /// (HMAC, version 2). Returns the row as it now is (revoked or not),
+    /// `None` when it no longer matches (already upgraded or gone). The
+    /// default refuses (a lookup needing it answers 503).
+    async fn upgrade_hash(
+        &self,
+        _id: Uuid,
+        _old: &TokenHash,
+        _new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        Err(StoreError::Other(
+            "this store does not support upgrade_hash".into(),
+        ))
+    }
     /// Hashes of tokens neither revoked nor expired at `now` (the known-hash
     /// set). The default refuses, so a test double without it keeps every
     /// lookup going to the store, as before the set existed.

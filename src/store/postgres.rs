@@ -9,12 +9,13 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
-    TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenKind, TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti";
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
+                    hash_version";
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -141,13 +142,15 @@ fn record(row: &Row) -> Result<TokenRecord> {
         kind: TokenKind::parse(&kind)
             .ok_or_else(|| StoreError::Other("unknown token kind".into()))?,
         jti: col(row, 14)?,
+        hash_version: HashVersion::from_i16(col(row, 15)?)
+            .ok_or_else(|| StoreError::Other("unknown hash_version".into()))?,
     })
 }
 
 fn insert_sql() -> String {
     format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13) RETURNING {COLS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, $14) RETURNING {COLS}"
     )
 }
 
@@ -221,6 +224,7 @@ impl TokenStore for PgStore {
                     &t.rotated_from,
                     &t.kind.as_str(),
                     &t.jti,
+                    &t.hash_version.as_i16(),
                 ],
             )
             .await
@@ -334,6 +338,7 @@ impl TokenStore for PgStore {
                     &t.rotated_from,
                     &t.kind.as_str(),
                     &t.jti,
+                    &t.hash_version.as_i16(),
                 ],
             )
             .await
@@ -423,6 +428,19 @@ impl TokenStore for PgStore {
         c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
             .await
             .map_err(pg_err)
+    }
+
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        let sql = format!(
+            "UPDATE personal_access_tokens SET token_hash = $3, hash_version = 2 \
+             WHERE id = $1 AND token_hash = $2 AND hash_version = 1 RETURNING {COLS}"
+        );
+        self.query_opt(&sql, &[&id, &&old[..], &&new[..]]).await
     }
 
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {

@@ -11,12 +11,13 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
-    TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenKind, TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti";
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
+                    hash_version";
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -154,6 +155,13 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
             )
         })?,
         jti: row.get(14)?,
+        hash_version: HashVersion::from_i16(row.get(15)?).ok_or_else(|| {
+            conv(
+                15,
+                Type::Integer,
+                StoreError::Other("unknown hash_version".into()),
+            )
+        })?,
     })
 }
 
@@ -171,7 +179,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
     let scopes = serde_json::to_string(&t.scopes).map_err(|e| conv(7, Type::Text, e))?;
     let sql = format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13) RETURNING {COLS}"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14) RETURNING {COLS}"
     );
     conn.prepare_cached(&sql)?.query_row(
         params![
@@ -188,6 +196,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
             t.rotated_from.map(|u| u.to_string()),
             t.kind.as_str(),
             t.jti,
+            t.hash_version.as_i16(),
         ],
         record,
     )
@@ -438,6 +447,25 @@ impl TokenStore for SqliteStore {
             c.prepare_cached("DELETE FROM jwt_denylist WHERE expires_at <= ?1")?
                 .execute([ts(now)])
                 .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        let (old, new) = (*old, *new);
+        self.run(move |c| {
+            let sql = format!(
+                "UPDATE personal_access_tokens SET token_hash = ?3, hash_version = 2 \
+                 WHERE id = ?1 AND token_hash = ?2 AND hash_version = 1 RETURNING {COLS}"
+            );
+            c.prepare_cached(&sql)?
+                .query_row(params![id.to_string(), &old[..], &new[..]], record)
+                .optional()
         })
         .await
     }

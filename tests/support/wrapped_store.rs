@@ -152,6 +152,15 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.revoked_since(watermark).await
     }
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.inner.upgrade_hash(id, old, new).await
+    }
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         self.count();
         self.inner.active_hashes(now).await
