@@ -119,11 +119,6 @@ async fn create(a: CreateArgs) -> anyhow::Result<i32> {
     };
     match pat::create(&store, &cfg.pat, req, now).await {
         Ok((raw, rec)) => {
-            // Lets running replicas look it up at once (bus `new:`).
-            revoker_for(&cfg, store.clone())
-                .await?
-                .announce_created(&rec)
-                .await;
             eprintln!(
                 "created token {} ({}) expiring {}; it is shown once",
                 rec.id,
@@ -131,6 +126,13 @@ async fn create(a: CreateArgs) -> anyhow::Result<i32> {
                 rec.expires_at.to_rfc3339()
             );
             println!("{raw}");
+            // After printing: the token exists whatever happens here. Lets
+            // running replicas look it up at once (bus `new:`); otherwise
+            // their resync loop or lookup budget covers it.
+            match revoker_for(&cfg, store.clone()).await {
+                Ok(r) => r.announce_created(&rec).await,
+                Err(e) => tracing::warn!(error = %e, "announcing the new token failed"),
+            }
             Ok(0)
         }
         Err(e) => {
