@@ -173,6 +173,7 @@ async fn insert_pat(store: &portcullis::store::Store) -> (String, portcullis::pa
             rotated_from: None,
             kind: portcullis::store::TokenKind::Opaque,
             jti: None,
+            hash_version: Default::default(),
         })
         .await
         .unwrap();

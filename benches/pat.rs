@@ -29,6 +29,7 @@ fn new_token() -> (String, NewToken) {
         rotated_from: None,
         kind: TokenKind::Opaque,
         jti: None,
+        hash_version: Default::default(),
     };
     (raw, t)
 }

@@ -179,6 +179,13 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         _ => None,
     };
     migrate_or_retry(&store, sole_issuer, &shutdown, &mut tasks).await;
+    if cfg.pat.hash_key.is_none() {
+        // Kept working for existing deployments; see README (pat.hash_key).
+        tracing::warn!(
+            "pat.hash_key is not set: personal access tokens are stored as plain SHA-256, so \
+             database write access alone can plant a usable token; set PORTCULLIS__PAT__HASH_KEY"
+        );
+    }
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
     let flusher = pats.usage().start_flusher();
     let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));

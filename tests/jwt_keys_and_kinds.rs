@@ -262,6 +262,7 @@ async fn item16_cached_exchanged_pat_of_a_withdrawn_key_is_refused_after_refresh
             rotated_from: None,
             kind: TokenKind::Jwt,
             jti: c["jti"].as_str().map(str::to_owned),
+            hash_version: Default::default(),
         })
         .await
         .expect("register JWT PAT");

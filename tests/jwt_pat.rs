@@ -58,6 +58,7 @@ async fn register_with(store: &Store, hash: [u8; 32], claims: &Value, user: &str
             rotated_from: None,
             kind: TokenKind::Jwt,
             jti: claims["jti"].as_str().map(str::to_owned),
+            hash_version: Default::default(),
         })
         .await
         .expect("register JWT PAT")

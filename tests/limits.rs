@@ -42,7 +42,8 @@ async fn random_pat_flood_is_bounded() {
         "malformed PATs must not cost a store query"
     );
 
-    // Well-formed unknown ones: one lookup each, and the cache stays bounded.
+    // Well-formed unknown ones: only the unknown-hash budget reaches the
+    // store (issue 12 item 10), and the cache stays bounded.
     for _ in 0..1500 {
         let t = portcullis::pat::format::generate("pat_");
         let d = engine
@@ -52,7 +53,8 @@ async fn random_pat_flood_is_bounded() {
             .await;
         assert!(matches!(d, portcullis::authz::Decision::Deny(_)));
     }
-    assert_eq!(lookups() - before, 1500);
+    let used = lookups() - before;
+    assert!(used < 150, "{used} store lookups for 1500 forged PATs");
     engine.pats.settle().await;
     let entries = engine.pats.cache_stats().entries;
     assert!(
@@ -60,7 +62,8 @@ async fn random_pat_flood_is_bounded() {
         "PAT cache holds {entries} entries, capacity 100"
     );
 
-    // The same unknown token again and again: one lookup.
+    // The same unknown token again and again: at most one lookup (none
+    // when the flood above used up the budget).
     let t = portcullis::pat::format::generate("pat_");
     let before = lookups();
     for _ in 0..50 {
@@ -69,7 +72,7 @@ async fn random_pat_flood_is_bounded() {
             "unknown token",
         );
     }
-    assert_eq!(lookups() - before, 1);
+    assert!(lookups() - before <= 1);
 }
 
 #[tokio::test]

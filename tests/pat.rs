@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use portcullis::pat::{self, CreateRequest};
+use portcullis::pat::{self, CreateRequest, PatOutcome};
 use portcullis::revocation::Revoker;
 use portcullis::server::Running;
 use portcullis::store::Store;
 use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
 use support::pg::TempPostgres;
+use support::wrapped_store::WrappedStore;
 
 const YAML: &str = "policy:\n  default: authenticated\nrevocation:\n  resync_interval: 100ms\n";
 
@@ -126,6 +127,7 @@ async fn expired_pat_is_denied() {
             rotated_from: None,
             kind: portcullis::store::TokenKind::Opaque,
             jti: None,
+            hash_version: Default::default(),
         })
         .await
         .unwrap();
@@ -286,4 +288,241 @@ async fn postgres_down_uncached_is_503_cached_still_allowed() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A PAT on a SQLite store seen through a [`WrappedStore`], with its
+/// validator (no server: the race is inside the validator).
+async fn wrapped(
+    dir: &std::path::Path,
+) -> (
+    Arc<WrappedStore>,
+    Arc<portcullis::pat::PatValidator>,
+    String,
+    portcullis::store::TokenRecord,
+) {
+    let cfg = portcullis::config::Config::default();
+    let real = Store::connect(&cfg.store, dir).await.unwrap();
+    real.migrate().await.unwrap();
+    let wrapped = WrappedStore::new(real);
+    let store = Store::from_backend(wrapped.clone(), Duration::from_secs(5));
+    let (raw, rec) = pat::create(
+        &store,
+        &cfg.pat,
+        CreateRequest {
+            user_id: "rita".into(),
+            user_issuer: "https://idp.example".into(),
+            username: "rita".into(),
+            name: "race".into(),
+            description: None,
+            scopes: vec!["a:read".into()],
+            expires_at: None,
+            rotated_from: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let v = Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat));
+    (wrapped, v, raw, rec)
+}
+
+#[tokio::test]
+async fn item4_revocation_during_an_inflight_load_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, v, raw, rec) = wrapped(dir.path()).await;
+    // A cache miss reads "active" and is held before it caches that.
+    gate.arm();
+    let load = tokio::spawn({
+        let v = v.clone();
+        let raw = raw.clone();
+        async move { v.validate(&raw).await }
+    });
+    gate.read.notified().await;
+    // The revocation is applied in full (store, cache) while it is held.
+    Revoker::new(v.clone())
+        .revoke(rec.id)
+        .await
+        .unwrap()
+        .expect("revoked");
+    gate.release.notify_one();
+    let inflight = load.await.unwrap().unwrap();
+    // Every later Check on this replica refuses the token (before the fix,
+    // the held load's "active" overwrote the revoked entry).
+    for _ in 0..3 {
+        assert_eq!(v.validate(&raw).await.unwrap(), PatOutcome::Revoked);
+    }
+    assert_eq!(
+        inflight,
+        PatOutcome::Revoked,
+        "the held load must see the revocation"
+    );
+}
+
+/// Creates a PAT for `user` directly in the store (as another replica or
+/// the CLI would: this validator is not told).
+async fn create_in(store: &Store, user: &str) -> (String, portcullis::store::TokenRecord) {
+    pat::create(
+        store,
+        &pat::PatConfig::default(),
+        CreateRequest {
+            user_id: user.into(),
+            user_issuer: "https://idp.example".into(),
+            username: user.into(),
+            name: "flood".into(),
+            description: None,
+            scopes: vec!["a:read".into()],
+            expires_at: None,
+            rotated_from: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The validator's known-hash set loaded as at server start.
+async fn load_known(v: &Arc<portcullis::pat::PatValidator>) {
+    let deny = Arc::new(portcullis::revocation::JwtDenyList::new(10));
+    portcullis::revocation::Resync::new(v.clone(), deny)
+        .once()
+        .await;
+    assert!(v.known().is_loaded(), "known-hash set loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn item10_forged_pat_flood_barely_touches_the_store() {
+    const FLOOD: usize = 100_000;
+    const WORKERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapped, v, legit, _) = wrapped(dir.path()).await;
+    load_known(&v).await;
+    assert!(matches!(
+        v.validate(&legit).await.unwrap(),
+        PatOutcome::Valid(_)
+    ));
+
+    let before = wrapped.lookups();
+    let forged: Vec<String> = (0..FLOOD).map(|_| pat::format::generate("pat_")).collect();
+    let forged = Arc::new(forged);
+    let started = std::time::Instant::now();
+    let mut flood = Vec::new();
+    for w in 0..WORKERS {
+        let (v, forged) = (v.clone(), forged.clone());
+        flood.push(tokio::spawn(async move {
+            for (i, t) in forged.iter().skip(w).step_by(WORKERS).enumerate() {
+                let out = v.validate(t).await.expect("never a store error");
+                assert_eq!(out, PatOutcome::Unknown);
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await; // share the workers fairly
+                }
+            }
+        }));
+    }
+    // Legitimate Checks during the flood: a cached token, and tokens the
+    // validator has never seen (created "elsewhere", cache cold).
+    let mut lat = Vec::new();
+    let mut fresh_ok = 0;
+    while flood.iter().any(|t| !t.is_finished()) {
+        let t0 = std::time::Instant::now();
+        assert!(matches!(
+            v.validate(&legit).await.unwrap(),
+            PatOutcome::Valid(_)
+        ));
+        lat.push(t0.elapsed());
+        if fresh_ok < 5 {
+            let (raw, rec) = create_in(v.store(), "late").await;
+            v.note_created(&rec.token_hash); // as the bus `new:` item does
+            assert!(matches!(
+                v.validate(&raw).await.unwrap(),
+                PatOutcome::Valid(_)
+            ));
+            fresh_ok += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    for t in flood {
+        t.await.unwrap();
+    }
+    let took = started.elapsed();
+    let queries = wrapped.lookups() - before - fresh_ok;
+    lat.sort();
+    let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+    println!(
+        "item10 flood: {FLOOD} forged PATs in {took:?}; store lookups for them: {queries} ({:.3}%); \
+         legit checks during flood: {} (p50 {:?}, p99 {:?}, max {:?}); fresh tokens allowed: {fresh_ok}",
+        queries as f64 * 100.0 / FLOOD as f64,
+        lat.len(),
+        pct(50),
+        pct(99),
+        lat[lat.len() - 1],
+    );
+    assert!(
+        (queries as usize) < FLOOD / 100,
+        "{queries} store lookups for a {FLOOD}-token flood"
+    );
+    assert!(lat.len() > 10, "legitimate checks kept running");
+    assert!(
+        pct(99) < Duration::from_millis(50),
+        "legitimate p99 {:?}",
+        pct(99)
+    );
+}
+
+#[tokio::test]
+async fn item10_token_created_elsewhere_works_at_once_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapped, v, _, _) = wrapped(dir.path()).await;
+    load_known(&v).await;
+    // Created after the load, with no bus message: only the budget lets it
+    // through before the next resync.
+    let (raw, _) = create_in(v.store(), "zoe").await;
+    let before = wrapped.lookups();
+    assert!(matches!(
+        v.validate(&raw).await.unwrap(),
+        PatOutcome::Valid(_)
+    ));
+    assert_eq!(wrapped.lookups() - before, 1);
+    // And the next resync pass adds it to the set for good.
+    let (raw2, rec2) = create_in(v.store(), "zoe").await;
+    let deny = Arc::new(portcullis::revocation::JwtDenyList::new(10));
+    let mut r = portcullis::revocation::Resync::new(v.clone(), deny);
+    r.once().await; // full load
+    assert!(v.known().may_exist(&rec2.token_hash));
+    assert!(matches!(
+        v.validate(&raw2).await.unwrap(),
+        PatOutcome::Valid(_)
+    ));
+}
+
+#[tokio::test]
+async fn item10_forged_new_bus_item_enables_a_lookup_but_never_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapped, v, _, _) = wrapped(dir.path()).await;
+    load_known(&v).await;
+    let forged = pat::format::generate("pat_");
+    let items = portcullis::revocation::bus::decode(&format!(
+        "new:{}",
+        hex::encode(pat::format::hash(&forged))
+    ));
+    assert_eq!(items.len(), 1);
+    let deny = portcullis::revocation::JwtDenyList::new(10);
+    portcullis::revocation::bus::apply(&items, &v, &deny).await;
+    let before = wrapped.lookups();
+    assert_eq!(v.validate(&forged).await.unwrap(), PatOutcome::Unknown);
+    assert_eq!(wrapped.lookups() - before, 1, "one lookup, then denied");
+}
+
+#[tokio::test]
+async fn item10_unknown_pat_past_the_budget_is_denied_without_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapped, v, _, _) = wrapped(dir.path()).await;
+    load_known(&v).await;
+    let before = wrapped.lookups();
+    let n = portcullis::pat::known::BUDGET_BURST as usize * 4;
+    for _ in 0..n {
+        let t = pat::format::generate("pat_");
+        assert_eq!(v.validate(&t).await.unwrap(), PatOutcome::Unknown);
+    }
+    let used = (wrapped.lookups() - before) as usize;
+    assert!(used < n / 2, "{used} lookups for {n} unknown tokens");
 }

@@ -50,6 +50,7 @@ fn token(user: &str, expires_in: TimeDelta) -> (String, NewToken) {
         rotated_from: None,
         kind: TokenKind::Opaque,
         jti: None,
+        hash_version: Default::default(),
     };
     (raw, t)
 }
@@ -167,6 +168,9 @@ suite!(
     create_applies_rules_and_rotates,
     item6_owner_is_issuer_and_sub,
     item6_unowned_rows_match_nobody_until_claimed,
+    item12_planted_sha256_row_does_not_authenticate_with_a_key,
+    item12_legacy_sha256_row_keeps_working_and_is_upgraded,
+    item12_new_tokens_are_stored_as_hmac,
 );
 
 /// A settable clock for the validator.
@@ -191,6 +195,76 @@ impl TestClock {
 
 mod cases {
     use super::*;
+    use portcullis::store::HashVersion;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef-test-pepper";
+
+    fn keyed() -> PatConfig {
+        PatConfig {
+            hash_key: Some(KEY.into()),
+            ..PatConfig::default()
+        }
+    }
+
+    pub async fn item12_planted_sha256_row_does_not_authenticate_with_a_key(store: Store) {
+        setup(&store).await;
+        // An attacker with write access to the database, but not the key,
+        // plants a row for a token they made up, hashed as they can.
+        let (raw, mut t) = token("mallory", secs(3600));
+        t.hash_version = HashVersion::Hmac;
+        store.insert(t).await.expect("plant");
+        let v = PatValidator::new(store.clone(), &keyed());
+        assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    }
+
+    pub async fn item12_legacy_sha256_row_keeps_working_and_is_upgraded(store: Store) {
+        setup(&store).await;
+        // A row from before migration 0003 (version 1, bare SHA-256).
+        let (raw, t) = token("lena", secs(3600));
+        assert_eq!(t.hash_version, HashVersion::Sha256);
+        let id = store.insert(t).await.expect("insert").id;
+        let v = PatValidator::new(store.clone(), &keyed());
+        assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+        // Upgraded on first use: now stored under the HMAC only.
+        let hmac = v.hasher().under(&raw, HashVersion::Hmac).expect("keyed");
+        let up = store
+            .find_by_hash(&hmac)
+            .await
+            .expect("find")
+            .expect("upgraded");
+        assert_eq!((up.id, up.hash_version), (id, HashVersion::Hmac));
+        assert_eq!(store.find_by_hash(&format::hash(&raw)).await, Ok(None));
+        // A fresh replica (empty cache) finds it directly; revocation works.
+        let v2 = PatValidator::new(store.clone(), &keyed());
+        assert!(matches!(v2.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+        store.revoke(id, now()).await.expect("revoke");
+        let v3 = PatValidator::new(store.clone(), &keyed());
+        assert_eq!(v3.validate(&raw).await, Ok(PatOutcome::Revoked));
+    }
+
+    pub async fn item12_new_tokens_are_stored_as_hmac(store: Store) {
+        setup(&store).await;
+        let req = CreateRequest {
+            user_id: "hana".into(),
+            user_issuer: "https://idp.example".into(),
+            username: "hana".into(),
+            name: "ci".into(),
+            description: None,
+            scopes: vec!["a:read".into()],
+            expires_at: None,
+            rotated_from: None,
+        };
+        let (raw, rec) = pat::create(&store, &keyed(), req, now())
+            .await
+            .expect("create");
+        assert_eq!(rec.hash_version, HashVersion::Hmac);
+        assert_ne!(rec.token_hash, format::hash(&raw));
+        let v = PatValidator::new(store.clone(), &keyed());
+        assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+        // Without the key the stored value cannot be matched.
+        let unkeyed = PatValidator::new(store.clone(), &PatConfig::default());
+        assert_eq!(unkeyed.validate(&raw).await, Ok(PatOutcome::Unknown));
+    }
 
     const A: &str = "https://idp.example";
     const B: &str = "https://other-idp.example";
@@ -267,7 +341,7 @@ mod cases {
     }
 
     pub async fn migrate_idempotent(store: Store) {
-        assert_eq!(store.migrate().await.expect("first"), vec![1, 2, 4]);
+        assert_eq!(store.migrate().await.expect("first"), vec![1, 2, 3, 4]);
         assert_eq!(store.migrate().await.expect("second"), Vec::<u32>::new());
         assert_eq!(store.migrate().await.expect("third"), Vec::<u32>::new());
         store.ping().await.expect("ping");
@@ -1112,6 +1186,7 @@ fn token_record_debug_hides_hash() {
         rotated_from: None,
         kind: TokenKind::Opaque,
         jti: None,
+        hash_version: Default::default(),
     };
     let s = format!("{r:?}");
     assert!(

@@ -246,6 +246,7 @@ async fn item6_jwt_pat_must_belong_to_the_tokens_issuer_and_sub() {
         rotated_from: None,
         kind: TokenKind::Jwt,
         jti: Some(jti.into()),
+        hash_version: Default::default(),
     };
     // Signed by B for `alice`, registered to A's `alice`: not B's PAT.
     let foreign = kc_token(

@@ -366,6 +366,7 @@ impl Sources {
                     rotated_from: None,
                     kind: TokenKind::Opaque,
                     jti: None,
+                    hash_version: Default::default(),
                 };
                 async move {
                     store.insert(t).await.context("inserting a bench PAT")?;

@@ -183,6 +183,13 @@ async fn create(a: CreateArgs) -> anyhow::Result<i32> {
                 rec.expires_at.to_rfc3339()
             );
             println!("{raw}");
+            // After printing: the token exists whatever happens here. Lets
+            // running replicas look it up at once (bus `new:`); otherwise
+            // their resync loop or lookup budget covers it.
+            match revoker_for(&cfg, store.clone()).await {
+                Ok(r) => r.announce_created(&rec).await,
+                Err(e) => tracing::warn!(error = %e, "announcing the new token failed"),
+            }
             Ok(0)
         }
         Err(e) => {

@@ -3,6 +3,8 @@
 
 pub mod exchanged;
 pub mod format;
+pub mod hasher;
+pub mod known;
 pub mod local_jwt;
 pub mod rules;
 pub mod usage;
@@ -15,9 +17,10 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::scope::{self, ScopeRole};
-use crate::store::{NewToken, Store, StoreError, TokenKind, TokenRecord};
+use crate::store::{HashVersion, NewToken, Store, StoreError, TokenKind, TokenRecord};
 
 pub use format::{Malformed, TokenHash};
+pub use hasher::TokenHasher;
 pub use rules::{CreateRequest, RuleError, check_new};
 pub use usage::UsageTracker;
 pub use validator::{CacheStats, PatOutcome, PatValidator};
@@ -25,7 +28,7 @@ pub use validator::{CacheStats, PatOutcome, PatValidator};
 /// Largest accepted `pat.max_lifetime_days` (100 years).
 pub const MAX_LIFETIME_DAYS_LIMIT: u32 = 36_500;
 
-/// `pat:` configuration. `Debug` redacts `local_jwt_key`.
+/// `pat:` configuration. `Debug` redacts `local_jwt_key` and `hash_key`.
 #[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatConfig {
@@ -59,6 +62,14 @@ pub struct PatConfig {
     /// HS256 key for `issuer: local-jwt` (development only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_jwt_key: Option<String>,
+    /// Server-side pepper (at least 32 bytes; prefer
+    /// `PORTCULLIS__PAT__HASH_KEY`): opaque PATs are stored as
+    /// HMAC-SHA256(key, token), so write access to the database alone
+    /// cannot plant a usable token. Unset: plain SHA-256, with a warning at
+    /// start. Every replica must use the same key; changing it invalidates
+    /// tokens created or upgraded under the old one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
 }
 
 impl std::fmt::Debug for PatConfig {
@@ -80,6 +91,7 @@ impl std::fmt::Debug for PatConfig {
                 "local_jwt_key",
                 &self.local_jwt_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -168,6 +180,7 @@ impl Default for PatConfig {
             exchange: ExchangeConfig::default(),
             jwt_marker: JwtMarker::default(),
             local_jwt_key: None,
+            hash_key: None,
         }
     }
 }
@@ -228,6 +241,14 @@ impl PatConfig {
         }
         if self.last_used_flush.is_zero() {
             return Err("pat.last_used_flush: must be > 0".into());
+        }
+        if let Some(k) = &self.hash_key
+            && k.len() < 32
+        {
+            return Err(format!(
+                "pat.hash_key: must be at least 32 bytes (a random secret, e.g. `openssl rand -base64 48`), got {}",
+                k.len()
+            ));
         }
         self.validate_issuer()
     }
@@ -363,10 +384,17 @@ pub async fn prepare(
 /// transaction when given). Returns the raw token and the record.
 pub async fn store_minted(
     store: &Store,
+    hasher: &TokenHasher,
     p: Prepared,
     minted: Minted,
     now: DateTime<Utc>,
 ) -> Result<(String, TokenRecord), CreateError> {
+    // Opaque PATs are peppered when a key is set; JWT-kind PATs stay on
+    // SHA-256 (signed, and also found by `jti`; see `pat::hasher`).
+    let (token_hash, hash_version) = match minted.kind {
+        TokenKind::Opaque => hasher.primary(&minted.raw),
+        TokenKind::Jwt => (format::hash(&minted.raw), HashVersion::Sha256),
+    };
     let new = NewToken {
         id: Uuid::new_v4(),
         user_id: p.req.user_id,
@@ -374,7 +402,7 @@ pub async fn store_minted(
         username: p.req.username,
         name: p.name,
         description: p.req.description.filter(|d| !d.trim().is_empty()),
-        token_hash: format::hash(&minted.raw),
+        token_hash,
         display_hint: minted.display_hint,
         scopes: p.scopes,
         created_at: now,
@@ -385,6 +413,7 @@ pub async fn store_minted(
         rotated_from: None,
         kind: minted.kind,
         jti: minted.jti,
+        hash_version,
     };
     let rec = match p.req.rotated_from {
         Some(old) => store.rotate(old, new, now).await?,
@@ -419,7 +448,8 @@ pub async fn create(
         jti: None,
         expires_at: None,
     };
-    store_minted(store, p, minted, now).await
+    let hasher = TokenHasher::new(cfg.hash_key.as_deref());
+    store_minted(store, &hasher, p, minted, now).await
 }
 
 #[cfg(test)]
@@ -437,6 +467,11 @@ mod tests {
         assert_eq!(c.negative_cache_ttl, Duration::from_secs(5));
         assert_eq!(c.last_used_flush, Duration::from_secs(90));
         assert_eq!(c.max_lifetime_days, 365);
+        let keyed: PatConfig = serde_json::from_str(r#"{"hash_key":"v4lue-xyz"}"#).unwrap();
+        assert!(
+            !format!("{keyed:?}").contains("v4lue-xyz"),
+            "hash_key is redacted"
+        );
         let err = serde_json::from_str::<PatConfig>(r#"{"cache_tll":"5m"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let s: crate::store::StoreConfig = serde_json::from_str(
@@ -517,6 +552,13 @@ mod tests {
                     ..c.clone()
                 },
                 "pat.last_used_flush",
+            ),
+            (
+                PatConfig {
+                    hash_key: Some("too-short".into()),
+                    ..c.clone()
+                },
+                "pat.hash_key",
             ),
         ] {
             let err = cfg.validate().unwrap_err();

@@ -6,6 +6,14 @@
 //! time) only reclaims memory. Concurrent misses on one hash are coalesced
 //! into a single store query through moka's per-key compute lock. Store
 //! errors are never cached.
+//!
+//! Revocation and loads race: moka's `insert` (used to mark a hash revoked)
+//! does not wait for an in-flight compute, so a load that read "active"
+//! before the revocation could put its stale entry over the `Revoked` one.
+//! Every revocation therefore also leaves a tombstone (a bounded set of
+//! recently revoked hashes, kept longer than any entry a stale load could
+//! put); a load refuses to cache a tombstoned hash as valid, and a cached
+//! valid entry whose hash is tombstoned is answered as revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +23,11 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
+use super::hasher::TokenHasher;
+use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
 use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
-use crate::store::{Store, StoreError, TokenKind, TokenRecord};
+use crate::store::{HashVersion, Store, StoreError, TokenKind, TokenRecord};
 
 /// Where presented-but-revoked token hashes go for reuse detection (a
 /// rotated-away token revokes its whole chain; see `tokens::reuse`).
@@ -98,7 +108,23 @@ pub struct PatValidator {
     /// Hashes reported recently, so a replayed revoked token is reported
     /// once per `cache_ttl`, not once per request.
     reuse_seen: moka::sync::Cache<TokenHash, ()>,
+    /// Hashes revoked on this replica within the last `cache_ttl` (plus
+    /// slack): see the module docs. LRU, so a new tombstone is never
+    /// refused admission; bounded by `pat.cache_capacity`.
+    tombstones: moka::sync::Cache<TokenHash, ()>,
+    /// Hashes of active PATs: an opaque PAT outside it costs a store query
+    /// only within `budget` (forged-token floods; see `pat::known`).
+    known: Arc<KnownHashes>,
+    budget: Arc<LookupBudget>,
+    /// `pat.hash_key`: how opaque PATs are hashed (see `pat::hasher`).
+    hasher: TokenHasher,
 }
+
+/// How much longer than `pat.cache_ttl` a tombstone lives. A stale load's
+/// entry is fresh until at most `cache_ttl` after the load *started* (before
+/// the revocation), so `cache_ttl` already covers it; the slack absorbs a
+/// clock step between the two readings.
+const TOMBSTONE_SLACK: Duration = Duration::from_secs(60);
 
 impl PatValidator {
     /// Builds a validator (and its [`UsageTracker`]; start its flusher with
@@ -126,6 +152,14 @@ impl PatValidator {
                 .max_capacity(10_000)
                 .time_to_live(cfg.cache_ttl)
                 .build(),
+            tombstones: moka::sync::Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .time_to_live(cfg.cache_ttl.saturating_add(TOMBSTONE_SLACK))
+                .build(),
+            known: Arc::default(),
+            budget: Arc::default(),
+            hasher: TokenHasher::new(cfg.hash_key.as_deref()),
         }
     }
 
@@ -151,7 +185,7 @@ impl PatValidator {
             LocalCheck::NotOurs => Ok(None),
             LocalCheck::Invalid => Ok(Some(PatOutcome::Malformed)),
             LocalCheck::Expired => Ok(Some(PatOutcome::Expired)),
-            LocalCheck::Signed => match self.lookup(format::hash(token), None).await? {
+            LocalCheck::Signed => match self.lookup(format::hash(token), None, None).await? {
                 PatOutcome::Valid(rec) if rec.kind != TokenKind::Jwt => {
                     Ok(Some(PatOutcome::Unknown))
                 }
@@ -176,12 +210,19 @@ impl PatValidator {
         &self.store
     }
 
+    /// How opaque PATs are hashed (creation uses the same).
+    pub fn hasher(&self) -> &TokenHasher {
+        &self.hasher
+    }
+
     /// Validates a presented token. `Err` only for store failures (→ 503).
     pub async fn validate(&self, token: &str) -> Result<PatOutcome, StoreError> {
         if format::check(&self.prefix, token).is_err() {
             return Ok(PatOutcome::Malformed);
         }
-        self.lookup(format::hash(token), None).await
+        let (hash, version) = self.hasher.primary(token);
+        self.lookup(hash, None, Some(Opaque { token, version }))
+            .await
     }
 
     /// Validates a PAT-marked JWT (already signature-checked) by the SHA-256
@@ -193,14 +234,18 @@ impl PatValidator {
         hash: TokenHash,
         jti: Option<&str>,
     ) -> Result<PatOutcome, StoreError> {
-        self.lookup(hash, Some(jti)).await
+        self.lookup(hash, Some(jti), None).await
     }
 
     /// `jwt`: `None` for an opaque PAT, `Some(jti)` for a PAT-marked JWT.
+    /// `opaque`: the raw opaque token and the version `hash` is under (to
+    /// accept only rows of that version, and to find and upgrade a legacy
+    /// SHA-256 row when `hash` is an HMAC).
     async fn lookup(
         &self,
         hash: TokenHash,
         jwt: Option<Option<&str>>,
+        opaque: Option<Opaque<'_>>,
     ) -> Result<PatOutcome, StoreError> {
         let now = (self.clock)();
         if let Some(e) = self.cache.get(&hash).await
@@ -210,21 +255,56 @@ impl PatValidator {
             return Ok(self.outcome(&hash, &e, now));
         }
         crate::metrics::global().cache("pat", false);
+        // Opaque PATs can be forged at will (public checksum): one whose hash
+        // is not known to be active is looked up only within the budget, and
+        // denied without I/O (and without a cache entry) past it. Signed
+        // (JWT) PATs are not gated: forging one needs a signing key.
+        // With a key, a not-yet-upgraded row is stored under SHA-256.
+        let legacy = match opaque {
+            Some(o) if o.version == HashVersion::Hmac => {
+                self.hasher.under(o.token, HashVersion::Sha256)
+            }
+            _ => None,
+        };
+        let version = opaque.map(|o| o.version);
+        let gated = jwt.is_none()
+            && !self.known.may_exist(&hash)
+            && !legacy.is_some_and(|l| self.known.may_exist(&l));
+        if gated && !self.budget.available() {
+            return Ok(PatOutcome::Unknown);
+        }
         let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
         let clock = Arc::clone(&self.clock);
         let store = self.store.clone();
+        let tombstones = self.tombstones.clone();
+        let (known, budget) = (Arc::clone(&self.known), Arc::clone(&self.budget));
         let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
         let res = self
             .cache
             .entry(hash)
             .and_try_compute_with(|cur| async move {
                 let now = clock();
-                if let Some(cur) = cur
-                    && cur.value().fresh_until > now
+                if let Some(c) = &cur
+                    && c.value().fresh_until > now
                 {
                     return Ok(Op::Nop); // another caller just refreshed it
                 }
+                // Spent here, after coalescing, so concurrent misses on one
+                // hash cost one unit, like one query.
+                if gated && !budget.take() {
+                    return Ok(if cur.is_some() { Op::Remove } else { Op::Nop });
+                }
                 let mut rec = store.find_by_hash(&hash).await?;
+                if let Some(v) = version {
+                    // A row counts only under its own hash version: a bare
+                    // SHA-256 planted as version 2 never matches.
+                    rec = rec.filter(|r| r.hash_version == v);
+                    if rec.is_none()
+                        && let Some(old) = legacy
+                    {
+                        rec = upgrade_legacy(&store, &old, &hash).await?;
+                    }
+                }
                 if let Some(jti) = &jwt {
                     if rec.is_none()
                         && let Some(jti) = jti
@@ -232,6 +312,20 @@ impl PatValidator {
                         rec = store.find_by_jti(jti).await?;
                     }
                     rec = rec.filter(|r| r.kind == TokenKind::Jwt);
+                }
+                // Revoked on this replica while we were reading: what we
+                // read is stale and must not be cached as valid.
+                if let Some(r) = rec.as_mut()
+                    && r.revoked_at.is_none()
+                    && tombstones.contains_key(&hash)
+                {
+                    r.revoked_at = Some(now);
+                }
+                if jwt.is_none()
+                    && let Some(r) = &rec
+                    && r.revoked_at.is_none()
+                {
+                    known.insert(hash);
                 }
                 Ok::<_, StoreError>(Op::Put(entry_for(rec, now, ttl, neg)))
             })
@@ -250,6 +344,9 @@ impl PatValidator {
             State::Unknown => PatOutcome::Unknown,
             State::Revoked => self.revoked(hash),
             State::Found(rec) if rec.revoked_at.is_some() => self.revoked(hash),
+            // A stale load's put can still land after the tombstone check
+            // above (between the closure and moka's write); this catches it.
+            State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
             State::Found(rec) if rec.expires_at <= now => PatOutcome::Expired,
             State::Found(rec) => {
                 self.usage.record(rec.id, now);
@@ -286,8 +383,12 @@ impl PatValidator {
         self.cache.invalidate(hash).await;
     }
 
-    /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus).
+    /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus), and
+    /// tombstones it so an in-flight load cannot bring it back.
     pub async fn mark_revoked(&self, hash: &TokenHash) {
+        // Tombstone first: a load finishing between the two writes sees it.
+        self.tombstones.insert(*hash, ());
+        self.known.remove(hash);
         let now = (self.clock)();
         let entry = CacheEntry {
             state: State::Revoked,
@@ -295,6 +396,17 @@ impl PatValidator {
             ttl: self.cache_ttl,
         };
         self.cache.insert(*hash, entry).await;
+    }
+
+    /// A token was created (here, or on another replica: bus, resync): its
+    /// hash is worth a store lookup from now on. Never allows by itself.
+    pub fn note_created(&self, hash: &TokenHash) {
+        self.known.insert(*hash);
+    }
+
+    /// The set of active PAT hashes (loaded and refreshed by the resync loop).
+    pub fn known(&self) -> &KnownHashes {
+        &self.known
     }
 
     /// Applies moka's pending maintenance (evictions), so counts are exact.
@@ -307,6 +419,42 @@ impl PatValidator {
         CacheStats {
             entries: self.cache.entry_count(),
         }
+    }
+}
+
+/// An opaque PAT being looked up: the raw token and its hash's version.
+#[derive(Clone, Copy)]
+struct Opaque<'a> {
+    token: &'a str,
+    version: HashVersion,
+}
+
+/// A legacy (SHA-256, version 1) opaque row for this token: moved to the
+/// HMAC `new` hash, so it is cached, revoked and published under the same
+/// hash as every other token. Returns the row as it now is (the update
+/// returns its current `revoked_at`, so a revocation that committed during
+/// the load is seen). A store failure is an error (503), never an allow.
+async fn upgrade_legacy(
+    store: &Store,
+    old: &TokenHash,
+    new: &TokenHash,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(r) = store.find_by_hash(old).await? else {
+        return Ok(None);
+    };
+    if r.hash_version != HashVersion::Sha256 || r.kind != TokenKind::Opaque {
+        return Ok(None);
+    }
+    match store.upgrade_hash(r.id, old, new).await? {
+        Some(up) => {
+            tracing::info!(token_id = %up.id, "legacy PAT hash upgraded to HMAC");
+            Ok(Some(up))
+        }
+        // Another replica upgraded it first.
+        None => Ok(store
+            .find_by_hash(new)
+            .await?
+            .filter(|r| r.hash_version == HashVersion::Hmac)),
     }
 }
 

@@ -3,6 +3,9 @@
 //!
 //! One message per revoke call, one item per line:
 //! - `pat:<64 hex>`: a PAT's SHA-256 hash; receivers mark it revoked;
+//! - `new:<64 hex>`: a PAT created on the sender; receivers add its hash to
+//!   their set of known hashes, which only lets it reach the store (it is
+//!   still validated there), so a forged one costs one lookup, never an allow;
 //! - `jti:<exp>:<value>` / `sid:<exp>:<value>`: a deny-list entry expiring
 //!   at `<exp>` (Unix seconds).
 //!
@@ -46,6 +49,8 @@ pub const MAX_VALUE_LEN: usize = 512;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Pat(TokenHash),
+    /// A created PAT's hash (enables a store lookup; never allows).
+    New(TokenHash),
     Deny {
         kind: DenyKind,
         value: String,
@@ -58,6 +63,10 @@ impl Item {
         match self {
             Item::Pat(h) => {
                 out.push_str("pat:");
+                out.push_str(&hex::encode(h));
+            }
+            Item::New(h) => {
+                out.push_str("new:");
                 out.push_str(&hex::encode(h));
             }
             Item::Deny {
@@ -76,10 +85,14 @@ impl Item {
 
     fn decode(line: &str) -> Option<Item> {
         let (tag, rest) = line.split_once(':')?;
-        if tag == "pat" {
+        if tag == "pat" || tag == "new" {
             let mut h = [0u8; 32];
             hex::decode_to_slice(rest, &mut h).ok()?;
-            return Some(Item::Pat(h));
+            return Some(if tag == "pat" {
+                Item::Pat(h)
+            } else {
+                Item::New(h)
+            });
         }
         let kind = DenyKind::parse(tag)?;
         let (exp, value) = rest.split_once(':')?;
@@ -123,6 +136,7 @@ pub async fn apply(items: &[Item], pats: &PatValidator, deny: &JwtDenyList) {
     for it in items {
         match it {
             Item::Pat(h) => pats.mark_revoked(h).await,
+            Item::New(h) => pats.note_created(h),
             Item::Deny {
                 kind,
                 value,

@@ -196,6 +196,13 @@ impl Revoker {
         self.bus.publish(&items).await;
     }
 
+    /// A token was just stored: this replica's known-hash set learns it at
+    /// once, the others through the bus (`new:`) or their resync loop.
+    pub async fn announce_created(&self, rec: &TokenRecord) {
+        self.pats.note_created(&rec.token_hash);
+        self.bus.publish(&[bus::Item::New(rec.token_hash)]).await;
+    }
+
     /// Revokes one token: store, then caches, then the bus.
     pub async fn revoke(&self, id: uuid::Uuid) -> Result<Option<TokenRecord>, StoreError> {
         let rec = self.pats.store().revoke(id, Utc::now()).await?;

@@ -3,7 +3,10 @@
 //! Every `revocation.resync_interval`, and at once when kicked (the bus
 //! (re)subscribed), it asks the store for PATs with `revoked_at` and
 //! deny-list entries with `created_at` after its watermarks, applies them,
-//! and advances the watermarks.
+//! and advances the watermarks. It also keeps the PAT validator's set of
+//! known active hashes (`pat::known`): a full load at start and every
+//! [`PURGE_EVERY`] (dropping expired ones), and tokens created since its
+//! watermark in between.
 //!
 //! Each query reaches [`OVERLAP`] behind the watermark and re-applies what it
 //! finds (both operations are idempotent). That covers a revocation whose
@@ -36,6 +39,9 @@ pub struct Resync {
     /// `None` until the deny set has been loaded in full.
     deny_watermark: Option<DateTime<Utc>>,
     last_purge: DateTime<Utc>,
+    /// `None` until the known-hash set has been loaded in full.
+    created_watermark: Option<DateTime<Utc>>,
+    last_known_load: DateTime<Utc>,
 }
 
 impl Resync {
@@ -49,6 +55,8 @@ impl Resync {
             pat_watermark: now - TimeDelta::seconds(60),
             deny_watermark: None,
             last_purge: now,
+            created_watermark: None,
+            last_known_load: now,
         }
     }
 
@@ -64,6 +72,8 @@ impl Resync {
             }
             Err(e) => tracing::debug!(error = %e, "revocation resync: store unavailable"),
         }
+
+        self.sync_known().await;
 
         let now = Utc::now();
         let full = self.deny_watermark.is_none() || self.deny.is_overflowed();
@@ -92,6 +102,40 @@ impl Resync {
             if let Err(e) = store.purge_jwt_denylist(now).await {
                 tracing::debug!(error = %e, "purging expired deny-list entries failed");
             }
+        }
+    }
+
+    /// Loads the known-hash set in full (first pass, then every
+    /// [`PURGE_EVERY`]), else adds the tokens created since its watermark.
+    async fn sync_known(&mut self) {
+        let store = self.pats.store();
+        let now = Utc::now();
+        let full = match self.created_watermark {
+            None => true,
+            Some(_) => now - self.last_known_load >= PURGE_EVERY,
+        };
+        if full {
+            match store.active_hashes(now).await {
+                Ok(hashes) => {
+                    self.pats.known().load_all(hashes);
+                    self.last_known_load = now;
+                    // Tokens created while the load ran come with the next pass.
+                    self.created_watermark = Some(now);
+                    tracing::debug!(hashes = self.pats.known().len(), "known PAT hashes loaded");
+                }
+                Err(e) => tracing::debug!(error = %e, "known PAT hashes: store unavailable"),
+            }
+            return;
+        }
+        let w = self.created_watermark.unwrap_or(now);
+        match store.created_since(w - OVERLAP, now).await {
+            Ok(rows) => {
+                for (hash, at) in rows {
+                    self.pats.note_created(&hash);
+                    self.created_watermark = Some(w.max(at));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "known PAT hashes resync: store unavailable"),
         }
     }
 

@@ -16,6 +16,7 @@
 //! into a 503, never an allow.
 
 mod config;
+mod known;
 mod postgres;
 mod sqlite;
 
@@ -49,12 +50,49 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         include_str!("migrations/postgres/0002_jwt_denylist.sql"),
     ),
     (
+        3,
+        "token_hash_version",
+        include_str!("migrations/sqlite/0003_token_hash_version.sql"),
+        include_str!("migrations/postgres/0003_token_hash_version.sql"),
+    ),
+    (
         4,
         "token_owner_issuer",
         include_str!("migrations/sqlite/0004_token_owner_issuer.sql"),
         include_str!("migrations/postgres/0004_token_owner_issuer.sql"),
     ),
 ];
+
+/// How a row's `token_hash` was computed (`hash_version` column, migration
+/// 0003; see `pat::hasher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HashVersion {
+    /// SHA-256 of the token: rows from before 0003, JWT-kind PATs, and
+    /// opaque PATs created without `pat.hash_key`.
+    #[default]
+    Sha256,
+    /// HMAC-SHA256(`pat.hash_key`, token).
+    Hmac,
+}
+
+impl HashVersion {
+    /// Column value.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            HashVersion::Sha256 => 1,
+            HashVersion::Hmac => 2,
+        }
+    }
+
+    /// Parses a column value.
+    pub fn from_i16(v: i16) -> Option<Self> {
+        match v {
+            1 => Some(HashVersion::Sha256),
+            2 => Some(HashVersion::Hmac),
+            _ => None,
+        }
+    }
+}
 
 /// Store failures. Display never includes a raw token (the store never sees one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,6 +205,8 @@ pub struct TokenRecord {
     /// Empty for rows older than migration 4 not yet claimed at start-up:
     /// such a row belongs to no caller (see [`Store::claim_unowned`]).
     pub user_issuer: String,
+    /// How `token_hash` was computed.
+    pub hash_version: HashVersion,
 }
 
 impl TokenRecord {
@@ -202,6 +242,7 @@ impl fmt::Debug for TokenRecord {
             .field("kind", &self.kind)
             .field("jti", &self.jti)
             .field("user_issuer", &self.user_issuer)
+            .field("hash_version", &self.hash_version)
             .finish()
     }
 }
@@ -225,6 +266,8 @@ pub struct NewToken {
     pub jti: Option<String>,
     /// Owner's issuer (`iss`).
     pub user_issuer: String,
+    /// How `token_hash` was computed.
+    pub hash_version: HashVersion,
 }
 
 impl fmt::Debug for NewToken {
@@ -292,6 +335,39 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         watermark: DateTime<Utc>,
     ) -> Result<Vec<(TokenHash, DateTime<Utc>)>>;
+    /// Moves a legacy row (`id`, SHA-256 `old`, version 1) to `new`
+    /// (HMAC, version 2). Returns the row as it now is (revoked or not),
+    /// `None` when it no longer matches (already upgraded or gone). The
+    /// default refuses (a lookup needing it answers 503).
+    async fn upgrade_hash(
+        &self,
+        _id: Uuid,
+        _old: &TokenHash,
+        _new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        Err(StoreError::Other(
+            "this store does not support upgrade_hash".into(),
+        ))
+    }
+    /// Hashes of tokens neither revoked nor expired at `now` (the known-hash
+    /// set). The default refuses, so a test double without it keeps every
+    /// lookup going to the store, as before the set existed.
+    async fn active_hashes(&self, _now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        Err(StoreError::Other(
+            "this store does not support active_hashes".into(),
+        ))
+    }
+    /// Hashes and `created_at` of tokens created after `watermark` and
+    /// neither revoked nor expired at `now`, oldest first. Default refuses.
+    async fn created_since(
+        &self,
+        _watermark: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        Err(StoreError::Other(
+            "this store does not support created_since".into(),
+        ))
+    }
     /// Unexpired deny-list entries changed after `watermark`, oldest first.
     /// The default refuses, so a test double without a deny-list fails
     /// closed (the deny set never reports itself loaded).

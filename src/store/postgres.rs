@@ -9,13 +9,13 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
-    TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenKind, TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
                     created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
-                    user_issuer";
+                    user_issuer, hash_version";
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -109,6 +109,12 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("postgres: {e}"))
 }
 
+/// A `token_hash` column value as a hash.
+fn hash32(h: Vec<u8>) -> Result<TokenHash> {
+    h.try_into()
+        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
+}
+
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
         .map_err(|e| StoreError::Other(format!("postgres column {idx}: {e}")))
@@ -137,13 +143,15 @@ fn record(row: &Row) -> Result<TokenRecord> {
             .ok_or_else(|| StoreError::Other("unknown token kind".into()))?,
         jti: col(row, 14)?,
         user_issuer: col(row, 15)?,
+        hash_version: HashVersion::from_i16(col(row, 16)?)
+            .ok_or_else(|| StoreError::Other("unknown hash_version".into()))?,
     })
 }
 
 fn insert_sql() -> String {
     format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, $14) RETURNING {COLS}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, $14, $15) RETURNING {COLS}"
     )
 }
 
@@ -218,6 +226,7 @@ impl TokenStore for PgStore {
                     &t.kind.as_str(),
                     &t.jti,
                     &t.user_issuer,
+                    &t.hash_version.as_i16(),
                 ],
             )
             .await
@@ -346,6 +355,7 @@ impl TokenStore for PgStore {
                     &t.kind.as_str(),
                     &t.jti,
                     &t.user_issuer,
+                    &t.hash_version.as_i16(),
                 ],
             )
             .await
@@ -435,6 +445,52 @@ impl TokenStore for PgStore {
         c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
             .await
             .map_err(pg_err)
+    }
+
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        let sql = format!(
+            "UPDATE personal_access_tokens SET token_hash = $3, hash_version = 2 \
+             WHERE id = $1 AND token_hash = $2 AND hash_version = 1 RETURNING {COLS}"
+        );
+        self.query_opt(&sql, &[&id, &&old[..], &&new[..]]).await
+    }
+
+    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_hash FROM personal_access_tokens \
+                 WHERE revoked_at IS NULL AND expires_at > $1",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&now]).await.map_err(pg_err)?;
+        rows.iter().map(|r| hash32(col(r, 0)?)).collect()
+    }
+
+    async fn created_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT token_hash, created_at FROM personal_access_tokens \
+                 WHERE created_at > $1 AND revoked_at IS NULL AND expires_at > $2 \
+                 ORDER BY created_at, id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((hash32(col(r, 0)?)?, col(r, 1)?)))
+            .collect()
     }
 
     async fn revoked_since(

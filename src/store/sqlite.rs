@@ -11,13 +11,13 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenyKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenKind,
-    TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenKind, TokenRecord, TokenStore, sort_newest_first,
 };
 
 const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
                     created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
-                    user_issuer";
+                    user_issuer, hash_version";
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -79,6 +79,12 @@ fn map_err(e: rusqlite::Error) -> StoreError {
         rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
         _ => StoreError::Other(e.to_string()),
     }
+}
+
+/// A `token_hash` column value as a hash.
+fn hash32(h: Vec<u8>) -> Result<TokenHash> {
+    h.try_into()
+        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
 }
 
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -150,6 +156,13 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         })?,
         jti: row.get(14)?,
         user_issuer: row.get(15)?,
+        hash_version: HashVersion::from_i16(row.get(16)?).ok_or_else(|| {
+            conv(
+                16,
+                Type::Integer,
+                StoreError::Other("unknown hash_version".into()),
+            )
+        })?,
     })
 }
 
@@ -167,7 +180,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
     let scopes = serde_json::to_string(&t.scopes).map_err(|e| conv(7, Type::Text, e))?;
     let sql = format!(
         "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14) RETURNING {COLS}"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14, ?15) RETURNING {COLS}"
     );
     conn.prepare_cached(&sql)?.query_row(
         params![
@@ -185,6 +198,7 @@ fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord
             t.kind.as_str(),
             t.jti,
             t.user_issuer,
+            t.hash_version.as_i16(),
         ],
         record,
     )
@@ -455,6 +469,65 @@ impl TokenStore for SqliteStore {
                 .map(|n| n as u64)
         })
         .await
+    }
+
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        let (old, new) = (*old, *new);
+        self.run(move |c| {
+            let sql = format!(
+                "UPDATE personal_access_tokens SET token_hash = ?3, hash_version = 2 \
+                 WHERE id = ?1 AND token_hash = ?2 AND hash_version = 1 RETURNING {COLS}"
+            );
+            c.prepare_cached(&sql)?
+                .query_row(params![id.to_string(), &old[..], &new[..]], record)
+                .optional()
+        })
+        .await
+    }
+
+    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        let rows: Vec<Vec<u8>> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT token_hash FROM personal_access_tokens \
+                     WHERE revoked_at IS NULL AND expires_at > ?1",
+                )?;
+                let rows = stmt.query_map([ts(now)], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter().map(hash32).collect()
+    }
+
+    async fn created_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        let rows: Vec<(Vec<u8>, i64)> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT token_hash, created_at FROM personal_access_tokens \
+                     WHERE created_at > ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+                     ORDER BY created_at, id",
+                )?;
+                let rows =
+                    stmt.query_map([ts(watermark), ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(h, at)| {
+                let at = DateTime::from_timestamp_micros(at)
+                    .ok_or_else(|| StoreError::Other("timestamp out of range".into()))?;
+                Ok((hash32(h)?, at))
+            })
+            .collect()
     }
 
     async fn revoked_since(

@@ -440,7 +440,9 @@ impl TokenService {
             PatIssuerKind::LocalJwt => self.mint_local(&p, now)?,
             PatIssuerKind::KeycloakExchange => self.mint_exchanged(c).await?,
         };
-        let (raw, rec) = pat::store_minted(&store, p, minted, now).await?;
+        let hasher = self.engine.load().pats.hasher().clone();
+        let (raw, rec) = pat::store_minted(&store, &hasher, p, minted, now).await?;
+        self.revoker.announce_created(&rec).await;
         Ok(CreatedView::of(raw, &rec))
     }
 

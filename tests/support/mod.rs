@@ -10,3 +10,4 @@ pub mod keycloak;
 pub mod pg;
 pub mod real_keycloak;
 pub mod redis_server;
+pub mod wrapped_store;

@@ -1,0 +1,189 @@
+//! A [`TokenStore`] wrapping a real store (SQLite or Postgres through
+//! [`Store`]) that counts every backend call and can hold a token lookup at
+//! a gate: the lookup reads the real store, signals `read`, then waits for
+//! `release` before returning what it read (a load racing a revocation).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use portcullis::store::{
+    DenyEntry, DenyKind, NewToken, Result, Store, TokenHash, TokenRecord, TokenStore,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+#[derive(Debug)]
+pub struct WrappedStore {
+    inner: Store,
+    /// Every backend call.
+    pub calls: AtomicU64,
+    /// `find_by_hash` / `find_by_jti` calls.
+    pub lookups: AtomicU64,
+    /// The next `find_by_hash` stops at the gate.
+    armed: AtomicBool,
+    /// Notified (one permit) when a gated lookup has read the store.
+    pub read: Notify,
+    /// Lets the gated lookup return.
+    pub release: Notify,
+}
+
+impl WrappedStore {
+    pub fn new(inner: Store) -> Arc<Self> {
+        Arc::new(WrappedStore {
+            inner,
+            calls: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
+            read: Notify::new(),
+            release: Notify::new(),
+        })
+    }
+
+    /// The next `find_by_hash` waits for [`WrappedStore::release`].
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenStore for WrappedStore {
+    fn name(&self) -> &'static str {
+        "wrapped"
+    }
+    async fn migrate(&self) -> Result<Vec<u32>> {
+        self.count();
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.count();
+        self.inner.ping().await
+    }
+    async fn insert(&self, token: NewToken) -> Result<TokenRecord> {
+        self.count();
+        self.inner.insert(token).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let r = self.inner.find_by_hash(hash).await;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.read.notify_one();
+            self.release.notified().await;
+        }
+        r
+    }
+    async fn find_by_jti(&self, jti: &str) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_jti(jti).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.inner.get(id).await
+    }
+    async fn list_for_user(&self, issuer: &str, user_id: &str) -> Result<Vec<TokenRecord>> {
+        self.count();
+        self.inner.list_for_user(issuer, user_id).await
+    }
+    async fn count_active(&self, issuer: &str, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        self.count();
+        self.inner.count_active(issuer, user_id, now).await
+    }
+    async fn claim_unowned(&self, issuer: &str) -> Result<u64> {
+        self.count();
+        self.inner.claim_unowned(issuer).await
+    }
+    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.inner.revoke(id, now).await
+    }
+    async fn revoke_all_for_user(
+        &self,
+        issuer: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenRecord>> {
+        self.count();
+        self.inner.revoke_all_for_user(issuer, user_id, now).await
+    }
+    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
+        self.count();
+        self.inner.rotate(old_id, new, now).await
+    }
+    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
+        self.count();
+        self.inner.revoke_chain(id, now).await
+    }
+    async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {
+        self.count();
+        self.inner.touch_last_used(batch).await
+    }
+    async fn deny_jwt(
+        &self,
+        kind: DenyKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.count();
+        self.inner.deny_jwt(kind, value, expires_at).await
+    }
+    async fn is_jwt_denied(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.count();
+        self.inner.is_jwt_denied(jti, sid, now).await
+    }
+    async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.count();
+        self.inner.purge_jwt_denylist(now).await
+    }
+    async fn revoked_since(
+        &self,
+        watermark: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        self.count();
+        self.inner.revoked_since(watermark).await
+    }
+    async fn upgrade_hash(
+        &self,
+        id: Uuid,
+        old: &TokenHash,
+        new: &TokenHash,
+    ) -> Result<Option<TokenRecord>> {
+        self.count();
+        self.inner.upgrade_hash(id, old, new).await
+    }
+    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+        self.count();
+        self.inner.active_hashes(now).await
+    }
+    async fn created_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        self.count();
+        self.inner.created_since(watermark, now).await
+    }
+    async fn jwt_denied_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        self.count();
+        self.inner.jwt_denied_since(watermark, now).await
+    }
+}
