@@ -16,6 +16,29 @@
 //! Built-in clients: `web` (public, the `azp` of [`FakeKeycloak::claims`]),
 //! `portcullis` and `account` (confidential, secret `portcullis-secret` /
 //! `account-secret`), `admin-cli` (public).
+//!
+//! # Where the real Keycloak 26.5 differs
+//!
+//! The suite also runs a real Keycloak (`tests/support/real_keycloak.rs`,
+//! `tests/keycloak_*.rs`); the stand-in stays for failure injection only.
+//! What the real server showed that this stand-in does not model:
+//!
+//! * `jti` values carry a grant prefix (`onrtro:…` password grant,
+//!   `trrtcc:…` client credentials), not a bare UUID.
+//! * Access tokens' `aud` also holds `account` (the default roles), besides
+//!   the audience mappers' clients.
+//! * `client_id` (and `clientId`) appear on `client_credentials` tokens only
+//!   when the client has the `service_account` client scope; a client
+//!   imported from a realm file without it in `defaultClientScopes` gets
+//!   tokens with no `client_id` at all.
+//! * Refresh tokens are HS512 (`typ: Refresh`, signed with the realm's
+//!   `oct` key); offline tokens are `typ: Offline`.
+//! * Exchanged tokens carry the subject token's `sid`, and their lifetime is
+//!   capped by the SSO session (`ssoSessionMaxLifespan`, 10 h by default),
+//!   not only by the client's access-token lifespan.
+//! * Brute-force detection (on in many realms) locks a user out with
+//!   `user_temporarily_disabled` ("Invalid user credentials") when several
+//!   password grants for one user arrive at once.
 
 mod keys;
 mod server;
