@@ -18,7 +18,9 @@ use portcullis::pat::{
     self, CreateError, CreateRequest, PatConfig, PatOutcome, PatValidator, RuleError, UsageTracker,
     format,
 };
-use portcullis::store::{DenyKind, NewToken, Store, StoreConfig, StoreError, StoreKind, TokenKind};
+use portcullis::store::{
+    DenylistKind, NewToken, Store, StoreConfig, StoreError, StoreKind, TokenKind,
+};
 use uuid::Uuid;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -624,15 +626,15 @@ mod cases {
         setup(&store).await;
         let n = now();
         store
-            .deny_jwt(DenyKind::Jti, "j1", n + secs(3600))
+            .deny_jwt(DenylistKind::Jti, "j1", n + secs(3600))
             .await
             .expect("deny");
         store
-            .deny_jwt(DenyKind::Sid, "s1", n + secs(3600))
+            .deny_jwt(DenylistKind::Sid, "s1", n + secs(3600))
             .await
             .expect("deny");
         store
-            .deny_jwt(DenyKind::Jti, "old", n - secs(1))
+            .deny_jwt(DenylistKind::Jti, "old", n - secs(1))
             .await
             .expect("deny");
         assert!(store.is_jwt_denied(Some("j1"), None, n).await.expect("q"));
@@ -663,11 +665,11 @@ mod cases {
         );
         // Upsert keeps the later expiry.
         store
-            .deny_jwt(DenyKind::Jti, "old", n + secs(60))
+            .deny_jwt(DenylistKind::Jti, "old", n + secs(60))
             .await
             .expect("extend");
         store
-            .deny_jwt(DenyKind::Jti, "old", n - secs(60))
+            .deny_jwt(DenylistKind::Jti, "old", n - secs(60))
             .await
             .expect("shorter ignored");
         assert!(store.is_jwt_denied(Some("old"), None, n).await.expect("q"));
@@ -687,20 +689,23 @@ mod cases {
         setup(&store).await;
         let t0 = now() - secs(1);
         store
-            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(3600))
+            .deny_jwt(DenylistKind::Jti, "j1", t0 + secs(3600))
             .await
             .expect("deny");
         store
-            .deny_jwt(DenyKind::Sid, "s1", t0 + secs(7200))
+            .deny_jwt(DenylistKind::Sid, "s1", t0 + secs(7200))
             .await
             .expect("deny");
         store
-            .deny_jwt(DenyKind::Jti, "gone", t0 - secs(5))
+            .deny_jwt(DenylistKind::Jti, "gone", t0 - secs(5))
             .await
             .expect("deny");
         let all = store.jwt_denied_since(t0, now()).await.expect("since");
         let got: Vec<_> = all.iter().map(|e| (e.kind, e.value.as_str())).collect();
-        assert_eq!(got, vec![(DenyKind::Jti, "j1"), (DenyKind::Sid, "s1")]);
+        assert_eq!(
+            got,
+            vec![(DenylistKind::Jti, "j1"), (DenylistKind::Sid, "s1")]
+        );
         assert_eq!(all[1].expires_at, t0 + secs(7200));
         assert!(all[0].changed_at <= all[1].changed_at);
         let wm = all[1].changed_at;
@@ -713,7 +718,7 @@ mod cases {
         );
         // A shorter expiry changes nothing; a longer one is seen again.
         store
-            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(60))
+            .deny_jwt(DenylistKind::Jti, "j1", t0 + secs(60))
             .await
             .expect("shorter");
         assert!(
@@ -724,7 +729,7 @@ mod cases {
                 .is_empty()
         );
         store
-            .deny_jwt(DenyKind::Jti, "j1", t0 + secs(9000))
+            .deny_jwt(DenylistKind::Jti, "j1", t0 + secs(9000))
             .await
             .expect("longer");
         let again = store.jwt_denied_since(wm, now()).await.expect("q");
