@@ -19,7 +19,7 @@ use chrono::Utc;
 use cluster::{Cluster, code, percentile, readyz, wait_allowed, wait_denied};
 use keycloak::SignOpts;
 use portcullis::pat::{self, CreateRequest, PatConfig};
-use portcullis::store::{DenyKind, Store, TokenRecord};
+use portcullis::store::{DenylistKind, Store, TokenRecord};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -181,7 +181,7 @@ async fn postgres_down_cached_allowed_uncached_503_and_recovers() {
     let (listed, claims) = jwt(&c, "pete", json!({}));
     let exp = chrono::DateTime::from_timestamp(claims["exp"].as_i64().unwrap(), 0).unwrap();
     c.a.revoker
-        .deny_jwt(DenyKind::Jti, claims["jti"].as_str().unwrap(), exp)
+        .deny_jwt(DenylistKind::Jti, claims["jti"].as_str().unwrap(), exp)
         .await
         .unwrap();
     let listed_req = Req::get("/").bearer(&listed).build();
@@ -237,7 +237,7 @@ async fn jti_deny_list_round_trip_across_replicas() {
     let exp = chrono::DateTime::from_timestamp(claims["exp"].as_i64().unwrap(), 0).unwrap();
     let t0 = Instant::now();
     c.a.revoker
-        .deny_jwt(DenyKind::Jti, "jti-revoke-me", exp)
+        .deny_jwt(DenylistKind::Jti, "jti-revoke-me", exp)
         .await
         .unwrap();
     assert_invalid_token(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args};
 
 use super::ConfigArgs;
-use crate::store::DenyKind;
+use crate::store::DenylistKind;
 
 /// How long a `--sid` entry lives without `--until`: longer than any
 /// Keycloak session (SSO Session Max defaults to 10 h), so every token of
@@ -52,8 +52,8 @@ pub fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
 pub async fn run(a: RevokeJwtArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let (kind, value) = match (&a.jti, &a.sid) {
-        (Some(j), None) => (DenyKind::Jti, j.clone()),
-        (None, Some(s)) => (DenyKind::Sid, s.clone()),
+        (Some(j), None) => (DenylistKind::Jti, j.clone()),
+        (None, Some(s)) => (DenylistKind::Sid, s.clone()),
         _ => anyhow::bail!("give exactly one of --jti or --sid"),
     };
     let until = match a.until {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::denylist::JwtDenyList;
 use super::{RevocationConfig, RevocationKind};
 use crate::pat::{PatValidator, TokenHash};
-use crate::store::DenyKind;
+use crate::store::DenylistKind;
 
 /// Upper bound on one publish (connect and one retry included).
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
@@ -52,7 +52,7 @@ pub enum Item {
     /// A created PAT's hash (enables a store lookup; never allows).
     New(TokenHash),
     Deny {
-        kind: DenyKind,
+        kind: DenylistKind,
         value: String,
         expires_at: i64,
     },
@@ -94,7 +94,7 @@ impl Item {
                 Item::New(h)
             });
         }
-        let kind = DenyKind::parse(tag)?;
+        let kind = DenylistKind::parse(tag)?;
         let (exp, value) = rest.split_once(':')?;
         if !valid_value(value) {
             return None;
@@ -367,12 +367,12 @@ mod tests {
         let items = vec![
             Item::Pat([7u8; 32]),
             Item::Deny {
-                kind: DenyKind::Jti,
+                kind: DenylistKind::Jti,
                 value: "a:b:c".into(),
                 expires_at: 1_900_000_000,
             },
             Item::Deny {
-                kind: DenyKind::Sid,
+                kind: DenylistKind::Sid,
                 value: "s-1".into(),
                 expires_at: 5,
             },

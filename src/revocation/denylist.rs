@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::store::{DenyEntry, DenyKind};
+use crate::store::{DenyEntry, DenylistKind};
 
 /// What the deny set says about one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +36,10 @@ struct Sets {
 }
 
 impl Sets {
-    fn map(&mut self, kind: DenyKind) -> &mut HashMap<String, i64> {
+    fn map(&mut self, kind: DenylistKind) -> &mut HashMap<String, i64> {
         match kind {
-            DenyKind::Jti => &mut self.jti,
-            DenyKind::Sid => &mut self.sid,
+            DenylistKind::Jti => &mut self.jti,
+            DenylistKind::Sid => &mut self.sid,
         }
     }
 
@@ -97,7 +97,7 @@ impl JwtDenyList {
 
     /// Adds (or extends) one entry. Past capacity, expired entries are
     /// purged first; if it is still full the set marks itself overflowed.
-    pub fn insert(&self, kind: DenyKind, value: &str, expires_at: i64, now: i64) {
+    pub fn insert(&self, kind: DenylistKind, value: &str, expires_at: i64, now: i64) {
         if expires_at <= now {
             return;
         }
@@ -190,7 +190,7 @@ mod tests {
     use super::*;
     use chrono::{DateTime, Utc};
 
-    fn entry(kind: DenyKind, v: &str, exp: i64) -> DenyEntry {
+    fn entry(kind: DenylistKind, v: &str, exp: i64) -> DenyEntry {
         let at = DateTime::<Utc>::from_timestamp(exp, 0).unwrap();
         DenyEntry {
             kind,
@@ -204,7 +204,7 @@ mod tests {
     fn unloaded_asks_the_store_then_answers_from_memory() {
         let d = JwtDenyList::new(10);
         assert_eq!(d.check(Some("j"), None, 100), DenyCheck::AskStore);
-        d.load_all(&[entry(DenyKind::Jti, "j", 200)], 100);
+        d.load_all(&[entry(DenylistKind::Jti, "j", 200)], 100);
         assert_eq!(d.check(Some("j"), None, 100), DenyCheck::Denied);
         assert_eq!(d.check(Some("j"), None, 200), DenyCheck::Clear, "expired");
         assert_eq!(
@@ -212,7 +212,7 @@ mod tests {
             DenyCheck::Clear,
             "kinds differ"
         );
-        d.insert(DenyKind::Sid, "s", 300, 100);
+        d.insert(DenylistKind::Sid, "s", 300, 100);
         assert_eq!(d.check(Some("x"), Some("s"), 100), DenyCheck::Denied);
         assert_eq!(d.check(None, None, 100), DenyCheck::Clear);
         d.purge(250);
@@ -223,24 +223,24 @@ mod tests {
     fn full_set_overflows_instead_of_dropping_entries() {
         let d = JwtDenyList::new(2);
         d.load_all(&[], 0);
-        d.insert(DenyKind::Jti, "a", 100, 0);
-        d.insert(DenyKind::Jti, "b", 100, 0);
-        d.insert(DenyKind::Jti, "c", 100, 0);
+        d.insert(DenylistKind::Jti, "a", 100, 0);
+        d.insert(DenylistKind::Jti, "b", 100, 0);
+        d.insert(DenylistKind::Jti, "c", 100, 0);
         assert!(d.is_overflowed());
         assert_eq!(d.check(Some("c"), None, 0), DenyCheck::AskStore);
         // Expired entries make room on insert.
         let d = JwtDenyList::new(2);
         d.load_all(&[], 0);
-        d.insert(DenyKind::Jti, "a", 10, 0);
-        d.insert(DenyKind::Jti, "b", 100, 0);
-        d.insert(DenyKind::Jti, "c", 100, 50);
+        d.insert(DenylistKind::Jti, "a", 10, 0);
+        d.insert(DenylistKind::Jti, "b", 100, 0);
+        d.insert(DenylistKind::Jti, "c", 100, 50);
         assert!(!d.is_overflowed());
         assert_eq!(d.check(Some("c"), None, 50), DenyCheck::Denied);
         // A full reload that fits clears the flag.
         let d = JwtDenyList::new(1);
         let two = [
-            entry(DenyKind::Jti, "a", 100),
-            entry(DenyKind::Sid, "b", 100),
+            entry(DenylistKind::Jti, "a", 100),
+            entry(DenylistKind::Sid, "b", 100),
         ];
         d.load_all(&two, 0);
         assert!(d.is_overflowed());

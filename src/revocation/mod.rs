@@ -28,7 +28,7 @@ pub use denylist::{DenyCheck, JwtDenyList};
 pub use resync::Resync;
 
 use crate::pat::PatValidator;
-use crate::store::{DenyKind, StoreError, TokenKind, TokenRecord};
+use crate::store::{DenylistKind, StoreError, TokenKind, TokenRecord};
 
 /// Default Redis channel.
 pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
@@ -181,13 +181,14 @@ impl Revoker {
                 && r.expires_at > now
             {
                 let store = self.pats.store();
-                if let Err(e) = store.deny_jwt(DenyKind::Jti, jti, r.expires_at).await {
+                if let Err(e) = store.deny_jwt(DenylistKind::Jti, jti, r.expires_at).await {
                     tracing::warn!(error = %e, token_id = %r.id, "deny-listing a revoked JWT PAT's jti failed");
                 }
                 let exp = r.expires_at.timestamp();
-                self.deny.insert(DenyKind::Jti, jti, exp, now.timestamp());
+                self.deny
+                    .insert(DenylistKind::Jti, jti, exp, now.timestamp());
                 items.push(bus::Item::Deny {
-                    kind: DenyKind::Jti,
+                    kind: DenylistKind::Jti,
                     value: jti.to_owned(),
                     expires_at: exp,
                 });
@@ -231,7 +232,7 @@ impl Revoker {
     /// replica's deny set, then the bus.
     pub async fn deny_jwt(
         &self,
-        kind: DenyKind,
+        kind: DenylistKind,
         value: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {

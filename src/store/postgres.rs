@@ -5,17 +5,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
-    TokenKind, TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenylistKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenRecord,
+    TokenStore,
 };
-
-const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
-                    user_issuer, hash_version";
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -109,50 +107,88 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("postgres: {e}"))
 }
 
-/// A `token_hash` column value as a hash.
-fn hash32(h: Vec<u8>) -> Result<TokenHash> {
-    h.try_into()
-        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
-}
-
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
     row.try_get(idx)
         .map_err(|e| StoreError::Other(format!("postgres column {idx}: {e}")))
 }
 
-fn record(row: &Row) -> Result<TokenRecord> {
-    let hash: Vec<u8> = col(row, 5)?;
-    let kind: String = col(row, 13)?;
-    Ok(TokenRecord {
-        id: col(row, 0)?,
-        user_id: col(row, 1)?,
-        username: col(row, 2)?,
-        name: col(row, 3)?,
-        description: col(row, 4)?,
-        token_hash: hash
-            .try_into()
-            .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?,
-        display_hint: col(row, 6)?,
-        scopes: col(row, 7)?,
-        created_at: col(row, 8)?,
-        expires_at: col(row, 9)?,
-        last_used_at: col(row, 10)?,
-        revoked_at: col(row, 11)?,
-        rotated_from: col(row, 12)?,
-        kind: TokenKind::parse(&kind)
-            .ok_or_else(|| StoreError::Other("unknown token kind".into()))?,
-        jti: col(row, 14)?,
-        user_issuer: col(row, 15)?,
-        hash_version: HashVersion::from_i16(col(row, 16)?)
-            .ok_or_else(|| StoreError::Other("unknown hash_version".into()))?,
-    })
+/// Postgres column types map one to one: `uuid`, `text[]`, `timestamptz`.
+impl Columns for Row {
+    type Error = StoreError;
+
+    fn uuid(&self, i: usize) -> Result<Uuid> {
+        col(self, i)
+    }
+
+    fn opt_uuid(&self, i: usize) -> Result<Option<Uuid>> {
+        col(self, i)
+    }
+
+    fn text(&self, i: usize) -> Result<String> {
+        col(self, i)
+    }
+
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        col(self, i)
+    }
+
+    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        col(self, i)
+    }
+
+    fn scopes(&self, i: usize) -> Result<Vec<String>> {
+        col(self, i)
+    }
+
+    fn time(&self, i: usize) -> Result<DateTime<Utc>> {
+        col(self, i)
+    }
+
+    fn opt_time(&self, i: usize) -> Result<Option<DateTime<Utc>>> {
+        col(self, i)
+    }
+
+    fn small_int(&self, i: usize) -> Result<i16> {
+        col(self, i)
+    }
+
+    fn invalid(&self, _: usize, what: &'static str) -> StoreError {
+        StoreError::Other(what.into())
+    }
 }
 
-fn insert_sql() -> String {
-    format!(
-        "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, $14, $15) RETURNING {COLS}"
-    )
+fn record(row: &Row) -> Result<TokenRecord> {
+    row::decode(row)
+}
+
+/// An insert value as a Postgres parameter.
+fn bind<'a>(p: &'a Param<'_>) -> &'a (dyn ToSql + Sync) {
+    match p {
+        Param::Uuid(v) => v,
+        Param::OptUuid(v) => v,
+        Param::Text(v) => v,
+        Param::OptText(v) => v,
+        Param::Bytes(v) => v,
+        Param::Scopes(v) => v,
+        Param::Time(v) => v,
+        Param::OptTime(v) => v,
+        Param::SmallInt(v) => v,
+    }
+}
+
+/// Inserts `t` on `c` (a client or a transaction) and returns the row.
+async fn insert_token(
+    c: &impl deadpool_postgres::GenericClient,
+    t: &NewToken,
+) -> Result<TokenRecord> {
+    let values = row::insert_values(t);
+    let params: Vec<_> = values.iter().map(bind).collect();
+    let stmt = c
+        .prepare_cached(&row::insert_sql('$'))
+        .await
+        .map_err(pg_err)?;
+    let row = c.query_one(&stmt, &params).await.map_err(pg_err)?;
+    record(&row)
 }
 
 #[async_trait::async_trait]
@@ -207,31 +243,7 @@ impl TokenStore for PgStore {
 
     async fn insert(&self, t: NewToken) -> Result<TokenRecord> {
         let c = self.client().await?;
-        let stmt = c.prepare_cached(&insert_sql()).await.map_err(pg_err)?;
-        let row = c
-            .query_one(
-                &stmt,
-                &[
-                    &t.id,
-                    &t.user_id,
-                    &t.username,
-                    &t.name,
-                    &t.description,
-                    &&t.token_hash[..],
-                    &t.display_hint,
-                    &t.scopes,
-                    &t.created_at,
-                    &t.expires_at,
-                    &t.rotated_from,
-                    &t.kind.as_str(),
-                    &t.jti,
-                    &t.user_issuer,
-                    &t.hash_version.as_i16(),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        record(&row)
+        insert_token(&c, &t).await
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -337,30 +349,7 @@ impl TokenStore for PgStore {
             rotated_from: Some(old_id),
             ..new
         };
-        let row = tx
-            .query_one(
-                &insert_sql(),
-                &[
-                    &t.id,
-                    &t.user_id,
-                    &t.username,
-                    &t.name,
-                    &t.description,
-                    &&t.token_hash[..],
-                    &t.display_hint,
-                    &t.scopes,
-                    &t.created_at,
-                    &t.expires_at,
-                    &t.rotated_from,
-                    &t.kind.as_str(),
-                    &t.jti,
-                    &t.user_issuer,
-                    &t.hash_version.as_i16(),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        let rec = record(&row)?;
+        let rec = insert_token(&tx, &t).await?;
         tx.commit().await.map_err(pg_err)?;
         Ok(rec)
     }
@@ -397,7 +386,7 @@ impl TokenStore for PgStore {
 
     async fn deny_jwt(
         &self,
-        kind: DenyKind,
+        kind: DenylistKind,
         value: &str,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -507,13 +496,7 @@ impl TokenStore for PgStore {
             .map_err(pg_err)?;
         let rows = c.query(&stmt, &[&watermark]).await.map_err(pg_err)?;
         rows.iter()
-            .map(|r| {
-                let h: Vec<u8> = col(r, 0)?;
-                let hash: TokenHash = h
-                    .try_into()
-                    .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?;
-                Ok((hash, col(r, 1)?))
-            })
+            .map(|r| Ok((hash32(col(r, 0)?)?, col(r, 1)?)))
             .collect()
     }
 
@@ -523,24 +506,16 @@ impl TokenStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<DenyEntry>> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT kind, value, expires_at, created_at FROM jwt_denylist \
-                 WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value",
-            )
-            .await
-            .map_err(pg_err)?;
+        let sql = format!(
+            "SELECT {DENY_COLS} FROM jwt_denylist \
+             WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value"
+        );
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
         let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
         rows.iter()
             .map(|r| {
                 let kind: String = col(r, 0)?;
-                Ok(DenyEntry {
-                    kind: DenyKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
-                    value: col(r, 1)?,
-                    expires_at: col(r, 2)?,
-                    changed_at: col(r, 3)?,
-                })
+                row::deny_entry(&kind, col(r, 1)?, col(r, 2)?, col(r, 3)?)
             })
             .collect()
     }

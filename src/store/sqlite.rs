@@ -6,18 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Type;
+use rusqlite::types::{Null, ToSqlOutput, Type};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
+use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenyKind, HashVersion, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
-    TokenKind, TokenRecord, TokenStore, sort_newest_first,
+    DenyEntry, DenylistKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenRecord,
+    TokenStore,
 };
-
-const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
-                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
-                    user_issuer, hash_version";
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -81,14 +78,19 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A `token_hash` column value as a hash.
-fn hash32(h: Vec<u8>) -> Result<TokenHash> {
-    h.try_into()
-        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
-}
-
 fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
+}
+
+/// A timestamp column value read outside a row mapper.
+fn micros(v: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v)
+        .ok_or_else(|| StoreError::Other("timestamp out of range".into()))
+}
+
+/// A `(token_hash, timestamp)` pair read outside a row mapper.
+fn hash_at((h, at): (Vec<u8>, i64)) -> Result<(TokenHash, DateTime<Utc>)> {
+    Ok((hash32(h)?, micros(at)?))
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(
@@ -109,60 +111,81 @@ fn from_ts(idx: usize, v: i64) -> rusqlite::Result<DateTime<Utc>> {
     })
 }
 
-fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    row.get::<_, Option<i64>>(idx)?
-        .map(|v| from_ts(idx, v))
-        .transpose()
-}
-
 fn uuid_at(idx: usize, s: &str) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| conv(idx, Type::Text, e))
 }
 
+/// SQLite column types: uuids as TEXT, scopes as a JSON TEXT array,
+/// timestamps as INTEGER unix microseconds.
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn uuid(&self, i: usize) -> rusqlite::Result<Uuid> {
+        uuid_at(i, &self.get::<_, String>(i)?)
+    }
+
+    fn opt_uuid(&self, i: usize) -> rusqlite::Result<Option<Uuid>> {
+        self.get::<_, Option<String>>(i)?
+            .map(|s| uuid_at(i, &s))
+            .transpose()
+    }
+
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+
+    fn bytes(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(i)
+    }
+
+    fn scopes(&self, i: usize) -> rusqlite::Result<Vec<String>> {
+        let json: String = self.get(i)?;
+        serde_json::from_str(&json).map_err(|e| conv(i, Type::Text, e))
+    }
+
+    fn time(&self, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+        from_ts(i, self.get(i)?)
+    }
+
+    fn opt_time(&self, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+        self.get::<_, Option<i64>>(i)?
+            .map(|v| from_ts(i, v))
+            .transpose()
+    }
+
+    fn small_int(&self, i: usize) -> rusqlite::Result<i16> {
+        self.get(i)
+    }
+
+    fn invalid(&self, i: usize, what: &'static str) -> rusqlite::Error {
+        let ty = self.get_ref(i).map_or(Type::Null, |v| v.data_type());
+        conv(i, ty, StoreError::Other(what.into()))
+    }
+}
+
 fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
-    let hash: Vec<u8> = row.get(5)?;
-    let token_hash: TokenHash = hash.try_into().map_err(|_| {
-        conv(
-            5,
-            Type::Blob,
-            StoreError::Other("token_hash is not 32 bytes".into()),
-        )
-    })?;
-    let scopes: String = row.get(7)?;
-    let kind: String = row.get(13)?;
-    Ok(TokenRecord {
-        id: uuid_at(0, &row.get::<_, String>(0)?)?,
-        user_id: row.get(1)?,
-        username: row.get(2)?,
-        name: row.get(3)?,
-        description: row.get(4)?,
-        token_hash,
-        display_hint: row.get(6)?,
-        scopes: serde_json::from_str(&scopes).map_err(|e| conv(7, Type::Text, e))?,
-        created_at: from_ts(8, row.get(8)?)?,
-        expires_at: from_ts(9, row.get(9)?)?,
-        last_used_at: opt_ts(row, 10)?,
-        revoked_at: opt_ts(row, 11)?,
-        rotated_from: row
-            .get::<_, Option<String>>(12)?
-            .map(|s| uuid_at(12, &s))
-            .transpose()?,
-        kind: TokenKind::parse(&kind).ok_or_else(|| {
-            conv(
-                13,
-                Type::Text,
-                StoreError::Other("unknown token kind".into()),
-            )
-        })?,
-        jti: row.get(14)?,
-        user_issuer: row.get(15)?,
-        hash_version: HashVersion::from_i16(row.get(16)?).ok_or_else(|| {
-            conv(
-                16,
-                Type::Integer,
-                StoreError::Other("unknown hash_version".into()),
-            )
-        })?,
+    row::decode(row)
+}
+
+/// An insert value in SQLite's representation of its column type.
+fn bind<'a>(p: &'a Param<'_>) -> rusqlite::Result<ToSqlOutput<'a>> {
+    Ok(match *p {
+        Param::Uuid(u) => ToSqlOutput::from(u.to_string()),
+        Param::OptUuid(u) => u.map_or(ToSqlOutput::from(Null), |u| u.to_string().into()),
+        Param::Text(s) => ToSqlOutput::from(s),
+        Param::OptText(s) => s.map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
+        Param::Bytes(b) => ToSqlOutput::from(b),
+        Param::Scopes(s) => ToSqlOutput::from(
+            serde_json::to_string(s)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+        ),
+        Param::Time(t) => ToSqlOutput::from(ts(t)),
+        Param::OptTime(t) => t.map_or(ToSqlOutput::from(Null), |t| ts(t).into()),
+        Param::SmallInt(v) => ToSqlOutput::from(v),
     })
 }
 
@@ -177,31 +200,13 @@ fn query_records(
 }
 
 fn insert_token(conn: &Connection, t: &NewToken) -> rusqlite::Result<TokenRecord> {
-    let scopes = serde_json::to_string(&t.scopes).map_err(|e| conv(7, Type::Text, e))?;
-    let sql = format!(
-        "INSERT INTO personal_access_tokens ({COLS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14, ?15) RETURNING {COLS}"
-    );
-    conn.prepare_cached(&sql)?.query_row(
-        params![
-            t.id.to_string(),
-            t.user_id,
-            t.username,
-            t.name,
-            t.description,
-            &t.token_hash[..],
-            t.display_hint,
-            scopes,
-            ts(t.created_at),
-            ts(t.expires_at),
-            t.rotated_from.map(|u| u.to_string()),
-            t.kind.as_str(),
-            t.jti,
-            t.user_issuer,
-            t.hash_version.as_i16(),
-        ],
-        record,
-    )
+    let values = row::insert_values(t);
+    let bound = values
+        .iter()
+        .map(bind)
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    conn.prepare_cached(&row::insert_sql('?'))?
+        .query_row(rusqlite::params_from_iter(bound), record)
 }
 
 #[async_trait::async_trait]
@@ -426,7 +431,7 @@ impl TokenStore for SqliteStore {
 
     async fn deny_jwt(
         &self,
-        kind: DenyKind,
+        kind: DenylistKind,
         value: &str,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -521,13 +526,7 @@ impl TokenStore for SqliteStore {
                 rows.collect()
             })
             .await?;
-        rows.into_iter()
-            .map(|(h, at)| {
-                let at = DateTime::from_timestamp_micros(at)
-                    .ok_or_else(|| StoreError::Other("timestamp out of range".into()))?;
-                Ok((hash32(h)?, at))
-            })
-            .collect()
+        rows.into_iter().map(hash_at).collect()
     }
 
     async fn revoked_since(
@@ -544,16 +543,7 @@ impl TokenStore for SqliteStore {
                 rows.collect()
             })
             .await?;
-        rows.into_iter()
-            .map(|(h, at)| {
-                let hash: TokenHash = h
-                    .try_into()
-                    .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))?;
-                let at = DateTime::from_timestamp_micros(at)
-                    .ok_or_else(|| StoreError::Other("timestamp out of range".into()))?;
-                Ok((hash, at))
-            })
-            .collect()
+        rows.into_iter().map(hash_at).collect()
     }
 
     async fn jwt_denied_since(
@@ -563,29 +553,20 @@ impl TokenStore for SqliteStore {
     ) -> Result<Vec<DenyEntry>> {
         let rows: Vec<(String, String, i64, i64)> = self
             .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT kind, value, expires_at, created_at FROM jwt_denylist \
-                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value",
-                )?;
+                let sql = format!(
+                    "SELECT {DENY_COLS} FROM jwt_denylist \
+                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value"
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
                 let rows = stmt.query_map([ts(watermark), ts(now)], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?;
                 rows.collect()
             })
             .await?;
-        let at = |v: i64| {
-            DateTime::from_timestamp_micros(v)
-                .ok_or_else(|| StoreError::Other("timestamp out of range".into()))
-        };
         rows.into_iter()
             .map(|(kind, value, exp, changed)| {
-                Ok(DenyEntry {
-                    kind: DenyKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
-                    value,
-                    expires_at: at(exp)?,
-                    changed_at: at(changed)?,
-                })
+                row::deny_entry(&kind, value, micros(exp)?, micros(changed)?)
             })
             .collect()
     }

@@ -10,4 +10,5 @@ pub mod keycloak;
 pub mod pg;
 pub mod real_keycloak;
 pub mod redis_server;
+pub mod store_suite;
 pub mod wrapped_store;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use portcullis::store::{
-    DenyEntry, DenyKind, NewToken, Result, Store, TokenHash, TokenRecord, TokenStore,
+    DenyEntry, DenylistKind, NewToken, Result, Store, TokenHash, TokenRecord, TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -129,7 +129,7 @@ impl TokenStore for WrappedStore {
     }
     async fn deny_jwt(
         &self,
-        kind: DenyKind,
+        kind: DenylistKind,
         value: &str,
         expires_at: DateTime<Utc>,
         _now: DateTime<Utc>,

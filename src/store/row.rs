@@ -1,0 +1,158 @@
+//! The token row mapping both backends share: the columns of a
+//! `personal_access_tokens` row and their order, the values an insert binds,
+//! and how a row becomes a [`TokenRecord`]. Adding a column touches this file
+//! (and a migration); `sqlite` and `postgres` only say how their dialect
+//! stores each column type (see the table in `store/mod.rs`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    DenyEntry, DenylistKind, HashVersion, NewToken, Result, StoreError, TokenHash, TokenKind,
+    TokenRecord,
+};
+
+/// Every column of a token row, in the order [`decode`] reads them and
+/// [`insert_values`] binds them.
+pub(super) const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
+                    created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
+                    user_issuer, hash_version";
+
+/// Number of columns in [`COLS`].
+pub(super) const NCOLS: usize = 17;
+
+/// The columns of a `jwt_denylist` row, in the order [`deny_entry`] takes them.
+pub(super) const DENY_COLS: &str = "kind, value, expires_at, created_at";
+
+/// One insert value, tagged with the column type it goes to, so each backend
+/// can bind it in its own representation (e.g. SQLite stores uuids as text).
+pub(super) enum Param<'a> {
+    Uuid(Uuid),
+    OptUuid(Option<Uuid>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Bytes(&'a [u8]),
+    Scopes(&'a [String]),
+    Time(DateTime<Utc>),
+    OptTime(Option<DateTime<Utc>>),
+    SmallInt(i16),
+}
+
+/// The values of a new row, one per column of [`COLS`], in order.
+pub(super) fn insert_values(t: &NewToken) -> [Param<'_>; NCOLS] {
+    [
+        Param::Uuid(t.id),
+        Param::Text(&t.user_id),
+        Param::Text(&t.username),
+        Param::Text(&t.name),
+        Param::OptText(t.description.as_deref()),
+        Param::Bytes(&t.token_hash),
+        Param::Text(&t.display_hint),
+        Param::Scopes(&t.scopes),
+        Param::Time(t.created_at),
+        Param::Time(t.expires_at),
+        Param::OptTime(None), // last_used_at: never used yet
+        Param::OptTime(None), // revoked_at: not revoked yet
+        Param::OptUuid(t.rotated_from),
+        Param::Text(t.kind.as_str()),
+        Param::OptText(t.jti.as_deref()),
+        Param::Text(&t.user_issuer),
+        Param::SmallInt(t.hash_version.as_i16()),
+    ]
+}
+
+/// `INSERT` of every column, returning the row; `placeholder` is the
+/// dialect's numbered-parameter sign (`?` for SQLite, `$` for Postgres).
+pub(super) fn insert_sql(placeholder: char) -> String {
+    let values: Vec<String> = (1..=NCOLS).map(|i| format!("{placeholder}{i}")).collect();
+    format!(
+        "INSERT INTO personal_access_tokens ({COLS}) VALUES ({}) RETURNING {COLS}",
+        values.join(", ")
+    )
+}
+
+/// Typed reads of one result row by column index, implemented by each
+/// backend's row type in its own error type; [`decode`] is written once
+/// against it.
+pub(super) trait Columns {
+    type Error;
+    fn uuid(&self, i: usize) -> Result<Uuid, Self::Error>;
+    fn opt_uuid(&self, i: usize) -> Result<Option<Uuid>, Self::Error>;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, Self::Error>;
+    fn scopes(&self, i: usize) -> Result<Vec<String>, Self::Error>;
+    fn time(&self, i: usize) -> Result<DateTime<Utc>, Self::Error>;
+    fn opt_time(&self, i: usize) -> Result<Option<DateTime<Utc>>, Self::Error>;
+    fn small_int(&self, i: usize) -> Result<i16, Self::Error>;
+    /// Column `i` was read but its value is not valid for its field.
+    fn invalid(&self, i: usize, what: &'static str) -> Self::Error;
+}
+
+/// A row selected as [`COLS`] as a [`TokenRecord`].
+pub(super) fn decode<R: Columns + ?Sized>(row: &R) -> Result<TokenRecord, R::Error> {
+    Ok(TokenRecord {
+        id: row.uuid(0)?,
+        user_id: row.text(1)?,
+        username: row.text(2)?,
+        name: row.text(3)?,
+        description: row.opt_text(4)?,
+        token_hash: row
+            .bytes(5)?
+            .try_into()
+            .map_err(|_| row.invalid(5, "token_hash is not 32 bytes"))?,
+        display_hint: row.text(6)?,
+        scopes: row.scopes(7)?,
+        created_at: row.time(8)?,
+        expires_at: row.time(9)?,
+        last_used_at: row.opt_time(10)?,
+        revoked_at: row.opt_time(11)?,
+        rotated_from: row.opt_uuid(12)?,
+        kind: TokenKind::parse(&row.text(13)?)
+            .ok_or_else(|| row.invalid(13, "unknown token kind"))?,
+        jti: row.opt_text(14)?,
+        user_issuer: row.text(15)?,
+        hash_version: HashVersion::from_i16(row.small_int(16)?)
+            .ok_or_else(|| row.invalid(16, "unknown hash_version"))?,
+    })
+}
+
+/// A `token_hash` column value as a hash.
+pub(super) fn hash32(h: Vec<u8>) -> Result<TokenHash> {
+    h.try_into()
+        .map_err(|_| StoreError::Other("token_hash is not 32 bytes".into()))
+}
+
+/// A row selected as [`DENY_COLS`] as a [`DenyEntry`].
+pub(super) fn deny_entry(
+    kind: &str,
+    value: String,
+    expires_at: DateTime<Utc>,
+    changed_at: DateTime<Utc>,
+) -> Result<DenyEntry> {
+    Ok(DenyEntry {
+        kind: DenylistKind::parse(kind)
+            .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
+        value,
+        expires_at,
+        changed_at,
+    })
+}
+
+/// Sorts a chain/list the same way on both backends: newest first.
+pub(super) fn sort_newest_first(v: &mut [TokenRecord]) {
+    v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_list_insert_values_and_placeholders_agree() {
+        assert_eq!(COLS.split(',').count(), NCOLS);
+        let sql = insert_sql('$');
+        assert!(sql.contains(&format!("${NCOLS})")), "{sql}");
+        assert!(!sql.contains(&format!("${}", NCOLS + 1)), "{sql}");
+    }
+}

@@ -1,0 +1,83 @@
+//! Token hashes on SQLite and Postgres: HMAC with `pat.hash_key`, legacy
+//! SHA-256 rows upgraded on use, planted rows refused.
+
+mod support;
+
+use portcullis::pat::{self, CreateRequest, PatConfig, PatOutcome, PatValidator, format};
+use portcullis::store::{HashVersion, Store};
+use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite, token};
+
+store_suite!(
+    item12_planted_sha256_row_does_not_authenticate_with_a_key,
+    item12_legacy_sha256_row_keeps_working_and_is_upgraded,
+    item12_new_tokens_are_stored_as_hmac,
+);
+
+const KEY: &str = "0123456789abcdef0123456789abcdef-test-pepper";
+
+fn keyed() -> PatConfig {
+    PatConfig {
+        hash_key: Some(KEY.into()),
+        ..PatConfig::default()
+    }
+}
+
+async fn item12_planted_sha256_row_does_not_authenticate_with_a_key(store: Store) {
+    setup(&store).await;
+    // An attacker with write access to the database, but not the key,
+    // plants a row for a token they made up, hashed as they can.
+    let (raw, mut t) = token("mallory", secs(3600));
+    t.hash_version = HashVersion::Hmac;
+    store.insert(t).await.expect("plant");
+    let v = PatValidator::new(store.clone(), &keyed());
+    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+}
+
+async fn item12_legacy_sha256_row_keeps_working_and_is_upgraded(store: Store) {
+    setup(&store).await;
+    // A row from before migration 0003 (version 1, bare SHA-256).
+    let (raw, t) = token("lena", secs(3600));
+    assert_eq!(t.hash_version, HashVersion::Sha256);
+    let id = store.insert(t).await.expect("insert").id;
+    let v = PatValidator::new(store.clone(), &keyed());
+    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    // Upgraded on first use: now stored under the HMAC only.
+    let hmac = v.hasher().under(&raw, HashVersion::Hmac).expect("keyed");
+    let up = store
+        .find_by_hash(&hmac)
+        .await
+        .expect("find")
+        .expect("upgraded");
+    assert_eq!((up.id, up.hash_version), (id, HashVersion::Hmac));
+    assert_eq!(store.find_by_hash(&format::hash(&raw)).await, Ok(None));
+    // A fresh replica (empty cache) finds it directly; revocation works.
+    let v2 = PatValidator::new(store.clone(), &keyed());
+    assert!(matches!(v2.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    store.revoke(id, now()).await.expect("revoke");
+    let v3 = PatValidator::new(store.clone(), &keyed());
+    assert_eq!(v3.validate(&raw).await, Ok(PatOutcome::Revoked));
+}
+
+async fn item12_new_tokens_are_stored_as_hmac(store: Store) {
+    setup(&store).await;
+    let req = CreateRequest {
+        user_id: "hana".into(),
+        user_issuer: "https://idp.example".into(),
+        username: "hana".into(),
+        name: "ci".into(),
+        description: None,
+        scopes: vec!["a:read".into()],
+        expires_at: None,
+        rotated_from: None,
+    };
+    let (raw, rec) = pat::create(&store, &keyed(), req, now())
+        .await
+        .expect("create");
+    assert_eq!(rec.hash_version, HashVersion::Hmac);
+    assert_ne!(rec.token_hash, format::hash(&raw));
+    let v = PatValidator::new(store.clone(), &keyed());
+    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    // Without the key the stored value cannot be matched.
+    let unkeyed = PatValidator::new(store.clone(), &PatConfig::default());
+    assert_eq!(unkeyed.validate(&raw).await, Ok(PatOutcome::Unknown));
+}
