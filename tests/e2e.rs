@@ -235,6 +235,7 @@ async fn public_healthz_skips_authz_and_strips_forged_identity() {
                     ("x-auth-subject", "admin"),
                     ("x-auth-method", "jwt"),
                     ("x-auth-scopes", "*:*"),
+                    ("x-auth-issuer", "https://idp.example"),
                     ("x_auth_subject", "admin"),
                 ],
             )
@@ -246,6 +247,7 @@ async fn public_healthz_skips_authz_and_strips_forged_identity() {
             "x-auth-subject",
             "x-auth-method",
             "x-auth-scopes",
+            "x-auth-issuer",
             "x_auth_subject",
         ] {
             assert_eq!(seen.header(h), None, "{h} reached the upstream: {seen:?}");
