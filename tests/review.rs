@@ -1,16 +1,47 @@
-//! Findings of the post-merge security review of issue 12 that are left
-//! open (a design decision is needed). Each test states the behaviour the
-//! README promises and fails today, so it is `#[ignore]`d with the reason;
-//! run them with `cargo test --test review -- --ignored`.
+//! Findings of the post-merge security review of issue 12 that are not
+//! covered by an existing test file. Open ones (a design decision is
+//! needed) state the behaviour the README promises and fail today, so they
+//! are `#[ignore]`d with the reason; run them with
+//! `cargo test --test review -- --ignored`.
 
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use chrono::{TimeDelta, Utc};
+use portcullis::config::{Config, MapEnv};
+use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::{PatConfig, PatOutcome, PatValidator, format};
+use portcullis::revocation::Revoker;
 use portcullis::store::{HashVersion, NewToken, Store, StoreConfig, TokenKind};
+use portcullis::tokens::{ApiConfig, RotateInput, TokenService};
+use support::wrapped_store::WrappedStore;
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-review-pepper";
+
+fn legacy_row(raw: &str, issuer: &str, sub: &str, scopes: &[&str]) -> NewToken {
+    let now = Utc::now();
+    NewToken {
+        id: Uuid::new_v4(),
+        user_id: sub.into(),
+        user_issuer: issuer.into(),
+        username: sub.into(),
+        name: "legacy".into(),
+        description: None,
+        token_hash: format::hash(raw),
+        display_hint: format::display_hint("pat_", raw),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        created_at: now,
+        expires_at: now + TimeDelta::days(3650),
+        rotated_from: None,
+        kind: TokenKind::Opaque,
+        jti: None,
+        hash_version: HashVersion::Sha256,
+    }
+}
 
 async fn sqlite(dir: &std::path::Path) -> Store {
     let cfg = StoreConfig {
@@ -42,25 +73,8 @@ async fn review_planted_legacy_sha256_row_does_not_authenticate_with_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite(dir.path()).await;
     let raw = format::generate("pat_");
-    let now = Utc::now();
     store
-        .insert(NewToken {
-            id: Uuid::new_v4(),
-            user_id: "admin".into(),
-            user_issuer: "https://idp.example".into(),
-            username: "admin".into(),
-            name: "planted".into(),
-            description: None,
-            token_hash: format::hash(&raw),
-            display_hint: format::display_hint("pat_", &raw),
-            scopes: vec!["*:*".into()],
-            created_at: now,
-            expires_at: now + TimeDelta::days(3650),
-            rotated_from: None,
-            kind: TokenKind::Opaque,
-            jti: None,
-            hash_version: HashVersion::Sha256,
-        })
+        .insert(legacy_row(&raw, "https://idp.example", "admin", &["*:*"]))
         .await
         .expect("plant");
     let keyed = PatConfig {
@@ -73,5 +87,70 @@ async fn review_planted_legacy_sha256_row_does_not_authenticate_with_a_key() {
         got,
         PatOutcome::Unknown,
         "a token planted in the database without the key authenticated"
+    );
+}
+
+/// Rotation announced the record it read *before* rotating. If the token
+/// was a legacy (SHA-256) row and a Check upgraded it to the HMAC hash in
+/// between (its first use since `pat.hash_key` was set), the announcement
+/// named the old SHA-256 hash, while this replica's cache holds the token
+/// as valid under the HMAC hash: the rotated-away token kept working here
+/// for up to `pat.cache_ttl` (and on other replicas until their resync)
+/// after the rotation answered 201.
+#[tokio::test]
+async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev =
+        DevIssuer::load_or_create(dir.path(), "http://127.0.0.1:9/realms/dev".into()).unwrap();
+    let mut cfg = Config::from_yaml_str("", &MapEnv::default()).unwrap();
+    cfg.pat.hash_key = Some(KEY.into());
+    let wrapped = WrappedStore::new(sqlite(dir.path()).await);
+    let store = Store::from_backend(wrapped.clone(), Duration::from_secs(5));
+    let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
+    let engine = portcullis::server::build_engine(&cfg, Some(&dev), pats.clone()).unwrap();
+    let svc = TokenService::new(
+        Arc::new(ArcSwap::from_pointee(engine)),
+        Revoker::new(pats.clone()),
+        cfg.pat.clone(),
+        ApiConfig::default(),
+        true,
+    )
+    .unwrap();
+
+    // A PAT from before the key: a version-1 row, never used since.
+    let raw = format::generate("pat_");
+    let id = store
+        .insert(legacy_row(&raw, dev.issuer(), "alice", &["a:read"]))
+        .await
+        .unwrap()
+        .id;
+    let login = dev
+        .mint(&DevTokenSpec {
+            sub: "alice".into(),
+            username: Some("alice".into()),
+            email: None,
+            scopes: vec!["tokens:manage".into(), "a:read".into()],
+            expires_in: Duration::from_secs(600),
+            client: "web".into(),
+        })
+        .unwrap();
+    let caller = svc.caller(Some(&format!("Bearer {login}"))).await.unwrap();
+
+    // While the rotation is under way, a Check uses the old token: it is
+    // upgraded to the HMAC hash and cached as valid on this replica.
+    let (p, r) = (pats.clone(), raw.clone());
+    wrapped.before_next_rotate(async move {
+        assert!(matches!(p.validate(&r).await, Ok(PatOutcome::Valid(_))));
+    });
+    let created = svc
+        .rotate(&caller, &id.to_string(), RotateInput::default())
+        .await
+        .expect("rotate");
+    assert_eq!(created.rotated_from, Some(id));
+
+    assert_eq!(
+        pats.validate(&raw).await,
+        Ok(PatOutcome::Revoked),
+        "the rotated-away token still works on the replica that rotated it"
     );
 }
