@@ -154,3 +154,29 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
         "the rotated-away token still works on the replica that rotated it"
     );
 }
+
+/// `revoke-jwt --until` takes a duration from now; a huge one (it parses:
+/// up to ~292 million years) overflowed `Utc::now() + d` and panicked
+/// instead of naming the bad value (issue 12 item 9: every date on input is
+/// checked).
+#[test]
+fn review_revoke_jwt_until_far_future_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "revoke-jwt",
+            "--dev",
+            "--sid",
+            "s1",
+            "--until",
+            "100000000y",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("--until"), "{err}");
+}
