@@ -180,3 +180,18 @@ fn review_revoke_jwt_until_far_future_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
     assert!(err.contains("--until"), "{err}");
 }
+
+/// A `pat.cache_ttl` that `config check` accepts must not crash `serve`:
+/// moka refuses (panics on) time-to-live values over 1000 years, and the
+/// tombstone and reuse caches are built with `cache_ttl`.
+#[tokio::test]
+async fn review_huge_pat_cache_ttl_is_refused_by_config_check_not_a_panic() {
+    let yaml = "pat:\n  cache_ttl: 1001years\n";
+    let cfg = Config::from_yaml_str(yaml, &MapEnv::default()).expect("parses");
+    let errs = cfg.validate().expect_err("refused by validation");
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter().any(|t| t.starts_with("pat.cache_ttl")),
+        "{text:?}"
+    );
+}
