@@ -154,7 +154,7 @@ impl DevIssuer {
             "azp": spec.client,
             "typ": "Bearer",
             "iat": now,
-            "exp": now + spec.expires_in.as_secs(),
+            "exp": now.saturating_add(spec.expires_in.as_secs()),
             "jti": uuid::Uuid::new_v4().to_string(),
             "sid": uuid::Uuid::new_v4().to_string(),
             "preferred_username": username,

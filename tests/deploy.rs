@@ -133,15 +133,24 @@ fn envoy_view(root: &Value) -> EnvoyView<'_> {
     }
 }
 
-const IDENTITY_HEADERS: [&str; 7] = [
-    "x-auth-subject",
-    "x-auth-username",
-    "x-auth-email",
-    "x-auth-client",
-    "x-auth-scopes",
-    "x-auth-method",
-    "x-auth-token-id",
-];
+/// Every identity header portcullis sets, read from the one place that sets
+/// them (`src/authz/response.rs`), so a new header (such as `x-auth-issuer`)
+/// cannot be forgotten on the routes where ext_authz does not run.
+fn identity_headers() -> Vec<String> {
+    let src = std::fs::read_to_string(repo_root().join("src/authz/response.rs")).unwrap();
+    let mut out: Vec<String> = Vec::new();
+    for part in src.split("(\"x-auth-").skip(1) {
+        let name = format!("x-auth-{}", part.split('"').next().unwrap());
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    assert!(
+        out.len() >= 8 && out.iter().any(|h| h == "x-auth-issuer"),
+        "identity headers not found in src/authz/response.rs: {out:?}"
+    );
+    out
+}
 
 fn assert_envoy_properties(root: &Value, what: &str) {
     let v = envoy_view(root);
@@ -212,8 +221,11 @@ fn assert_envoy_properties(root: &Value, what: &str) {
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            for h in IDENTITY_HEADERS {
-                assert!(removed.contains(&h), "{what}: public {path} keeps {h}");
+            for h in identity_headers() {
+                assert!(
+                    removed.contains(&h.as_str()),
+                    "{what}: public {path} keeps {h} (a client could forge it)"
+                );
             }
             disabled.push(path.to_owned());
         }

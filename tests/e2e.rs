@@ -235,6 +235,7 @@ async fn public_healthz_skips_authz_and_strips_forged_identity() {
                     ("x-auth-subject", "admin"),
                     ("x-auth-method", "jwt"),
                     ("x-auth-scopes", "*:*"),
+                    ("x-auth-issuer", "https://idp.example"),
                     ("x_auth_subject", "admin"),
                 ],
             )
@@ -246,6 +247,7 @@ async fn public_healthz_skips_authz_and_strips_forged_identity() {
             "x-auth-subject",
             "x-auth-method",
             "x-auth-scopes",
+            "x-auth-issuer",
             "x_auth_subject",
         ] {
             assert_eq!(seen.header(h), None, "{h} reached the upstream: {seen:?}");
@@ -542,6 +544,39 @@ async fn item1_writes_through_envoy_need_the_write_scope() {
         let r = send("OPTIONS", read.clone()).await;
         assert_eq!(r.status, 403, "{r:?}");
         assert_eq!(send("GET", read.clone()).await.status, 200);
+    })
+    .await
+}
+
+/// A `..;` dot segment (which Tomcat and Spring resolve as `..`) behind an
+/// Envoy route that names a portcullis route. Envoy resolves a literal
+/// `..;` itself, but `%2e%2e;` only decodes, so `/api/v1/uploads/%2e%2e;/x`
+/// stays on the named `uploads` route and reaches the app as
+/// `/api/v1/uploads/..;/x`, i.e. `/api/v1/x` for a Tomcat upstream.
+/// portcullis must refuse such a path on a named route exactly as it does on
+/// a route it matches itself, never let it reach the upstream.
+#[tokio::test]
+async fn review_dot_segment_with_params_behind_a_named_route_is_refused() {
+    bounded(async {
+        let s = Stack::start().await;
+        let read = s.token("alice", &["uploads:read"]);
+        let auth = format!("Bearer {read}");
+        for target in [
+            "/api/v1/uploads/%2e%2e;/users/1",
+            "/api/v1/uploads/%2E%2E;x/users/1",
+            "/api/v1/uploads/x/.%2e;/%2e%2e;/users/1",
+        ] {
+            s.echo.clear();
+            let r = s.get(target, &[("authorization", &auth)]).await;
+            let seen: Vec<String> = s.echo.seen().into_iter().map(|x| x.path).collect();
+            assert_eq!(r.status, 403, "{target}: {r:?}; upstream saw {seen:?}");
+            assert!(seen.is_empty(), "{target} reached the upstream as {seen:?}");
+        }
+        // The plain path still works.
+        let r = s
+            .get("/api/v1/uploads/1", &[("authorization", &auth)])
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
     })
     .await
 }

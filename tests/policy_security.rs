@@ -322,3 +322,57 @@ fn item7_bad_path_option_values_name_the_key() {
     .to_string();
     assert!(err.contains("policy.case_insensitive_paths"), "{err}");
 }
+
+// --- review: a named route still refuses paths normalisation refuses ------
+
+/// Paths portcullis refuses when it matches them itself (403): a dot
+/// segment with `;` parameters (Tomcat/Spring resolve `..;x` as `..`), an
+/// encoded slash, NUL, `..` above the root, `;` parameters under the default
+/// `matrix_params: reject`. Envoy naming the route must not wave them
+/// through: Envoy decodes `%2e%2e;` without resolving it, so
+/// `/api/v1/uploads/%2e%2e;/users/1` lands on the `uploads` route and
+/// reaches the app as `/api/v1/uploads/..;/users/1` (`/api/v1/users/1`).
+const NAMED_BAD_PATHS: [&str; 7] = [
+    "/api/v1/uploads/..;/users/1",
+    "/api/v1/uploads/%2e%2e;/users/1",
+    "/api/v1/uploads/x/.;/..;x/users/1",
+    "/api/v1/uploads/x%2F..%2F..%2Fusers/1",
+    "/api/v1/uploads/x%00",
+    "/api/v1/uploads/../../../../x",
+    "/api/v1/uploads/1;jsessionid=abc",
+];
+
+#[tokio::test]
+async fn review_named_route_refuses_paths_normalisation_refuses() {
+    let e = env().await;
+    let read = e.token(&["uploads:read"]);
+    for path in NAMED_BAD_PATHS {
+        let resp = e.check(named(path, "uploads").bearer(&read)).await;
+        let d = denied(&resp);
+        assert_eq!((d.code, d.http), (7, 403), "{path}: {d:?}");
+        assert!(
+            d.description().contains("request path rejected"),
+            "{path}: {d:?}"
+        );
+    }
+    // Without a credential too: refused, not a 401 inviting a retry.
+    let d = denied(&e.check(named(NAMED_BAD_PATHS[1], "uploads")).await);
+    assert_eq!((d.code, d.http), (7, 403), "{d:?}");
+    // A clean path on the named route is unaffected.
+    let req = named("/api/v1/uploads/1", "uploads").bearer(&read);
+    assert_eq!(e.status(req).await, (0, 200));
+}
+
+#[tokio::test]
+async fn review_named_route_follows_matrix_params_strip() {
+    let e = env_with("  matrix_params: strip\n").await;
+    let read = e.token(&["uploads:read"]);
+    // Stripped parameters are fine on a named route, as on a matched one...
+    let req = named("/api/v1/uploads/1;jsessionid=abc", "uploads").bearer(&read);
+    assert_eq!(e.status(req).await, (0, 200));
+    // ...dot segments with parameters never are.
+    for path in &NAMED_BAD_PATHS[..3] {
+        let d = denied(&e.check(named(path, "uploads").bearer(&read)).await);
+        assert_eq!((d.code, d.http), (7, 403), "{path}: {d:?}");
+    }
+}

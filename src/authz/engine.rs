@@ -114,6 +114,16 @@ impl Engine {
     /// Picks the route: named by Envoy, else matched on host/method/path.
     fn target(&self, req: &RequestView<'_>) -> Result<Target<'_>, Denial> {
         if let Some(name) = req.context(CTX_ROUTE) {
+            // Envoy chose the route on the path, but a path normalisation
+            // refuses (`..;`, which Envoy leaves alone when spelled
+            // `%2e%2e;` and Tomcat resolves as `..`; encoded slashes; `;`
+            // parameters under `matrix_params: reject`) is refused here too.
+            if let Err(why) = policy::normalize_path_with(req.path(), self.policy.path_options()) {
+                return Err(Denial::forbidden(
+                    "invalid_request",
+                    format!("request path rejected: {why}"),
+                ));
+            }
             return match self.policy.named_route(name, req.host(), req.method()) {
                 NamedRoute::Route(r) => Ok(Target::Route(r)),
                 NamedRoute::Unknown => {

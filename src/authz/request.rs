@@ -1,6 +1,7 @@
 //! Reading what Envoy sent: method, host, path, context extensions and the
 //! bearer credential, from either `headers` or raw `header_map`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
@@ -74,10 +75,33 @@ impl<'a> RequestView<'a> {
     }
 
     /// The path for logs: without the query string or fragment, which may
-    /// carry `?access_token=…` and the like. A borrowed slice, no allocation.
-    pub fn log_path(&self) -> &'a str {
+    /// carry `?access_token=…` and the like, and with the values of `;`
+    /// path parameters (also `%3B`) redacted: `;jsessionid=…` is a session
+    /// cookie in the URL. Borrowed (no allocation) unless there are any.
+    pub fn log_path(&self) -> Cow<'a, str> {
         let p = self.path();
-        p.find(['?', '#']).map_or(p, |i| &p[..i])
+        let p = p.find(['?', '#']).map_or(p, |i| &p[..i]);
+        if !p.contains(';') && !p.contains("%3B") && !p.contains("%3b") {
+            return Cow::Borrowed(p);
+        }
+        let mut out = String::with_capacity(p.len());
+        for (i, seg) in p.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let cut = [seg.find(';'), seg.find("%3B"), seg.find("%3b")]
+                .into_iter()
+                .flatten()
+                .min();
+            match cut {
+                Some(c) => {
+                    out.push_str(&seg[..c]);
+                    out.push_str(";(redacted)");
+                }
+                None => out.push_str(seg),
+            }
+        }
+        Cow::Owned(out)
     }
 
     /// A per-route `context_extensions` value.
@@ -320,6 +344,45 @@ mod tests {
             view.log_request_id(),
             "0f8fad5b-d9cb-469f-a165-70867728950e"
         );
+    }
+
+    #[test]
+    fn log_path_redacts_path_parameters() {
+        let view_of = |path: &str| {
+            let http = HttpRequest {
+                path: path.into(),
+                ..Default::default()
+            };
+            CheckRequest {
+                attributes: Some(
+                    envoy_types::pb::envoy::service::auth::v3::AttributeContext {
+                        request: Some(
+                            envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
+                                time: None,
+                                http: Some(http),
+                            },
+                        ),
+                        ..Default::default()
+                    },
+                ),
+            }
+        };
+        for (raw, logged) in [
+            ("/a/b?x=1", "/a/b"),
+            ("/a;jsessionid=sekrit/b?x", "/a;(redacted)/b"),
+            ("/a/b;x=1;y=sekrit", "/a/b;(redacted)"),
+            ("/a%3bsid=sekrit/b", "/a;(redacted)/b"),
+            ("/;sekrit", "/;(redacted)"),
+        ] {
+            let req = view_of(raw);
+            let view = RequestView::new(&req);
+            assert_eq!(view.log_path(), logged, "{raw}");
+            assert!(!format!("{view:?}").contains("sekrit"), "{raw}");
+        }
+        assert!(matches!(
+            RequestView::new(&view_of("/a/b?q")).log_path(),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn log_decision(view: &RequestView<'_>, decision: &Decision) {
         Decision::Allow(id) => tracing::debug!(
             request_id = view.log_request_id(),
             method = view.method(),
-            path = view.log_path(),
+            path = &*view.log_path(),
             subject = %id.subject,
             kind = id.kind.as_str(),
             token_id = id.token_id.as_deref().unwrap_or(""),
@@ -87,13 +87,13 @@ fn log_decision(view: &RequestView<'_>, decision: &Decision) {
         Decision::AllowAnonymous => tracing::debug!(
             request_id = view.log_request_id(),
             method = view.method(),
-            path = view.log_path(),
+            path = &*view.log_path(),
             "allow (public route, no credential)"
         ),
         Decision::Deny(d) => tracing::info!(
             request_id = view.log_request_id(),
             method = view.method(),
-            path = view.log_path(),
+            path = &*view.log_path(),
             status = d.kind.http_status(),
             error = d.error.unwrap_or(""),
             reason = %d.description,

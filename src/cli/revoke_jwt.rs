@@ -36,8 +36,10 @@ pub fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
     } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         t.with_timezone(&Utc)
     } else if let Ok(d) = humantime::parse_duration(s) {
-        let d = chrono::Duration::from_std(d).map_err(|_| "duration too long")?;
-        Utc::now() + d
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .ok_or("duration too long")?
     } else {
         return Err(format!(
             "{s:?} is not Unix seconds, an RFC 3339 time or a duration (e.g. 10h)"
@@ -87,5 +89,6 @@ mod tests {
         assert!(rel > chrono::Duration::minutes(119));
         assert!(parse_until("1").unwrap_err().contains("past"));
         assert!(parse_until("soon").is_err());
+        assert!(parse_until("100000000y").unwrap_err().contains("too long"));
     }
 }

@@ -28,6 +28,9 @@ pub use validator::{CacheStats, PatOutcome, PatValidator};
 /// Largest accepted `pat.max_lifetime_days` (100 years).
 pub const MAX_LIFETIME_DAYS_LIMIT: u32 = 36_500;
 
+/// Largest accepted `pat.cache_ttl`.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// `pat:` configuration. `Debug` redacts `local_jwt_key` and `hash_key`.
 #[derive(Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -232,6 +235,15 @@ impl PatConfig {
         }
         if self.cache_ttl.is_zero() {
             return Err("pat.cache_ttl: must be > 0".into());
+        }
+        // Bounds how long a missed revocation message can leave a token
+        // valid here, and keeps moka's caches (which refuse time-to-live
+        // values over 1000 years by panicking) buildable.
+        if self.cache_ttl > MAX_CACHE_TTL {
+            return Err(format!(
+                "pat.cache_ttl: must be at most 24h, got {}",
+                humantime::format_duration(self.cache_ttl)
+            ));
         }
         if self.negative_cache_ttl > self.cache_ttl {
             return Err("pat.negative_cache_ttl: must be <= cache_ttl".into());
@@ -559,6 +571,13 @@ mod tests {
                     ..c.clone()
                 },
                 "pat.hash_key",
+            ),
+            (
+                PatConfig {
+                    cache_ttl: MAX_CACHE_TTL + Duration::from_secs(1),
+                    ..c.clone()
+                },
+                "pat.cache_ttl",
             ),
         ] {
             let err = cfg.validate().unwrap_err();

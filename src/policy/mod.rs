@@ -72,8 +72,9 @@
 //!
 //! `portcullis.route` picks a route by name ([`Policy::named_route`]); Envoy
 //! has already matched the path, but the route's own `methods` and `hosts`
-//! still apply. A request outside them is refused (403), never moved to
-//! another route.
+//! still apply, and a path that normalisation refuses is still refused
+//! (`authz::engine`; Envoy leaves `%2e%2e;` unresolved, Tomcat does not). A
+//! request outside them is refused (403), never moved to another route.
 
 mod config;
 mod error;

@@ -327,7 +327,15 @@ impl TokenService {
         };
         let created = self.mint_and_store(c, req, now).await?;
         // The store revoked the old token in the rotation's transaction.
-        self.revoker.announce(std::slice::from_ref(&old)).await;
+        // Announce it as it is now: a Check may have moved a legacy row to
+        // its HMAC hash since `old` was read, and caches key it by that.
+        let mut gone = vec![old];
+        if let Ok(Some(cur)) = self.store().get(gone[0].id).await
+            && cur.token_hash != gone[0].token_hash
+        {
+            gone.push(cur);
+        }
+        self.revoker.announce(&gone).await;
         Ok(created)
     }
 

@@ -2,9 +2,13 @@
 //! [`Store`]) that counts every backend call and can hold a token lookup at
 //! a gate: the lookup reads the real store, signals `read`, then waits for
 //! `release` before returning what it read (a load racing a revocation).
+//! It can also run a task just before the next `rotate` (something that
+//! happens on another request while a rotation is under way).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use portcullis::store::{
@@ -13,7 +17,6 @@ use portcullis::store::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-#[derive(Debug)]
 pub struct WrappedStore {
     inner: Store,
     /// Every backend call.
@@ -26,6 +29,18 @@ pub struct WrappedStore {
     pub read: Notify,
     /// Lets the gated lookup return.
     pub release: Notify,
+    /// Awaited (once) at the start of the next `rotate`.
+    before_rotate: Mutex<Option<Hook>>,
+}
+
+type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for WrappedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WrappedStore {
@@ -37,7 +52,14 @@ impl WrappedStore {
             armed: AtomicBool::new(false),
             read: Notify::new(),
             release: Notify::new(),
+            before_rotate: Mutex::new(None),
         })
+    }
+
+    /// Runs `task` at the start of the next `rotate`, before the rotation
+    /// reaches the real store.
+    pub fn before_next_rotate(&self, task: impl Future<Output = ()> + Send + 'static) {
+        *self.before_rotate.lock().unwrap() = Some(Box::pin(task));
     }
 
     /// The next `find_by_hash` waits for [`WrappedStore::release`].
@@ -117,6 +139,10 @@ impl TokenStore for WrappedStore {
     }
     async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
         self.count();
+        let hook = self.before_rotate.lock().unwrap().take();
+        if let Some(task) = hook {
+            task.await;
+        }
         self.inner.rotate(old_id, new, now).await
     }
     async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {

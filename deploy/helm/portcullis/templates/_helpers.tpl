@@ -46,6 +46,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Identity headers portcullis sets; stripped on routes without ext_authz. */}}
 {{- define "portcullis.identityHeaders" -}}
 - x-auth-subject
+- x-auth-issuer
 - x-auth-username
 - x-auth-email
 - x-auth-client
