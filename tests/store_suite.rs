@@ -4,10 +4,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`, trust auth); each test
 //! creates a fresh `portcullis_test_<random>` database and drops it at the
 //! end. If that server is unreachable, each test starts its own throwaway
-//! server with `support/pg.rs` instead.
+//! server with `portcullis_testkit::pg` instead.
 
-#[path = "support/pg.rs"]
-mod pg;
+use portcullis_testkit::pg;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

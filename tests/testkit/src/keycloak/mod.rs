@@ -19,7 +19,7 @@
 //!
 //! # Where the real Keycloak 26.5 differs
 //!
-//! The suite also runs a real Keycloak (`tests/support/real_keycloak.rs`,
+//! The suite also runs a real Keycloak (`tests/testkit/src/real_keycloak.rs`,
 //! `tests/keycloak_*.rs`); the stand-in stays for failure injection only.
 //! What the real server showed that this stand-in does not model:
 //!
@@ -56,7 +56,6 @@ use serde_json::{Map, Value, json};
 use keys::{Family, KeyEntry, family, published_alg};
 
 /// Failure injected into the discovery, JWKS and token endpoints.
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// Behave normally.
@@ -71,7 +70,6 @@ pub enum Failure {
 }
 
 /// Options for [`FakeKeycloak::sign`].
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub struct SignOpts {
     /// Signing algorithm (default RS256). RS*/PS* use the active RSA key,
@@ -235,13 +233,11 @@ impl Inner {
 }
 
 /// A running Keycloak stand-in. Dropping it stops the server.
-#[allow(dead_code)]
 pub struct FakeKeycloak {
     shared: Arc<Shared>,
     server: server::Handle,
 }
 
-#[allow(dead_code)]
 impl FakeKeycloak {
     /// Starts a stand-in for realm `test`.
     pub async fn start() -> FakeKeycloak {

@@ -8,9 +8,8 @@
 //! immediate shutdown), `restart()` brings it back on the same port, and Drop
 //! stops it and removes the directory.
 //!
-//! Use with `#[path = "support/pg.rs"] mod pg;`. Depends only on tokio,
+//! `use portcullis_testkit::pg::TempPostgres;`. Depends only on tokio,
 //! tokio-postgres and tempfile. Panics on failure: it is a test helper.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
