@@ -16,8 +16,6 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::authz::request::RequestView;
@@ -25,6 +23,7 @@ use portcullis::authz::{CheckService, Decision, Denial, Engine, response};
 use portcullis::config::{Config, IssuerConfig};
 use portcullis::jwt::keys::parse_jwks;
 use portcullis::jwt::{IssuerKeys, Verifier};
+use portcullis_testkit::Req;
 use portcullis_testkit::pg::ScratchDb;
 
 const ISS: &str = "https://kc.example.org/realms/bench";
@@ -242,26 +241,14 @@ fn pat_benches(c: &mut Criterion) {
     let _ = rt.block_on(scratch.drop_db());
 }
 
+/// The benchmarked request: a GET with a bearer token and two more headers.
 fn request(token: &str) -> CheckRequest {
-    let mut http = HttpRequest {
-        method: "GET".into(),
-        host: "api.example.org".into(),
-        path: "/api/v1/uploads/42?x=1".into(),
-        ..Default::default()
-    };
-    http.headers
-        .insert("authorization".into(), format!("Bearer {token}"));
-    http.headers.insert("user-agent".into(), "bench".into());
-    http.headers.insert("x-request-id".into(), "abc".into());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(http),
-            }),
-            ..Default::default()
-        }),
-    }
+    Req::get("/api/v1/uploads/42?x=1")
+        .host("api.example.org")
+        .bearer(token)
+        .header("user-agent", "bench")
+        .header("x-request-id", "abc")
+        .build()
 }
 
 fn benches(c: &mut Criterion) {
