@@ -16,8 +16,6 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::authz::request::RequestView;
@@ -25,6 +23,8 @@ use portcullis::authz::{CheckService, Decision, Denial, Engine, response};
 use portcullis::config::{Config, IssuerConfig};
 use portcullis::jwt::keys::parse_jwks;
 use portcullis::jwt::{IssuerKeys, Verifier};
+use portcullis_testkit::Req;
+use portcullis_testkit::pg::ScratchDb;
 
 const ISS: &str = "https://kc.example.org/realms/bench";
 
@@ -208,26 +208,16 @@ fn pat_benches(c: &mut Criterion) {
 
     let admin_url = std::env::var("PORTCULLIS_BENCH_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db = format!("portcullis_bench_check_{}", uuid::Uuid::new_v4().simple());
-    let admin = rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-            .await
-            .ok()?;
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .ok()?;
-        Some(client)
-    });
-    let Some(admin) = admin else {
-        eprintln!("postgres at {admin_url} unreachable: skipping pat/uncached_postgres");
-        return;
+    let scratch = match rt.block_on(ScratchDb::create(&admin_url, "portcullis_bench_check")) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("postgres at {admin_url} unreachable ({e}): skipping pat/uncached_postgres");
+            return;
+        }
     };
-    let (prefix, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
     let store_cfg = portcullis::store::StoreConfig {
         kind: portcullis::store::StoreKind::Postgres,
-        url: Some(format!("{prefix}/{db}")),
+        url: Some(scratch.url.clone()),
         timeout: Duration::from_secs(2),
         ..Default::default()
     };
@@ -248,33 +238,17 @@ fn pat_benches(c: &mut Criterion) {
         })
     });
     drop((svc, pats));
-    rt.block_on(async {
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await;
-    });
+    let _ = rt.block_on(scratch.drop_db());
 }
 
+/// The benchmarked request: a GET with a bearer token and two more headers.
 fn request(token: &str) -> CheckRequest {
-    let mut http = HttpRequest {
-        method: "GET".into(),
-        host: "api.example.org".into(),
-        path: "/api/v1/uploads/42?x=1".into(),
-        ..Default::default()
-    };
-    http.headers
-        .insert("authorization".into(), format!("Bearer {token}"));
-    http.headers.insert("user-agent".into(), "bench".into());
-    http.headers.insert("x-request-id".into(), "abc".into());
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(http),
-            }),
-            ..Default::default()
-        }),
-    }
+    Req::get("/api/v1/uploads/42?x=1")
+        .host("api.example.org")
+        .bearer(token)
+        .header("user-agent", "bench")
+        .header("x-request-id", "abc")
+        .build()
 }
 
 fn benches(c: &mut Criterion) {

@@ -9,6 +9,7 @@ use chrono::{TimeDelta, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::pat::{PatConfig, PatOutcome, PatValidator, format};
 use portcullis::store::{NewToken, Store, StoreConfig, StoreKind, TokenKind};
+use portcullis_testkit::pg::ScratchDb;
 use uuid::Uuid;
 
 fn new_token() -> (String, NewToken) {
@@ -87,26 +88,18 @@ fn postgres_benches(c: &mut Criterion) {
     let admin_url = std::env::var("PORTCULLIS_BENCH_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let rt = runtime();
-    let db = format!("portcullis_bench_{}", Uuid::new_v4().simple());
-    let admin = rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-            .await
-            .ok()?;
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .await
-            .ok()?;
-        Some(client)
-    });
-    let Some(admin) = admin else {
-        eprintln!("postgres at {admin_url} unreachable: skipping pat/validate_uncached_postgres");
-        return;
+    let scratch = match rt.block_on(ScratchDb::create(&admin_url, "portcullis_bench")) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!(
+                "postgres at {admin_url} unreachable ({e}): skipping pat/validate_uncached_postgres"
+            );
+            return;
+        }
     };
-    let (prefix, _) = admin_url.rsplit_once('/').unwrap_or((&admin_url, ""));
     let cfg = StoreConfig {
         kind: StoreKind::Postgres,
-        url: Some(format!("{prefix}/{db}")),
+        url: Some(scratch.url.clone()),
         timeout: Duration::from_secs(2),
         ..StoreConfig::default()
     };
@@ -132,11 +125,7 @@ fn postgres_benches(c: &mut Criterion) {
         })
     });
     drop(v);
-    rt.block_on(async {
-        let _ = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .await;
-    });
+    let _ = rt.block_on(scratch.drop_db());
 }
 
 criterion_group!(benches, format_benches, cached_benches, postgres_benches);

@@ -49,7 +49,7 @@ as_postgres() {
 
 ensure_postgres() {
   # Tests that kill Postgres start their own from these binaries
-  # (tests/support/pg.rs); this run's cluster serves the rest.
+  # (tests/testkit/src/pg.rs); this run's cluster serves the rest.
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     log "installing PostgreSQL"
     apt_install postgresql

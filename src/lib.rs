@@ -31,13 +31,14 @@
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
 //! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
 //! - [`cli`], [`telemetry`]: command line and logging.
-//! - [`bench`]: `portcullis bench`, the load generator (not on the Check path).
+//!
+//! The load generator is not in this crate: it is the workspace member
+//! `benches/loadgen` (binary `portcullis-bench`).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod authz;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;

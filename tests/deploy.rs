@@ -7,14 +7,12 @@
 //! `envoy --mode validate` needs the binary from `scripts/install-envoy` (or
 //! `$PORTCULLIS_ENVOY`): without it the validate test fails saying so.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use portcullis_testkit::envoy::{self, DEFAULTS, render, repo_root};
 use serde::Deserialize;
 use serde_json::Value;
-use support::envoy::{self, DEFAULTS, render, repo_root};
 
 // --- loading ---------------------------------------------------------------
 

@@ -12,16 +12,14 @@
 //! Rendering the chart needs `helm` (`scripts/install-helm`, or
 //! `$PORTCULLIS_HELM`).
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::envoy::{render, repo_root, template};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::check::{Req, allowed, check, denied};
-use support::envoy::{render, repo_root, template};
 
 const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PURGE",
@@ -478,7 +476,7 @@ async fn item14_login_token_is_not_a_pat_under_the_shipped_configs() {
     use portcullis::revocation::RevocationKind;
     use portcullis::server::{ServeOptions, start};
     use portcullis::store::StoreKind;
-    use support::keycloak::{FakeKeycloak, SignOpts};
+    use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 
     let kc = FakeKeycloak::start_with_realm("example").await;
     let env = MapEnv(

@@ -1,15 +1,13 @@
 //! `serve --dev` end to end over real gRPC and HTTP: the built-in issuer,
 //! identity headers, and the basic denials.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
 
 fn spec(sub: &str, scopes: &[&str]) -> DevTokenSpec {
     DevTokenSpec {

@@ -10,8 +10,6 @@
 //!
 //! A PAT is allowed and, once revoked, denied (`pat_is_allowed_then_revoked`).
 
-mod support;
-
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,8 +17,8 @@ use std::time::{Duration, Instant};
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::server::{Running, ServeOptions, start};
-use support::echo::{Echo, Seen};
-use support::envoy::{Envoy, Response};
+use portcullis_testkit::echo::{Echo, Seen};
+use portcullis_testkit::envoy::{Envoy, Response};
 
 /// portcullis config for these tests (plus `--dev`: the built-in issuer).
 /// Envoy's uploads routes name the policy route `uploads` (GET, HEAD) or
@@ -524,7 +522,7 @@ async fn item1_writes_through_envoy_need_the_write_scope() {
             let addr = s.envoy.addr;
             async move {
                 let auth = format!("Bearer {token}");
-                support::envoy::request(
+                portcullis_testkit::envoy::request(
                     addr,
                     method,
                     "/api/v1/uploads/123",

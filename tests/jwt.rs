@@ -2,14 +2,12 @@
 //! attack from FIELD-NOTES has its own test asserting the gRPC code, the HTTP
 //! status and the `error` value.
 
-mod support;
-
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use support::keycloak::{Failure, FakeKeycloak, SignOpts};
 
 struct Env {
     kc: FakeKeycloak,

@@ -3,14 +3,12 @@
 //! next refresh (16); service accounts are recognised by Keycloak's
 //! `client_id` claim, never by a `service-account-` username alone (11).
 
-mod support;
-
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use support::keycloak::{FakeKeycloak, SignOpts};
 
 struct Env {
     kc: FakeKeycloak,

@@ -2,16 +2,7 @@
 //! marker claim or the exchange audience must be registered (kind `jwt`) and
 //! active; anything else is a denial, never an allow.
 
-#[path = "support/check.rs"]
-mod check;
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/keycloak/mod.rs"]
-mod keycloak;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use portcullis_testkit::{check, cluster, keycloak};
 
 use std::time::Duration;
 

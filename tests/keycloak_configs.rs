@@ -3,16 +3,14 @@
 //! store and Redis addresses and the secrets are overridden, the way an
 //! operator would (environment, or the one hostname).
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{Running, ServeOptions, start};
-use support::check::{Req, allowed, check, denied};
-use support::pg::TempPostgres;
-use support::real_keycloak::{RealKeycloak, SHIPPED_SECRET};
-use support::redis_server::TempRedis;
+use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::pg::TempPostgres;
+use portcullis_testkit::real_keycloak::{RealKeycloak, SHIPPED_SECRET};
+use portcullis_testkit::redis_server::TempRedis;
 
 const SHIPPED_ISSUER: &str = "https://keycloak.example.org/realms/example";
 

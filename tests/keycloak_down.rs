@@ -3,12 +3,10 @@
 //! One test, run alone in this binary (cargo runs test binaries one after
 //! another), because it kills the run's Keycloak process.
 
-mod support;
-
 use jsonwebtoken::Algorithm;
-use support::check::{Req, allowed, check, denied, serve_yaml};
-use support::keycloak::FakeKeycloak;
-use support::real_keycloak::{RealKeycloak, claims};
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::keycloak::FakeKeycloak;
+use portcullis_testkit::real_keycloak::{RealKeycloak, claims};
 
 #[tokio::test]
 async fn keycloak_down_known_keys_work_unknown_kid_is_503_then_recovers() {

@@ -3,17 +3,15 @@
 //! at the shipped `portcullis-pat-issuer` client, registered by hash, used
 //! through a real Envoy, revoked on one replica and refused on another.
 
-mod support;
-
 use portcullis::server::Running;
+use portcullis_testkit::api::Api;
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::echo::Echo;
+use portcullis_testkit::envoy::Envoy;
+use portcullis_testkit::pg::TempPostgres;
+use portcullis_testkit::real_keycloak::{PASSWORD, RealKeycloak, SHIPPED_SECRET, claims};
+use portcullis_testkit::redis_server::TempRedis;
 use serde_json::{Value, json};
-use support::api::Api;
-use support::check::{Req, allowed, check, denied, serve_yaml};
-use support::echo::Echo;
-use support::envoy::Envoy;
-use support::pg::TempPostgres;
-use support::real_keycloak::{PASSWORD, RealKeycloak, SHIPPED_SECRET, claims};
-use support::redis_server::TempRedis;
 
 /// portcullis as a deployment would run it: Postgres, Redis, the exchange
 /// issuer. Users hold `tokens:manage` through the realm's default roles.

@@ -3,11 +3,9 @@
 //! One test, run alone in this binary: it changes the realm's keys, which
 //! the metrics assertions (process-wide registry) rely on.
 
-mod support;
-
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::real_keycloak::{RealKeycloak, header};
 use serde_json::{Value, json};
-use support::check::{Req, allowed, check, denied, serve_yaml};
-use support::real_keycloak::{RealKeycloak, header};
 
 fn config(kc: &RealKeycloak) -> String {
     format!(

@@ -2,13 +2,11 @@
 //! service accounts, each through portcullis's gRPC Check.
 //!
 //! Needs Keycloak: `scripts/test` starts it; alone, `cargo test --test
-//! keycloak_login` starts its own (see tests/support/real_keycloak.rs).
+//! keycloak_login` starts its own (see tests/testkit/src/real_keycloak.rs).
 
-mod support;
-
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::real_keycloak::{PASSWORD, RealKeycloak, SHIPPED_SECRET, claims};
 use serde_json::json;
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use support::real_keycloak::{PASSWORD, RealKeycloak, SHIPPED_SECRET, claims};
 
 /// The shipped role → scope mapping and the shipped uploads routes.
 fn config(kc: &RealKeycloak) -> String {

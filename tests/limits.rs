@@ -3,8 +3,6 @@
 //! (item 5): slow clients are cut off, connections are capped, and a body
 //! is read only after authentication, within a limit.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use support::check::{Req, allowed, assert_invalid_token, check};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check};
 
 const YAML: &str =
     "pat:\n  cache_capacity: 100\njwt:\n  cache_capacity: 50\npolicy:\n  default: authenticated\n";
@@ -20,7 +18,7 @@ const YAML: &str =
 #[tokio::test]
 async fn random_pat_flood_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = support::check::serve_yaml(YAML, dir.path(), true).await;
+    let srv = portcullis_testkit::check::serve_yaml(YAML, dir.path(), true).await;
     let engine = srv.engine.load_full();
     let lookups = || engine.pats.store().lookup_count();
 
@@ -78,7 +76,7 @@ async fn random_pat_flood_is_bounded() {
 #[tokio::test]
 async fn verified_jwt_cache_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = support::check::serve_yaml(YAML, dir.path(), true).await;
+    let srv = portcullis_testkit::check::serve_yaml(YAML, dir.path(), true).await;
     let dev = DevIssuer::load_existing(dir.path(), None).unwrap();
     for i in 0..300 {
         let t = dev
@@ -144,7 +142,7 @@ async fn send(addr: SocketAddr, head: &str) -> TcpStream {
 async fn item5_half_sent_request_is_closed_after_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "api:\n  header_read_timeout: 200ms\n";
-    let srv = support::check::serve_yaml(yaml, dir.path(), true).await;
+    let srv = portcullis_testkit::check::serve_yaml(yaml, dir.path(), true).await;
     let started = std::time::Instant::now();
     let mut s = send(srv.http_addr, "GET /healthz HTTP/1.1\r\nHo").await;
     let got = read_until_closed(&mut s).await;
@@ -165,7 +163,7 @@ async fn item5_half_sent_request_is_closed_after_header_timeout() {
 async fn item5_connections_beyond_the_cap_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "api:\n  max_connections: 2\n  header_read_timeout: 1m\n";
-    let srv = support::check::serve_yaml(yaml, dir.path(), true).await;
+    let srv = portcullis_testkit::check::serve_yaml(yaml, dir.path(), true).await;
     let addr = srv.http_addr;
     // Two slow clients hold both slots (accepted in order, before the third).
     let mut held = Vec::new();
@@ -200,9 +198,9 @@ async fn item5_connections_beyond_the_cap_are_closed() {
 async fn item5_body_is_read_only_after_auth_and_within_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "policy:\n  default: authenticated\napi:\n  max_body_bytes: 2048\n  request_timeout: 500ms\n";
-    let srv = support::check::serve_yaml(yaml, dir.path(), true).await;
+    let srv = portcullis_testkit::check::serve_yaml(yaml, dir.path(), true).await;
     let addr = srv.http_addr;
-    let login = support::api::dev_login(dir.path(), "alice", "tokens:manage api:read");
+    let login = portcullis_testkit::api::dev_login(dir.path(), "alice", "tokens:manage api:read");
 
     // Unauthenticated (no header, then a bad token): 401 while the declared
     // body has not been sent at all, so it was never waited for.
@@ -235,7 +233,7 @@ async fn item5_body_is_read_only_after_auth_and_within_the_limit() {
     assert_eq!(read_status(&mut s).await, Some(413));
 
     // Authenticated, actually too large (no Content-Length: chunked): 413.
-    let api = support::api::Api::new(addr);
+    let api = portcullis_testkit::api::Api::new(addr);
     let big = serde_json::json!({"name": "x".repeat(4096), "scopes": ["api:read"]});
     let a = api.post("/api/v1/tokens", &login, big).await;
     a.assert_error(413, "invalid_request", "larger than 2048 bytes");

@@ -1,15 +1,13 @@
 //! The real binary: metrics exposition, graceful SIGTERM (exit 0), and a
 //! full run's logs never containing a raw token, PAT or secret.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use support::check::{Req, allowed, check, denied};
+use portcullis_testkit::check::{Req, allowed, check, denied};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 

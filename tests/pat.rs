@@ -2,8 +2,6 @@
 //! paths, coalescing, restart with `last_used_at` flushing, and a store
 //! outage (a Postgres this test starts and kills).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +10,9 @@ use portcullis::pat::{self, CreateRequest, PatOutcome};
 use portcullis::revocation::Revoker;
 use portcullis::server::Running;
 use portcullis::store::Store;
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use support::pg::TempPostgres;
-use support::wrapped_store::WrappedStore;
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::pg::TempPostgres;
+use portcullis_testkit::wrapped_store::WrappedStore;
 
 const YAML: &str = "policy:\n  default: authenticated\nrevocation:\n  resync_interval: 100ms\n";
 
@@ -199,7 +197,7 @@ async fn thousand_concurrent_checks_of_one_uncached_pat_make_one_query() {
     let before = queries(&srv);
     let mut clients = Vec::new();
     for _ in 0..8 {
-        clients.push(support::check::client(srv.grpc_addr).await);
+        clients.push(portcullis_testkit::check::client(srv.grpc_addr).await);
     }
     let req = Req::get("/").bearer(&raw).build();
     let mut tasks = Vec::new();

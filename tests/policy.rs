@@ -1,16 +1,14 @@
 //! Per-route policy through the real Check path (dev issuer + SQLite), the
 //! `check` and `config check` commands, and Keycloak role mapping.
 
-mod support;
-
 use std::time::Duration;
 
 use chrono::Utc;
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
 use serde_json::json;
-use support::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
 
 const POLICY: &str = r#"
 policy:
@@ -104,7 +102,7 @@ impl Env {
 fn assert_forbidden(
     resp: &envoy_types::ext_authz::v3::pb::CheckResponse,
     needle: &str,
-) -> support::check::Denied {
+) -> portcullis_testkit::check::Denied {
     let d = denied(resp);
     assert_eq!(
         (d.code, d.http, d.error()),
@@ -331,7 +329,7 @@ async fn unknown_route_name_from_envoy_is_503() {
 
 #[tokio::test]
 async fn keycloak_roles_map_to_scopes() {
-    use support::keycloak::{FakeKeycloak, SignOpts};
+    use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
     let kc = FakeKeycloak::start().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(

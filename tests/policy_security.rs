@@ -4,13 +4,11 @@
 //! parameters or letter case do not move a request to a broader route
 //! (item 7).
 
-mod support;
-
 use std::time::Duration;
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::server::Running;
-use support::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
 
 const POLICY: &str = r#"
 policy:

@@ -1,8 +1,6 @@
 //! Hot reload: a changed config file swaps the policy atomically; an invalid
 //! one is refused and the old config keeps serving; loaded keys survive.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +8,7 @@ use std::time::Duration;
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::reload::Loader;
-use support::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
 
 fn policy(scope: &str) -> String {
     format!(
@@ -98,7 +96,7 @@ async fn invalid_new_config_is_rejected_and_old_keeps_serving() {
 
 #[tokio::test]
 async fn reload_keeps_loaded_issuer_keys() {
-    use support::keycloak::{Failure, FakeKeycloak, SignOpts};
+    use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
     let kc = FakeKeycloak::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");

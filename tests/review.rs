@@ -4,8 +4,6 @@
 //! are `#[ignore]`d with the reason; run them with
 //! `cargo test --test review -- --ignored`.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +15,7 @@ use portcullis::pat::{PatConfig, PatOutcome, PatValidator, format};
 use portcullis::revocation::Revoker;
 use portcullis::store::{HashVersion, NewToken, Store, StoreConfig, TokenKind};
 use portcullis::tokens::{ApiConfig, RotateInput, TokenService};
-use support::wrapped_store::WrappedStore;
+use portcullis_testkit::wrapped_store::WrappedStore;
 use uuid::Uuid;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-review-pepper";

@@ -1,16 +1,7 @@
 //! Revocation across replicas: two in-process servers (A, B) share a
 //! Postgres and a Redis this test starts and kills. Revoke on A; B denies.
 
-#[path = "support/check.rs"]
-mod check;
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/keycloak/mod.rs"]
-mod keycloak;
-#[path = "support/pg.rs"]
-mod pg;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+use portcullis_testkit::{check, cluster, keycloak};
 
 use std::time::Duration;
 

@@ -1,15 +1,13 @@
 //! Backend-specific store behaviour: Postgres down or restarted, SQLite's
 //! explicit path, `store:` config validation, `TokenRecord`'s `Debug`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use portcullis::pat::{PatConfig, PatOutcome, PatValidator, format};
 use portcullis::store::{Store, StoreConfig, StoreError, StoreKind, TokenKind, TokenRecord};
-use support::pg;
-use support::store_suite::{secs, token};
+use portcullis_testkit::pg;
+use portcullis_testkit::store_suite::{secs, token};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,9 @@
 //! The JWT deny-list on SQLite and Postgres: round trip, upsert keeping the
 //! later expiry, purge, and reading changes since a watermark.
 
-mod support;
-
 use portcullis::store::{DenylistKind, Store};
-use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup};
 
 store_suite!(deny_list_round_trip, deny_list_since_watermark,);
 

@@ -1,11 +1,10 @@
 //! Token hashes on SQLite and Postgres: HMAC with `pat.hash_key`, legacy
 //! SHA-256 rows upgraded on use, planted rows refused.
 
-mod support;
-
 use portcullis::pat::{self, CreateRequest, PatConfig, PatOutcome, PatValidator, format};
 use portcullis::store::{HashVersion, Store};
-use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite, token};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 
 store_suite!(
     item12_planted_sha256_row_does_not_authenticate_with_a_key,

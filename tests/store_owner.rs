@@ -1,10 +1,9 @@
 //! Token ownership on SQLite and Postgres: the owner is (issuer, `sub`),
 //! and rows from before migration 4 belong to nobody until claimed.
 
-mod support;
-
 use portcullis::store::{Store, StoreError, TokenRecord};
-use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite, token};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 
 store_suite!(
     item6_owner_is_issuer_and_sub,

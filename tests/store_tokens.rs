@@ -2,10 +2,9 @@
 //! uniqueness, listing and counting, revocation (one, all of a user, a
 //! rotation chain, since a watermark), rotation, last-used batches.
 
-mod support;
-
 use portcullis::store::{NewToken, Store, StoreError, TokenKind};
-use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite, token};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 use uuid::Uuid;
 
 store_suite!(

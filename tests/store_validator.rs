@@ -2,8 +2,6 @@
 //! on SQLite and Postgres: outcomes, cache TTLs, miss coalescing, batched
 //! last-used writes, creation rules and rotation.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,8 @@ use portcullis::pat::{
     format,
 };
 use portcullis::store::Store;
-use support::store_suite::{now, run_pg, run_sqlite, secs, setup, store_suite, token};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 
 store_suite!(
     validator_outcomes,

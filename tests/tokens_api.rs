@@ -1,14 +1,12 @@
 //! The REST token API (`/api/v1`) end to end against a `--dev` server: the
 //! happy paths and each refusal, each in its own test.
 
-mod support;
-
 use std::path::Path;
 
 use portcullis::server::Running;
+use portcullis_testkit::api::{Api, dev_login, dev_login_as};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 use serde_json::json;
-use support::api::{Api, dev_login, dev_login_as};
-use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 
 const YAML: &str = "policy:\n  default: authenticated\n";
 const MANAGER: &str = "tokens:manage api:read api:write";

@@ -3,17 +3,15 @@
 //! and registered by sha256 + jti; each exchange failure is a 502 naming
 //! Keycloak's `error`.
 
-mod support;
-
 use std::time::Duration;
 
 use portcullis::pat::ExchangeConfig;
 use portcullis::server::Running;
 use portcullis::tokens::ExchangeClient;
+use portcullis_testkit::api::Api;
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use serde_json::json;
-use support::api::Api;
-use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
-use support::keycloak::{Failure, FakeKeycloak, SignOpts};
 
 struct Setup {
     kc: FakeKeycloak,
@@ -76,7 +74,7 @@ async fn setup_with(client_id: &str, secret: &str, pat_extra: &str) -> Setup {
     }
 }
 
-async fn create(s: &Setup) -> support::api::Answer {
+async fn create(s: &Setup) -> portcullis_testkit::api::Answer {
     s.api
         .post(
             "/api/v1/tokens",
@@ -143,7 +141,7 @@ async fn item8_exchanged_pat_expiry_is_the_earliest_of_exp_request_and_max_lifet
     .await;
     // Keycloak would let the exchanged token live 400 days.
     s.kc.set_exchange_lifetime(Duration::from_secs(400 * 86_400));
-    let days = |a: &support::api::Answer| {
+    let days = |a: &portcullis_testkit::api::Answer| {
         let at = a.body["expires_at"].as_str().unwrap();
         let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
         (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours() as f64 / 24.0
@@ -195,7 +193,7 @@ async fn item8_exchanged_pat_expiry_is_the_earliest_of_exp_request_and_max_lifet
     );
 }
 
-fn assert_502(a: &support::api::Answer, upstream: &str, needle: &str) {
+fn assert_502(a: &portcullis_testkit::api::Answer, upstream: &str, needle: &str) {
     a.assert_error(502, "exchange_failed", needle);
     assert_eq!(a.body["upstream_error"], upstream, "{a:?}");
     assert!(a.description().contains(upstream), "{a:?}");

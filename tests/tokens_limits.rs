@@ -1,13 +1,11 @@
 //! Security items 9 and 8 of issue 12: expiry inputs can neither crash a
 //! request (chrono overflow) nor outlive `pat.max_lifetime_days`.
 
-mod support;
-
 use portcullis::api::grpc::pb;
 use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
+use portcullis_testkit::api::{Api, dev_login};
+use portcullis_testkit::check::{Req, allowed, check, serve_yaml};
 use serde_json::json;
-use support::api::{Api, dev_login};
-use support::check::{Req, allowed, check, serve_yaml};
 
 const YAML: &str = "policy:\n  default: authenticated\n";
 const MANAGER: &str = "tokens:manage api:read";

@@ -2,18 +2,16 @@
 //! the local-jwt issuer (dev only, registered-only in Check), the gRPC
 //! TokenService with reflection, and a store outage (503).
 
-mod support;
-
 use std::time::Duration;
 
 use portcullis::api::grpc::pb;
 use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{ServeOptions, start};
+use portcullis_testkit::api::{Api, dev_login};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::pg::TempPostgres;
 use serde_json::json;
-use support::api::{Api, dev_login};
-use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
-use support::pg::TempPostgres;
 
 const YAML: &str = "policy:\n  default: authenticated\n";
 const MANAGER: &str = "tokens:manage api:read api:write";

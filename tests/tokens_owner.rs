@@ -3,8 +3,6 @@
 //! neither user can see or touch the other's PATs, and upstreams tell them
 //! apart by `x-auth-issuer`.
 
-mod support;
-
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,10 +10,10 @@ use portcullis::dev::DevIssuer;
 use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
 use portcullis::store::{NewToken, Store, TokenKind};
+use portcullis_testkit::api::{Api, dev_login};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::json;
-use support::api::{Api, dev_login};
-use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
-use support::keycloak::{FakeKeycloak, SignOpts};
 
 const MANAGER: &str = "tokens:manage api:read";
 const SUB: &str = "alice";

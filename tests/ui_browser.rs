@@ -4,16 +4,14 @@
 //! gRPC → revoke → the Check is denied. Screenshots: `target/ui-e2e.png`
 //! (desktop) and `target/ui-e2e-phone.png` (phone width).
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 use serde_json::json;
-use support::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 
 const YAML: &str = "policy:\n  default: authenticated\n";
 const WAIT: Duration = Duration::from_secs(15);

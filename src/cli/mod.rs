@@ -46,11 +46,6 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Deny-list IdP-signed JWTs by `jti` or session `sid` (every replica).
     RevokeJwt(revoke_jwt::RevokeJwtArgs),
-    /// Open-loop Check load generator with a no-op baseline (benches/BENCHMARKS.md).
-    Bench(Box<crate::bench::BenchArgs>),
-    /// Serve a no-op Check server (answers OK at once), for baselines.
-    #[command(hide = true)]
-    BenchNoop(crate::bench::NoopArgs),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -147,8 +142,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Token(cmd) => token::run(cmd).await,
         Command::Check(args) => check::run(args).await,
         Command::RevokeJwt(args) => revoke_jwt::run(args).await,
-        Command::Bench(args) => crate::bench::run(*args).await,
-        Command::BenchNoop(args) => crate::bench::run_noop(args).await,
     }
 }
 

@@ -8,9 +8,12 @@
 //! immediate shutdown), `restart()` brings it back on the same port, and Drop
 //! stops it and removes the directory.
 //!
-//! Use with `#[path = "support/pg.rs"] mod pg;`. Depends only on tokio,
-//! tokio-postgres and tempfile. Panics on failure: it is a test helper.
-#![allow(dead_code)]
+//! [`ScratchDb`] is a fresh, uniquely named database on a server that is
+//! already running (this run's cluster, a `TempPostgres`, or a bench's
+//! admin URL), so tests and benches stop repeating that set-up.
+//!
+//! Depends only on tokio, tokio-postgres, uuid and tempfile. Panics on
+//! failure (except where a caller may want to skip): it is a test helper.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -236,5 +239,43 @@ impl TempPostgres {
 impl Drop for TempPostgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A fresh database `<prefix>_<random>` on the server at an admin URL.
+/// Drop it with [`ScratchDb::drop_db`] (an async drop is not possible).
+pub struct ScratchDb {
+    admin: tokio_postgres::Client,
+    /// The database name.
+    pub name: String,
+    /// The admin URL with its database path replaced by [`Self::name`].
+    pub url: String,
+}
+
+impl ScratchDb {
+    /// Connects to `admin_url` and creates the database. An error means the
+    /// server did not answer or refused: benches skip, tests panic.
+    pub async fn create(admin_url: &str, prefix: &str) -> Result<ScratchDb, tokio_postgres::Error> {
+        let (admin, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("the admin URL has a database path");
+        let url = format!("{base}/{name}");
+        Ok(ScratchDb { admin, name, url })
+    }
+
+    /// Drops the database, closing any connection still open to it.
+    pub async fn drop_db(self) -> Result<(), tokio_postgres::Error> {
+        self.admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
     }
 }

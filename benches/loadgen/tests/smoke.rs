@@ -1,4 +1,4 @@
-//! `portcullis bench` end to end at a low rate for about a second: the CLI,
+//! `portcullis-bench` end to end at a low rate for about a second: the CLI,
 //! the in-process server, every workload kind, the no-op baseline, the
 //! handler phase, and the JSON and SVG outputs. No timing assertions.
 
@@ -9,9 +9,8 @@ fn bench_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let svg = dir.path().join("bench.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
         .args([
-            "bench",
             "--rate",
             "200",
             "--duration",
@@ -34,7 +33,7 @@ fn bench_runs_end_to_end() {
         .arg("--plot")
         .arg(&svg)
         .output()
-        .expect("run portcullis bench");
+        .expect("run portcullis-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed\n{stdout}\n{stderr}");

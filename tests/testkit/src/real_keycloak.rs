@@ -13,7 +13,6 @@
 //! shipped client), and test users get known passwords and roles.
 //!
 //! Helpers panic on failure: this is test support.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +20,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::envoy::repo_root;
 
 /// The realm the shipped realm file defines.
 pub const REALM: &str = "example";
@@ -39,10 +40,6 @@ pub const USERS: &[(&str, &[&str])] = &[
 /// Where the Keycloak of this test process lives.
 struct Instance {
     dir: PathBuf,
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn run_script(args: &[&str], extra_env: &[(&str, String)]) {

@@ -1,5 +1,8 @@
-//! `portcullis bench`: an open-loop Check load generator with a no-op
+//! `portcullis-bench`: an open-loop Check load generator with a no-op
 //! baseline, a saturation search, and markdown / JSON / SVG reports.
+//!
+//! A workspace member of its own (it was `portcullis bench`), so the
+//! product binary carries neither it nor `plotters` and `hdrhistogram`.
 //!
 //! Nothing here is on the Check path: the harness drives the server over
 //! real gRPC (in-process on its own runtime, or `--target`), and calls the
@@ -9,7 +12,9 @@
 //! - [`load`]: the pacer and the histograms;
 //! - [`search`]: the run plan (warm-up, handler, find-max, measurement);
 //! - [`report`], [`plot`]: tables, JSON, targets, SVG;
-//! - [`noop`]: the no-op Check server (`--baseline noop`, `bench-noop`).
+//! - [`noop`]: the no-op Check server (`--baseline noop`, `portcullis-bench noop`).
+
+#![forbid(unsafe_code)]
 
 pub mod cpu;
 pub mod load;
@@ -28,13 +33,13 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ProcessEnv};
-use crate::dev::DevIssuer;
-use crate::server::{Running, ServeOptions};
-use crate::store::{Store, StoreConfig, StoreKind};
+use portcullis::config::{Config, ProcessEnv};
+use portcullis::dev::DevIssuer;
+use portcullis::server::{Running, ServeOptions};
+use portcullis::store::{Store, StoreConfig, StoreKind};
 use workload::{Kind, Mix, Sources};
 
-/// `portcullis bench`.
+/// `portcullis-bench` (the load run).
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Arrival rate, requests per second (the first step with --find-max).
@@ -82,7 +87,7 @@ pub struct BenchArgs {
     /// Run the same load against a baseline server and print ratios.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
-    /// The baseline at this URL (e.g. `portcullis bench-noop` in another
+    /// The baseline at this URL (e.g. `portcullis-bench noop` in another
     /// process) instead of in-process.
     #[arg(long)]
     pub baseline_target: Option<String>,
@@ -120,7 +125,7 @@ pub enum Baseline {
     Noop,
 }
 
-/// `portcullis bench-noop` (hidden): serve only the no-op Check server.
+/// `portcullis-bench noop`: serve only the no-op Check server.
 #[derive(Debug, Clone, Args)]
 pub struct NoopArgs {
     /// gRPC listen address.
@@ -131,10 +136,10 @@ pub struct NoopArgs {
     pub identity_headers: bool,
 }
 
-/// Runs `bench`; the exit code is 0 unless the harness itself failed
+/// Runs the load; the exit code is 0 unless the harness itself failed
 /// (missed targets are reported, never fatal).
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
-    crate::telemetry::init(crate::config::LogFormat::Human, "warn");
+    portcullis::telemetry::init(portcullis::config::LogFormat::Human, "warn");
     validate(&args)?;
     let server_rt = runtime("bench-server", args.server_threads)?;
     let client_rt = runtime("bench-client", args.client_threads)?;
@@ -147,16 +152,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     result.context("the harness panicked")?
 }
 
-/// Runs `bench-noop` until SIGINT/SIGTERM.
+/// Runs `noop` until SIGINT/SIGTERM.
 pub async fn run_noop(args: NoopArgs) -> anyhow::Result<i32> {
-    crate::telemetry::init(crate::config::LogFormat::Human, "info");
+    portcullis::telemetry::init(portcullis::config::LogFormat::Human, "info");
     let stop = CancellationToken::new();
     let check = noop::NoopCheck {
         identity_headers: args.identity_headers,
     };
     let addr = noop::start(args.addr, check, stop.clone()).await?;
     eprintln!("no-op Check server on {addr}");
-    crate::server::wait_for_signal().await;
+    portcullis::server::wait_for_signal().await;
     stop.cancel();
     Ok(0)
 }
@@ -221,7 +226,7 @@ pub async fn start_in_process(
     cfg.listen.grpc = "127.0.0.1:0".parse()?;
     cfg.listen.http = "127.0.0.1:0".parse()?;
     cfg.data_dir = data_dir.clone();
-    crate::dev::apply_dev_defaults(&mut cfg, args.config.is_some());
+    portcullis::dev::apply_dev_defaults(&mut cfg, args.config.is_some());
     if let Some(url) = &args.store_url {
         cfg.store.kind = StoreKind::Postgres;
         cfg.store.url = Some(url.clone());
@@ -229,7 +234,7 @@ pub async fn start_in_process(
     let store_desc = describe_store(&cfg.store);
     let pat_prefix = cfg.pat.prefix.clone();
     let running = srv
-        .spawn(crate::server::start(ServeOptions {
+        .spawn(portcullis::server::start(ServeOptions {
             config: cfg,
             dev: true,
         }))

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::load::{self, Clients, LoadSpec, PhaseOutcome};
-use super::report::{self, RunReport, Summary, TargetResult};
-use super::workload::{Kind, Mix, Pools, Sources};
-use super::{BenchArgs, Subject, plot};
+use crate::load::{self, Clients, LoadSpec, PhaseOutcome};
+use crate::report::{self, RunReport, Summary, TargetResult};
+use crate::workload::{Kind, Mix, Pools, Sources};
+use crate::{BenchArgs, Subject, plot};
 
 /// One server to load: where, with which requests.
 struct Server {
@@ -26,8 +26,8 @@ struct Server {
 
 pub async fn execute(args: BenchArgs, srv: tokio::runtime::Handle) -> anyhow::Result<i32> {
     let subject = match &args.target {
-        Some(url) => super::attach_target(&args, url).await?,
-        None => super::start_in_process(&args, &srv).await?,
+        Some(url) => crate::attach_target(&args, url).await?,
+        None => crate::start_in_process(&args, &srv).await?,
     };
     let res = plan(&args, &srv, &subject).await;
     subject.finish(&srv).await;
@@ -54,9 +54,9 @@ async fn plan(
         (Some(_), Some(url)) => Some(url.clone()),
         (Some(_), None) => {
             let addr = srv
-                .spawn(super::noop::start(
+                .spawn(crate::noop::start(
                     "127.0.0.1:0".parse()?,
-                    super::noop::NoopCheck::default(),
+                    crate::noop::NoopCheck::default(),
                     stop.clone(),
                 ))
                 .await??;
@@ -87,7 +87,7 @@ async fn plan(
     // Handler latency, without gRPC (in-process only).
     let handler = match (&subject.running, args.handler_calls) {
         (Some(r), n) if n > 0 => {
-            let svc = crate::authz::CheckService::new(r.engine.clone());
+            let svc = portcullis::authz::CheckService::new(r.engine.clone());
             let (mix, pools, n) = (args.mix.clone(), warm.clone(), n);
             eprintln!("handler phase: {n} direct calls");
             let rec = srv

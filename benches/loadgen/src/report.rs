@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::load::{PhaseOutcome, Recorded};
+use crate::load::{PhaseOutcome, Recorded};
 
 /// Percentiles of one histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]

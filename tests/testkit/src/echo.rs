@@ -5,8 +5,6 @@
 //! Response body: `{"method": "GET", "path": "/a?b", "headers": {"name": "value", …}}`
 //! (header names lower-case; repeated headers joined with `,`).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

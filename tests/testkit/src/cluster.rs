@@ -1,8 +1,5 @@
 //! Two (or more) in-process replicas sharing one Postgres and one Redis,
 //! each started by the test so it can kill them, plus a Keycloak stand-in.
-//! Declare `check`, `pg`, `redis_server` and `keycloak` as `#[path]`
-//! modules next to this one.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -17,6 +14,7 @@ use crate::check::serve_yaml;
 use crate::keycloak::FakeKeycloak;
 use crate::pg::TempPostgres;
 use crate::redis_server::TempRedis;
+use crate::wait::eventually;
 
 pub struct Cluster {
     pub pg: TempPostgres,
@@ -83,25 +81,26 @@ impl Cluster {
 
     /// Until A and B are subscribed to the bus (10 s at most).
     pub async fn wait_subscribed(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(self.a.revoker.bus().is_subscribed() && self.b.revoker.bus().is_subscribed()) {
-            assert!(Instant::now() < deadline, "replicas never subscribed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(Duration::from_secs(10), "replicas subscribed", || async {
+            let (a, b) = (
+                self.a.revoker.bus().is_subscribed(),
+                self.b.revoker.bus().is_subscribed(),
+            );
+            if a && b { Ok(()) } else { Err((a, b)) }
+        })
+        .await
     }
 }
 
 /// Until `/readyz` answers 200 (10 s at most).
 pub async fn wait_ready(srv: &Running) {
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-            return;
+    eventually(Duration::from_secs(10), "server ready", || async {
+        match readyz(srv).await {
+            200 => Ok(()),
+            other => Err(other),
         }
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// `/readyz` status code.
@@ -147,15 +146,18 @@ pub async fn wait_allowed(
     req: &CheckRequest,
     deadline: Duration,
 ) -> CheckResponse {
-    let start = Instant::now();
-    loop {
-        let resp = client.check(req.clone()).await.unwrap().into_inner();
-        if code(&resp) == 0 {
-            return resp;
+    eventually(deadline, "allowed", || {
+        let mut client = client.clone();
+        async move {
+            let resp = client.check(req.clone()).await.unwrap().into_inner();
+            if code(&resp) == 0 {
+                Ok(resp)
+            } else {
+                Err(resp)
+            }
         }
-        assert!(start.elapsed() < deadline, "never allowed: {resp:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
 }
 
 /// p-th percentile (0–100) of sorted durations.

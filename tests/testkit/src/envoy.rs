@@ -4,8 +4,6 @@
 //! kills it on drop. Also a minimal raw HTTP/1.1 client, because a URL
 //! library would normalise the very paths the tests want to send verbatim.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,9 +25,13 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("EXT_AUTHZ_TIMEOUT", "0.25s"),
 ];
 
-/// The repository root.
+/// The repository root (this crate lives in `tests/testkit`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/testkit sits two levels below the repository root")
+        .to_path_buf()
 }
 
 /// `deploy/envoy.yaml`, unrendered.

@@ -19,7 +19,7 @@
 //!
 //! # Where the real Keycloak 26.5 differs
 //!
-//! The suite also runs a real Keycloak (`tests/support/real_keycloak.rs`,
+//! The suite also runs a real Keycloak (`tests/testkit/src/real_keycloak.rs`,
 //! `tests/keycloak_*.rs`); the stand-in stays for failure injection only.
 //! What the real server showed that this stand-in does not model:
 //!
@@ -41,6 +41,7 @@
 //!   password grants for one user arrive at once.
 
 mod keys;
+mod realm;
 mod server;
 mod token;
 
@@ -56,7 +57,6 @@ use serde_json::{Map, Value, json};
 use keys::{Family, KeyEntry, family, published_alg};
 
 /// Failure injected into the discovery, JWKS and token endpoints.
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// Behave normally.
@@ -71,7 +71,6 @@ pub enum Failure {
 }
 
 /// Options for [`FakeKeycloak::sign`].
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub struct SignOpts {
     /// Signing algorithm (default RS256). RS*/PS* use the active RSA key,
@@ -235,13 +234,11 @@ impl Inner {
 }
 
 /// A running Keycloak stand-in. Dropping it stops the server.
-#[allow(dead_code)]
 pub struct FakeKeycloak {
     shared: Arc<Shared>,
     server: server::Handle,
 }
 
-#[allow(dead_code)]
 impl FakeKeycloak {
     /// Starts a stand-in for realm `test`.
     pub async fn start() -> FakeKeycloak {
@@ -531,77 +528,6 @@ impl FakeKeycloak {
             (k.encoding.clone(), k.kid.clone())
         };
         sign_with(&key, Algorithm::RS256, &kid, &SignOpts::default(), claims)
-    }
-
-    /// Registers (or replaces) a client. `secret: None` = public client.
-    /// `can_exchange` = "Standard token exchange" enabled for the client.
-    pub fn add_client(&self, client_id: &str, secret: Option<&str>, can_exchange: bool) {
-        self.shared.lock().clients.insert(
-            client_id.to_owned(),
-            Client {
-                secret: secret.map(str::to_owned),
-                can_exchange,
-                service_account_sub: new_uuid(),
-            },
-        );
-    }
-
-    /// Registers (or replaces) a user for the `password` grant. `realm_roles`
-    /// are added to the realm's default roles; `scope` is the scope of the
-    /// user's tokens (a requested `scope` is added to it).
-    pub fn add_user(
-        &self,
-        username: &str,
-        password: &str,
-        sub: &str,
-        realm_roles: &[&str],
-        scope: &str,
-    ) {
-        self.shared.lock().users.insert(
-            username.to_owned(),
-            User {
-                username: username.to_owned(),
-                password: password.to_owned(),
-                sub: sub.to_owned(),
-                realm_roles: realm_roles.iter().map(|r| (*r).to_owned()).collect(),
-                scope: scope.to_owned(),
-            },
-        );
-    }
-
-    /// Claims merged into every token issued by token exchange (e.g.
-    /// `{"token_use": "pat"}`). Must be a JSON object.
-    pub fn set_exchange_extra_claims(&self, v: Value) {
-        let Value::Object(map) = v else {
-            panic!("set_exchange_extra_claims expects a JSON object");
-        };
-        self.shared.lock().exchange_extra_claims = map;
-    }
-
-    /// Lifetime (`exp - iat`, `expires_in`) of exchanged tokens (default 300 s).
-    pub fn set_exchange_lifetime(&self, d: Duration) {
-        self.shared.lock().exchange_lifetime = d;
-    }
-
-    /// Lifetime of tokens from `claims()`, `password` and
-    /// `client_credentials` (default 300 s).
-    pub fn set_access_token_lifetime(&self, d: Duration) {
-        self.shared.lock().access_token_lifetime = d;
-    }
-
-    /// `aud` of tokens from `claims()`, `password` and `client_credentials`
-    /// (default `["portcullis","account"]`; a string or an array).
-    pub fn set_default_audience(&self, aud: Value) {
-        self.shared.lock().default_audience = aud;
-    }
-
-    /// Algorithm of tokens issued by the token endpoint (default RS256).
-    pub fn set_token_alg(&self, alg: Algorithm) {
-        assert!(
-            matches!(family(alg), Family::Rsa | Family::Ed) || alg == Algorithm::ES256,
-            "token endpoint algorithm must be RS*/PS*, ES256 or EdDSA"
-        );
-        self.shared.lock().token_alg = alg;
     }
 }
 

@@ -5,7 +5,6 @@
 //! waits until it answers PING. `stop()` kills it (SIGKILL), `restart()`
 //! brings it back on the same port, Drop kills it. Panics on failure: it is
 //! a test helper.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

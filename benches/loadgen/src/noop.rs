@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::authz::response::overwrite;
+use portcullis::authz::response::overwrite;
 
 /// Allows everything, without looking at the request. With
 /// `identity_headers`, the allow carries the six fixed `x-auth-*` headers a
@@ -69,7 +69,7 @@ pub async fn start(
         .set_serving::<AuthorizationServer<NoopCheck>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::server::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(portcullis::server::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tokio::spawn(async move {
@@ -78,7 +78,7 @@ pub async fn start(
             .add_service(reflection)
             .add_service(AuthorizationServer::new(check))
             .serve_with_incoming_shutdown(
-                crate::server::grpc_incoming(listener),
+                portcullis::server::grpc_incoming(listener),
                 stop.cancelled_owned(),
             )
             .await;

@@ -18,9 +18,9 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use uuid::Uuid;
 
-use crate::dev::{DevIssuer, DevTokenSpec};
-use crate::pat::format;
-use crate::store::{NewToken, Store, TokenKind};
+use portcullis::dev::{DevIssuer, DevTokenSpec};
+use portcullis::pat::format;
+use portcullis::store::{NewToken, Store, TokenKind};
 
 /// One kind of request in a mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

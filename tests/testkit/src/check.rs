@@ -1,8 +1,6 @@
 //! Test helpers: start portcullis in-process on 127.0.0.1:0 and call Check
 //! over real gRPC, plus builders and assertions for requests and responses.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

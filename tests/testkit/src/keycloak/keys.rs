@@ -273,7 +273,6 @@ impl KeyEntry {
     }
 }
 
-#[allow(dead_code)]
 impl super::FakeKeycloak {
     /// Publishes fresh material of the same family under an existing
     /// signing key's `kid`, in its place (a realm that re-used a key id).

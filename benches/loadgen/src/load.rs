@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
-use super::cpu;
-use super::workload::{ALL_KINDS, Kind, Mix, Pools};
+use crate::cpu;
+use crate::workload::{ALL_KINDS, Kind, Mix, Pools};
 
 /// One phase's load.
 #[derive(Debug, Clone)]
@@ -234,7 +234,7 @@ pub async fn run_phase(
 /// Calls the Check handler directly, one call at a time, `n` times over the
 /// warm counterparts of `mix`: the handler's own latency, without gRPC.
 pub async fn handler_phase(
-    svc: &crate::authz::CheckService,
+    svc: &portcullis::authz::CheckService,
     mix: &Mix,
     pools: &Pools,
     n: u64,

@@ -6,7 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`, trust auth); each test
 //! creates a fresh `portcullis_test_<random>` database and drops it at the
 //! end. If that server is unreachable, each test starts its own throwaway
-//! server with `support/pg.rs` instead.
+//! server with [`crate::pg`] instead.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use portcullis::pat::format;
 use portcullis::store::{NewToken, Store, StoreConfig, StoreKind, TokenKind};
 use uuid::Uuid;
 
-use super::pg;
+use crate::pg;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,10 +131,7 @@ where
 /// `store_suite!(case, …)` in a test file whose root declares each
 /// `async fn case(store: Store)` and imports [`run_sqlite`] and [`run_pg`]:
 /// makes tests `sqlite::case` and `postgres::case`.
-// Every test binary that mounts `support` compiles this; only the store_*
-// ones use the macro (dead_code, allowed in support/mod.rs, does not cover
-// macros).
-#[allow(unused_macros)]
+#[macro_export]
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -155,5 +152,3 @@ macro_rules! store_suite {
         }
     };
 }
-#[allow(unused_imports)]
-pub(crate) use store_suite;

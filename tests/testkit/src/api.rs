@@ -1,8 +1,6 @@
 //! Helpers for the token API tests: a JSON HTTP client for `/api/v1` and
 //! dev-issuer login tokens.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

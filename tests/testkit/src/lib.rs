@@ -1,0 +1,34 @@
+//! `portcullis-testkit`: what the integration tests (`tests/*.rs`) and the
+//! benches share, as one crate so every test file reaches it the same way
+//! (`use portcullis_testkit::…`) and nothing is compiled in twice.
+//!
+//! - [`check`]: start portcullis in-process, [`check::Req`] (the
+//!   `CheckRequest` builder), Check over gRPC, allow/deny assertions;
+//! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
+//! - [`keycloak`]: the Keycloak stand-in (failure injection);
+//!   [`real_keycloak`]: the real Keycloak for `tests/keycloak_*.rs`;
+//! - [`pg`], [`redis_server`]: throwaway Postgres and Redis servers;
+//! - [`cluster`]: two replicas sharing one Postgres and one Redis;
+//! - [`envoy`], [`echo`]: a real Envoy and an upstream that records requests;
+//! - [`wrapped_store`]: a counting, gateable `TokenStore`;
+//! - [`store_suite`]: run one store case against SQLite and Postgres
+//!   ([`store_suite!`]);
+//! - [`wait`]: [`eventually`], the one polling wait.
+//!
+//! Helpers panic on failure: this is test support.
+
+pub mod api;
+pub mod check;
+pub mod cluster;
+pub mod echo;
+pub mod envoy;
+pub mod keycloak;
+pub mod pg;
+pub mod real_keycloak;
+pub mod redis_server;
+pub mod store_suite;
+pub mod wait;
+pub mod wrapped_store;
+
+pub use check::Req;
+pub use wait::eventually;
