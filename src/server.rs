@@ -185,6 +185,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
             "pat.hash_key is not set: personal access tokens are stored as plain SHA-256, so \
              database write access alone can plant a usable token; set PORTCULLIS__PAT__HASH_KEY"
         );
+    } else if let Ok(legacy) = store.legacy_opaque_hashes().await
+        && !legacy.is_empty()
+    {
+        // Refused by Check: they cannot be told apart from planted rows.
+        tracing::warn!(
+            count = legacy.len(),
+            "personal access tokens stored as plain SHA-256 are refused while pat.hash_key is \
+             set; run `portcullis token rekey` once to move them"
+        );
     }
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
     let flusher = pats.usage().start_flusher();

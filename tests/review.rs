@@ -1,8 +1,5 @@
 //! Findings of the post-merge security review of issue 12 that are not
-//! covered by an existing test file. Open ones (a design decision is
-//! needed) state the behaviour the README promises and fail today, so they
-//! are `#[ignore]`d with the reason; run them with
-//! `cargo test --test review -- --ignored`.
+//! covered by an existing test file; each failed before its fix.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,22 +48,14 @@ async fn sqlite(dir: &std::path::Path) -> Store {
     store
 }
 
-/// README (pat.hash_key): "with `pat.hash_key` set, HMAC-SHA256(hash_key,
-/// token) (version 2), so write access to the database alone cannot plant a
-/// usable token". But a version-1 row (bare SHA-256, the column's DEFAULT)
-/// is accepted as a legacy row and upgraded on first use, whenever it was
-/// written. So an attacker with database write access plants
-/// `sha256(a token they made up)` as version 1 (simply by omitting
-/// `hash_version`) and it authenticates, with any owner and scopes they
-/// chose. The test `item12_planted_sha256_row_does_not_authenticate_with_a_key`
-/// only plants the row as version 2.
-///
-/// A fix needs a decision: e.g. `pat.legacy_hashes: refuse` once the
-/// rollout is over, or a one-shot operator command that wraps every legacy
-/// hash as HMAC(key, sha256) (a new version) so the server can stop
-/// accepting bare SHA-256 rows at all.
+/// README (pat.hash_key): "with `pat.hash_key` set, write access to the
+/// database alone cannot plant a usable token". A version-1 row (bare
+/// SHA-256, the column's DEFAULT) used to be accepted as a legacy row and
+/// upgraded on first use, whenever it was written, so an attacker with
+/// database write access planted `sha256(a token they made up)` by simply
+/// omitting `hash_version`. Now, with a key, only version-2 rows count;
+/// legacy rows move once, by the operator's `portcullis token rekey`.
 #[tokio::test]
-#[ignore = "review finding (open): a planted version-1 row defeats pat.hash_key"]
 async fn review_planted_legacy_sha256_row_does_not_authenticate_with_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite(dir.path()).await;
@@ -89,12 +78,12 @@ async fn review_planted_legacy_sha256_row_does_not_authenticate_with_a_key() {
 }
 
 /// Rotation announced the record it read *before* rotating. If the token
-/// was a legacy (SHA-256) row and a Check upgraded it to the HMAC hash in
-/// between (its first use since `pat.hash_key` was set), the announcement
-/// named the old SHA-256 hash, while this replica's cache holds the token
-/// as valid under the HMAC hash: the rotated-away token kept working here
-/// for up to `pat.cache_ttl` (and on other replicas until their resync)
-/// after the rotation answered 201.
+/// was a legacy (SHA-256) row and `token rekey` moved it to the HMAC hash in
+/// between, and a Check then cached it, the announcement named the old
+/// SHA-256 hash, while this replica's cache holds the token as valid under
+/// the HMAC hash: the rotated-away token kept working here for up to
+/// `pat.cache_ttl` (and on other replicas until their resync) after the
+/// rotation answered 201.
 #[tokio::test]
 async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,10 +123,12 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
         .unwrap();
     let caller = svc.caller(Some(&format!("Bearer {login}"))).await.unwrap();
 
-    // While the rotation is under way, a Check uses the old token: it is
-    // upgraded to the HMAC hash and cached as valid on this replica.
-    let (p, r) = (pats.clone(), raw.clone());
+    // While the rotation is under way, the operator's rekey moves the row
+    // to the HMAC hash and a Check caches the old token as valid.
+    let (p, r, st) = (pats.clone(), raw.clone(), store.clone());
     wrapped.before_next_rotate(async move {
+        let moved = portcullis::pat::hasher::rekey_legacy(&st, p.hasher()).await;
+        assert_eq!(moved, Ok(1));
         assert!(matches!(p.validate(&r).await, Ok(PatOutcome::Valid(_))));
     });
     let created = svc

@@ -1,5 +1,5 @@
 //! Token hashes on SQLite and Postgres: HMAC with `pat.hash_key`, legacy
-//! SHA-256 rows upgraded on use, planted rows refused.
+//! SHA-256 rows refused until `token rekey` moves them, planted rows refused.
 
 use portcullis::pat::{self, CreateRequest, PatConfig, PatOutcome, PatValidator, format};
 use portcullis::store::{HashVersion, Store};
@@ -8,7 +8,8 @@ use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, toke
 
 store_suite!(
     item12_planted_sha256_row_does_not_authenticate_with_a_key,
-    item12_legacy_sha256_row_keeps_working_and_is_upgraded,
+    item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed,
+    item12_planted_version_1_row_is_refused_with_a_key,
     item12_new_tokens_are_stored_as_hmac,
 );
 
@@ -32,29 +33,51 @@ async fn item12_planted_sha256_row_does_not_authenticate_with_a_key(store: Store
     assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
 }
 
-async fn item12_legacy_sha256_row_keeps_working_and_is_upgraded(store: Store) {
+async fn item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed(store: Store) {
     setup(&store).await;
     // A row from before migration 0003 (version 1, bare SHA-256).
     let (raw, t) = token("lena", secs(3600));
     assert_eq!(t.hash_version, HashVersion::Sha256);
     let id = store.insert(t).await.expect("insert").id;
     let v = PatValidator::new(store.clone(), &keyed());
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
-    // Upgraded on first use: now stored under the HMAC only.
+    // With a key the server cannot tell it from a planted row: refused.
+    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    // The operator's one-shot `portcullis token rekey` moves it, token-less.
+    assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(1));
+    assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(0));
     let hmac = v.hasher().under(&raw, HashVersion::Hmac).expect("keyed");
     let up = store
         .find_by_hash(&hmac)
         .await
         .expect("find")
-        .expect("upgraded");
+        .expect("re-hashed");
     assert_eq!((up.id, up.hash_version), (id, HashVersion::Hmac));
     assert_eq!(store.find_by_hash(&format::hash(&raw)).await, Ok(None));
-    // A fresh replica (empty cache) finds it directly; revocation works.
+    // A fresh replica (empty cache) finds it; revocation works.
     let v2 = PatValidator::new(store.clone(), &keyed());
     assert!(matches!(v2.validate(&raw).await, Ok(PatOutcome::Valid(_))));
     store.revoke(id, now()).await.expect("revoke");
     let v3 = PatValidator::new(store.clone(), &keyed());
     assert_eq!(v3.validate(&raw).await, Ok(PatOutcome::Revoked));
+}
+
+async fn item12_planted_version_1_row_is_refused_with_a_key(store: Store) {
+    setup(&store).await;
+    // Planted after the key was set (and after `rekey`), as version 1: the
+    // column's default, and the one hash an attacker can compute.
+    let (raw, t) = token("mallory", secs(3600));
+    store.insert(t).await.expect("plant");
+    let v = PatValidator::new(store.clone(), &keyed());
+    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    // Nothing moves it on its own, however often the server asks.
+    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(
+        store
+            .find_by_hash(&format::hash(&raw))
+            .await
+            .map(|r| r.map(|r| r.hash_version)),
+        Ok(Some(HashVersion::Sha256))
+    );
 }
 
 async fn item12_new_tokens_are_stored_as_hmac(store: Store) {

@@ -23,6 +23,10 @@ pub enum TokenCommand {
     Revoke(RevokeArgs),
     /// Revoke every active token of a user.
     RevokeAll(ListArgs),
+    /// Re-hash every legacy (SHA-256) opaque PAT under `pat.hash_key`. Run
+    /// once when you set the key: with a key, Check accepts only re-hashed
+    /// rows, so a row planted in the database without the key never works.
+    Rekey(ConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +145,22 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
         TokenCommand::List(a) => list(a).await,
         TokenCommand::Revoke(a) => revoke(a).await,
         TokenCommand::RevokeAll(a) => revoke_all(a).await,
+        TokenCommand::Rekey(a) => rekey(a).await,
     }
+}
+
+async fn rekey(args: ConfigArgs) -> anyhow::Result<i32> {
+    let cfg = args.load()?;
+    let hasher = crate::pat::hasher::TokenHasher::new(cfg.pat.hash_key.as_deref());
+    if !hasher.is_keyed() {
+        anyhow::bail!(
+            "pat.hash_key is not set (PORTCULLIS__PAT__HASH_KEY): nothing to re-hash under"
+        );
+    }
+    let store = open_store(&cfg).await?;
+    let n = crate::pat::hasher::rekey_legacy(&store, &hasher).await?;
+    println!("re-hashed {n} legacy personal access token(s) under pat.hash_key");
+    Ok(0)
 }
 
 async fn create(a: CreateArgs) -> anyhow::Result<i32> {

@@ -1,13 +1,19 @@
 //! How opaque PATs are hashed for storage.
 //!
 //! Version 1 is a bare SHA-256 of the token; version 2 is
-//! HMAC-SHA256(`pat.hash_key`, token). With a key, an attacker who can write
-//! the database but not read the server's environment cannot compute the
-//! stored value of a token they made up, so they cannot plant a usable one.
-//! Each row records its version (migration 0003); a row is accepted only
-//! when its hash matches the token under *its own* version, so a bare
-//! SHA-256 planted as version 2 never matches. Legacy (version 1) rows keep
-//! working and are upgraded to version 2 on first use when a key is set.
+//! HMAC-SHA256(`pat.hash_key`, SHA-256(token)). With a key, an attacker who
+//! can write the database but not read the server's environment cannot
+//! compute the stored value of a token they made up, so they cannot plant a
+//! usable one. Each row records its version (migration 0003); a row is
+//! accepted only when its hash matches the token under *its own* version,
+//! and with a key only version 2 is ever accepted: a version-1 row (the
+//! column's default, so the easiest thing to plant) never authenticates.
+//!
+//! The MAC is over the SHA-256 rather than the token so that legacy rows can
+//! be moved to version 2 without their tokens: `portcullis token rekey`
+//! ([`TokenHasher::rekey`], run once by the operator when the key is set)
+//! rewrites every version-1 opaque row. Nothing does that on its own, since
+//! the server cannot tell a legacy row from a planted one.
 //!
 //! JWT-kind PATs (Keycloak-exchanged, local-jwt) stay on SHA-256: they are
 //! signed, so a planted row alone cannot make one, and they can also be
@@ -16,7 +22,7 @@
 use aws_lc_rs::hmac;
 
 use super::{TokenHash, format};
-use crate::store::HashVersion;
+use crate::store::{HashVersion, Store, StoreError};
 
 /// Hashes opaque PATs under the configured pepper (if any). Cheap to clone.
 #[derive(Clone)]
@@ -49,7 +55,7 @@ impl TokenHasher {
     /// SHA-256 (version 1) without.
     pub fn primary(&self, token: &str) -> (TokenHash, HashVersion) {
         match &self.key {
-            Some(k) => (mac(k, token), HashVersion::Hmac),
+            Some(k) => (mac(k, &format::hash(token)), HashVersion::Hmac),
             None => (format::hash(token), HashVersion::Sha256),
         }
     }
@@ -58,13 +64,35 @@ impl TokenHasher {
     pub fn under(&self, token: &str, version: HashVersion) -> Option<TokenHash> {
         match version {
             HashVersion::Sha256 => Some(format::hash(token)),
-            HashVersion::Hmac => self.key.as_ref().map(|k| mac(k, token)),
+            HashVersion::Hmac => self.key.as_ref().map(|k| mac(k, &format::hash(token))),
         }
+    }
+
+    /// The version-2 hash of a token whose version-1 hash is `legacy`;
+    /// `None` without a key.
+    pub fn rekey(&self, legacy: &TokenHash) -> Option<TokenHash> {
+        self.key.as_ref().map(|k| mac(k, legacy))
     }
 }
 
-fn mac(key: &hmac::Key, token: &str) -> TokenHash {
-    let tag = hmac::sign(key, token.as_bytes());
+/// `portcullis token rekey`: moves every version-1 opaque row to version 2
+/// under the hasher's key; returns how many rows moved. Idempotent (a row
+/// moved by a concurrent run is skipped). Without a key, moves nothing.
+pub async fn rekey_legacy(store: &Store, hasher: &TokenHasher) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    for (id, old) in store.legacy_opaque_hashes().await? {
+        let Some(new) = hasher.rekey(&old) else {
+            return Ok(0);
+        };
+        if store.upgrade_hash(id, &old, &new).await?.is_some() {
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+fn mac(key: &hmac::Key, sha256: &TokenHash) -> TokenHash {
+    let tag = hmac::sign(key, sha256);
     let t = tag.as_ref();
     let mut out = [0u8; 32];
     // HMAC-SHA256 tags are 32 bytes; `min` keeps this panic-free regardless.
@@ -89,5 +117,8 @@ mod tests {
         assert_ne!(a.primary(t).0, b.primary(t).0);
         assert_eq!(plain.under(t, HashVersion::Hmac), None);
         assert!(format!("{a:?}").contains("keyed: true"));
+        // A legacy row re-keyed without its token equals a fresh version 2.
+        assert_eq!(a.rekey(&format::hash(t)), Some(a.primary(t).0));
+        assert_eq!(plain.rekey(&format::hash(t)), None);
     }
 }

@@ -221,8 +221,7 @@ impl PatValidator {
             return Ok(PatOutcome::Malformed);
         }
         let (hash, version) = self.hasher.primary(token);
-        self.lookup(hash, None, Some(Opaque { token, version }))
-            .await
+        self.lookup(hash, None, Some(version)).await
     }
 
     /// Validates a PAT-marked JWT (already signature-checked) by the SHA-256
@@ -238,14 +237,13 @@ impl PatValidator {
     }
 
     /// `jwt`: `None` for an opaque PAT, `Some(jti)` for a PAT-marked JWT.
-    /// `opaque`: the raw opaque token and the version `hash` is under (to
-    /// accept only rows of that version, and to find and upgrade a legacy
-    /// SHA-256 row when `hash` is an HMAC).
+    /// `opaque`: for an opaque PAT, the version `hash` is under (only rows
+    /// of that version are accepted).
     async fn lookup(
         &self,
         hash: TokenHash,
         jwt: Option<Option<&str>>,
-        opaque: Option<Opaque<'_>>,
+        opaque: Option<HashVersion>,
     ) -> Result<PatOutcome, StoreError> {
         let now = (self.clock)();
         if let Some(e) = self.cache.get(&hash).await
@@ -259,17 +257,8 @@ impl PatValidator {
         // is not known to be active is looked up only within the budget, and
         // denied without I/O (and without a cache entry) past it. Signed
         // (JWT) PATs are not gated: forging one needs a signing key.
-        // With a key, a not-yet-upgraded row is stored under SHA-256.
-        let legacy = match opaque {
-            Some(o) if o.version == HashVersion::Hmac => {
-                self.hasher.under(o.token, HashVersion::Sha256)
-            }
-            _ => None,
-        };
-        let version = opaque.map(|o| o.version);
-        let gated = jwt.is_none()
-            && !self.known.may_exist(&hash)
-            && !legacy.is_some_and(|l| self.known.may_exist(&l));
+        let version = opaque;
+        let gated = jwt.is_none() && !self.known.may_exist(&hash);
         if gated && !self.budget.available() {
             return Ok(PatOutcome::Unknown);
         }
@@ -297,13 +286,9 @@ impl PatValidator {
                 let mut rec = store.find_by_hash(&hash).await?;
                 if let Some(v) = version {
                     // A row counts only under its own hash version: a bare
-                    // SHA-256 planted as version 2 never matches.
+                    // SHA-256 planted as version 2 never matches, and with
+                    // a key a version-1 row is never looked up at all.
                     rec = rec.filter(|r| r.hash_version == v);
-                    if rec.is_none()
-                        && let Some(old) = legacy
-                    {
-                        rec = upgrade_legacy(&store, &old, &hash).await?;
-                    }
                 }
                 if let Some(jti) = &jwt {
                     if rec.is_none()
@@ -419,42 +404,6 @@ impl PatValidator {
         CacheStats {
             entries: self.cache.entry_count(),
         }
-    }
-}
-
-/// An opaque PAT being looked up: the raw token and its hash's version.
-#[derive(Clone, Copy)]
-struct Opaque<'a> {
-    token: &'a str,
-    version: HashVersion,
-}
-
-/// A legacy (SHA-256, version 1) opaque row for this token: moved to the
-/// HMAC `new` hash, so it is cached, revoked and published under the same
-/// hash as every other token. Returns the row as it now is (the update
-/// returns its current `revoked_at`, so a revocation that committed during
-/// the load is seen). A store failure is an error (503), never an allow.
-async fn upgrade_legacy(
-    store: &Store,
-    old: &TokenHash,
-    new: &TokenHash,
-) -> Result<Option<TokenRecord>, StoreError> {
-    let Some(r) = store.find_by_hash(old).await? else {
-        return Ok(None);
-    };
-    if r.hash_version != HashVersion::Sha256 || r.kind != TokenKind::Opaque {
-        return Ok(None);
-    }
-    match store.upgrade_hash(r.id, old, new).await? {
-        Some(up) => {
-            tracing::info!(token_id = %up.id, "legacy PAT hash upgraded to HMAC");
-            Ok(Some(up))
-        }
-        // Another replica upgraded it first.
-        None => Ok(store
-            .find_by_hash(new)
-            .await?
-            .filter(|r| r.hash_version == HashVersion::Hmac)),
     }
 }
 

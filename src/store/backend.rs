@@ -66,6 +66,13 @@ pub trait TokenStore: Send + Sync + 'static {
             "this store does not support upgrade_hash".into(),
         ))
     }
+    /// `(id, token_hash)` of every opaque row still hashed as version 1
+    /// (for `portcullis token rekey`). The default refuses.
+    async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
+        Err(StoreError::Other(
+            "this store does not support legacy_opaque_hashes".into(),
+        ))
+    }
     /// Hashes of tokens neither revoked nor expired at `now` (the known-hash
     /// set). The default refuses, so a test double without it keeps every
     /// lookup going to the store, as before the set existed.

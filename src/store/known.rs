@@ -19,6 +19,11 @@ impl Store {
         self.call(self.backend.upgrade_hash(id, old, new)).await
     }
 
+    /// `(id, token_hash)` of every opaque row still hashed as version 1.
+    pub async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
+        self.call(self.backend.legacy_opaque_hashes()).await
+    }
+
     /// Hashes of every token neither revoked nor expired at `now`.
     pub async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         self.call(self.backend.active_hashes(now)).await

@@ -449,6 +449,21 @@ impl TokenStore for PgStore {
         self.query_opt(&sql, &[&id, &&old[..], &&new[..]]).await
     }
 
+    async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, token_hash FROM personal_access_tokens \
+                 WHERE hash_version = 1 AND kind = 'opaque'",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((col(r, 0)?, hash32(col(r, 1)?)?)))
+            .collect()
+    }
+
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         let c = self.client().await?;
         let stmt = c

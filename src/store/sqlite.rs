@@ -495,6 +495,25 @@ impl TokenStore for SqliteStore {
         .await
     }
 
+    async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
+        let rows: Vec<(Uuid, Vec<u8>)> = self
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, token_hash FROM personal_access_tokens \
+                     WHERE hash_version = 1 AND kind = 'opaque'",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    let id: String = r.get(0)?;
+                    Ok((uuid_at(0, &id)?, r.get(1)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, h)| Ok((id, hash32(h)?)))
+            .collect()
+    }
+
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         let rows: Vec<Vec<u8>> = self
             .run(move |c| {

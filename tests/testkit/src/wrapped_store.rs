@@ -192,6 +192,10 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.upgrade_hash(id, old, new).await
     }
+    async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
+        self.count();
+        self.inner.legacy_opaque_hashes().await
+    }
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
         self.count();
         self.inner.active_hashes(now).await
