@@ -27,10 +27,12 @@ const METHODS: [&str; 10] = [
 const WRITES: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 /// Requests not derived from an Envoy route (those reach the catch-all).
-const EXTRA_PATHS: [&str; 6] = [
+const EXTRA_PATHS: [&str; 8] = [
     "/api/v1/uploads",
     "/api/v1/uploads/1/files/a.txt",
     "/api/v1/users/7",
+    "/api/v1/users",
+    "/api/v1/users/7/keys",
     "/api/v1/other/1",
     "/healthz",
     "/elsewhere",
@@ -315,6 +317,20 @@ fn item1_every_shipped_route_and_method_needs_the_right_scopes() {
                         None => assert!(
                             e.refused() || scopes.iter().any(|x| x.starts_with("uploads:")),
                             "{at}: {e:?}"
+                        ),
+                    }
+                }
+                if path.starts_with("/api/v1/users") {
+                    // The users subtree (list, a user, its sub-resources):
+                    // reads need a users scope, everything else users:admin.
+                    match method {
+                        "GET" | "HEAD" => assert!(
+                            e.refused() || !e.any_of.is_empty() || !e.all_of.is_empty(),
+                            "{at}: reading users needs a users scope: {e:?}"
+                        ),
+                        _ => assert!(
+                            e.refused() || e.all_of.iter().any(|x| x == "users:admin"),
+                            "{at}: writing users needs users:admin: {e:?}"
                         ),
                     }
                 }
