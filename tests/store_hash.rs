@@ -45,7 +45,8 @@ async fn item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed(store: Sto
     // The operator's one-shot `portcullis token rekey` moves it, token-less.
     assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(1));
     assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(0));
-    let hmac = v.hasher().under(&raw, HashVersion::Hmac).expect("keyed");
+    let (hmac, version) = v.hasher().primary(&raw);
+    assert_eq!(version, HashVersion::Hmac);
     let up = store
         .find_by_hash(&hmac)
         .await

@@ -60,14 +60,6 @@ impl TokenHasher {
         }
     }
 
-    /// The hash of `token` under `version`; `None` for HMAC without a key.
-    pub fn under(&self, token: &str, version: HashVersion) -> Option<TokenHash> {
-        match version {
-            HashVersion::Sha256 => Some(format::hash(token)),
-            HashVersion::Hmac => self.key.as_ref().map(|k| mac(k, &format::hash(token))),
-        }
-    }
-
     /// The version-2 hash of a token whose version-1 hash is `legacy`;
     /// `None` without a key.
     pub fn rekey(&self, legacy: &TokenHash) -> Option<TokenHash> {
@@ -115,7 +107,6 @@ mod tests {
         assert_eq!(plain.primary(t), (format::hash(t), HashVersion::Sha256));
         assert_ne!(a.primary(t).0, format::hash(t));
         assert_ne!(a.primary(t).0, b.primary(t).0);
-        assert_eq!(plain.under(t, HashVersion::Hmac), None);
         assert!(format!("{a:?}").contains("keyed: true"));
         // A legacy row re-keyed without its token equals a fresh version 2.
         assert_eq!(a.rekey(&format::hash(t)), Some(a.primary(t).0));
