@@ -21,8 +21,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::authz::request::RequestView;
 use portcullis::authz::{CheckService, Decision, Denial, Engine, response};
 use portcullis::config::{Config, IssuerConfig};
+use portcullis::jwt::IssuerKeys;
 use portcullis::jwt::keys::parse_jwks;
-use portcullis::jwt::{IssuerKeys, Verifier};
 use portcullis_testkit::Req;
 use portcullis_testkit::pg::ScratchDb;
 
@@ -122,29 +122,24 @@ fn service_with_store(
         .keys;
     let mut ic = IssuerConfig::new(ISS, "api");
     ic.algorithms = vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
-    let cfg = Config::default();
-    let mut keys = Some(keys);
-    let verifier = Verifier::new(&[ic], &cfg.jwt, |ic| {
-        IssuerKeys::fixed(ic, keys.take().unwrap())
-    });
+    let mut cfg = Config::default();
+    cfg.issuers = vec![ic];
+    cfg.policy.default = portcullis::policy::DefaultAction::Authenticated;
     let pats = Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat));
-    let mut policy = portcullis::policy::PolicyConfig::default();
-    policy.default = portcullis::policy::DefaultAction::Authenticated;
-    let engine = Engine {
-        verifier: Arc::new(verifier),
-        max_token_bytes: 8192,
+    // Loaded and empty: JWTs are checked in memory, as in the server.
+    let denylist = portcullis::revocation::JwtDenyList::new(1000);
+    denylist.load_all(&[], 0);
+    let shared = portcullis::authz::SharedParts {
         pats: pats.clone(),
-        pat_prefix: cfg.pat.prefix.clone(),
-        denylist: {
-            // Loaded and empty: JWTs are checked in memory, as in the server.
-            let d = portcullis::revocation::JwtDenyList::new(1000);
-            d.load_all(&[], 0);
-            Arc::new(d)
-        },
-        pat_marker_value: cfg.pat.jwt_marker.value.clone(),
-        pat_exchange_audience: None,
-        policy: Arc::new(portcullis::policy::Policy::compile(&policy).unwrap()),
+        denylist: Arc::new(denylist),
     };
+    // The issuer's key manager holds the signers' keys: nothing is fetched.
+    let keys = std::sync::Mutex::new(Some(keys));
+    let engine = Engine::build_reusing(&cfg, None, shared, |ic| {
+        let keys = keys.lock().unwrap().take()?;
+        Some(IssuerKeys::fixed(ic, keys))
+    })
+    .unwrap();
     (
         CheckService::new(Arc::new(ArcSwap::from_pointee(engine))),
         pats,
@@ -198,12 +193,12 @@ fn pat_benches(c: &mut Criterion) {
         let (raw, _) = insert_pat(&store).await;
         let (svc, pats) = service_with_store(&[&rs], store);
         let req = request(&raw);
-        assert!(matches!(svc.decide(&req).await.0, Decision::Allow(_)));
+        assert!(matches!(svc.respond(&req).await.0, Decision::Allow(_)));
         ((svc, req), pats)
     });
     let (svc, req) = svc;
     c.bench_function("pat/cached", |b| {
-        b.to_async(&rt).iter(|| async { svc.decide(&req).await })
+        b.to_async(&rt).iter(|| async { svc.respond(&req).await })
     });
 
     let admin_url = std::env::var("PORTCULLIS_BENCH_PG_URL")
@@ -233,7 +228,7 @@ fn pat_benches(c: &mut Criterion) {
     c.bench_function("pat/uncached_postgres", |b| {
         b.to_async(&rt).iter(|| async {
             pats.evict(&hash).await;
-            let (d, _) = svc.decide(&req).await;
+            let (d, _) = svc.respond(&req).await;
             assert!(matches!(d, Decision::Allow(_)));
         })
     });
@@ -262,9 +257,9 @@ fn benches(c: &mut Criterion) {
     let svc = service(&[&rs, &es, &ed]);
 
     let warm = request(&mint(&rs, 0));
-    rt.block_on(svc.decide(&warm));
+    rt.block_on(svc.respond(&warm));
     c.bench_function("jwt/warm", |b| {
-        b.iter(|| rt.block_on(svc.decide(&warm)));
+        b.iter(|| rt.block_on(svc.respond(&warm)));
     });
 
     let mut g = c.benchmark_group("jwt/cold");
@@ -277,7 +272,7 @@ fn benches(c: &mut Criterion) {
                     request(&mint(s, n))
                 },
                 |req| {
-                    let (d, _) = rt.block_on(svc.decide(&req));
+                    let (d, _) = rt.block_on(svc.respond(&req));
                     assert!(matches!(d, Decision::Allow(_)));
                 },
                 BatchSize::SmallInput,
@@ -286,7 +281,7 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
-    let (allow, _) = rt.block_on(svc.decide(&warm));
+    let (allow, _) = rt.block_on(svc.respond(&warm));
     let view_req = request("x");
     let view = RequestView::new(&view_req);
     let deny = Decision::Deny(Denial::unauthenticated("invalid_token", "token expired"));

@@ -124,7 +124,7 @@ impl DevIssuer {
     /// The same keys, parsed for verification.
     pub fn key_set(&self) -> anyhow::Result<KeySet> {
         let body = serde_json::to_vec(&self.jwks)?;
-        let parsed = parse_jwks(&body).map_err(anyhow::Error::msg)?;
+        let parsed = parse_jwks(&body)?;
         Ok(parsed.keys)
     }
 

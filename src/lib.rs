@@ -41,6 +41,7 @@ pub mod api;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod config_error;
 pub mod dev;
 pub mod identity;
 pub mod jwt;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::authz::Engine;
-use crate::config::{Config, IssuerConfig};
+use crate::config::{Config, ConfigError, IssuerConfig};
 use crate::dev::DevIssuer;
 use crate::jwt::IssuerKeys;
 
@@ -38,7 +38,7 @@ impl KeyTasks {
     /// managers the engine no longer uses.
     pub fn sync(&mut self, engine: &Engine, parent: &CancellationToken) {
         let current: HashMap<String, Arc<IssuerKeys>> = engine
-            .verifier
+            .verifier()
             .key_managers()
             .map(|km| (km.issuer().to_owned(), km.clone()))
             .collect();
@@ -77,14 +77,35 @@ impl KeyTasks {
     }
 }
 
+/// Why a reload was refused; the running config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file or environment could not be read or parsed.
+    #[error("loading the configuration: {0:#}")]
+    Load(anyhow::Error),
+    /// The new config breaks a rule; every problem is listed.
+    #[error("invalid configuration: {}", list(.0))]
+    Invalid(Vec<ConfigError>),
+    /// A valid config from which no engine could be built.
+    #[error("building the new engine: {0:#}")]
+    Build(anyhow::Error),
+}
+
+fn list(errs: &[ConfigError]) -> String {
+    let text: Vec<String> = errs.iter().map(ConfigError::to_string).collect();
+    text.join("; ")
+}
+
 /// Everything a reload needs.
 pub struct Reloader {
-    pub(crate) engine: Arc<ArcSwap<Engine>>,
-    pub(crate) dev: Option<Arc<DevIssuer>>,
-    pub(crate) keys: Arc<Mutex<KeyTasks>>,
-    pub(crate) shutdown: CancellationToken,
+    /// The engine Checks use; a reload swaps it.
+    engine: Arc<ArcSwap<Engine>>,
+    /// The built-in issuer (`--dev`): kept across reloads with its keys.
+    dev: Option<Arc<DevIssuer>>,
+    keys: Mutex<KeyTasks>,
+    shutdown: CancellationToken,
     /// The config the running engine was built from.
-    pub(crate) current: Mutex<Config>,
+    current: Mutex<Config>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -94,12 +115,28 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Validates `new` and, if it is good, swaps in a new engine.
-    pub fn apply(&self, new: Config) -> Result<(), String> {
-        if let Err(errs) = new.validate() {
-            let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-            return Err(text.join("; "));
+    /// Starts the key refreshers of `engine`'s issuers (stopped with
+    /// `shutdown`); `current` is the config `engine` was built from.
+    pub fn new(
+        engine: Arc<ArcSwap<Engine>>,
+        dev: Option<Arc<DevIssuer>>,
+        current: Config,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let mut keys = KeyTasks::default();
+        keys.sync(&engine.load(), &shutdown);
+        Reloader {
+            engine,
+            dev,
+            keys: Mutex::new(keys),
+            shutdown,
+            current: Mutex::new(current),
         }
+    }
+
+    /// Validates `new` and, if it is good, swaps in a new engine.
+    pub fn apply(&self, new: Config) -> Result<(), ReloadError> {
+        new.validate().map_err(ReloadError::Invalid)?;
         let old = lock(&self.current).clone();
         warn_restart_only(&old, &new);
         // Restart-only sections keep their running values, so the engine
@@ -111,16 +148,13 @@ impl Reloader {
         new.pat = old.pat.clone();
         new.revocation = old.revocation.clone();
         new.api = old.api.clone();
-        let (pats, denylist) = {
-            let e = self.engine.load();
-            (e.pats.clone(), e.denylist.clone())
-        };
+        let shared = self.engine.load().shared_parts();
         let engine = {
             let keys = lock(&self.keys);
-            crate::server::build_engine_reusing(&new, self.dev.as_deref(), pats, denylist, |ic| {
+            Engine::build_reusing(&new, self.dev.as_deref(), shared, |ic| {
                 keys.reusable(ic, &old)
             })
-            .map_err(|e| format!("{e:#}"))?
+            .map_err(ReloadError::Build)?
         };
         lock(&self.keys).sync(&engine, &self.shutdown);
         self.engine.store(Arc::new(engine));
@@ -132,7 +166,7 @@ impl Reloader {
     /// Loads and applies; errors are logged and the old config stays.
     pub fn reload(&self, loader: &Loader) -> bool {
         let result = loader()
-            .map_err(|e| format!("{e:#}"))
+            .map_err(ReloadError::Load)
             .and_then(|cfg| self.apply(cfg));
         crate::metrics::global().reload(result.is_ok());
         match result {

@@ -5,8 +5,8 @@
 //! real addresses), then serves until [`Running::shutdown`] or a signal.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,13 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::limits::HttpLimits;
 use crate::api::{HttpState, router};
-use crate::authz::{CheckService, Engine};
-use crate::config::{Config, IssuerConfig};
+use crate::authz::{CheckService, Engine, SharedParts};
+use crate::config::Config;
 use crate::dev::{self, DevIssuer};
-use crate::jwt::{IssuerKeys, Verifier};
 use crate::pat::PatValidator;
-use crate::policy::Policy;
-use crate::reload::{KeyTasks, Loader, Reloader};
+use crate::reload::{Loader, Reloader};
 use crate::revocation::{Bus, JwtDenyList, Resync, Revoker};
 use crate::store::Store;
 use crate::tokens::TokenService;
@@ -57,77 +55,6 @@ pub struct Running {
     flusher: JoinHandle<()>,
     /// Swaps in a new engine on config change or SIGHUP.
     pub reloader: Arc<Reloader>,
-}
-
-/// Builds the engine for a config. `dev` is the built-in issuer, if any;
-/// `pats` is shared across reloads (its cache and store outlive a config).
-/// The JWT deny set is fresh and unloaded, so JWTs are checked against the
-/// store (tools such as `portcullis check`); the server shares one through
-/// [`build_engine_reusing`].
-pub fn build_engine(
-    cfg: &Config,
-    dev: Option<&DevIssuer>,
-    pats: Arc<PatValidator>,
-) -> anyhow::Result<Engine> {
-    let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
-    build_engine_reusing(cfg, dev, pats, denylist, |_| None)
-}
-
-/// Like [`build_engine`], but keeps the key managers `reuse` returns (a
-/// reload must not throw away loaded keys or the refetch rate limit).
-pub fn build_engine_reusing(
-    cfg: &Config,
-    dev: Option<&DevIssuer>,
-    pats: Arc<PatValidator>,
-    denylist: Arc<JwtDenyList>,
-    reuse: impl Fn(&IssuerConfig) -> Option<Arc<IssuerKeys>>,
-) -> anyhow::Result<Engine> {
-    let http = reqwest::Client::builder()
-        .timeout(
-            cfg.issuers
-                .iter()
-                .map(|i| i.fetch_timeout)
-                .max()
-                .unwrap_or(Duration::from_secs(2)),
-        )
-        .build()
-        .context("building the HTTP client")?;
-    let mut issuers = cfg.issuers.clone();
-    let dev_keys = match dev {
-        Some(d) => {
-            issuers.push(dev_issuer_config(d));
-            Some(d.key_set()?)
-        }
-        None => None,
-    };
-    let mut dev_keys = dev_keys;
-    let dev_iss = dev.map(|d| d.issuer().to_owned());
-    let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
-        if let Some(km) = reuse(ic) {
-            return km;
-        }
-        if Some(&ic.issuer) == dev_iss.as_ref()
-            && let Some(keys) = dev_keys.take()
-        {
-            return IssuerKeys::fixed(ic, keys);
-        }
-        IssuerKeys::remote(ic, http.clone())
-    })
-    .with_marker_claim(&cfg.pat.jwt_marker.claim);
-    Ok(Engine {
-        verifier: Arc::new(verifier),
-        max_token_bytes: cfg.jwt.max_token_bytes,
-        pats,
-        pat_prefix: cfg.pat.prefix.clone(),
-        denylist,
-        pat_marker_value: cfg.pat.jwt_marker.value.clone(),
-        pat_exchange_audience: cfg.pat.exchange.audience.clone(),
-        policy: Arc::new(Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?),
-    })
-}
-
-pub(crate) fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
-    IssuerConfig::new(d.issuer(), dev::AUDIENCE)
 }
 
 /// Binds, builds and starts serving.
@@ -209,11 +136,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         shutdown.clone(),
     )));
 
-    let engine = Arc::new(ArcSwap::from_pointee(build_engine_reusing(
+    let shared = SharedParts {
+        pats: pats.clone(),
+        denylist: denylist.clone(),
+    };
+    let engine = Arc::new(ArcSwap::from_pointee(Engine::build_reusing(
         &cfg,
         dev.as_deref(),
-        pats.clone(),
-        denylist.clone(),
+        shared,
         |_| None,
     )?));
 
@@ -230,17 +160,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     if let Some(sub) = bus.subscriber(pats, denylist, kick, shutdown.clone()) {
         tasks.push(tokio::spawn(sub));
     }
-    let keys = Arc::new(Mutex::new(KeyTasks::default()));
-    keys.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .sync(&engine.load(), &shutdown);
-    let reloader = Arc::new(Reloader {
-        engine: engine.clone(),
-        dev: dev.clone(),
-        keys,
-        shutdown: shutdown.clone(),
-        current: Mutex::new(cfg.clone()),
-    });
+    let reloader = Arc::new(Reloader::new(
+        engine.clone(),
+        dev.clone(),
+        cfg.clone(),
+        shutdown.clone(),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

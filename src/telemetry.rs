@@ -5,12 +5,11 @@
 //! `x-request-id`) are also exported over OTLP/HTTP when the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` variable is set.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-use crate::config::LogFormat;
 
 /// Installs the global subscriber. Safe to call more than once (later calls
 /// are ignored), which keeps tests simple.
@@ -57,4 +56,31 @@ mod otlp {
         opentelemetry::global::set_tracer_provider(provider);
         Some(tracing_opentelemetry::layer().with_tracer(tracer).boxed())
     }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`; `--log-format` overrides it.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `portcullis=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
 }

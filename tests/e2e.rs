@@ -453,7 +453,7 @@ async fn pat_is_allowed_then_revoked() {
     bounded(async {
         let s = Stack::start().await;
         let running = s.portcullis.as_ref().expect("running");
-        let store = running.engine.load().pats.store().clone();
+        let store = running.engine.load().pats().store().clone();
         let (raw, rec) = portcullis::pat::create(
             &store,
             &Default::default(),

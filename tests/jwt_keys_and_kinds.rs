@@ -66,14 +66,14 @@ impl Env {
     }
 
     fn cached(&self) -> u64 {
-        self.srv.engine.load().verifier.cached()
+        self.srv.engine.load().verifier().cached()
     }
 
     /// A JWKS refresh, as the background refresher does it; returns once the
     /// new key set is in place (the signal, instead of waiting for the timer).
     async fn refresh_keys(&self) {
         let engine = self.srv.engine.load_full();
-        for km in engine.verifier.key_managers() {
+        for km in engine.verifier().key_managers() {
             km.refresh().await.expect("JWKS refresh");
         }
     }
@@ -243,7 +243,7 @@ async fn item16_cached_exchanged_pat_of_a_withdrawn_key_is_refused_after_refresh
     let now = chrono::Utc::now();
     let engine = e.srv.engine.load_full();
     engine
-        .pats
+        .pats()
         .store()
         .insert(NewToken {
             id: uuid::Uuid::new_v4(),

@@ -73,10 +73,10 @@ async fn unregistered_denied_registered_allowed_revoked_denied_everywhere() {
     assert_eq!(h["x-auth-token-id"], rec.id.to_string());
     assert_eq!(h["x-auth-subject"], "alice");
     assert_eq!(h["x-auth-scopes"], "a:read", "stored ∩ token scopes");
-    let before = c.b.engine.load().pats.store().lookup_count();
+    let before = c.b.engine.load().pats().store().lookup_count();
     allowed(&b.check(req.clone()).await.unwrap().into_inner());
     assert_eq!(
-        c.b.engine.load().pats.store().lookup_count(),
+        c.b.engine.load().pats().store().lookup_count(),
         before,
         "a registered JWT PAT is served from the cache"
     );
@@ -149,7 +149,7 @@ async fn pat_detection_by_audience_configured_marker_and_owner() {
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
     wait_ready(&srv).await;
-    let store = srv.engine.load().pats.store().clone();
+    let store = srv.engine.load().pats().store().clone();
     let at = srv.grpc_addr;
 
     // The exchange audience alone marks a PAT.

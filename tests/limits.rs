@@ -20,7 +20,7 @@ async fn random_pat_flood_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let srv = portcullis_testkit::check::serve_yaml(YAML, dir.path(), true).await;
     let engine = srv.engine.load_full();
-    let lookups = || engine.pats.store().lookup_count();
+    let lookups = || engine.pats().store().lookup_count();
 
     // Malformed (bad checksum): never reaches the store or the cache.
     let before = lookups();
@@ -28,10 +28,11 @@ async fn random_pat_flood_is_bounded() {
         let mut t = portcullis::pat::format::generate("pat_");
         t.replace_range(4..5, if t.as_bytes()[4] == b'A' { "B" } else { "A" });
         let resp = engine
-            .check(&portcullis::authz::request::RequestView::new(
+            .decide(&portcullis::authz::request::RequestView::new(
                 &Req::get("/").bearer(&t).build(),
             ))
-            .await;
+            .await
+            .decision;
         assert!(matches!(resp, portcullis::authz::Decision::Deny(_)));
     }
     assert_eq!(
@@ -45,16 +46,17 @@ async fn random_pat_flood_is_bounded() {
     for _ in 0..1500 {
         let t = portcullis::pat::format::generate("pat_");
         let d = engine
-            .check(&portcullis::authz::request::RequestView::new(
+            .decide(&portcullis::authz::request::RequestView::new(
                 &Req::get("/").bearer(&t).build(),
             ))
-            .await;
+            .await
+            .decision;
         assert!(matches!(d, portcullis::authz::Decision::Deny(_)));
     }
     let used = lookups() - before;
     assert!(used < 150, "{used} store lookups for 1500 forged PATs");
-    engine.pats.settle().await;
-    let entries = engine.pats.cache_stats().entries;
+    engine.pats().settle().await;
+    let entries = engine.pats().cache_stats().entries;
     assert!(
         entries <= 100,
         "PAT cache holds {entries} entries, capacity 100"
@@ -91,7 +93,7 @@ async fn verified_jwt_cache_is_bounded() {
             .unwrap();
         allowed(&check(srv.grpc_addr, &Req::get("/").bearer(&t)).await);
     }
-    let cached = srv.engine.load().verifier.cached();
+    let cached = srv.engine.load().verifier().cached();
     assert!(cached <= 50, "JWT cache holds {cached}, capacity 50");
 }
 

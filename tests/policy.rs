@@ -73,7 +73,7 @@ impl Env {
     }
 
     async fn pat(&self, scopes: &[&str]) -> String {
-        let store = self.srv.engine.load().pats.store().clone();
+        let store = self.srv.engine.load().pats().store().clone();
         let (raw, _) = pat::create(
             &store,
             &Default::default(),

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use chrono::{TimeDelta, Utc};
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use portcullis::pat::{PatConfig, PatOutcome, PatValidator, format};
+use portcullis::pat::{PatConfig, PatRejection, PatValidator, format};
 use portcullis::revocation::Revoker;
 use portcullis::store::{HashVersion, NewToken, Store, StoreConfig, TokenKind};
 use portcullis::tokens::{ApiConfig, RotateInput, TokenService};
@@ -72,7 +72,7 @@ async fn review_planted_legacy_sha256_row_does_not_authenticate_with_a_key() {
     let got = v.validate(&raw).await.expect("no store error");
     assert_eq!(
         got,
-        PatOutcome::Unknown,
+        Err(PatRejection::Unknown),
         "a token planted in the database without the key authenticated"
     );
 }
@@ -94,7 +94,7 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
     let wrapped = WrappedStore::new(sqlite(dir.path()).await);
     let store = Store::from_backend(wrapped.clone(), Duration::from_secs(5));
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
-    let engine = portcullis::server::build_engine(&cfg, Some(&dev), pats.clone()).unwrap();
+    let engine = portcullis::authz::Engine::build(&cfg, Some(&dev), pats.clone()).unwrap();
     let svc = TokenService::new(
         Arc::new(ArcSwap::from_pointee(engine)),
         Revoker::new(pats.clone()),
@@ -129,7 +129,7 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
     wrapped.before_next_rotate(async move {
         let moved = portcullis::pat::hasher::rekey_legacy(&st, p.hasher()).await;
         assert_eq!(moved, Ok(1));
-        assert!(matches!(p.validate(&r).await, Ok(PatOutcome::Valid(_))));
+        assert!(matches!(p.validate(&r).await, Ok(Ok(_))));
     });
     let created = svc
         .rotate(&caller, &id.to_string(), RotateInput::default())
@@ -139,7 +139,7 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
 
     assert_eq!(
         pats.validate(&raw).await,
-        Ok(PatOutcome::Revoked),
+        Ok(Err(PatRejection::Revoked)),
         "the rotated-away token still works on the replica that rotated it"
     );
 }

@@ -1,7 +1,7 @@
 //! Token hashes on SQLite and Postgres: HMAC with `pat.hash_key`, legacy
 //! SHA-256 rows refused until `token rekey` moves them, planted rows refused.
 
-use portcullis::pat::{self, CreateRequest, PatConfig, PatOutcome, PatValidator, format};
+use portcullis::pat::{self, CreateRequest, PatConfig, PatRejection, PatValidator, format};
 use portcullis::store::{HashVersion, Store};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
@@ -30,7 +30,7 @@ async fn item12_planted_sha256_row_does_not_authenticate_with_a_key(store: Store
     t.hash_version = HashVersion::Hmac;
     store.insert(t).await.expect("plant");
     let v = PatValidator::new(store.clone(), &keyed());
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Unknown)));
 }
 
 async fn item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed(store: Store) {
@@ -41,7 +41,7 @@ async fn item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed(store: Sto
     let id = store.insert(t).await.expect("insert").id;
     let v = PatValidator::new(store.clone(), &keyed());
     // With a key the server cannot tell it from a planted row: refused.
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Unknown)));
     // The operator's one-shot `portcullis token rekey` moves it, token-less.
     assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(1));
     assert_eq!(pat::hasher::rekey_legacy(&store, v.hasher()).await, Ok(0));
@@ -56,10 +56,10 @@ async fn item12_legacy_sha256_row_is_refused_with_a_key_until_rekeyed(store: Sto
     assert_eq!(store.find_by_hash(&format::hash(&raw)).await, Ok(None));
     // A fresh replica (empty cache) finds it; revocation works.
     let v2 = PatValidator::new(store.clone(), &keyed());
-    assert!(matches!(v2.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    assert!(matches!(v2.validate(&raw).await, Ok(Ok(_))));
     store.revoke(id, now()).await.expect("revoke");
     let v3 = PatValidator::new(store.clone(), &keyed());
-    assert_eq!(v3.validate(&raw).await, Ok(PatOutcome::Revoked));
+    assert_eq!(v3.validate(&raw).await, Ok(Err(PatRejection::Revoked)));
 }
 
 async fn item12_planted_version_1_row_is_refused_with_a_key(store: Store) {
@@ -69,9 +69,9 @@ async fn item12_planted_version_1_row_is_refused_with_a_key(store: Store) {
     let (raw, t) = token("mallory", secs(3600));
     store.insert(t).await.expect("plant");
     let v = PatValidator::new(store.clone(), &keyed());
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Unknown)));
     // Nothing moves it on its own, however often the server asks.
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Unknown)));
     assert_eq!(
         store
             .find_by_hash(&format::hash(&raw))
@@ -99,8 +99,8 @@ async fn item12_new_tokens_are_stored_as_hmac(store: Store) {
     assert_eq!(rec.hash_version, HashVersion::Hmac);
     assert_ne!(rec.token_hash, format::hash(&raw));
     let v = PatValidator::new(store.clone(), &keyed());
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
     // Without the key the stored value cannot be matched.
     let unkeyed = PatValidator::new(store.clone(), &PatConfig::default());
-    assert_eq!(unkeyed.validate(&raw).await, Ok(PatOutcome::Unknown));
+    assert_eq!(unkeyed.validate(&raw).await, Ok(Err(PatRejection::Unknown)));
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use portcullis::pat::{
-    self, CreateError, CreateRequest, PatConfig, PatOutcome, PatValidator, RuleError, UsageTracker,
-    format,
+    self, CreateError, CreateRequest, PatConfig, PatRejection, PatValidator, RuleError,
+    UsageTracker, format,
 };
 use portcullis::store::Store;
 use portcullis_testkit::store_suite;
@@ -54,9 +54,9 @@ async fn validator_outcomes(store: Store) {
     store.insert(t.clone()).await.expect("insert");
 
     let q = store.query_count();
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(r)) if r.id == t.id));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(r)) if r.id == t.id));
     assert_eq!(store.query_count() - q, 1);
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
     assert_eq!(store.query_count() - q, 1, "cached hit");
 
     // Malformed: no cache, no store.
@@ -71,14 +71,18 @@ async fn validator_outcomes(store: Store) {
         "Bearer xyz",
         &raw[..raw.len() - 1],
     ] {
-        assert_eq!(v.validate(bad).await, Ok(PatOutcome::Malformed), "{bad:?}");
+        assert_eq!(
+            v.validate(bad).await,
+            Ok(Err(PatRejection::Malformed)),
+            "{bad:?}"
+        );
     }
     assert_eq!(store.query_count(), q);
 
     // Unknown, negatively cached.
     let unknown = format::generate("pat_");
-    assert_eq!(v.validate(&unknown).await, Ok(PatOutcome::Unknown));
-    assert_eq!(v.validate(&unknown).await, Ok(PatOutcome::Unknown));
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
     assert_eq!(
         store.query_count() - q,
         1,
@@ -88,24 +92,21 @@ async fn validator_outcomes(store: Store) {
     // Expired in the store.
     let (raw_exp, exp) = token("u1", secs(-5));
     store.insert(exp).await.expect("insert");
-    assert_eq!(v.validate(&raw_exp).await, Ok(PatOutcome::Expired));
+    assert_eq!(v.validate(&raw_exp).await, Ok(Err(PatRejection::Expired)));
 
     // Revoked in the store (evicted by the bus) → Revoked.
     store.revoke(t.id, now()).await.expect("revoke");
-    assert!(
-        matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))),
-        "still cached"
-    );
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))), "still cached");
     v.evict(&t.token_hash).await;
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Revoked));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Revoked)));
 
     // mark_revoked flips a cached Valid without a store query.
     let (raw2, t2) = token("u1", secs(3600));
     store.insert(t2.clone()).await.expect("insert");
-    assert!(matches!(v.validate(&raw2).await, Ok(PatOutcome::Valid(_))));
+    assert!(matches!(v.validate(&raw2).await, Ok(Ok(_))));
     let q = store.query_count();
     v.mark_revoked(&t2.token_hash).await;
-    assert_eq!(v.validate(&raw2).await, Ok(PatOutcome::Revoked));
+    assert_eq!(v.validate(&raw2).await, Ok(Err(PatRejection::Revoked)));
     assert_eq!(store.query_count(), q);
 }
 
@@ -116,24 +117,24 @@ async fn validator_ttls_with_clock(store: Store) {
     let (raw, t) = token("u1", secs(600));
     store.insert(t.clone()).await.expect("insert");
     let unknown = format::generate("pat_");
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
-    assert_eq!(v.validate(&unknown).await, Ok(PatOutcome::Unknown));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
     let q = store.query_count();
     clock.advance(secs(29));
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
-    assert_eq!(v.validate(&unknown).await, Ok(PatOutcome::Unknown));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
     assert_eq!(store.query_count(), q, "both fresh");
     clock.advance(secs(2)); // 31s: negative entry stale
-    assert_eq!(v.validate(&unknown).await, Ok(PatOutcome::Unknown));
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
     assert_eq!(store.query_count() - q, 1);
     clock.advance(secs(270)); // 301s: positive entry stale
-    assert!(matches!(v.validate(&raw).await, Ok(PatOutcome::Valid(_))));
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
     assert_eq!(store.query_count() - q, 2);
     // Positive TTL is capped by expires_at; an expired cached Valid is Expired.
     clock.advance(secs(300)); // 601s: past expires_at
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Expired));
-    assert_eq!(v.validate(&raw).await, Ok(PatOutcome::Expired));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Expired)));
+    assert_eq!(v.validate(&raw).await, Ok(Err(PatRejection::Expired)));
     // Store errors are not cached: see store_backends.rs, postgres_store_down_is_an_error.
     assert!(v.cache_stats().entries <= 2);
 }
@@ -151,7 +152,7 @@ async fn validator_coalesces_1000_concurrent_misses(store: Store) {
     }
     let mut valid = 0;
     while let Some(r) = set.join_next().await {
-        assert!(matches!(r.expect("join"), Ok(PatOutcome::Valid(_))));
+        assert!(matches!(r.expect("join"), Ok(Ok(_))));
         valid += 1;
     }
     assert_eq!(valid, 1000);
@@ -170,7 +171,7 @@ async fn usage_tracker_flushes_in_one_call(store: Store) {
     }
     for _ in 0..5 {
         for (raw, _) in &toks {
-            assert!(matches!(v.validate(raw).await, Ok(PatOutcome::Valid(_))));
+            assert!(matches!(v.validate(raw).await, Ok(Ok(_))));
         }
         clock.advance(secs(1));
     }
@@ -235,7 +236,7 @@ async fn create_applies_rules_and_rotates(store: Store) {
     );
     assert_eq!(r1.display_hint, format::display_hint("pat_", &raw1));
     let v = PatValidator::new(store.clone(), &cfg);
-    assert!(matches!(v.validate(&raw1).await, Ok(PatOutcome::Valid(r)) if r.id == r1.id));
+    assert!(matches!(v.validate(&raw1).await, Ok(Ok(r)) if r.id == r1.id));
 
     let (_, _r2) = pat::create(&store, &cfg, req.clone(), n)
         .await
@@ -257,8 +258,8 @@ async fn create_applies_rules_and_rotates(store: Store) {
         .expect("rotate");
     assert_eq!(r3.rotated_from, Some(r1.id));
     v.evict(&r1.token_hash).await;
-    assert_eq!(v.validate(&raw1).await, Ok(PatOutcome::Revoked));
-    assert!(matches!(v.validate(&raw3).await, Ok(PatOutcome::Valid(_))));
+    assert_eq!(v.validate(&raw1).await, Ok(Err(PatRejection::Revoked)));
+    assert!(matches!(v.validate(&raw3).await, Ok(Ok(_))));
     // Rotating someone else's token: NotFound.
     let theirs = CreateRequest {
         user_id: "u2".into(),

@@ -86,7 +86,7 @@ async fn a_plainly_revoked_token_does_not_revoke_others() {
         "token revoked",
     );
     // The detector looks only at rotation chains: `other` stays valid.
-    let store = srv.engine.load().pats.store().clone();
+    let store = srv.engine.load().pats().store().clone();
     let n = portcullis::tokens::reuse::check(
         &store,
         &srv.revoker,

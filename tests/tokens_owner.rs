@@ -79,7 +79,7 @@ async fn two_issuers() -> Two {
 }
 
 fn store(t: &Two) -> Store {
-    t.srv.engine.load().pats.store().clone()
+    t.srv.engine.load().pats().store().clone()
 }
 
 #[tokio::test]

@@ -68,13 +68,13 @@ async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
         problems.push("shutting down".to_owned());
     }
     let engine = st.engine.load();
-    for km in engine.verifier.key_managers() {
+    for km in engine.verifier().key_managers() {
         if !km.is_ready() {
             problems.push(format!("no signing keys loaded for issuer {}", km.issuer()));
         }
     }
-    if let Err(e) = engine.store_ready().await {
-        problems.push(e);
+    if let Err(e) = engine.pats().store().ping().await {
+        problems.push(format!("token store unreachable: {e}"));
     }
     if problems.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({"status": "ready"})))

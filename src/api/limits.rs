@@ -28,14 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tokens::{ApiConfig, ApiError};
 
-/// Upper bounds accepted by [`validate`]: beyond them a limit no longer
-/// protects anything.
-const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-const MIN_TIMEOUT: Duration = Duration::from_millis(10);
-const MAX_CONNECTIONS: usize = 100_000;
-const MIN_BODY: usize = 1024;
-const MAX_BODY: usize = 1024 * 1024;
-
 /// The HTTP port's limits, from `api.*`.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -54,34 +46,6 @@ impl From<&ApiConfig> for HttpLimits {
             max_body_bytes: c.max_body_bytes,
         }
     }
-}
-
-/// Range checks of the `api.*` HTTP limits; the message names the key.
-pub(crate) fn validate(c: &ApiConfig) -> Result<(), String> {
-    for (key, d) in [
-        ("api.header_read_timeout", c.header_read_timeout),
-        ("api.request_timeout", c.request_timeout),
-    ] {
-        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) {
-            return Err(format!(
-                "{key}: {} is out of range; accepted: 10ms to 10m",
-                humantime::format_duration(d)
-            ));
-        }
-    }
-    if !(1..=MAX_CONNECTIONS).contains(&c.max_connections) {
-        return Err(format!(
-            "api.max_connections: {} is out of range; accepted: 1 to {MAX_CONNECTIONS}",
-            c.max_connections
-        ));
-    }
-    if !(MIN_BODY..=MAX_BODY).contains(&c.max_body_bytes) {
-        return Err(format!(
-            "api.max_body_bytes: {} is out of range; accepted: {MIN_BODY} to {MAX_BODY}",
-            c.max_body_bytes
-        ));
-    }
-    Ok(())
 }
 
 /// The body limit, as a request extension for handlers that read a body.

@@ -3,7 +3,8 @@
 
 use super::decision::Denial;
 use crate::jwt::JwtError;
-use crate::pat::PatOutcome;
+use crate::pat::PatRejection;
+use crate::policy::ScopeDenial;
 use crate::revocation::JwtRevocation;
 use crate::store::StoreError;
 
@@ -41,16 +42,21 @@ impl From<JwtError> for Denial {
     }
 }
 
-impl From<PatOutcome> for Denial {
-    fn from(o: PatOutcome) -> Denial {
-        match o {
-            // Only reached if a caller forgets to handle Valid: still a deny.
-            PatOutcome::Valid(_) => Denial::unavailable("internal error"),
-            PatOutcome::Malformed => Denial::unauthenticated("invalid_token", "malformed token"),
-            PatOutcome::Unknown => Denial::unauthenticated("invalid_token", "unknown token"),
-            PatOutcome::Expired => Denial::unauthenticated("invalid_token", "token expired"),
-            PatOutcome::Revoked => Denial::unauthenticated("invalid_token", "token revoked"),
+impl From<PatRejection> for Denial {
+    fn from(r: PatRejection) -> Denial {
+        match r {
+            PatRejection::Malformed => Denial::unauthenticated("invalid_token", "malformed token"),
+            PatRejection::Unknown => Denial::unauthenticated("invalid_token", "unknown token"),
+            PatRejection::Expired => Denial::unauthenticated("invalid_token", "token expired"),
+            PatRejection::Revoked => Denial::unauthenticated("invalid_token", "token revoked"),
         }
+    }
+}
+
+/// RFC 6750 §3: the 403 names the scopes the resource needs.
+impl From<ScopeDenial> for Denial {
+    fn from(d: ScopeDenial) -> Denial {
+        Denial::insufficient_scope(&d.required)
     }
 }
 
@@ -65,10 +71,9 @@ impl From<JwtRevocation> for Denial {
     }
 }
 
+/// Pure mapping: the engine logs and counts the failure where it decides.
 impl From<StoreError> for Denial {
-    fn from(e: StoreError) -> Denial {
-        tracing::warn!(error = %e, "token store error during Check; denying with 503");
-        crate::metrics::global().backend_error("store");
+    fn from(_: StoreError) -> Denial {
         Denial::unavailable("token store unavailable; try again")
     }
 }

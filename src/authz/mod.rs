@@ -1,17 +1,24 @@
 //! The Envoy side: `envoy.service.auth.v3.Authorization/Check`.
 //!
-//! [`request`] reads what Envoy sent, [`engine`] decides, [`deny`] is the
-//! single error → denial mapping and [`response`] the single decision →
-//! `CheckResponse` builder. [`service`] is the tonic glue that can only
-//! ever answer `Ok(CheckResponse{status: Some(..)})`.
+//! [`request`] reads what Envoy sent, [`engine`] decides ([`Engine::decide`]
+//! is the one entry point), [`authenticate`] classifies a bearer token once
+//! and verifies it, [`deny`] is the single error → denial mapping and
+//! [`response`] the single decision → `CheckResponse` builder. [`service`]
+//! is the tonic glue that can only ever answer `Ok(CheckResponse{status:
+//! Some(..)})`. [`build`] makes an engine from a config.
 
+pub mod authenticate;
+pub mod build;
 pub mod decision;
 mod deny;
 pub mod engine;
+pub mod explain;
 pub mod request;
 pub mod response;
 pub mod service;
 
+pub use build::SharedParts;
 pub use decision::{Decision, Denial, DenyKind};
-pub use engine::Engine;
+pub use engine::{Checked, Engine};
+pub use explain::RouteExplanation;
 pub use service::CheckService;

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::decision::{Decision, Denial, DenyKind};
-use super::engine::Engine;
+use super::engine::{Checked, Engine};
 use super::request::RequestView;
 use super::response;
 use crate::metrics::{self, DecisionLabels, Label};
@@ -27,24 +27,25 @@ impl CheckService {
         CheckService { engine }
     }
 
-    /// Decides and builds the response; usable without gRPC (benches, CLI).
-    pub async fn decide(&self, req: &CheckRequest) -> (Decision, CheckResponse) {
+    /// The whole handler without gRPC (benches, tests): [`Engine::decide`]
+    /// behind a panic guard, then metrics, the log line and the response.
+    pub async fn respond(&self, req: &CheckRequest) -> (Decision, CheckResponse) {
         let view = RequestView::new(req);
         let engine = self.engine.load_full();
         // A panic must still produce a deny: an Err or a dropped stream is an
         // *error* to Envoy, which fails open when `failure_mode_allow` is set.
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("check", request_id = view.log_request_id());
-        let (decision, route) = AssertUnwindSafe(engine.check_labeled(&view))
+        let Checked { decision, route } = AssertUnwindSafe(engine.decide(&view))
             .catch_unwind()
             .instrument(span)
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("panic while checking a request; denying");
-                (
-                    Decision::Deny(Denial::unavailable("internal error")),
-                    Label(Arc::from("(panic)")),
-                )
+                Checked {
+                    decision: Decision::Deny(Denial::unavailable("internal error")),
+                    route: Label(Arc::from("(panic)")),
+                }
             });
         record(&view, &decision, route, started);
         log_decision(&view, &decision);
@@ -108,7 +109,7 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let (_, resp) = self.decide(request.get_ref()).await;
+        let (_, resp) = self.respond(request.get_ref()).await;
         Ok(Response::new(resp))
     }
 }

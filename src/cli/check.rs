@@ -37,10 +37,15 @@ pub struct CheckArgs {
     pub context: Vec<(String, String)>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+/// A `--context` value without `=`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not key=value")]
+struct NotKeyValue(String);
+
+fn parse_kv(s: &str) -> Result<(String, String), NotKeyValue> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
+        .ok_or_else(|| NotKeyValue(s.to_owned()))
 }
 
 pub async fn run(a: CheckArgs) -> anyhow::Result<i32> {
@@ -60,13 +65,13 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<i32> {
         .await
         .context("opening the token store")?;
     let pats = Arc::new(PatValidator::new(store, &cfg.pat));
-    let engine = crate::server::build_engine(&cfg, dev.as_ref(), pats)?;
+    let engine = crate::authz::Engine::build(&cfg, dev.as_ref(), pats)?;
     // Only a JWT needs keys; fetch them once (the only network call).
     if a.token
         .as_deref()
         .is_some_and(|t| !t.starts_with(&cfg.pat.prefix))
     {
-        for km in engine.verifier.key_managers() {
+        for km in engine.verifier().key_managers() {
             if let Err(e) = km.refresh().await {
                 eprintln!("warning: keys for {}: {e}", km.issuer());
             }
@@ -75,7 +80,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<i32> {
     let req = build_request(&a);
     let view = RequestView::new(&req);
     let route = engine.explain(&view);
-    let decision = engine.check(&view).await;
+    let decision = engine.decide(&view).await.decision;
     println!("route:       {}", route.route);
     println!(
         "requires:    all_of=[{}] any_of=[{}]",

@@ -14,8 +14,8 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
+use super::config::IssuerConfig;
 use super::keys::{KeySet, VerifyKey, parse_jwks};
-use crate::config::IssuerConfig;
 
 /// Upper bound on a discovery or JWKS body; Keycloak's are a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -40,7 +40,37 @@ pub enum KeyLookupError {
     Unavailable,
 }
 
-type Refetch = Shared<BoxFuture<'static, Result<usize, String>>>;
+/// Why fetching an issuer's keys failed. The last good keys stay in use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// The request failed (connect, timeout, TLS, reading the body).
+    #[error("GET {url}: {reason}")]
+    Request { url: String, reason: String },
+    /// The server answered with a non-success status.
+    #[error("GET {url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    /// The body exceeds [`MAX_BODY`].
+    #[error("GET {url}: body larger than {MAX_BODY} bytes")]
+    TooLarge { url: String },
+    /// The discovery document is not JSON with `issuer` and `jwks_uri`.
+    #[error("discovery document at {url} is invalid: {reason}")]
+    Discovery { url: String, reason: String },
+    /// OIDC Discovery §4.3: the document must name exactly this issuer.
+    #[error("discovery at {url} names issuer {found:?}, expected {expected:?}")]
+    IssuerMismatch {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    /// The body is not a JWKS document.
+    #[error("not a JWKS document: {0}")]
+    NotJwks(String),
+    /// A JWKS without one usable signature key.
+    #[error("JWKS at {url} has no usable signature keys")]
+    NoUsableKeys { url: String },
+}
+
+type Refetch = Shared<BoxFuture<'static, Result<usize, JwksError>>>;
 
 /// Key manager for one issuer.
 pub struct IssuerKeys {
@@ -192,7 +222,7 @@ impl IssuerKeys {
             *last = Some(now);
         }
         let this = Arc::clone(self);
-        let fut: BoxFuture<'static, Result<usize, String>> = async move {
+        let fut: BoxFuture<'static, Result<usize, JwksError>> = async move {
             let r = this.refresh().await;
             lock(&this.inflight).take();
             r
@@ -207,7 +237,7 @@ impl IssuerKeys {
 
     /// Fetches discovery (if needed) and the JWKS; swaps in the new keys on
     /// success. On any failure the previous keys stay.
-    pub async fn refresh(&self) -> Result<usize, String> {
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
         if self.fixed {
             return Ok(self.keys.load().len());
         }
@@ -232,7 +262,7 @@ impl IssuerKeys {
         result
     }
 
-    async fn fetch(&self) -> Result<usize, String> {
+    async fn fetch(&self) -> Result<usize, JwksError> {
         let cached = lock(&self.jwks_uri).clone();
         let uri = match cached {
             Some(u) => u,
@@ -248,7 +278,7 @@ impl IssuerKeys {
             tracing::debug!(issuer = %self.issuer, kid = %kid, reason = %why, "JWKS key skipped");
         }
         if parsed.keys.is_empty() {
-            return Err(format!("JWKS at {uri} has no usable signature keys"));
+            return Err(JwksError::NoUsableKeys { url: uri });
         }
         let n = parsed.keys.len();
         self.keys.store(Arc::new(parsed.keys));
@@ -256,7 +286,7 @@ impl IssuerKeys {
         Ok(n)
     }
 
-    async fn discover(&self) -> Result<String, String> {
+    async fn discover(&self) -> Result<String, JwksError> {
         #[derive(serde::Deserialize)]
         struct Discovery {
             issuer: String,
@@ -267,34 +297,42 @@ impl IssuerKeys {
             self.issuer.trim_end_matches('/')
         );
         let body = self.get(&url).await?;
-        let doc: Discovery = serde_json::from_slice(&body)
-            .map_err(|e| format!("discovery document at {url} is invalid: {e}"))?;
+        let doc: Discovery = serde_json::from_slice(&body).map_err(|e| JwksError::Discovery {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
         // OIDC Discovery §4.3: the document must name exactly this issuer.
         if doc.issuer != self.issuer {
-            return Err(format!(
-                "discovery at {url} names issuer {:?}, expected {:?}",
-                doc.issuer, self.issuer
-            ));
+            return Err(JwksError::IssuerMismatch {
+                url,
+                found: doc.issuer,
+                expected: self.issuer.clone(),
+            });
         }
         Ok(doc.jwks_uri)
     }
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+    async fn get(&self, url: &str) -> Result<Vec<u8>, JwksError> {
+        let failed = |e: reqwest::Error| JwksError::Request {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
+        let too_large = || JwksError::TooLarge {
+            url: url.to_owned(),
+        };
+        let resp = self.http.get(url).send().await.map_err(failed)?;
         if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
+            return Err(JwksError::Status {
+                url: url.to_owned(),
+                status: resp.status().as_u16(),
+            });
         }
         if resp.content_length().is_some_and(|l| l as usize > MAX_BODY) {
-            return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
+            return Err(too_large());
         }
-        let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body = resp.bytes().await.map_err(failed)?;
         if body.len() > MAX_BODY {
-            return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
+            return Err(too_large());
         }
         Ok(body.to_vec())
     }

@@ -106,12 +106,13 @@ pub struct ParsedJwks {
 
 /// Parses a JWKS JSON body. Individual bad keys are skipped; a body that is
 /// not a JWKS at all is an error.
-pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, String> {
+pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, super::JwksError> {
     #[derive(serde::Deserialize)]
     struct Raw {
         keys: Vec<serde_json::Value>,
     }
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let raw: Raw =
+        serde_json::from_slice(body).map_err(|e| super::JwksError::NotJwks(e.to_string()))?;
     let mut by_kid = HashMap::new();
     // Kids seen more than once: never usable, however many more copies follow.
     let mut duplicates = HashSet::new();

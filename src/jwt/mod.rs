@@ -6,12 +6,13 @@
 //! the token → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
 
+pub mod config;
 mod issuer;
 pub mod keys;
 mod scopes;
 mod token;
 
-pub use issuer::{IssuerKeys, KeyLookupError, Published};
+pub use issuer::{IssuerKeys, JwksError, KeyLookupError, Published};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use moka::sync::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{IssuerConfig, JwtConfig};
 use crate::identity::{CredentialKind, Identity};
+pub use config::{IssuerConfig, JwtConfig, ScopeSourceConfig};
 
 /// Why a JWT was refused. Each maps to one denial in `authz::deny`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::config::ScopeSourceConfig;
+use super::config::ScopeSourceConfig;
 use crate::scope::{ScopeRole, validate};
 
 /// Keycloak's `{ "roles": [...] }` shape.

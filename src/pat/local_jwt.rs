@@ -69,7 +69,7 @@ impl LocalJwt {
         jti: &str,
         now: DateTime<Utc>,
         exp: DateTime<Utc>,
-    ) -> Result<String, String> {
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             iss: ISSUER.into(),
             sub: sub.into(),
@@ -80,14 +80,17 @@ impl LocalJwt {
             token_use: "pat".into(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
-            .map_err(|e| format!("signing a local-jwt PAT failed: {e}"))
+    }
+
+    /// An HS256 JWT: the only kind this key could have signed.
+    pub fn is_ours(&self, token: &str) -> bool {
+        matches!(jsonwebtoken::decode_header(token), Ok(h) if h.alg == Algorithm::HS256)
     }
 
     /// Signature, `iss` and `exp`. No I/O.
     pub fn check(&self, token: &str) -> LocalCheck {
-        match jsonwebtoken::decode_header(token) {
-            Ok(h) if h.alg == Algorithm::HS256 => {}
-            _ => return LocalCheck::NotOurs,
+        if !self.is_ours(token) {
+            return LocalCheck::NotOurs;
         }
         match jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation) {
             Ok(d) if d.claims.token_use == "pat" => LocalCheck::Signed,

@@ -36,14 +36,21 @@ pub type ReuseSink = tokio::sync::mpsc::Sender<TokenHash>;
 /// Source of "now"; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// Result of validating a presented PAT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PatOutcome {
-    Valid(Arc<TokenRecord>),
+/// Result of validating a presented PAT: its record, or why it is refused.
+pub type PatOutcome = Result<Arc<TokenRecord>, PatRejection>;
+
+/// Why a presented PAT is refused (mapped to a 401 in `authz::deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatRejection {
     /// Failed the format/checksum check; nothing was looked up.
+    #[error("malformed token")]
     Malformed,
+    /// No such token (or not of the kind presented).
+    #[error("unknown token")]
     Unknown,
+    #[error("token expired")]
     Expired,
+    #[error("token revoked")]
     Revoked,
 }
 
@@ -173,6 +180,12 @@ impl PatValidator {
         self.local_jwt.as_ref()
     }
 
+    /// Whether `token` takes the local-jwt path: `pat.issuer` is
+    /// `local-jwt` and the token is an HS256 JWT. No signature check yet.
+    pub fn is_local_jwt(&self, token: &str) -> bool {
+        self.local_jwt.as_ref().is_some_and(|lj| lj.is_ours(token))
+    }
+
     /// `pat.issuer: local-jwt` tokens: `None` when local-jwt is off or the
     /// token is not an HS256 JWT (another path decides); otherwise the
     /// outcome: signature and `exp` first (no I/O), then registration by
@@ -183,12 +196,10 @@ impl PatValidator {
         };
         match lj.check(token) {
             LocalCheck::NotOurs => Ok(None),
-            LocalCheck::Invalid => Ok(Some(PatOutcome::Malformed)),
-            LocalCheck::Expired => Ok(Some(PatOutcome::Expired)),
+            LocalCheck::Invalid => Ok(Some(Err(PatRejection::Malformed))),
+            LocalCheck::Expired => Ok(Some(Err(PatRejection::Expired))),
             LocalCheck::Signed => match self.lookup(format::hash(token), None, None).await? {
-                PatOutcome::Valid(rec) if rec.kind != TokenKind::Jwt => {
-                    Ok(Some(PatOutcome::Unknown))
-                }
+                Ok(rec) if rec.kind != TokenKind::Jwt => Ok(Some(Err(PatRejection::Unknown))),
                 other => Ok(Some(other)),
             },
         }
@@ -218,7 +229,7 @@ impl PatValidator {
     /// Validates a presented token. `Err` only for store failures (→ 503).
     pub async fn validate(&self, token: &str) -> Result<PatOutcome, StoreError> {
         if format::check(&self.prefix, token).is_err() {
-            return Ok(PatOutcome::Malformed);
+            return Ok(Err(PatRejection::Malformed));
         }
         let (hash, version) = self.hasher.primary(token);
         self.lookup(hash, None, Some(version)).await
@@ -260,7 +271,7 @@ impl PatValidator {
         let version = opaque;
         let gated = jwt.is_none() && !self.known.may_exist(&hash);
         if gated && !self.budget.available() {
-            return Ok(PatOutcome::Unknown);
+            return Ok(Err(PatRejection::Unknown));
         }
         let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
         let clock = Arc::clone(&self.clock);
@@ -319,23 +330,25 @@ impl PatValidator {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
                 e.into_value()
             }
-            CompResult::StillNone(_) | CompResult::Removed(_) => return Ok(PatOutcome::Unknown),
+            CompResult::StillNone(_) | CompResult::Removed(_) => {
+                return Ok(Err(PatRejection::Unknown));
+            }
         };
         Ok(self.outcome(&hash, &entry, (self.clock)()))
     }
 
     fn outcome(&self, hash: &TokenHash, e: &CacheEntry, now: DateTime<Utc>) -> PatOutcome {
         match &e.state {
-            State::Unknown => PatOutcome::Unknown,
+            State::Unknown => Err(PatRejection::Unknown),
             State::Revoked => self.revoked(hash),
             State::Found(rec) if rec.revoked_at.is_some() => self.revoked(hash),
             // A stale load's put can still land after the tombstone check
             // above (between the closure and moka's write); this catches it.
             State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
-            State::Found(rec) if rec.expires_at <= now => PatOutcome::Expired,
+            State::Found(rec) if rec.expires_at <= now => Err(PatRejection::Expired),
             State::Found(rec) => {
                 self.usage.record(rec.id, now);
-                PatOutcome::Valid(Arc::clone(rec))
+                Ok(Arc::clone(rec))
             }
         }
     }
@@ -345,7 +358,7 @@ impl PatValidator {
     /// away. Never blocks; a full queue drops the report.
     fn revoked(&self, hash: &TokenHash) -> PatOutcome {
         self.report_revoked(hash);
-        PatOutcome::Revoked
+        Err(PatRejection::Revoked)
     }
 
     /// Reports a presented revoked token to the reuse detector (if any).

@@ -5,6 +5,9 @@
 
 use serde::Deserialize;
 
+use super::PolicyError;
+use crate::config_error::ConfigError;
+
 /// The `policy:` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -170,15 +173,20 @@ struct PathConfigRaw {
     template: Option<String>,
 }
 
-impl TryFrom<PathConfigRaw> for PathConfig {
-    type Error = String;
+/// A `match.path` that sets none, or more than one, of its three forms.
+#[derive(Debug, thiserror::Error)]
+#[error("path must set exactly one of `exact`, `prefix`, `template`")]
+pub struct AmbiguousPath;
 
-    fn try_from(raw: PathConfigRaw) -> Result<Self, String> {
+impl TryFrom<PathConfigRaw> for PathConfig {
+    type Error = AmbiguousPath;
+
+    fn try_from(raw: PathConfigRaw) -> Result<Self, AmbiguousPath> {
         match (raw.exact, raw.prefix, raw.template) {
             (Some(p), None, None) => Ok(PathConfig::Exact(p)),
             (None, Some(p), None) => Ok(PathConfig::Prefix(p)),
             (None, None, Some(t)) => Ok(PathConfig::Template(t)),
-            _ => Err("path must set exactly one of `exact`, `prefix`, `template`".into()),
+            _ => Err(AmbiguousPath),
         }
     }
 }
@@ -193,4 +201,19 @@ pub struct RequireConfig {
     /// If non-empty, at least one of these scopes must be granted.
     #[serde(default)]
     pub any_of: Vec<String>,
+}
+
+// === impl PolicyConfig ===
+
+impl PolicyConfig {
+    /// Every problem in the policy (empty = valid), each naming its key.
+    /// `serve` compiles the same config with [`super::Policy::compile`].
+    pub fn validate(&self) -> Vec<ConfigError> {
+        self.problems().into_iter().map(ConfigError::from).collect()
+    }
+
+    /// Every problem as a typed [`PolicyError`].
+    pub fn problems(&self) -> Vec<PolicyError> {
+        super::build(self).err().unwrap_or_default()
+    }
 }

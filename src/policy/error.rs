@@ -1,5 +1,6 @@
 //! Compile-time (config) errors. Every message starts with the config key path.
 
+use crate::config_error::ConfigError;
 use crate::scope::ScopeError;
 
 /// Why a policy config was rejected. `Display` is `key.path: what is wrong; what is accepted`.
@@ -82,5 +83,17 @@ impl PolicyError {
             | PolicyError::Path { key, .. }
             | PolicyError::Template { key, .. } => key,
         }
+    }
+}
+
+/// `config check` reports policy problems like any other section's.
+impl From<PolicyError> for ConfigError {
+    fn from(e: PolicyError) -> Self {
+        let text = e.to_string();
+        let message = text
+            .strip_prefix(e.key())
+            .and_then(|m| m.strip_prefix(": "))
+            .unwrap_or(&text);
+        ConfigError::new(e.key(), message)
     }
 }

@@ -91,7 +91,7 @@ pub use config::{
 };
 pub use error::PolicyError;
 pub use path::{PathOptions, normalize_host, normalize_path, normalize_path_with};
-pub use scopes::{ScopeDenial, check_scopes, parse_required_scopes};
+pub use scopes::{ScopeDenial, ScopeRequirements, parse_required_scopes};
 
 use crate::scope::{self, ScopeRole};
 use path::HostPattern;
@@ -120,6 +120,15 @@ pub struct Route {
 }
 
 impl Route {
+    /// What a request on this route must hold, with Envoy's extra scopes.
+    pub fn requirements<'a>(&'a self, envoy_all_of: &'a [String]) -> ScopeRequirements<'a> {
+        ScopeRequirements {
+            all_of: &self.all_of,
+            any_of: &self.any_of,
+            envoy_all_of,
+        }
+    }
+
     /// The route name as a metrics label.
     pub fn label(&self) -> &crate::metrics::Label {
         &self.label
@@ -215,14 +224,9 @@ impl std::fmt::Debug for Policy {
 impl Policy {
     /// Compile and validate. Errors name the config key path, e.g.
     /// `policy.routes[2].require.all_of[0]: scope "uploads:*" uses a wildcard, which is only allowed in granted scopes`.
-    /// Returns the first error; [`Policy::check`] lists them all.
+    /// Returns the first error; [`PolicyConfig::validate`] lists them all.
     pub fn compile(cfg: &PolicyConfig) -> Result<Policy, PolicyError> {
         build(cfg).map_err(|mut errs| errs.swap_remove(0))
-    }
-
-    /// Every validation error in `cfg` (empty = valid), for `portcullis config check`.
-    pub fn check(cfg: &PolicyConfig) -> Vec<PolicyError> {
-        build(cfg).err().unwrap_or_default()
     }
 
     /// Find the route for a request. `raw_path` is Envoy's raw request target
@@ -296,7 +300,7 @@ fn scopes_at(key: &str, list: &[String], errs: &mut Vec<PolicyError>) -> Vec<Str
     out
 }
 
-fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
+pub(super) fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
     let mut errs = Vec::new();
     let mut routes = Vec::with_capacity(cfg.routes.len());
     // Per route: host patterns (None = any host) and path kind.

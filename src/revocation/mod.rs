@@ -27,6 +27,7 @@ pub use bus::Bus;
 pub use denylist::{DenyCheck, JwtDenyList};
 pub use resync::Resync;
 
+use crate::config_error::{ConfigError, Problems};
 use crate::pat::PatValidator;
 use crate::store::{DenylistKind, StoreError, TokenKind, TokenRecord};
 
@@ -87,31 +88,37 @@ pub enum RevocationKind {
 }
 
 impl RevocationConfig {
-    /// Names the key that is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.kind == RevocationKind::Redis && self.redis_url.as_deref().unwrap_or("").is_empty()
-        {
-            return Err("revocation.redis_url: required when revocation.kind is redis".into());
-        }
+    /// Checks the values; each problem names its key.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::default();
         if self.kind == RevocationKind::Redis {
-            let url = self.redis_url.as_deref().unwrap_or("");
-            // Never echo the URL: it may carry a password.
-            if redis::Client::open(url).is_err() {
-                return Err(
-                    "revocation.redis_url: not a valid Redis URL (redis://host:port)".into(),
-                );
+            match self.redis_url.as_deref().filter(|u| !u.is_empty()) {
+                None => p.push(
+                    "revocation.redis_url",
+                    "required when revocation.kind is redis",
+                ),
+                // Never echo the URL: it may carry a password.
+                Some(url) => p.check(
+                    redis::Client::open(url).is_ok(),
+                    "revocation.redis_url",
+                    || "not a valid Redis URL (redis://host:port)".into(),
+                ),
             }
-            if self.channel.is_empty() {
-                return Err("revocation.channel: must not be empty".into());
-            }
+            p.check(!self.channel.is_empty(), "revocation.channel", || {
+                "must not be empty".into()
+            });
         }
-        if self.resync_interval < Duration::from_millis(50) {
-            return Err("revocation.resync_interval: must be at least 50ms".into());
-        }
-        if self.jwt_denylist_capacity == 0 {
-            return Err("revocation.jwt_denylist_capacity: must be >= 1".into());
-        }
-        Ok(())
+        p.check(
+            self.resync_interval >= Duration::from_millis(50),
+            "revocation.resync_interval",
+            || "must be at least 50ms".into(),
+        );
+        p.check(
+            self.jwt_denylist_capacity > 0,
+            "revocation.jwt_denylist_capacity",
+            || "must be >= 1".into(),
+        );
+        p.into_vec()
     }
 }
 

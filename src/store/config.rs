@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config_error::{ConfigError, Problems};
+
 /// Which database backs the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,23 +93,27 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// Checks the values; messages name the offending key.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pool_size == 0 {
-            return Err("store.pool_size: must be >= 1".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("store.timeout: must be > 0".into());
-        }
+    /// Checks the values; each problem names its key.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::default();
+        p.check(self.pool_size > 0, "store.pool_size", || {
+            "must be >= 1".into()
+        });
+        p.check(!self.timeout.is_zero(), "store.timeout", || {
+            "must be > 0".into()
+        });
         if self.kind == StoreKind::Postgres {
-            let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
-                return Err("store.url: required when store.kind is postgres".into());
-            };
-            // Never echo the URL: it may carry a password.
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|_| "store.url: not a valid postgres connection URL".to_string())?;
+            match self.url.as_deref().filter(|u| !u.trim().is_empty()) {
+                None => p.push("store.url", "required when store.kind is postgres"),
+                // Never echo the URL: it may carry a password.
+                Some(url) => p.check(
+                    url.parse::<tokio_postgres::Config>().is_ok(),
+                    "store.url",
+                    || "not a valid postgres connection URL".into(),
+                ),
+            }
         }
-        Ok(())
+        p.into_vec()
     }
 
     /// The SQLite file used for this config and data directory.

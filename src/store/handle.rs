@@ -41,7 +41,9 @@ impl Store {
     /// Postgres only builds the pool, so an unreachable server surfaces as
     /// `Unavailable` on the first call (e.g. [`Store::migrate`]).
     pub async fn connect(cfg: &StoreConfig, data_dir: &Path) -> Result<Store> {
-        cfg.validate().map_err(StoreError::Other)?;
+        if let Some(e) = cfg.validate().into_iter().next() {
+            return Err(StoreError::Other(e.to_string()));
+        }
         let backend: Arc<dyn TokenStore> = match cfg.kind {
             StoreKind::Sqlite => {
                 let path = cfg.sqlite_path(data_dir);

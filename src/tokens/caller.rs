@@ -1,19 +1,16 @@
 //! Who is calling the API: the same engine that answers Checks verifies the
-//! `Authorization` header. PATs are recognised in every form: opaque and
-//! local-jwt (the engine says `pat`), and IdP-signed PAT JWTs (marked by
-//! `pat.jwt_marker` or carrying `pat.exchange.audience`), which must be
-//! registered and unrevoked here too.
+//! `Authorization` header. PATs are recognised in every form (opaque,
+//! local-jwt, and IdP-signed PAT JWTs marked by `pat.jwt_marker` or carrying
+//! `pat.exchange.audience`): `Engine::authenticate` classifies the token and
+//! checks registration, owner, expiry and revocation.
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use uuid::Uuid;
 
 use super::ApiError;
 use crate::authz::Engine;
 use crate::identity::{CredentialKind, Identity};
-use crate::pat::{PatConfig, format};
-use crate::store::TokenKind;
 
 /// A verified API caller.
 #[derive(Clone)]
@@ -78,75 +75,25 @@ pub fn bearer_token(header: Option<&str>, max_bytes: usize) -> Result<&str, ApiE
 }
 
 /// Verifies the caller. Any failure to classify a credential refuses it.
-pub async fn authenticate(
-    engine: &Engine,
-    pat: &PatConfig,
-    header: Option<&str>,
-) -> Result<Caller, ApiError> {
-    let token = bearer_token(header, engine.max_token_bytes)?;
+pub async fn authenticate(engine: &Engine, header: Option<&str>) -> Result<Caller, ApiError> {
+    let token = bearer_token(header, engine.max_token_bytes())?;
+    // The engine classifies the credential once: an opaque, local-JWT or
+    // Keycloak-exchanged PAT comes back as kind `pat` with its token id
+    // (registration, owner, expiry and revocation already checked).
     let identity = engine.authenticate(token).await?;
-    if identity.kind == CredentialKind::Pat {
-        let id = identity
-            .token_id
-            .as_deref()
-            .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::internal("PAT identity without a token id"))?;
-        return Ok(Caller {
-            identity,
-            pat_id: Some(id),
-            bearer: token.to_owned(),
-        });
-    }
-    // A JWT: is it an IdP-signed PAT (token exchange)? The verification is
-    // cached, so this costs a hash and a map lookup.
-    let verified = engine.verifier.verify(token).await?;
-    let marked = verified.token_use.as_deref() == Some(pat.jwt_marker.value.as_str())
-        || pat
-            .exchange
-            .audience
-            .as_deref()
-            .is_some_and(|a| verified.audiences.iter().any(|x| x == a));
-    if !marked {
-        return Ok(Caller {
-            identity,
-            pat_id: None,
-            bearer: token.to_owned(),
-        });
-    }
-    let jti = verified
-        .jti
-        .as_deref()
-        .ok_or_else(|| ApiError::invalid_token("personal access token without jti"))?;
-    let rec = engine
-        .pats
-        .store()
-        .find_by_jti(jti)
-        .await?
-        .filter(|r| {
-            r.kind == TokenKind::Jwt
-                && r.token_hash == format::hash(token)
-                // Owned by the token's own (iss, sub), as in `Engine::jwt_pat`.
-                && r.user_id == identity.subject
-                && !r.user_issuer.is_empty()
-                && identity.issuer.as_deref() == Some(r.user_issuer.as_str())
-        })
-        .ok_or_else(|| ApiError::invalid_token("unknown token"))?;
-    if rec.revoked_at.is_some() {
-        engine.pats.report_revoked(&rec.token_hash);
-        return Err(ApiError::invalid_token("token revoked"));
-    }
-    if rec.expires_at <= Utc::now() {
-        return Err(ApiError::invalid_token("token expired"));
-    }
-    let pat_identity = Identity {
-        kind: CredentialKind::Pat,
-        token_id: Some(rec.id.to_string()),
-        scopes: rec.scopes.clone(),
-        ..(*identity).clone()
+    let pat_id = match identity.kind {
+        CredentialKind::Pat => Some(
+            identity
+                .token_id
+                .as_deref()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| ApiError::internal("PAT identity without a token id"))?,
+        ),
+        _ => None,
     };
     Ok(Caller {
-        identity: Arc::new(pat_identity),
-        pat_id: Some(rec.id),
+        identity,
+        pat_id,
         bearer: token.to_owned(),
     })
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_error::{ConfigError, Problems};
 use crate::identity::CredentialKind;
 use crate::scope::{self, ScopeRole};
 
@@ -53,27 +54,71 @@ impl Default for ApiConfig {
     }
 }
 
+/// Bounds of the HTTP port's limits: beyond them a limit no longer
+/// protects anything.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+const MAX_CONNECTIONS: usize = 100_000;
+const MIN_BODY: usize = 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
 impl ApiConfig {
-    /// Checks the values; messages name the offending key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values; each problem names its key.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut p = Problems::default();
         for (key, s) in [
             ("api.manage_scope", &self.manage_scope),
             ("api.admin_scope", &self.admin_scope),
         ] {
-            scope::validate(s, ScopeRole::Required)
-                .map_err(|e| format!("{key}: {e} (a concrete resource:action is required)"))?;
+            if let Err(e) = scope::validate(s, ScopeRole::Required) {
+                p.push(key, format!("{e} (a concrete resource:action is required)"));
+            }
         }
-        if self.manage_kinds.is_empty() {
-            return Err("api.manage_kinds: must list at least one of jwt, service_account".into());
+        p.check(!self.manage_kinds.is_empty(), "api.manage_kinds", || {
+            "must list at least one of jwt, service_account".into()
+        });
+        p.check(
+            !self.manage_kinds.contains(&CredentialKind::Pat),
+            "api.manage_kinds",
+            || "pat is not accepted; a personal access token may only read itself (GET /api/v1/tokens/self) and rotate itself".into(),
+        );
+        self.validate_limits(&mut p);
+        p.into_vec()
+    }
+
+    /// Range checks of the HTTP port's limits.
+    fn validate_limits(&self, p: &mut Problems) {
+        for (key, d) in [
+            ("api.header_read_timeout", self.header_read_timeout),
+            ("api.request_timeout", self.request_timeout),
+        ] {
+            p.check((MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d), key, || {
+                format!(
+                    "{} is out of range; accepted: 10ms to 10m",
+                    humantime::format_duration(d)
+                )
+            });
         }
-        if self.manage_kinds.contains(&CredentialKind::Pat) {
-            return Err(
-                "api.manage_kinds: pat is not accepted; a personal access token may only read itself (GET /api/v1/tokens/self) and rotate itself"
-                    .into(),
-            );
-        }
-        crate::api::limits::validate(self)?;
-        Ok(())
+        p.check(
+            (1..=MAX_CONNECTIONS).contains(&self.max_connections),
+            "api.max_connections",
+            || {
+                format!(
+                    "{} is out of range; accepted: 1 to {MAX_CONNECTIONS}",
+                    self.max_connections
+                )
+            },
+        );
+        p.check(
+            (MIN_BODY..=MAX_BODY).contains(&self.max_body_bytes),
+            "api.max_body_bytes",
+            || {
+                format!(
+                    "{} is out of range; accepted: {MIN_BODY} to {MAX_BODY}",
+                    self.max_body_bytes
+                )
+            },
+        );
     }
 }
 
@@ -83,7 +128,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_each_bad_key_is_named() {
-        assert_eq!(ApiConfig::default().validate(), Ok(()));
+        assert_eq!(ApiConfig::default().validate(), vec![]);
         let bad = [
             (
                 ApiConfig {
@@ -115,8 +160,11 @@ mod tests {
             ),
         ];
         for (cfg, key) in bad {
-            let err = cfg.validate().unwrap_err();
-            assert!(err.starts_with(key), "{err}");
+            let errs = cfg.validate();
+            assert!(
+                !errs.is_empty() && errs.iter().all(|e| e.key == key),
+                "{errs:?}"
+            );
         }
         let c: ApiConfig =
             serde_json::from_str(r#"{"manage_kinds":["jwt","service_account"]}"#).unwrap();

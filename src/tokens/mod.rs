@@ -135,13 +135,13 @@ impl TokenService {
     }
 
     fn store(&self) -> Store {
-        self.engine.load().pats.store().clone()
+        self.engine.load().pats().store().clone()
     }
 
     /// Verifies the `Authorization` header value.
     pub async fn caller(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
         let engine = self.engine.load_full();
-        authenticate(&engine, &self.pat, authorization).await
+        authenticate(&engine, authorization).await
     }
 
     fn holds(c: &Caller, required: &str) -> bool {
@@ -208,7 +208,7 @@ impl TokenService {
             return Ok(i.to_owned());
         }
         let engine = self.engine.load();
-        let mut names: Vec<&str> = engine.verifier.issuer_names().collect();
+        let mut names: Vec<&str> = engine.verifier().issuer_names().collect();
         match names.as_slice() {
             [one] => Ok((*one).to_owned()),
             _ => {
@@ -448,7 +448,7 @@ impl TokenService {
             PatIssuerKind::LocalJwt => self.mint_local(&p, now)?,
             PatIssuerKind::KeycloakExchange => self.mint_exchanged(c).await?,
         };
-        let hasher = self.engine.load().pats.hasher().clone();
+        let hasher = self.engine.load().pats().hasher().clone();
         let (raw, rec) = pat::store_minted(&store, &hasher, p, minted, now).await?;
         self.revoker.announce_created(&rec).await;
         Ok(CreatedView::of(raw, &rec))
@@ -457,13 +457,13 @@ impl TokenService {
     fn mint_local(&self, p: &Prepared, now: DateTime<Utc>) -> Result<Minted, ApiError> {
         let engine = self.engine.load();
         let lj = engine
-            .pats
+            .pats()
             .local_jwt()
             .ok_or_else(|| ApiError::internal("pat.local_jwt_key is not loaded"))?;
         let jti = Uuid::new_v4().to_string();
         let raw = lj
             .mint(&p.req.user_id, &p.scopes, &jti, now, p.expires_at)
-            .map_err(ApiError::internal)?;
+            .map_err(|e| ApiError::internal(format!("signing a local-jwt PAT failed: {e}")))?;
         Ok(Minted {
             raw,
             kind: TokenKind::Jwt,
@@ -480,7 +480,7 @@ impl TokenService {
             .ok_or_else(|| ApiError::internal("pat.exchange is not configured"))?;
         let jwt = ex.exchange(c.bearer()).await?;
         let engine = self.engine.load_full();
-        let v = engine.verifier.verify(&jwt).await.map_err(|e| {
+        let v = engine.verifier().verify(&jwt).await.map_err(|e| {
             ApiError::exchange_failed(
                 None,
                 format!("the token Keycloak returned failed verification: {e}"),

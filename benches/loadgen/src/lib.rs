@@ -240,7 +240,7 @@ pub async fn start_in_process(
         }))
         .await
         .context("starting the in-process server")??;
-    let store = running.engine.load().pats.store().clone();
+    let store = running.engine.load().pats().store().clone();
     let issuer = DevIssuer::load_existing(&data_dir, None)?;
     Ok(Subject {
         url: format!("http://{}", running.grpc_addr),

@@ -248,7 +248,7 @@ pub async fn handler_phase(
             continue;
         };
         let t = Instant::now();
-        let (_, resp) = svc.decide(&req).await;
+        let (_, resp) = svc.respond(&req).await;
         let ns = t.elapsed().as_nanos().max(1) as u64;
         let code = resp.status.as_ref().map_or(-1, |s| s.code);
         if code != kind.expected_code() {

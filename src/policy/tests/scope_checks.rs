@@ -134,19 +134,41 @@ fn check_scopes_table() {
         (&["u:r"], &[], &[], &["garbage", ""], false, Some(&["u:r"])),
     ];
     for (i, (all, any, extra, granted, pat, want)) in cases.iter().enumerate() {
-        let got = check_scopes(&s(all), &s(any), &s(extra), &s(granted), *pat);
+        let (all, any, extra) = (s(all), s(any), s(extra));
+        let req = ScopeRequirements {
+            all_of: &all,
+            any_of: &any,
+            envoy_all_of: &extra,
+        };
+        let holder = if *pat {
+            CredentialKind::Pat
+        } else {
+            CredentialKind::Jwt
+        };
+        let got = req.check(&s(granted), holder).map_err(|d| {
+            assert_eq!(d.required, req.named(), "case {i}");
+            d.missing
+        });
         let want = match want {
             None => Ok(()),
-            Some(m) => Err(ScopeDenial { missing: s(m) }),
+            Some(m) => Err(s(m)),
         };
         assert_eq!(
             got, want,
             "case {i}: {all:?} {any:?} {extra:?} {granted:?} pat={pat}"
         );
     }
-    let d = check_scopes(&s(&["a:b", "c:d"]), &[], &[], &[], false).unwrap_err();
-    assert_eq!(d.scope_param(), "a:b c:d");
-    assert_eq!(d.to_string(), "missing scopes: a:b c:d");
+    let (all, any) = (s(&["a:b", "c:d"]), s(&["e:f"]));
+    let req = ScopeRequirements {
+        all_of: &all,
+        any_of: &any,
+        envoy_all_of: &[],
+    };
+    let d = req
+        .check(&s(&["a:b", "e:f"]), CredentialKind::Jwt)
+        .unwrap_err();
+    assert_eq!(d.scope_param(), "a:b c:d e:f");
+    assert_eq!(d.to_string(), "missing scopes: c:d");
 }
 
 #[test]

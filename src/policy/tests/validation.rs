@@ -204,7 +204,7 @@ policy:
 "#,
     )
     .unwrap();
-    let errs = Policy::check(&cfg);
+    let errs = cfg.problems();
     let keys: Vec<&str> = errs.iter().map(PolicyError::key).collect();
     assert_eq!(
         keys,
@@ -221,7 +221,7 @@ policy:
         Policy::compile(&cfg).unwrap_err().key(),
         "policy.routes[0].require.all_of[0]"
     );
-    assert!(Policy::check(&PolicyConfig::default()).is_empty());
+    assert!(PolicyConfig::default().validate().is_empty());
 }
 
 #[test]

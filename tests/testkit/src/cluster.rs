@@ -76,7 +76,7 @@ impl Cluster {
     }
 
     pub fn store(&self) -> Store {
-        self.a.engine.load().pats.store().clone()
+        self.a.engine.load().pats().store().clone()
     }
 
     /// Until A and B are subscribed to the bus (10 s at most).

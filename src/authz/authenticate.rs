@@ -1,0 +1,166 @@
+//! Who a bearer token belongs to. The token is classified once, then each
+//! kind takes one straight path:
+//!
+//! | kind | how it is recognised | path |
+//! | --- | --- | --- |
+//! | opaque PAT | starts with `pat.prefix` | hash → cache → store |
+//! | local-JWT PAT (`--dev`) | HS256 header while `pat.issuer: local-jwt` | signature → registration |
+//! | Keycloak-exchanged PAT | verified JWT with the PAT marker or exchange audience | deny-list → registration → owner |
+//! | login JWT | any other verified JWT | deny-list |
+
+use std::sync::Arc;
+
+use super::decision::Denial;
+use super::engine::Engine;
+use crate::identity::{CredentialKind, Identity};
+use crate::jwt::VerifiedJwt;
+use crate::pat::{PatOutcome, PatRejection, exchanged};
+use crate::revocation::{DenyCheck, JwtRevocation};
+use crate::store::{StoreError, TokenRecord};
+
+/// What a bearer token is.
+enum Bearer {
+    OpaquePat,
+    LocalJwtPat,
+    ExchangedPat(Arc<VerifiedJwt>),
+    Login(Arc<VerifiedJwt>),
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Verifies a bearer token and returns who it belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Denial> {
+        match self.classify(token).await? {
+            Bearer::OpaquePat => {
+                let rec = pat_record(self.pats.validate(token).await)?;
+                Ok(Arc::new(pat_identity(&rec)))
+            }
+            Bearer::LocalJwtPat => self.local_jwt_pat(token).await,
+            Bearer::ExchangedPat(v) => {
+                self.check_denylist(&v).await?;
+                self.exchanged_pat(token, &v).await
+            }
+            Bearer::Login(v) => {
+                self.check_denylist(&v).await?;
+                Ok(v.identity.clone())
+            }
+        }
+    }
+
+    /// Decides the kind. Only a JWT is verified here (its claims decide
+    /// between a login and an exchanged PAT); PATs are looked up later.
+    async fn classify(&self, token: &str) -> Result<Bearer, Denial> {
+        if token.starts_with(&self.pat_prefix) {
+            return Ok(Bearer::OpaquePat);
+        }
+        if self.pats.is_local_jwt(token) {
+            return Ok(Bearer::LocalJwtPat);
+        }
+        let verified = self.verifier.verify(token).await?;
+        let is_pat = exchanged::is_pat_jwt(
+            verified.token_use.as_deref(),
+            &verified.audiences,
+            &self.pat_marker_value,
+            self.pat_exchange_audience.as_deref(),
+        );
+        Ok(match is_pat {
+            true => Bearer::ExchangedPat(verified),
+            false => Bearer::Login(verified),
+        })
+    }
+
+    /// Refuses a deny-listed `jti`/`sid`. Runs after the verified-token
+    /// cache, so a cached token is re-checked. Answers from memory; only
+    /// when the deny set cannot answer (not loaded, overflowed) asks the store.
+    async fn check_denylist(&self, v: &VerifiedJwt) -> Result<(), Denial> {
+        let (jti, sid) = (v.jti.as_deref(), v.sid.as_deref());
+        let denied = match self.denylist.check(jti, sid, crate::jwt::unix_now()) {
+            DenyCheck::Clear => false,
+            DenyCheck::Denied => true,
+            DenyCheck::AskStore => {
+                let store = self.pats.store();
+                store
+                    .is_jwt_denied(jti, sid, chrono::Utc::now())
+                    .await
+                    .map_err(store_failed)?
+            }
+        };
+        match denied {
+            true => Err(JwtRevocation::DenyListed.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// A PAT-marked JWT: must be registered (kind `jwt`), active, and owned
+    /// by the token's (`iss`, `sub`). Any other outcome is a denial.
+    async fn exchanged_pat(&self, token: &str, v: &VerifiedJwt) -> Result<Arc<Identity>, Denial> {
+        let hash = crate::jwt::token_hash(token);
+        let outcome = self
+            .pats
+            .validate_jwt(hash, v.jti.as_deref())
+            .await
+            .map_err(store_failed)?;
+        let rec = match outcome {
+            Ok(rec) => rec,
+            Err(PatRejection::Unknown | PatRejection::Malformed) => {
+                return Err(JwtRevocation::Unregistered.into());
+            }
+            Err(other) => return Err(other.into()),
+        };
+        // Owned by the token's (iss, sub): the same sub at another issuer is another user.
+        let owner = rec.user_id == v.identity.subject
+            && !rec.user_issuer.is_empty()
+            && v.identity.issuer.as_deref() == Some(rec.user_issuer.as_str());
+        if !owner {
+            tracing::warn!(token_id = %rec.id, jti = ?v.jti, "JWT PAT registered to another user; denying");
+            return Err(JwtRevocation::Unregistered.into());
+        }
+        Ok(Arc::new(exchanged::identity(&rec, &v.identity)))
+    }
+
+    /// `pat.issuer: local-jwt` (dev only): an HS256 JWT signed with
+    /// `pat.local_jwt_key` is a PAT only while its hash is registered and
+    /// unrevoked.
+    async fn local_jwt_pat(&self, token: &str) -> Result<Arc<Identity>, Denial> {
+        let outcome = self
+            .pats
+            .validate_local_jwt(token)
+            .await
+            .map_err(store_failed)?
+            // Classified as local-jwt, so `None` cannot happen; refuse anyway.
+            .unwrap_or(Err(PatRejection::Malformed));
+        let rec = pat_record(Ok(outcome))?;
+        Ok(Arc::new(pat_identity(&rec)))
+    }
+}
+
+/// An opaque or local-JWT PAT's lookup, as a record or a denial.
+fn pat_record(r: Result<PatOutcome, StoreError>) -> Result<Arc<TokenRecord>, Denial> {
+    Ok(r.map_err(store_failed)??)
+}
+
+/// A store failure during a Check: logged and counted here, where the
+/// decision is made, then a 503.
+fn store_failed(e: StoreError) -> Denial {
+    tracing::warn!(error = %e, "token store error during Check; denying with 503");
+    crate::metrics::global().backend_error("store");
+    Denial::from(e)
+}
+
+fn pat_identity(rec: &TokenRecord) -> Identity {
+    Identity {
+        kind: CredentialKind::Pat,
+        subject: rec.user_id.clone(),
+        username: Some(rec.username.clone()).filter(|u| !u.is_empty()),
+        email: None,
+        client: None,
+        scopes: rec.scopes.clone(),
+        token_id: Some(rec.id.to_string()),
+        // `x-auth-issuer`: the owner's; none for an unowned (pre-0004) row.
+        issuer: Some(rec.user_issuer.as_str())
+            .filter(|i| !i.is_empty())
+            .map(Arc::from),
+        expires_at: rec.expires_at.timestamp(),
+    }
+}

@@ -1,0 +1,107 @@
+//! Building an [`Engine`] from a config: at start, for `portcullis check`,
+//! and on every reload (which keeps the parts that must outlive a config).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::engine::Engine;
+use crate::config::Config;
+use crate::dev::{self, DevIssuer};
+use crate::jwt::{IssuerConfig, IssuerKeys, Verifier};
+use crate::pat::PatValidator;
+use crate::policy::Policy;
+use crate::revocation::JwtDenyList;
+
+/// The parts of an engine that outlive a config: a reload hands them to
+/// the next engine, so caches, usage counts and the deny set survive it.
+#[derive(Debug, Clone)]
+pub struct SharedParts {
+    /// PAT lookups: its cache and store.
+    pub pats: Arc<PatValidator>,
+    /// Deny-listed JWT `jti`/`sid` values.
+    pub denylist: Arc<JwtDenyList>,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// An engine with a fresh, unloaded JWT deny set: JWTs are then checked
+    /// against the store (tools such as `portcullis check`). `dev` is the
+    /// built-in issuer, if any.
+    pub fn build(
+        cfg: &Config,
+        dev: Option<&DevIssuer>,
+        pats: Arc<PatValidator>,
+    ) -> anyhow::Result<Engine> {
+        let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
+        Engine::build_reusing(cfg, dev, SharedParts { pats, denylist }, |_| None)
+    }
+
+    /// Like [`Engine::build`], with `shared` parts, and keeping the key
+    /// managers `reuse` returns (a reload must not throw away loaded keys
+    /// or the refetch rate limit).
+    pub fn build_reusing(
+        cfg: &Config,
+        dev: Option<&DevIssuer>,
+        shared: SharedParts,
+        reuse: impl Fn(&IssuerConfig) -> Option<Arc<IssuerKeys>>,
+    ) -> anyhow::Result<Engine> {
+        let http = reqwest::Client::builder()
+            .timeout(
+                cfg.issuers
+                    .iter()
+                    .map(|i| i.fetch_timeout)
+                    .max()
+                    .unwrap_or(Duration::from_secs(2)),
+            )
+            .build()
+            .context("building the HTTP client")?;
+        let mut issuers = cfg.issuers.clone();
+        let mut dev_keys = match dev {
+            Some(d) => {
+                issuers.push(dev_issuer_config(d));
+                Some(d.key_set()?)
+            }
+            None => None,
+        };
+        let dev_iss = dev.map(|d| d.issuer().to_owned());
+        let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
+            if let Some(km) = reuse(ic) {
+                return km;
+            }
+            if Some(&ic.issuer) == dev_iss.as_ref()
+                && let Some(keys) = dev_keys.take()
+            {
+                return IssuerKeys::fixed(ic, keys);
+            }
+            IssuerKeys::remote(ic, http.clone())
+        })
+        .with_marker_claim(&cfg.pat.jwt_marker.claim);
+        let policy = Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Engine {
+            verifier: Arc::new(verifier),
+            max_token_bytes: cfg.jwt.max_token_bytes,
+            pats: shared.pats,
+            pat_prefix: cfg.pat.prefix.clone(),
+            denylist: shared.denylist,
+            pat_marker_value: cfg.pat.jwt_marker.value.clone(),
+            pat_exchange_audience: cfg.pat.exchange.audience.clone(),
+            policy: Arc::new(policy),
+        })
+    }
+
+    /// The parts a reload hands to the next engine.
+    pub fn shared_parts(&self) -> SharedParts {
+        SharedParts {
+            pats: self.pats.clone(),
+            denylist: self.denylist.clone(),
+        }
+    }
+}
+
+/// The built-in dev issuer as a configured issuer.
+pub(crate) fn dev_issuer_config(d: &DevIssuer) -> IssuerConfig {
+    IssuerConfig::new(d.issuer(), dev::AUDIENCE)
+}
