@@ -122,8 +122,10 @@ fn service_with_store(
         .keys;
     let mut ic = IssuerConfig::new(ISS, "api");
     ic.algorithms = vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
-    let mut cfg = Config::default();
-    cfg.issuers = vec![ic];
+    let mut cfg = Config {
+        issuers: vec![ic],
+        ..Default::default()
+    };
     cfg.policy.default = portcullis::policy::DefaultAction::Authenticated;
     let pats = Arc::new(portcullis::pat::PatValidator::new(store, &cfg.pat));
     // Loaded and empty: JWTs are checked in memory, as in the server.
@@ -135,7 +137,7 @@ fn service_with_store(
     };
     // The issuer's key manager holds the signers' keys: nothing is fetched.
     let keys = std::sync::Mutex::new(Some(keys));
-    let engine = Engine::build_reusing(&cfg, None, shared, |ic| {
+    let engine = Engine::build_reusing(cfg.engine(), None, shared, |ic| {
         let keys = keys.lock().unwrap().take()?;
         Some(IssuerKeys::fixed(ic, keys))
     })

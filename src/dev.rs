@@ -207,12 +207,3 @@ fn write_private(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)?;
     Ok(())
 }
-
-/// `--dev` defaults: data in the data dir, and (without a config file) a
-/// policy that admits any valid token so dev tokens work out of the box.
-pub fn apply_dev_defaults(cfg: &mut crate::config::Config, has_file: bool) {
-    if !has_file {
-        cfg.store.kind = crate::store::StoreKind::Sqlite;
-        cfg.policy.default = crate::policy::DefaultAction::Authenticated;
-    }
-}

@@ -151,7 +151,7 @@ impl Reloader {
         let shared = self.engine.load().shared_parts();
         let engine = {
             let keys = lock(&self.keys);
-            Engine::build_reusing(&new, self.dev.as_deref(), shared, |ic| {
+            Engine::build_reusing(new.engine(), self.dev.as_deref(), shared, |ic| {
                 keys.reusable(ic, &old)
             })
             .map_err(ReloadError::Build)?

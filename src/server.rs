@@ -141,7 +141,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         denylist: denylist.clone(),
     };
     let engine = Arc::new(ArcSwap::from_pointee(Engine::build_reusing(
-        &cfg,
+        cfg.engine(),
         dev.as_deref(),
         shared,
         |_| None,

@@ -147,7 +147,7 @@ async fn dev_key_survives_restart() {
     cfg.listen.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.listen.http = addr;
     cfg.data_dir = dir.path().to_path_buf();
-    portcullis::dev::apply_dev_defaults(&mut cfg, false);
+    cfg.apply_dev_defaults(false);
     let srv = portcullis::server::start(portcullis::server::ServeOptions {
         config: cfg,
         dev: true,

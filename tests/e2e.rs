@@ -56,7 +56,7 @@ async fn try_serve_at(data_dir: &Path, grpc: &str, http: &str) -> anyhow::Result
     cfg.listen.grpc = grpc.parse().unwrap();
     cfg.listen.http = http.parse().unwrap();
     cfg.data_dir = data_dir.to_path_buf();
-    portcullis::dev::apply_dev_defaults(&mut cfg, !E2E_CONFIG.trim().is_empty());
+    cfg.apply_dev_defaults(!E2E_CONFIG.trim().is_empty());
     start(ServeOptions {
         config: cfg,
         dev: true,

@@ -94,7 +94,7 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
     let wrapped = WrappedStore::new(sqlite(dir.path()).await);
     let store = Store::from_backend(wrapped.clone(), Duration::from_secs(5));
     let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
-    let engine = portcullis::authz::Engine::build(&cfg, Some(&dev), pats.clone()).unwrap();
+    let engine = portcullis::authz::Engine::build(cfg.engine(), Some(&dev), pats.clone()).unwrap();
     let svc = TokenService::new(
         Arc::new(ArcSwap::from_pointee(engine)),
         Revoker::new(pats.clone()),

@@ -7,12 +7,23 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::engine::Engine;
-use crate::config::Config;
 use crate::dev::{self, DevIssuer};
-use crate::jwt::{IssuerConfig, IssuerKeys, Verifier};
-use crate::pat::PatValidator;
-use crate::policy::Policy;
+use crate::jwt::{IssuerConfig, IssuerKeys, JwtConfig, Verifier};
+use crate::pat::{PatConfig, PatValidator};
+use crate::policy::{Policy, PolicyConfig};
 use crate::revocation::JwtDenyList;
+
+/// The config sections an engine is built from (`config::Config` gathers
+/// them; taking the sections keeps `authz` free of the top-level config).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig<'a> {
+    pub issuers: &'a [IssuerConfig],
+    pub jwt: &'a JwtConfig,
+    pub pat: &'a PatConfig,
+    pub policy: &'a PolicyConfig,
+    /// `revocation.jwt_denylist_capacity`, for a fresh deny set.
+    pub jwt_denylist_capacity: usize,
+}
 
 /// The parts of an engine that outlive a config: a reload hands them to
 /// the next engine, so caches, usage counts and the deny set survive it.
@@ -31,11 +42,11 @@ impl Engine {
     /// against the store (tools such as `portcullis check`). `dev` is the
     /// built-in issuer, if any.
     pub fn build(
-        cfg: &Config,
+        cfg: EngineConfig<'_>,
         dev: Option<&DevIssuer>,
         pats: Arc<PatValidator>,
     ) -> anyhow::Result<Engine> {
-        let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
+        let denylist = Arc::new(JwtDenyList::new(cfg.jwt_denylist_capacity));
         Engine::build_reusing(cfg, dev, SharedParts { pats, denylist }, |_| None)
     }
 
@@ -43,7 +54,7 @@ impl Engine {
     /// managers `reuse` returns (a reload must not throw away loaded keys
     /// or the refetch rate limit).
     pub fn build_reusing(
-        cfg: &Config,
+        cfg: EngineConfig<'_>,
         dev: Option<&DevIssuer>,
         shared: SharedParts,
         reuse: impl Fn(&IssuerConfig) -> Option<Arc<IssuerKeys>>,
@@ -58,7 +69,7 @@ impl Engine {
             )
             .build()
             .context("building the HTTP client")?;
-        let mut issuers = cfg.issuers.clone();
+        let mut issuers = cfg.issuers.to_vec();
         let mut dev_keys = match dev {
             Some(d) => {
                 issuers.push(dev_issuer_config(d));
@@ -67,7 +78,7 @@ impl Engine {
             None => None,
         };
         let dev_iss = dev.map(|d| d.issuer().to_owned());
-        let verifier = Verifier::new(&issuers, &cfg.jwt, |ic| {
+        let verifier = Verifier::new(&issuers, cfg.jwt, |ic| {
             if let Some(km) = reuse(ic) {
                 return km;
             }
@@ -79,7 +90,7 @@ impl Engine {
             IssuerKeys::remote(ic, http.clone())
         })
         .with_marker_claim(&cfg.pat.jwt_marker.claim);
-        let policy = Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = Policy::compile(cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Engine {
             verifier: Arc::new(verifier),
             max_token_bytes: cfg.jwt.max_token_bytes,

@@ -17,7 +17,7 @@ pub mod request;
 pub mod response;
 pub mod service;
 
-pub use build::SharedParts;
+pub use build::{EngineConfig, SharedParts};
 pub use decision::{Decision, Denial, DenyKind};
 pub use engine::{Checked, Engine};
 pub use explain::RouteExplanation;

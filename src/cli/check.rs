@@ -65,7 +65,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<i32> {
         .await
         .context("opening the token store")?;
     let pats = Arc::new(PatValidator::new(store, &cfg.pat));
-    let engine = crate::authz::Engine::build(&cfg, dev.as_ref(), pats)?;
+    let engine = crate::authz::Engine::build(cfg.engine(), dev.as_ref(), pats)?;
     // Only a JWT needs keys; fetch them once (the only network call).
     if a.token
         .as_deref()

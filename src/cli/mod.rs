@@ -125,7 +125,7 @@ impl ConfigArgs {
             cfg.data_dir = d.clone();
         }
         if self.dev {
-            crate::dev::apply_dev_defaults(&mut cfg, self.config.is_some());
+            cfg.apply_dev_defaults(self.config.is_some());
         }
         Ok(cfg)
     }

@@ -124,6 +124,26 @@ impl Config {
         }
     }
 
+    /// `--dev` defaults: data in the data dir, and (without a config file) a
+    /// policy that admits any valid token so dev tokens work out of the box.
+    pub fn apply_dev_defaults(&mut self, has_file: bool) {
+        if !has_file {
+            self.store.kind = crate::store::StoreKind::Sqlite;
+            self.policy.default = crate::policy::DefaultAction::Authenticated;
+        }
+    }
+
+    /// The sections an `authz::Engine` is built from.
+    pub fn engine(&self) -> crate::authz::EngineConfig<'_> {
+        crate::authz::EngineConfig {
+            issuers: &self.issuers,
+            jwt: &self.jwt,
+            pat: &self.pat,
+            policy: &self.policy,
+            jwt_denylist_capacity: self.revocation.jwt_denylist_capacity,
+        }
+    }
+
     /// Settings only allowed with `--dev` (`serve` and `config check --dev`
     /// use this): `pat.issuer: local-jwt` signs PATs with a shared key.
     pub fn validate_mode(&self, dev: bool) -> Result<(), ConfigError> {

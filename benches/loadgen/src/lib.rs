@@ -226,7 +226,7 @@ pub async fn start_in_process(
     cfg.listen.grpc = "127.0.0.1:0".parse()?;
     cfg.listen.http = "127.0.0.1:0".parse()?;
     cfg.data_dir = data_dir.clone();
-    portcullis::dev::apply_dev_defaults(&mut cfg, args.config.is_some());
+    cfg.apply_dev_defaults(args.config.is_some());
     if let Some(url) = &args.store_url {
         cfg.store.kind = StoreKind::Postgres;
         cfg.store.url = Some(url.clone());

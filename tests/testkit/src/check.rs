@@ -20,7 +20,7 @@ pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
     cfg.listen.http = "127.0.0.1:0".parse().unwrap();
     cfg.data_dir = data_dir.to_path_buf();
     if dev {
-        portcullis::dev::apply_dev_defaults(&mut cfg, !yaml.trim().is_empty());
+        cfg.apply_dev_defaults(!yaml.trim().is_empty());
     }
     start(ServeOptions { config: cfg, dev })
         .await
