@@ -12,15 +12,25 @@
 //! - [`authz::service`]: tonic `Authorization/Check`; catches panics as denials.
 //! - [`authz::request`]: reads method, host, path, `context_extensions` and
 //!   the bearer credential (from `headers` or raw `header_map`).
-//! - [`authz::engine`]: credential → [`identity::Identity`] → policy → [`authz::Decision`].
-//!   - [`jwt`]: issuer keys (discovery, JWKS, refetch), RFC 8725 checks,
-//!     verified-token cache keyed by SHA-256.
+//! - [`authz::engine`]: [`authz::Engine::decide`], the one Check entry:
+//!   route → credential → [`identity::Identity`] → scopes →
+//!   [`authz::Checked`] (decision and route).
+//!   - [`policy`]: the compiled router (host, method, path normalisation)
+//!     and [`policy::ScopeRequirements`].
+//!   - [`authz::authenticate`]: classifies a bearer token once (opaque PAT,
+//!     local-JWT PAT, Keycloak-exchanged PAT, login JWT), one path each:
+//!     - [`pat`]: PAT format, hashing, the cached validator;
+//!     - [`jwt`]: issuer keys (discovery, JWKS, refetch), RFC 8725 checks,
+//!       verified-token cache keyed by SHA-256;
+//!     - [`revocation`]: the in-memory JWT deny set (and the revoke path);
+//!     - [`store`]: SQLite or Postgres behind PAT and deny-list lookups.
 //! - [`authz::deny`]: the one place an error becomes a [`authz::Denial`].
 //! - [`authz::response`]: the one place a decision becomes a `CheckResponse`.
 //!
 //! Around it:
 //!
-//! - [`config`]: the serde config tree, layered loading, `validate()`.
+//! - [`config`]: gathers the sections their owners define, layered
+//!   loading, `validate()`; [`config_error`] is below every section.
 //! - [`scope`]: the `resource:action` scope grammar and wildcards.
 //! - [`api`]: HTTP `/healthz`, `/readyz`, the REST token API, the `/ui`
 //!   page, the gRPC `TokenService`, and the `--dev` issuer endpoints.

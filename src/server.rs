@@ -60,13 +60,7 @@ pub struct Running {
 /// Binds, builds and starts serving.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let cfg = opts.config;
-    if let Err(errs) = cfg.validate() {
-        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-        anyhow::bail!("invalid configuration:\n{}", text.join("\n"));
-    }
-    if let Err(e) = cfg.validate_mode(opts.dev) {
-        anyhow::bail!("invalid configuration:\n  {e}");
-    }
+    check_config(&cfg, opts.dev)?;
     let grpc_listener = TcpListener::bind(cfg.listen.grpc)
         .await
         .with_context(|| format!("binding gRPC listener on {} (listen.grpc)", cfg.listen.grpc))?;
@@ -75,37 +69,119 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         .with_context(|| format!("binding HTTP listener on {} (listen.http)", cfg.listen.http))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-
-    let dev = if opts.dev {
-        let issuer = format!("http://{http_addr}{}", dev::REALM_PATH);
-        let d = DevIssuer::load_or_create(&cfg.data_dir, issuer)?;
-        d.remember_issuer(&cfg.data_dir)?;
-        tracing::warn!(
-            issuer = d.issuer(),
-            "DEV MODE: built-in issuer with a local signing key; never use in production"
-        );
-        Some(Arc::new(d))
-    } else {
-        None
+    let dev = dev_issuer(opts.dev, &cfg, http_addr)?;
+    let mut bg = Background {
+        shutdown: CancellationToken::new(),
+        tasks: Vec::new(),
     };
+    let store = open_store(&cfg, dev.as_deref(), &mut bg).await?;
+    let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
+    let flusher = pats.usage().start_flusher();
+    let shared = SharedParts {
+        pats: pats.clone(),
+        denylist: Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity)),
+    };
+    let revoker = start_revocation(&cfg, &store, &shared, &mut bg).await?;
+    let engine = Arc::new(ArcSwap::from_pointee(Engine::build_reusing(
+        cfg.engine(),
+        dev.as_deref(),
+        shared,
+        |_| None,
+    )?));
+    let reloader = Arc::new(Reloader::new(
+        engine.clone(),
+        dev.clone(),
+        cfg.clone(),
+        bg.shutdown.clone(),
+    ));
+    let tokens = TokenService::new(
+        engine.clone(),
+        revoker.clone(),
+        cfg.pat.clone(),
+        cfg.api.clone(),
+        opts.dev,
+    )?;
+    serve_grpc(grpc_listener, engine.clone(), tokens.clone(), &mut bg).await?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = HttpState {
+        engine: engine.clone(),
+        draining: draining.clone(),
+        dev: dev.clone(),
+        revoker: revoker.clone(),
+    };
+    serve_http(http_listener, http_addr, &cfg, state, tokens, &mut bg);
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, "portcullis serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        engine,
+        revoker,
+        shutdown: bg.shutdown,
+        draining,
+        tasks: bg.tasks,
+        flusher,
+        reloader,
+    })
+}
 
+/// Background work started by [`start`], stopped by [`Running::shutdown`].
+struct Background {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The same checks as `config check`, plus the `--dev`-only settings.
+fn check_config(cfg: &Config, dev: bool) -> anyhow::Result<()> {
+    if let Err(errs) = cfg.validate() {
+        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!("invalid configuration:\n{}", text.join("\n"));
+    }
+    if let Err(e) = cfg.validate_mode(dev) {
+        anyhow::bail!("invalid configuration:\n  {e}");
+    }
+    Ok(())
+}
+
+/// The built-in issuer under `--dev`, served on the HTTP port.
+fn dev_issuer(
+    dev: bool,
+    cfg: &Config,
+    http_addr: SocketAddr,
+) -> anyhow::Result<Option<Arc<DevIssuer>>> {
+    if !dev {
+        return Ok(None);
+    }
+    let issuer = format!("http://{http_addr}{}", dev::REALM_PATH);
+    let d = DevIssuer::load_or_create(&cfg.data_dir, issuer)?;
+    d.remember_issuer(&cfg.data_dir)?;
+    tracing::warn!(
+        issuer = d.issuer(),
+        "DEV MODE: built-in issuer with a local signing key; never use in production"
+    );
+    Ok(Some(Arc::new(d)))
+}
+
+/// Opens the token store and migrates it (in the background while it is
+/// down), then warns about hash-key settings an operator must act on.
+async fn open_store(
+    cfg: &Config,
+    dev: Option<&DevIssuer>,
+    bg: &mut Background,
+) -> anyhow::Result<Store> {
     let store = Store::connect(&cfg.store, &cfg.data_dir)
         .await
         .with_context(|| format!("opening the {:?} token store (store.kind)", cfg.store.kind))?;
-    let shutdown = CancellationToken::new();
-    let draining = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
     // Rows older than migration 4 have no owner issuer; with exactly one
     // issuer configured they can only be its users' (see Store::claim_unowned).
     let mut issuer_names: Vec<String> = cfg.issuers.iter().map(|i| i.issuer.clone()).collect();
-    if let Some(d) = &dev {
+    if let Some(d) = dev {
         issuer_names.push(d.issuer().to_owned());
     }
     let sole_issuer = match issuer_names.as_slice() {
         [one] => Some(one.clone()),
         _ => None,
     };
-    migrate_or_retry(&store, sole_issuer, &shutdown, &mut tasks).await;
+    migrate_or_retry(&store, sole_issuer, &bg.shutdown, &mut bg.tasks).await;
     if cfg.pat.hash_key.is_none() {
         // Kept working for existing deployments; see README (pat.hash_key).
         tracing::warn!(
@@ -122,125 +198,106 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
              set; run `portcullis token rekey` once to move them"
         );
     }
-    let pats = Arc::new(PatValidator::new(store.clone(), &cfg.pat));
-    let flusher = pats.usage().start_flusher();
-    let denylist = Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity));
+    Ok(store)
+}
+
+/// The revocation path: reuse detection, the deny-list loaded now (bounded
+/// by `store.timeout`; if the store is down, JWT Checks ask the store until
+/// it loads), periodic resync and the bus subscriber.
+async fn start_revocation(
+    cfg: &Config,
+    store: &Store,
+    shared: &SharedParts,
+    bg: &mut Background,
+) -> anyhow::Result<Revoker> {
+    let SharedParts { pats, denylist } = shared.clone();
     let bus = Bus::from_config(&cfg.revocation)?;
     let revoker = Revoker::with_parts(pats.clone(), denylist.clone(), bus.clone());
     let (reuse_tx, reuse_rx) = tokio::sync::mpsc::channel(crate::tokens::reuse::QUEUE);
     pats.set_reuse_sink(reuse_tx);
-    tasks.push(tokio::spawn(crate::tokens::reuse::run(
+    bg.tasks.push(tokio::spawn(crate::tokens::reuse::run(
         reuse_rx,
         store.clone(),
         revoker.clone(),
-        shutdown.clone(),
+        bg.shutdown.clone(),
     )));
-
-    let shared = SharedParts {
-        pats: pats.clone(),
-        denylist: denylist.clone(),
-    };
-    let engine = Arc::new(ArcSwap::from_pointee(Engine::build_reusing(
-        cfg.engine(),
-        dev.as_deref(),
-        shared,
-        |_| None,
-    )?));
-
-    // Load the deny-list now (bounded by store.timeout); if the store is
-    // down, JWT Checks ask the store (503 while it is down) until it loads.
     let mut resync = Resync::new(pats.clone(), denylist.clone());
     resync.once().await;
     let kick = Arc::new(tokio::sync::Notify::new());
-    tasks.push(tokio::spawn(resync.run(
+    bg.tasks.push(tokio::spawn(resync.run(
         cfg.revocation.resync_interval,
         kick.clone(),
-        shutdown.clone(),
+        bg.shutdown.clone(),
     )));
-    if let Some(sub) = bus.subscriber(pats, denylist, kick, shutdown.clone()) {
-        tasks.push(tokio::spawn(sub));
+    if let Some(sub) = bus.subscriber(pats, denylist, kick, bg.shutdown.clone()) {
+        bg.tasks.push(tokio::spawn(sub));
     }
-    let reloader = Arc::new(Reloader::new(
-        engine.clone(),
-        dev.clone(),
-        cfg.clone(),
-        shutdown.clone(),
-    ));
+    Ok(revoker)
+}
 
+/// gRPC: Check, health, reflection and the TokenService.
+async fn serve_grpc(
+    listener: TcpListener,
+    engine: Arc<ArcSwap<Engine>>,
+    tokens: TokenService,
+    bg: &mut Background,
+) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AuthorizationServer<CheckService>>()
+        .await;
+    health_reporter
+        .set_serving::<TokenServiceServer<GrpcTokens>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let tokens = TokenService::new(
-        engine.clone(),
-        revoker.clone(),
-        cfg.pat.clone(),
-        cfg.api.clone(),
-        opts.dev,
-    )?;
-    health_reporter
-        .set_serving::<TokenServiceServer<GrpcTokens>>()
-        .await;
-    let check = CheckService::new(engine.clone());
-    let grpc_tokens = tokens.clone();
-    let grpc_shutdown = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
+    let check = CheckService::new(engine);
+    let shutdown = bg.shutdown.clone();
+    bg.tasks.push(tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AuthorizationServer::new(check))
-            .add_service(GrpcTokens::new(grpc_tokens).into_server())
-            .serve_with_incoming_shutdown(
-                grpc_incoming(grpc_listener),
-                grpc_shutdown.cancelled_owned(),
-            )
+            .add_service(GrpcTokens::new(tokens).into_server())
+            .serve_with_incoming_shutdown(grpc_incoming(listener), shutdown.cancelled_owned())
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "gRPC server failed");
         }
     }));
+    Ok(())
+}
 
-    let mut app = router(HttpState {
-        engine: engine.clone(),
-        draining: draining.clone(),
-        dev: dev.clone(),
-        revoker: revoker.clone(),
-    })
-    .merge(crate::api::rest::routes(
+/// HTTP: health, metrics, the REST API, the `/ui` page and the dev issuer.
+fn serve_http(
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    cfg: &Config,
+    state: HttpState,
+    tokens: TokenService,
+    bg: &mut Background,
+) {
+    let dev = state.dev.clone();
+    let mut app = router(state).merge(crate::api::rest::routes(
         tokens.clone(),
         cfg.api.max_body_bytes,
     ));
     if tokens.ui_enabled() {
         app = app.merge(crate::api::ui::routes(
-            dev.clone(),
+            dev,
             http_addr,
             cfg.api.max_body_bytes,
         ));
     }
-    tasks.push(tokio::spawn(crate::api::limits::serve(
-        http_listener,
+    bg.tasks.push(tokio::spawn(crate::api::limits::serve(
+        listener,
         app,
         HttpLimits::from(&cfg.api),
-        shutdown.clone(),
+        bg.shutdown.clone(),
     )));
-
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, "portcullis serving");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        engine,
-        revoker,
-        shutdown,
-        draining,
-        tasks,
-        flusher,
-        reloader,
-    })
 }
 
 /// The gRPC listener as tonic's stream of connections, with `TCP_NODELAY`

@@ -394,7 +394,7 @@ async fn item10_forged_pat_flood_barely_touches_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (wrapped, v, legit, _) = wrapped(dir.path()).await;
     load_known(&v).await;
-    assert!(matches!(v.validate(&legit).await.unwrap(), Ok(_)));
+    assert!(v.validate(&legit).await.unwrap().is_ok());
 
     let before = wrapped.lookups();
     let forged: Vec<String> = (0..FLOOD).map(|_| pat::format::generate("pat_")).collect();
@@ -419,12 +419,12 @@ async fn item10_forged_pat_flood_barely_touches_the_store() {
     let mut fresh_ok = 0;
     while flood.iter().any(|t| !t.is_finished()) {
         let t0 = std::time::Instant::now();
-        assert!(matches!(v.validate(&legit).await.unwrap(), Ok(_)));
+        assert!(v.validate(&legit).await.unwrap().is_ok());
         lat.push(t0.elapsed());
         if fresh_ok < 5 {
             let (raw, rec) = create_in(v.store(), "late").await;
             v.note_created(&rec.token_hash); // as the bus `new:` item does
-            assert!(matches!(v.validate(&raw).await.unwrap(), Ok(_)));
+            assert!(v.validate(&raw).await.unwrap().is_ok());
             fresh_ok += 1;
         }
         tokio::task::yield_now().await;
@@ -466,7 +466,7 @@ async fn item10_token_created_elsewhere_works_at_once_within_the_budget() {
     // through before the next resync.
     let (raw, _) = create_in(v.store(), "zoe").await;
     let before = wrapped.lookups();
-    assert!(matches!(v.validate(&raw).await.unwrap(), Ok(_)));
+    assert!(v.validate(&raw).await.unwrap().is_ok());
     assert_eq!(wrapped.lookups() - before, 1);
     // And the next resync pass adds it to the set for good.
     let (raw2, rec2) = create_in(v.store(), "zoe").await;
@@ -474,7 +474,7 @@ async fn item10_token_created_elsewhere_works_at_once_within_the_budget() {
     let mut r = portcullis::revocation::Resync::new(v.clone(), deny);
     r.once().await; // full load
     assert!(v.known().may_exist(&rec2.token_hash));
-    assert!(matches!(v.validate(&raw2).await.unwrap(), Ok(_)));
+    assert!(v.validate(&raw2).await.unwrap().is_ok());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 pub mod authenticate;
 pub mod build;
 pub mod decision;
-mod deny;
+pub mod deny;
 pub mod engine;
 pub mod explain;
 pub mod request;

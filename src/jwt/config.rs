@@ -246,7 +246,12 @@ fn validate_issuer(i: usize, iss: &IssuerConfig, errs: &mut Vec<ConfigError>) {
             "fetch_timeout and unknown_kid_wait must be greater than zero",
         ));
     }
-    for (j, src) in iss.scopes.from.iter().enumerate() {
+    validate_scope_source(i, &iss.scopes, errs);
+}
+
+/// `issuers[i].scopes`: known sources, valid granted scopes.
+fn validate_scope_source(i: usize, scopes: &ScopeSourceConfig, errs: &mut Vec<ConfigError>) {
+    for (j, src) in scopes.from.iter().enumerate() {
         let ok = src == "claim:scope"
             || src == "realm_roles"
             || src
@@ -261,13 +266,12 @@ fn validate_issuer(i: usize, iss: &IssuerConfig, errs: &mut Vec<ConfigError>) {
             ));
         }
     }
-    let granted = iss
-        .scopes
+    let granted = scopes
         .default
         .iter()
         .enumerate()
         .map(|(j, s)| (format!("issuers[{i}].scopes.default[{j}]"), s))
-        .chain(iss.scopes.map.iter().flat_map(|(k, v)| {
+        .chain(scopes.map.iter().flat_map(|(k, v)| {
             v.iter()
                 .enumerate()
                 .map(move |(j, s)| (format!("issuers[{i}].scopes.map.{k}[{j}]"), s))

@@ -214,6 +214,6 @@ impl PolicyConfig {
 
     /// Every problem as a typed [`PolicyError`].
     pub fn problems(&self) -> Vec<PolicyError> {
-        super::build(self).err().unwrap_or_default()
+        super::compile::build(self).err().unwrap_or_default()
     }
 }

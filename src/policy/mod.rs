@@ -76,6 +76,7 @@
 //! (`authz::engine`; Envoy leaves `%2e%2e;` unresolved, Tomcat does not). A
 //! request outside them is refused (403), never moved to another route.
 
+mod compile;
 mod config;
 mod error;
 mod path;
@@ -93,9 +94,8 @@ pub use error::PolicyError;
 pub use path::{PathOptions, normalize_host, normalize_path, normalize_path_with};
 pub use scopes::{ScopeDenial, ScopeRequirements, parse_required_scopes};
 
-use crate::scope::{self, ScopeRole};
 use path::HostPattern;
-use router::{HashMap, Hosts, Idx, PathKind, Tier};
+use router::{HashMap, Hosts, Idx};
 
 /// A compiled route.
 #[derive(Debug, Clone)]
@@ -226,7 +226,7 @@ impl Policy {
     /// `policy.routes[2].require.all_of[0]: scope "uploads:*" uses a wildcard, which is only allowed in granted scopes`.
     /// Returns the first error; [`PolicyConfig::validate`] lists them all.
     pub fn compile(cfg: &PolicyConfig) -> Result<Policy, PolicyError> {
-        build(cfg).map_err(|mut errs| errs.swap_remove(0))
+        compile::build(cfg).map_err(|mut errs| errs.swap_remove(0))
     }
 
     /// Find the route for a request. `raw_path` is Envoy's raw request target
@@ -285,187 +285,6 @@ impl Policy {
 }
 
 /// Validate scopes at `key[j]`, dropping duplicates.
-fn scopes_at(key: &str, list: &[String], errs: &mut Vec<PolicyError>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (j, s) in list.iter().enumerate() {
-        match scope::validate(s, ScopeRole::Required) {
-            Err(error) => errs.push(PolicyError::Scope {
-                key: format!("{key}[{j}]"),
-                error,
-            }),
-            Ok(()) if !out.contains(s) => out.push(s.clone()),
-            Ok(()) => {}
-        }
-    }
-    out
-}
-
-pub(super) fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
-    let mut errs = Vec::new();
-    let mut routes = Vec::with_capacity(cfg.routes.len());
-    // Per route: host patterns (None = any host) and path kind.
-    let mut placement: Vec<(Option<Vec<HostPattern>>, PathKind)> = Vec::new();
-    let mut by_name: HashMap<String, Idx> = HashMap::default();
-
-    for (i, rc) in cfg.routes.iter().enumerate() {
-        let key = format!("policy.routes[{i}]");
-        if rc.name.trim().is_empty() {
-            errs.push(PolicyError::EmptyName {
-                key: format!("{key}.name"),
-            });
-        } else if let Some(first) = by_name.get(&rc.name) {
-            errs.push(PolicyError::DuplicateName {
-                key: format!("{key}.name"),
-                name: rc.name.clone(),
-                first: *first as usize,
-            });
-        } else {
-            by_name.insert(rc.name.clone(), i as Idx);
-        }
-
-        let m = &rc.matcher;
-        let hosts = m.hosts.as_ref().map(|hs| {
-            if hs.is_empty() {
-                errs.push(PolicyError::EmptyList {
-                    key: format!("{key}.match.hosts"),
-                    what: "host",
-                });
-            }
-            let mut out = Vec::new();
-            for (j, h) in hs.iter().enumerate() {
-                match path::parse_host(h) {
-                    Ok(p) if !out.contains(&p) => out.push(p),
-                    Ok(_) => {}
-                    Err(reason) => errs.push(PolicyError::Host {
-                        key: format!("{key}.match.hosts[{j}]"),
-                        host: h.clone(),
-                        reason,
-                    }),
-                }
-            }
-            out
-        });
-        let methods = m.methods.as_ref().map(|ms| {
-            if ms.is_empty() {
-                errs.push(PolicyError::EmptyList {
-                    key: format!("{key}.match.methods"),
-                    what: "method",
-                });
-            }
-            let mut out: Vec<Box<str>> = Vec::new();
-            for (j, raw) in ms.iter().enumerate() {
-                match path::parse_method(raw) {
-                    Some(up) if !out.iter().any(|o| **o == *up) => out.push(up.into()),
-                    Some(_) => {}
-                    None => errs.push(PolicyError::Method {
-                        key: format!("{key}.match.methods[{j}]"),
-                        method: raw.clone(),
-                    }),
-                }
-            }
-            out
-        });
-        let path_kind =
-            match &m.path {
-                None => Ok(PathKind::Prefix("/".into())),
-                Some(PathConfig::Exact(p)) => path::parse_config_path(p)
-                    .map(PathKind::Exact)
-                    .map_err(|reason| PolicyError::Path {
-                        key: format!("{key}.match.path.exact"),
-                        path: p.clone(),
-                        reason,
-                    }),
-                Some(PathConfig::Prefix(p)) => path::parse_config_path(p)
-                    .map(PathKind::Prefix)
-                    .map_err(|reason| PolicyError::Path {
-                        key: format!("{key}.match.path.prefix"),
-                        path: p.clone(),
-                        reason,
-                    }),
-                Some(PathConfig::Template(t)) => path::parse_template(t)
-                    .map(PathKind::Template)
-                    .map_err(|reason| PolicyError::Template {
-                        key: format!("{key}.match.path.template"),
-                        template: t.clone(),
-                        reason,
-                    }),
-            };
-        let mut path_kind = path_kind.unwrap_or_else(|e| {
-            errs.push(e);
-            PathKind::Prefix("/".into())
-        });
-        if cfg.case_insensitive_paths {
-            // Request paths are lower-cased too (`normalize_path_with`).
-            path_kind.make_ascii_lowercase();
-        }
-
-        let all_of = scopes_at(
-            &format!("{key}.require.all_of"),
-            &rc.require.all_of,
-            &mut errs,
-        );
-        let any_of = scopes_at(
-            &format!("{key}.require.any_of"),
-            &rc.require.any_of,
-            &mut errs,
-        );
-        if rc.auth == AuthMode::None
-            && !(rc.require.all_of.is_empty() && rc.require.any_of.is_empty())
-        {
-            errs.push(PolicyError::PublicWithScopes {
-                key: format!("{key}.require"),
-            });
-        }
-        if rc.credentials.is_empty() {
-            errs.push(PolicyError::EmptyCredentials {
-                key: format!("{key}.credentials"),
-            });
-        }
-        routes.push(Route {
-            name: rc.name.clone(),
-            auth: rc.auth,
-            all_of,
-            any_of,
-            credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
-            methods,
-            hosts: hosts.clone(),
-            index: i,
-            label: crate::metrics::Label(std::sync::Arc::from(rc.name.as_str())),
-        });
-        placement.push((hosts, path_kind));
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-
-    let mut hosts = Hosts::default();
-    for (i, (host_patterns, path_kind)) in placement.iter().enumerate() {
-        let idx = i as Idx;
-        let Some(hs) = host_patterns else {
-            hosts.any.add(idx, path_kind);
-            continue;
-        };
-        for h in hs {
-            let (map, name) = match h {
-                HostPattern::Exact(n) => (&mut hosts.exact, n),
-                HostPattern::Wildcard(n) => (&mut hosts.wildcard, n),
-            };
-            map.entry(name.as_str().into())
-                .or_insert_with(Tier::default)
-                .add(idx, path_kind);
-        }
-    }
-    Ok(Policy {
-        routes,
-        by_name,
-        hosts,
-        default: cfg.default,
-        path_options: PathOptions {
-            matrix_params: cfg.matrix_params,
-            case_insensitive: cfg.case_insensitive_paths,
-        },
-    })
-}
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
