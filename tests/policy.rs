@@ -1,13 +1,14 @@
-//! Per-route policy through the real Check path (dev issuer + SQLite), the
-//! `check` and `config check` commands, and Keycloak role mapping.
+//! Per-route policy through the Check handler in-process (dev issuer +
+//! SQLite, no gRPC), the `check` and `config check` commands, and Keycloak
+//! role mapping.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::{self, CreateRequest};
-use portcullis::server::Running;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, denied};
+use portcullis_testkit::in_process::InProcess;
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -46,14 +47,14 @@ policy:
 "#;
 
 struct Env {
-    srv: Running,
+    srv: InProcess,
     dev: DevIssuer,
     dir: tempfile::TempDir,
 }
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let srv = serve_yaml(POLICY, dir.path(), true).await;
+    let srv = InProcess::from_yaml(POLICY, dir.path(), true).await;
     let dev = DevIssuer::load_existing(dir.path(), None).unwrap();
     Env { srv, dev, dir }
 }
@@ -73,7 +74,7 @@ impl Env {
     }
 
     async fn pat(&self, scopes: &[&str]) -> String {
-        let store = self.srv.engine.load().pats().store().clone();
+        let store = self.srv.store();
         let (raw, _) = pat::create(
             &store,
             &Default::default(),
@@ -95,7 +96,7 @@ impl Env {
     }
 
     async fn check(&self, req: Req) -> envoy_types::ext_authz::v3::pb::CheckResponse {
-        check(self.srv.grpc_addr, &req).await
+        self.srv.check(&req).await
     }
 }
 
@@ -350,22 +351,14 @@ policy:
 "#,
         kc.issuer()
     );
-    let srv = serve_yaml(&yaml, dir.path(), false).await;
+    // Keys are fetched from the stand-in before `from_yaml` returns.
+    let srv = InProcess::from_yaml(&yaml, dir.path(), false).await;
     let mut c = kc.claims("u1");
     c["realm_access"] = json!({"roles": ["uploader", "offline_access"]});
     c["resource_access"] = json!({"api": {"roles": ["reports:read"]}});
     c["scope"] = json!("openid profile");
     let t = kc.sign(&c, &SignOpts::default());
-    let mut ok = None;
-    for _ in 0..200 {
-        let resp = check(srv.grpc_addr, &Req::get("/up").bearer(&t)).await;
-        if resp.status.as_ref().unwrap().code != 14 {
-            ok = Some(resp);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await; // keys still loading
-    }
-    let (h, _) = allowed(&ok.expect("keys loaded"));
+    let (h, _) = allowed(&srv.check(&Req::get("/up").bearer(&t)).await);
     assert_eq!(
         h["x-auth-scopes"],
         "reports:read self:read uploads:read uploads:write"

@@ -1,4 +1,5 @@
-//! Issue 12 policy holes, through the real Check path (dev issuer + SQLite):
+//! Issue 12 policy holes, through the Check handler in-process (dev issuer +
+//! SQLite, no gRPC; tests/e2e.rs proves the same through Envoy):
 //! a route named by Envoy keeps its own method and host limits (item 1),
 //! Envoy's required scopes apply on public routes (item 2), and `;` matrix
 //! parameters or letter case do not move a request to a broader route
@@ -7,8 +8,8 @@
 use std::time::Duration;
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use portcullis::server::Running;
-use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, denied};
+use portcullis_testkit::in_process::InProcess;
 
 const POLICY: &str = r#"
 policy:
@@ -37,7 +38,7 @@ policy:
 "#;
 
 struct Env {
-    srv: Running,
+    srv: InProcess,
     dev: DevIssuer,
     _dir: tempfile::TempDir,
 }
@@ -46,7 +47,7 @@ struct Env {
 async fn env_with(extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!("{POLICY}{extra}");
-    let srv = serve_yaml(&yaml, dir.path(), true).await;
+    let srv = InProcess::from_yaml(&yaml, dir.path(), true).await;
     let dev = DevIssuer::load_existing(dir.path(), None).unwrap();
     Env {
         srv,
@@ -74,7 +75,7 @@ impl Env {
     }
 
     async fn check(&self, req: Req) -> envoy_types::ext_authz::v3::pb::CheckResponse {
-        check(self.srv.grpc_addr, &req).await
+        self.srv.check(&req).await
     }
 
     /// (gRPC code, HTTP status); (0, 200) when allowed.

@@ -4,6 +4,7 @@
 //!
 //! - [`check`]: start portcullis in-process, [`check::Req`] (the
 //!   `CheckRequest` builder), Check over gRPC, allow/deny assertions;
+//! - [`in_process`]: the same Check handler without gRPC, for table tests;
 //! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
 //! - [`keycloak`]: the Keycloak stand-in (failure injection);
 //!   [`real_keycloak`]: the real Keycloak for `tests/keycloak_*.rs`;
@@ -22,6 +23,7 @@ pub mod check;
 pub mod cluster;
 pub mod echo;
 pub mod envoy;
+pub mod in_process;
 pub mod keycloak;
 pub mod pg;
 pub mod real_keycloak;
