@@ -53,6 +53,7 @@ pub mod cli;
 pub mod config;
 pub mod config_error;
 pub mod dev;
+pub mod dpop;
 pub mod identity;
 pub mod jwt;
 pub mod metrics;

@@ -42,8 +42,9 @@ impl InProcess {
             .expect("store opens");
         store.migrate().await.expect("store migrates");
         let dev = dev.then(|| {
-            let d = DevIssuer::load_or_create(data_dir, "http://dev.portcullis.test/realms/dev".into())
-                .expect("dev issuer");
+            let d =
+                DevIssuer::load_or_create(data_dir, "http://dev.portcullis.test/realms/dev".into())
+                    .expect("dev issuer");
             // As `serve --dev` does, so `dev-token` and `check --dev` agree.
             d.remember_issuer(data_dir).expect("dev issuer remembered");
             d
