@@ -91,11 +91,6 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry named {name} in {list}"))
 }
 
-/// The Envoy template rendered with its defaults.
-fn rendered_default() -> String {
-    render(&envoy::template(), &[])
-}
-
 // --- Envoy config ----------------------------------------------------------
 
 /// The parts of an Envoy bootstrap these checks look at.
@@ -282,34 +277,39 @@ fn every_yaml_and_json_file_under_deploy_parses() {
 }
 
 #[test]
-fn envoy_template_fails_closed_and_normalises() {
-    let root = yaml(&rendered_default(), "deploy/envoy.yaml");
+fn shipped_envoy_fails_closed_and_normalises() {
+    let root = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     assert_envoy_properties(&root, "deploy/envoy.yaml");
 }
 
+/// `deploy/envoy.yaml` runs as shipped: no `${...}` placeholder anywhere,
+/// and each tagged value (`# render: NAME`) is the default its header
+/// documents, exactly once per name.
 #[test]
-fn envoy_template_placeholders_have_documented_defaults() {
-    let t = envoy::template();
-    let mut found: Vec<&str> = t
-        .match_indices("${")
-        .map(|(i, _)| {
-            let end = t[i..].find('}').unwrap();
-            &t[i + 2..i + end]
-        })
-        .collect();
-    found.sort();
-    found.dedup();
+fn shipped_envoy_config_has_no_placeholders_and_documents_its_defaults() {
+    let t = envoy::shipped();
+    assert!(
+        !t.contains("${"),
+        "deploy/envoy.yaml must run as it is: no ${{...}} placeholders"
+    );
+    let tags = envoy::tagged(&t);
+    let mut names: Vec<&str> = tags.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
     let mut known: Vec<&str> = DEFAULTS.iter().map(|(k, _)| *k).collect();
     known.sort();
-    assert_eq!(
-        found, known,
-        "placeholders in deploy/envoy.yaml vs DEFAULTS"
-    );
-    for (k, v) in DEFAULTS {
-        assert!(
-            t.contains(&format!("${{{k}}}")) && t.contains(v),
-            "{k}'s default {v} is not documented in the template header"
+    assert_eq!(names, known, "tags in deploy/envoy.yaml vs DEFAULTS");
+    for tag in &tags {
+        let (k, v) = DEFAULTS.iter().find(|(k, _)| *k == tag.name).unwrap();
+        assert_eq!(
+            tag.value, *v,
+            "deploy/envoy.yaml line {}: {k} ships as {} but its documented default is {v}",
+            tag.line, tag.value
         );
+        let documented = t.lines().any(|l| {
+            let w: Vec<&str> = l.trim_start_matches('#').split_whitespace().collect();
+            w.len() >= 2 && w[0] == *k && w[1] == *v
+        });
+        assert!(documented, "{k}'s default {v} is not in the header table");
     }
     for (k, v) in [
         ("LISTEN_PORT", "10000"),
@@ -319,6 +319,37 @@ fn envoy_template_placeholders_have_documented_defaults() {
     ] {
         assert!(DEFAULTS.contains(&(k, v)), "{k} default must be {v}");
     }
+}
+
+/// Rendering changes the tagged values and nothing else.
+#[test]
+fn rendering_changes_only_the_tagged_values() {
+    let t = envoy::shipped();
+    assert_eq!(
+        render(&t, &[]),
+        t,
+        "rendering with no values is the identity"
+    );
+    let r = render(
+        &t,
+        &[("LISTEN_PORT", "12345"), ("APP_HOST", "app.internal")],
+    );
+    let changed: Vec<(&str, &str)> = t.lines().zip(r.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(
+        changed,
+        [
+            (
+                "          port_value: 10000 # render: LISTEN_PORT",
+                "          port_value: 12345 # render: LISTEN_PORT"
+            ),
+            (
+                "                      address: 127.0.0.1 # render: APP_HOST",
+                "                      address: app.internal # render: APP_HOST"
+            ),
+        ]
+    );
+    let result = std::panic::catch_unwind(|| render(&t, &[("NO_SUCH_TAG", "1")]));
+    assert!(result.is_err(), "a value for a missing tag must fail");
 }
 
 #[test]
@@ -336,7 +367,7 @@ fn render_script_matches_the_test_renderer() {
     );
     let script = String::from_utf8(out.stdout).unwrap();
     let ours = render(
-        &envoy::template(),
+        &envoy::shipped(),
         &[("LISTEN_PORT", "12345"), ("APP_HOST", "app.internal")],
     );
     assert_eq!(script.trim_end(), ours.trim_end());
@@ -345,11 +376,16 @@ fn render_script_matches_the_test_renderer() {
 #[test]
 fn envoy_validates_every_config_we_ship() {
     let dir = tempfile::tempdir().unwrap();
-    let mut configs = vec![("deploy/envoy.yaml (defaults)", rendered_default())];
+    // The shipped file itself, in place: it must run as it is.
+    match envoy::validate(&envoy::shipped_path()) {
+        Ok(out) => eprintln!("deploy/envoy.yaml: {}", out.trim()),
+        Err(out) => panic!("envoy rejects deploy/envoy.yaml as shipped:\n{out}"),
+    }
+    let mut configs = Vec::new();
     configs.push((
         "deploy/envoy.yaml (e2e-style)",
         render(
-            &envoy::template(),
+            &envoy::shipped(),
             &[
                 ("LISTEN_HOST", "127.0.0.1"),
                 ("LISTEN_PORT", "18080"),
@@ -374,14 +410,14 @@ fn envoy_validates_every_config_we_ship() {
 }
 
 #[test]
-fn k8s_envoy_config_is_the_rendered_template() {
+fn k8s_envoy_config_is_the_shipped_file() {
     let objs = k8s_objects();
     let cm = object(&objs, "ConfigMap");
     let k8s = yaml(s(cm, "/data/envoy.yaml"), "ConfigMap envoy.yaml");
-    let want = yaml(&rendered_default(), "rendered deploy/envoy.yaml");
+    let want = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     assert_eq!(
         k8s, want,
-        "deploy/k8s/configmap.yaml envoy.yaml drifted from deploy/envoy.yaml rendered with defaults"
+        "deploy/k8s/configmap.yaml envoy.yaml drifted from deploy/envoy.yaml"
     );
     assert_envoy_properties(&k8s, "k8s ConfigMap");
 }
@@ -588,7 +624,7 @@ fn helm_chart_is_sane() {
         "values.yaml portcullis.config drifted from deploy/k8s/configmap.yaml"
     );
     // Envoy routes in values ↔ the routes of deploy/envoy.yaml.
-    let tmpl = yaml(&rendered_default(), "rendered deploy/envoy.yaml");
+    let tmpl = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     let routes = envoy_view(&tmpl).routes.clone();
     for r in values["envoy"]["publicRoutes"].as_array().unwrap() {
         let t = named(&routes, s(r, "/name"));
@@ -709,7 +745,7 @@ fn helm_chart_is_sane() {
             assert_envoy_properties(&envoy_cfg, "helm ConfigMap");
             assert_eq!(
                 envoy_cfg,
-                yaml(&rendered_default(), "rendered deploy/envoy.yaml"),
+                yaml(&envoy::shipped(), "deploy/envoy.yaml"),
                 "helm envoy.yaml drifted from deploy/envoy.yaml"
             );
         }
