@@ -34,6 +34,20 @@ use crate::tokens::TokenService;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/portcullis_descriptor.bin"));
 
+/// Encoded descriptors of Envoy's `envoy.service.auth.v3` protos and their
+/// imports (`proto/vendor`), for reflection: `envoy-types` exports none.
+pub const ENVOY_AUTH_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_auth_descriptor.bin"));
+
+/// gRPC reflection, `grpc.reflection.v1` and `v1alpha` (still the only one
+/// many clients speak), over every service the gRPC port serves.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(ENVOY_AUTH_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// How the server is started.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -246,11 +260,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     health_reporter
         .set_serving::<AuthorizationServer<CheckService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = reflection_builder()
         .build_v1()
-        .context("building gRPC reflection")?;
+        .context("building gRPC reflection (v1)")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("building gRPC reflection (v1alpha)")?;
     let tokens = TokenService::new(
         engine.clone(),
         revoker.clone(),
@@ -268,6 +283,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         let res = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AuthorizationServer::new(check))
             .add_service(GrpcTokens::new(grpc_tokens).into_server())
             .serve_with_incoming_shutdown(
