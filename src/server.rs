@@ -276,7 +276,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     health_reporter
         .set_serving::<TokenServiceServer<GrpcTokens>>()
         .await;
-    let check = CheckService::new(engine.clone());
+    let check =
+        CheckService::new(engine.clone()).with_resource_metadata(cfg.api.resource_metadata.url());
     let grpc_tokens = tokens.clone();
     let grpc_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
@@ -305,6 +306,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     .merge(crate::api::rest::routes(
         tokens.clone(),
         cfg.api.max_body_bytes,
+    ))
+    .merge(crate::api::metadata::routes(
+        engine.clone(),
+        cfg.api.resource_metadata.clone(),
     ));
     if tokens.ui_enabled() {
         app = app.merge(crate::api::ui::routes(

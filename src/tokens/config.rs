@@ -36,6 +36,11 @@ pub struct ApiConfig {
     /// HTTP port: largest request body accepted (read only after the caller
     /// is authenticated); a larger one is answered 413. Default 16384.
     pub max_body_bytes: usize,
+    /// RFC 9728 protected resource metadata on the HTTP port
+    /// (`/.well-known/oauth-protected-resource`), and the
+    /// `resource_metadata` parameter of Check's 401 challenges. Off while
+    /// `resource` is unset.
+    pub resource_metadata: crate::api::metadata::ResourceMetadataConfig,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +54,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_body_bytes: 16 * 1024,
+            resource_metadata: Default::default(),
         }
     }
 }
@@ -73,6 +79,7 @@ impl ApiConfig {
             );
         }
         crate::api::limits::validate(self)?;
+        self.resource_metadata.validate()?;
         Ok(())
     }
 }
