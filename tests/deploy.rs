@@ -222,9 +222,19 @@ fn assert_envoy_properties(root: &Value, what: &str) {
             }
             disabled.push(path.to_owned());
         }
-        assert_eq!(r["route"]["cluster"], "app", "{what}: {r}");
+        // Only the RFC 9728 document reaches portcullis's HTTP port.
+        let cluster = if r["match"]["path"] == "/.well-known/oauth-protected-resource" {
+            "portcullis-http"
+        } else {
+            "app"
+        };
+        assert_eq!(r["route"]["cluster"], cluster, "{what}: {r}");
     }
-    assert_eq!(disabled, ["/healthz"], "{what}");
+    assert_eq!(
+        disabled,
+        ["/healthz", "/.well-known/oauth-protected-resource"],
+        "{what}"
+    );
     let uploads = named(v.routes, "uploads");
     assert_eq!(uploads["match"]["prefix"], "/api/v1/uploads/");
     let ctx = &uploads["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
@@ -650,9 +660,9 @@ fn helm_chart_is_sane() {
     assert_eq!(
         values["envoy"]["publicRoutes"].as_array().unwrap().len()
             + values["envoy"]["authzRoutes"].as_array().unwrap().len()
-            + 1,
+            + 2,
         routes.as_array().unwrap().len(),
-        "values.yaml envoy routes + catch-all vs deploy/envoy.yaml"
+        "values.yaml envoy routes + resource-metadata + catch-all vs deploy/envoy.yaml"
     );
     assert_eq!(
         values["envoy"]["extAuthzTimeout"],

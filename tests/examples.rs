@@ -115,10 +115,12 @@ fn yaml_docs(text: &str, what: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn helm_config() -> String {
+/// The config the chart renders, with `--set` values.
+fn helm_config(set: &[&str]) -> String {
     let helm = std::env::var("PORTCULLIS_HELM").unwrap_or_else(|_| "helm".into());
     let out = Command::new(&helm)
         .args(["template", "t", "--kube-version", "1.31.0"])
+        .args(set.iter().flat_map(|s| ["--set", s]))
         .arg(repo_root().join("deploy/helm/portcullis"))
         .output()
         .unwrap_or_else(|e| {
@@ -173,7 +175,15 @@ fn examples() -> Vec<Example> {
     });
     out.push(Example {
         what: "deploy/helm/portcullis (helm template) config.yaml".into(),
-        text: helm_config(),
+        text: helm_config(&[]),
+        dev: false,
+    });
+    out.push(Example {
+        what: "deploy/helm/portcullis with portcullis.resourceMetadata set".into(),
+        text: helm_config(&[
+            "portcullis.resourceMetadata.resource=https://app.example.org",
+            "portcullis.resourceMetadata.resource_name=Uploads",
+        ]),
         dev: false,
     });
     out.push(Example {
@@ -233,6 +243,27 @@ fn every_yaml_example_passes_config_check() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// The chart's `portcullis.resourceMetadata` becomes
+/// `api.resource_metadata`, next to whatever `api` keys the config has.
+#[test]
+fn helm_resource_metadata_value_reaches_the_config() {
+    let off = yaml_docs(&helm_config(&[]), "helm")[0].clone();
+    assert!(off["api"]["resource_metadata"].is_null(), "{off}");
+    let on = yaml_docs(
+        &helm_config(&[
+            "portcullis.resourceMetadata.resource=https://app.example.org",
+            "portcullis.config.api.ui=false",
+        ]),
+        "helm",
+    )[0]
+    .clone();
+    assert_eq!(
+        on["api"]["resource_metadata"]["resource"], "https://app.example.org",
+        "{on}"
+    );
+    assert_eq!(on["api"]["ui"], false, "{on}");
 }
 
 /// The two checks each catch what they are for.

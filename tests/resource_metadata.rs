@@ -229,15 +229,24 @@ fn config_check_names_the_key_what_is_wrong_and_what_is_accepted() {
     }
 }
 
-/// What an OAuth client does: a 401 through Envoy names the metadata URL;
-/// the document (fetched from portcullis's HTTP port, where Envoy would
-/// route it) names the authorization server.
+/// What an OAuth client does: a 401 through Envoy names the metadata URL,
+/// and the shipped Envoy route for that path (ext_authz off) serves the
+/// document from portcullis's HTTP port, naming the authorization server.
 #[tokio::test]
 async fn a_client_behind_envoy_finds_the_authorization_server() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), Some("http://127.0.0.1:10000"), "").await;
     let echo = portcullis_testkit::echo::Echo::start().await;
-    let envoy = Envoy::start(srv.grpc_addr, echo.addr).await;
+    let http_port = srv.http_addr.port().to_string();
+    let envoy = Envoy::start_with(
+        srv.grpc_addr,
+        echo.addr,
+        &[
+            ("EXT_AUTHZ_TIMEOUT", "5s"),
+            ("PORTCULLIS_HTTP_PORT", http_port.as_str()),
+        ],
+    )
+    .await;
     let r = envoy.get("/api/v1/uploads/1", &[]).await;
     assert_eq!(r.status, 401, "{r:?}");
     let www = r.header("www-authenticate").unwrap_or_default().to_owned();
@@ -251,9 +260,17 @@ async fn a_client_behind_envoy_finds_the_authorization_server() {
         "http://127.0.0.1:10000/.well-known/oauth-protected-resource"
     );
     let path = url.trim_start_matches("http://127.0.0.1:10000");
-    let doc: Value = get(&srv, path).await.json();
+    let r = envoy.get(path, &[("x-auth-subject", "forged")]).await;
+    assert_eq!(r.status, 200, "{r:?}\n{}", envoy.log());
+    let doc: Value = r.json();
     assert_eq!(doc["resource"], "http://127.0.0.1:10000");
     assert_eq!(doc["authorization_servers"], json!([dev_issuer(&srv)]));
+    assert_eq!(
+        doc["scopes_supported"],
+        json!(["uploads:admin", "uploads:read", "uploads:write"])
+    );
+    // Only that path reaches the HTTP port: the token API stays behind ext_authz.
+    assert_eq!(envoy.get("/api/v1/meta", &[]).await.status, 401);
     assert!(echo.seen().is_empty(), "{:?}", echo.seen());
     drop(envoy);
     srv.shutdown(std::time::Duration::from_secs(5)).await;

@@ -23,6 +23,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("ADMIN_PORT", "9901"),
     ("PORTCULLIS_GRPC_HOST", "127.0.0.1"),
     ("PORTCULLIS_GRPC_PORT", "9191"),
+    ("PORTCULLIS_HTTP_HOST", "127.0.0.1"),
+    ("PORTCULLIS_HTTP_PORT", "9192"),
     ("APP_HOST", "127.0.0.1"),
     ("APP_PORT", "8080"),
     ("EXT_AUTHZ_TIMEOUT", "0.25s"),
