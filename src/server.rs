@@ -32,6 +32,20 @@ use crate::tokens::TokenService;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/portcullis_descriptor.bin"));
 
+/// Encoded descriptors of Envoy's `envoy.service.auth.v3` protos and their
+/// imports (`proto/vendor`), for reflection: `envoy-types` exports none.
+pub const ENVOY_AUTH_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_auth_descriptor.bin"));
+
+/// gRPC reflection, `grpc.reflection.v1` and `v1alpha` (still the only one
+/// many clients speak), over every service the gRPC port serves.
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(ENVOY_AUTH_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// How the server is started.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -101,7 +115,14 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         cfg.api.clone(),
         opts.dev,
     )?;
-    serve_grpc(grpc_listener, engine.clone(), tokens.clone(), &mut bg).await?;
+    serve_grpc(
+        grpc_listener,
+        engine.clone(),
+        cfg.api.resource_metadata.url(),
+        tokens.clone(),
+        &mut bg,
+    )
+    .await?;
     let draining = Arc::new(AtomicBool::new(false));
     let state = HttpState {
         engine: engine.clone(),
@@ -239,6 +260,7 @@ async fn start_revocation(
 async fn serve_grpc(
     listener: TcpListener,
     engine: Arc<ArcSwap<Engine>>,
+    resource_metadata_url: Option<String>,
     tokens: TokenService,
     bg: &mut Background,
 ) -> anyhow::Result<()> {
@@ -249,17 +271,19 @@ async fn serve_grpc(
     health_reporter
         .set_serving::<TokenServiceServer<GrpcTokens>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = reflection_builder()
         .build_v1()
-        .context("building gRPC reflection")?;
-    let check = CheckService::new(engine);
+        .context("building gRPC reflection (v1)")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("building gRPC reflection (v1alpha)")?;
+    let check = CheckService::new(engine).with_resource_metadata(resource_metadata_url);
     let shutdown = bg.shutdown.clone();
     bg.tasks.push(tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AuthorizationServer::new(check))
             .add_service(GrpcTokens::new(tokens).into_server())
             .serve_with_incoming_shutdown(grpc_incoming(listener), shutdown.cancelled_owned())
@@ -281,10 +305,16 @@ fn serve_http(
     bg: &mut Background,
 ) {
     let dev = state.dev.clone();
-    let mut app = router(state).merge(crate::api::rest::routes(
-        tokens.clone(),
-        cfg.api.max_body_bytes,
-    ));
+    let engine = state.engine.clone();
+    let mut app = router(state)
+        .merge(crate::api::rest::routes(
+            tokens.clone(),
+            cfg.api.max_body_bytes,
+        ))
+        .merge(crate::api::metadata::routes(
+            engine.clone(),
+            cfg.api.resource_metadata.clone(),
+        ));
     if tokens.ui_enabled() {
         app = app.merge(crate::api::ui::routes(
             dev,

@@ -91,11 +91,6 @@ fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no entry named {name} in {list}"))
 }
 
-/// The Envoy template rendered with its defaults.
-fn rendered_default() -> String {
-    render(&envoy::template(), &[])
-}
-
 // --- Envoy config ----------------------------------------------------------
 
 /// The parts of an Envoy bootstrap these checks look at.
@@ -227,9 +222,19 @@ fn assert_envoy_properties(root: &Value, what: &str) {
             }
             disabled.push(path.to_owned());
         }
-        assert_eq!(r["route"]["cluster"], "app", "{what}: {r}");
+        // Only the RFC 9728 document reaches portcullis's HTTP port.
+        let cluster = if r["match"]["path"] == "/.well-known/oauth-protected-resource" {
+            "portcullis-http"
+        } else {
+            "app"
+        };
+        assert_eq!(r["route"]["cluster"], cluster, "{what}: {r}");
     }
-    assert_eq!(disabled, ["/healthz"], "{what}");
+    assert_eq!(
+        disabled,
+        ["/healthz", "/.well-known/oauth-protected-resource"],
+        "{what}"
+    );
     let uploads = named(v.routes, "uploads");
     assert_eq!(uploads["match"]["prefix"], "/api/v1/uploads/");
     let ctx = &uploads["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
@@ -282,74 +287,24 @@ fn every_yaml_and_json_file_under_deploy_parses() {
 }
 
 #[test]
-fn envoy_template_fails_closed_and_normalises() {
-    let root = yaml(&rendered_default(), "deploy/envoy.yaml");
+fn shipped_envoy_fails_closed_and_normalises() {
+    let root = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     assert_envoy_properties(&root, "deploy/envoy.yaml");
-}
-
-#[test]
-fn envoy_template_placeholders_have_documented_defaults() {
-    let t = envoy::template();
-    let mut found: Vec<&str> = t
-        .match_indices("${")
-        .map(|(i, _)| {
-            let end = t[i..].find('}').unwrap();
-            &t[i + 2..i + end]
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    let mut known: Vec<&str> = DEFAULTS.iter().map(|(k, _)| *k).collect();
-    known.sort();
-    assert_eq!(
-        found, known,
-        "placeholders in deploy/envoy.yaml vs DEFAULTS"
-    );
-    for (k, v) in DEFAULTS {
-        assert!(
-            t.contains(&format!("${{{k}}}")) && t.contains(v),
-            "{k}'s default {v} is not documented in the template header"
-        );
-    }
-    for (k, v) in [
-        ("LISTEN_PORT", "10000"),
-        ("ADMIN_PORT", "9901"),
-        ("PORTCULLIS_GRPC_PORT", "9191"),
-        ("APP_PORT", "8080"),
-    ] {
-        assert!(DEFAULTS.contains(&(k, v)), "{k} default must be {v}");
-    }
-}
-
-#[test]
-fn render_script_matches_the_test_renderer() {
-    let out = std::process::Command::new("bash")
-        .arg(repo_root().join("scripts/render-envoy"))
-        .env("LISTEN_PORT", "12345")
-        .env("APP_HOST", "app.internal")
-        .output()
-        .expect("run scripts/render-envoy");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let script = String::from_utf8(out.stdout).unwrap();
-    let ours = render(
-        &envoy::template(),
-        &[("LISTEN_PORT", "12345"), ("APP_HOST", "app.internal")],
-    );
-    assert_eq!(script.trim_end(), ours.trim_end());
 }
 
 #[test]
 fn envoy_validates_every_config_we_ship() {
     let dir = tempfile::tempdir().unwrap();
-    let mut configs = vec![("deploy/envoy.yaml (defaults)", rendered_default())];
+    // The shipped file itself, in place: it must run as it is.
+    match envoy::validate(&envoy::shipped_path()) {
+        Ok(out) => eprintln!("deploy/envoy.yaml: {}", out.trim()),
+        Err(out) => panic!("envoy rejects deploy/envoy.yaml as shipped:\n{out}"),
+    }
+    let mut configs = Vec::new();
     configs.push((
         "deploy/envoy.yaml (e2e-style)",
         render(
-            &envoy::template(),
+            &envoy::shipped(),
             &[
                 ("LISTEN_HOST", "127.0.0.1"),
                 ("LISTEN_PORT", "18080"),
@@ -374,14 +329,14 @@ fn envoy_validates_every_config_we_ship() {
 }
 
 #[test]
-fn k8s_envoy_config_is_the_rendered_template() {
+fn k8s_envoy_config_is_the_shipped_file() {
     let objs = k8s_objects();
     let cm = object(&objs, "ConfigMap");
     let k8s = yaml(s(cm, "/data/envoy.yaml"), "ConfigMap envoy.yaml");
-    let want = yaml(&rendered_default(), "rendered deploy/envoy.yaml");
+    let want = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     assert_eq!(
         k8s, want,
-        "deploy/k8s/configmap.yaml envoy.yaml drifted from deploy/envoy.yaml rendered with defaults"
+        "deploy/k8s/configmap.yaml envoy.yaml drifted from deploy/envoy.yaml"
     );
     assert_envoy_properties(&k8s, "k8s ConfigMap");
 }
@@ -588,7 +543,7 @@ fn helm_chart_is_sane() {
         "values.yaml portcullis.config drifted from deploy/k8s/configmap.yaml"
     );
     // Envoy routes in values ↔ the routes of deploy/envoy.yaml.
-    let tmpl = yaml(&rendered_default(), "rendered deploy/envoy.yaml");
+    let tmpl = yaml(&envoy::shipped(), "deploy/envoy.yaml");
     let routes = envoy_view(&tmpl).routes.clone();
     for r in values["envoy"]["publicRoutes"].as_array().unwrap() {
         let t = named(&routes, s(r, "/name"));
@@ -614,9 +569,9 @@ fn helm_chart_is_sane() {
     assert_eq!(
         values["envoy"]["publicRoutes"].as_array().unwrap().len()
             + values["envoy"]["authzRoutes"].as_array().unwrap().len()
-            + 1,
+            + 2,
         routes.as_array().unwrap().len(),
-        "values.yaml envoy routes + catch-all vs deploy/envoy.yaml"
+        "values.yaml envoy routes + resource-metadata + catch-all vs deploy/envoy.yaml"
     );
     assert_eq!(
         values["envoy"]["extAuthzTimeout"],
@@ -709,7 +664,7 @@ fn helm_chart_is_sane() {
             assert_envoy_properties(&envoy_cfg, "helm ConfigMap");
             assert_eq!(
                 envoy_cfg,
-                yaml(&rendered_default(), "rendered deploy/envoy.yaml"),
+                yaml(&envoy::shipped(), "deploy/envoy.yaml"),
                 "helm envoy.yaml drifted from deploy/envoy.yaml"
             );
         }

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use portcullis_testkit::check::{Req, allowed, check, denied};
-use portcullis_testkit::envoy::{render, repo_root, template};
+use portcullis_testkit::envoy::{self, repo_root};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -101,7 +101,7 @@ fn shipped() -> Vec<Shipped> {
     vec![
         Shipped {
             what: "deploy/envoy.yaml + k8s config.yaml",
-            envoy: one(&render(&template(), &[])),
+            envoy: one(&envoy::shipped()),
             config: k8s_config.clone(),
         },
         Shipped {

@@ -1,4 +1,4 @@
-//! End to end through a real Envoy (deploy/envoy.yaml, rendered with free
+//! End to end through a real Envoy (deploy/envoy.yaml as shipped, on free
 //! ports): client → Envoy → ext_authz → portcullis (in-process, `--dev`) →
 //! an echo upstream that reports what it received.
 //!

@@ -1,10 +1,12 @@
 //! The HTTP side (`listen.http`): health probes, the REST token API
 //! (`/api/v1`), the token page (`/ui`) and, in `--dev`, the built-in issuer's
-//! discovery and JWKS. The gRPC `TokenService` lives in [`grpc`].
+//! discovery and JWKS, and the RFC 9728 protected resource metadata
+//! ([`metadata`]). The gRPC `TokenService` lives in [`grpc`].
 
 pub mod grpc;
 mod http;
 pub mod limits;
+pub mod metadata;
 pub mod rest;
 pub mod ui;
 

@@ -19,13 +19,30 @@ use crate::identity::Identity;
 /// Prefix of every header we own on the upstream request.
 pub const IDENTITY_PREFIX: &str = "x-auth-";
 
+/// Server-wide settings that shape responses (fixed until a restart).
+#[derive(Debug, Clone, Default)]
+pub struct ResponseOptions {
+    /// RFC 9728 metadata URL (`api.resource_metadata`): 401 challenges
+    /// carry it as `resource_metadata="…"`. `None`: not sent.
+    pub resource_metadata: Option<String>,
+}
+
 /// Builds the response. `request` supplies the client's header names so
 /// spoofed `x-auth-*` headers can be stripped.
 pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
+    build_with(decision, request, &ResponseOptions::default())
+}
+
+/// [`build`] with server-wide [`ResponseOptions`].
+pub fn build_with(
+    decision: &Decision,
+    request: &RequestView<'_>,
+    opts: &ResponseOptions,
+) -> CheckResponse {
     match decision {
         Decision::Allow(id) => allow(Some(id), request),
         Decision::AllowAnonymous => allow(None, request),
-        Decision::Deny(d) => deny(d),
+        Decision::Deny(d) => deny(d, opts),
     }
 }
 
@@ -82,7 +99,7 @@ fn allow(id: Option<&Identity>, request: &RequestView<'_>) -> CheckResponse {
     }
 }
 
-fn deny(d: &Denial) -> CheckResponse {
+fn deny(d: &Denial, opts: &ResponseOptions) -> CheckResponse {
     let description = sanitize(&d.description);
     let mut challenge = String::from("Bearer realm=\"portcullis\"");
     if d.kind != DenyKind::Unavailable
@@ -94,6 +111,13 @@ fn deny(d: &Denial) -> CheckResponse {
         if let Some(scope) = &d.scope {
             challenge.push_str(&format!(", scope=\"{}\"", sanitize(scope)));
         }
+    }
+    // RFC 9728 §5.1: tell a client without a usable token where to learn
+    // which authorization server to get one from.
+    if d.kind == DenyKind::Unauthenticated
+        && let Some(url) = &opts.resource_metadata
+    {
+        challenge.push_str(&format!(", resource_metadata=\"{}\"", sanitize(url)));
     }
     let body = serde_json::json!({
         "error": d.error.unwrap_or("invalid_request"),

@@ -20,11 +20,22 @@ use crate::metrics::{self, DecisionLabels, Label};
 #[derive(Debug, Clone)]
 pub struct CheckService {
     engine: Arc<ArcSwap<Engine>>,
+    response: response::ResponseOptions,
 }
 
 impl CheckService {
     pub fn new(engine: Arc<ArcSwap<Engine>>) -> Self {
-        CheckService { engine }
+        CheckService {
+            engine,
+            response: response::ResponseOptions::default(),
+        }
+    }
+
+    /// 401 challenges carry `resource_metadata="<url>"` (RFC 9728), when
+    /// `url` is `Some`.
+    pub fn with_resource_metadata(mut self, url: Option<String>) -> Self {
+        self.response.resource_metadata = url;
+        self
     }
 
     /// The whole handler without gRPC (benches, tests): [`Engine::decide`]
@@ -49,7 +60,7 @@ impl CheckService {
             });
         record(&view, &decision, route, started);
         log_decision(&view, &decision);
-        let resp = response::build(&decision, &view);
+        let resp = response::build_with(&decision, &view, &self.response);
         (decision, resp)
     }
 }

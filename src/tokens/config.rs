@@ -37,6 +37,11 @@ pub struct ApiConfig {
     /// HTTP port: largest request body accepted (read only after the caller
     /// is authenticated); a larger one is answered 413. Default 16384.
     pub max_body_bytes: usize,
+    /// RFC 9728 protected resource metadata on the HTTP port
+    /// (`/.well-known/oauth-protected-resource`), and the
+    /// `resource_metadata` parameter of Check's 401 challenges. Off while
+    /// `resource` is unset.
+    pub resource_metadata: super::resource_metadata::ResourceMetadataConfig,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +55,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_body_bytes: 16 * 1024,
+            resource_metadata: Default::default(),
         }
     }
 }
@@ -83,6 +89,7 @@ impl ApiConfig {
             || "pat is not accepted; a personal access token may only read itself (GET /api/v1/tokens/self) and rotate itself".into(),
         );
         self.validate_limits(&mut p);
+        p.extend(self.resource_metadata.validate());
         p.into_vec()
     }
 

@@ -22,6 +22,7 @@ mod caller;
 mod config;
 mod error;
 pub mod exchange;
+pub mod resource_metadata;
 pub mod reuse;
 mod view;
 
@@ -36,6 +37,7 @@ pub use caller::{Caller, authenticate, bearer_token};
 pub use config::ApiConfig;
 pub use error::ApiError;
 pub use exchange::ExchangeClient;
+pub use resource_metadata::ResourceMetadataConfig;
 pub use view::{CreateInput, CreatedView, RotateInput, TokenView, expiry};
 
 use crate::authz::Engine;

@@ -1,8 +1,10 @@
-//! A real Envoy for end-to-end tests: renders `deploy/envoy.yaml` with free
-//! loopback ports, starts the binary installed by `scripts/install-envoy`
-//! (or `$PORTCULLIS_ENVOY`), waits until its admin `/ready` says LIVE, and
-//! kills it on drop. Also a minimal raw HTTP/1.1 client, because a URL
-//! library would normalise the very paths the tests want to send verbatim.
+//! A real Envoy for end-to-end tests: runs a copy of the shipped
+//! `deploy/envoy.yaml` with only the `# render: NAME` tagged values (ports,
+//! hosts, the ext_authz timeout) changed, starts the binary installed by
+//! `scripts/install-envoy` (or `$PORTCULLIS_ENVOY`), waits until its admin
+//! `/ready` says LIVE, and kills it on drop. Also a minimal raw HTTP/1.1
+//! client, because a URL library would normalise the very paths the tests
+//! want to send verbatim.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,17 +15,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Placeholders of `deploy/envoy.yaml` and their documented defaults.
+/// The tagged values of `deploy/envoy.yaml` (`# render: NAME`) and the
+/// defaults it ships with.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("LISTEN_HOST", "0.0.0.0"),
     ("LISTEN_PORT", "10000"),
     ("ADMIN_PORT", "9901"),
     ("PORTCULLIS_GRPC_HOST", "127.0.0.1"),
     ("PORTCULLIS_GRPC_PORT", "9191"),
+    ("PORTCULLIS_HTTP_HOST", "127.0.0.1"),
+    ("PORTCULLIS_HTTP_PORT", "9192"),
     ("APP_HOST", "127.0.0.1"),
     ("APP_PORT", "8080"),
     ("EXT_AUTHZ_TIMEOUT", "0.25s"),
 ];
+
+/// The marker that tags a renderable value.
+pub const TAG: &str = "# render: ";
 
 /// The repository root (this crate lives in `tests/testkit`).
 pub fn repo_root() -> PathBuf {
@@ -34,25 +42,91 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `deploy/envoy.yaml`, unrendered.
-pub fn template() -> String {
-    let p = repo_root().join("deploy/envoy.yaml");
+/// Path of the shipped Envoy config.
+pub fn shipped_path() -> PathBuf {
+    repo_root().join("deploy/envoy.yaml")
+}
+
+/// `deploy/envoy.yaml` as shipped (runs as it is).
+pub fn shipped() -> String {
+    let p = shipped_path();
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// Replaces every `${NAME}` with the value from `vars`, else its default;
-/// panics if a placeholder is left without a value.
-pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = template.to_owned();
-    for (k, v) in vars.iter().chain(DEFAULTS) {
-        out = out.replace(&format!("${{{k}}}"), v);
+/// One tagged line: `<key>: <value> # render: NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    /// Line number, from 1.
+    pub line: usize,
+    pub name: String,
+    pub value: String,
+}
+
+/// Splits a tagged line into (text before the value, value, tag comment
+/// with its leading spaces); `None` for a line without a tag, or a comment.
+fn split_tagged(line: &str) -> Option<(&str, &str, &str)> {
+    if line.trim_start().starts_with('#') {
+        return None;
     }
-    if let Some(i) = out.find("${") {
-        let end = out[i..].find('}').map(|j| i + j + 1).unwrap_or(out.len());
-        panic!(
-            "no value for placeholder {} in the Envoy template",
-            &out[i..end]
-        );
+    let tag_at = line.find(TAG)?;
+    let head = line[..tag_at].trim_end();
+    let colon = head.find(": ")?;
+    let value = head[colon + 1..].trim_start();
+    let value_at = head.len() - value.len();
+    Some((&line[..value_at], value, &line[head.len()..]))
+}
+
+/// Every tagged value of a config, in file order.
+pub fn tagged(config: &str) -> Vec<Tagged> {
+    config
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (_, value, tag) = split_tagged(l)?;
+            Some(Tagged {
+                line: i + 1,
+                name: tag.trim_start()[TAG.len()..].trim().to_owned(),
+                value: value.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A copy of `config` with the value of each line tagged `# render: NAME`
+/// replaced by NAME's value in `vars` (untouched when not given); every
+/// other byte stays. Panics if a tag names no known variable (see
+/// [`DEFAULTS`]) or a variable in `vars` tags no line.
+pub fn render(config: &str, vars: &[(&str, &str)]) -> String {
+    let mut used = vec![false; vars.len()];
+    let mut out = String::with_capacity(config.len() + 64);
+    for line in config.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        match split_tagged(body) {
+            Some((head, _value, tag)) => {
+                let name = tag.trim_start()[TAG.len()..].trim();
+                assert!(
+                    DEFAULTS.iter().any(|(k, _)| *k == name),
+                    "unknown tag `{TAG}{name}` in the Envoy config"
+                );
+                match vars.iter().position(|(k, _)| *k == name) {
+                    Some(i) => {
+                        used[i] = true;
+                        out.push_str(head);
+                        out.push_str(vars[i].1);
+                        out.push_str(tag);
+                    }
+                    None => out.push_str(body),
+                }
+            }
+            None => out.push_str(body),
+        }
+        out.push_str(nl);
+    }
+    for (i, (k, _)) in vars.iter().enumerate() {
+        assert!(used[i], "{k} is given but no line is tagged `{TAG}{k}`");
     }
     out
 }
@@ -133,12 +207,12 @@ pub struct Envoy {
 impl Envoy {
     /// Envoy in front of `app`, asking portcullis at `grpc`. The ext_authz
     /// timeout is raised to 5s so a slow debug build under load is not
-    /// mistaken for an outage; everything else is `deploy/envoy.yaml` as is.
+    /// mistaken for an outage; everything else is `deploy/envoy.yaml` as shipped.
     pub async fn start(grpc: SocketAddr, app: SocketAddr) -> Envoy {
         Envoy::start_with(grpc, app, &[("EXT_AUTHZ_TIMEOUT", "5s")]).await
     }
 
-    /// As [`Envoy::start`] with extra placeholder values.
+    /// As [`Envoy::start`] with extra tagged values (see [`DEFAULTS`]).
     pub async fn start_with(grpc: SocketAddr, app: SocketAddr, extra: &[(&str, &str)]) -> Envoy {
         let mut last_log = String::new();
         // A port taken between free_port() and Envoy's bind makes Envoy exit:
@@ -175,7 +249,7 @@ impl Envoy {
             ("APP_PORT", app_port.as_str()),
         ]);
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, render(&template(), &vars)).unwrap();
+        std::fs::write(&config, render(&shipped(), &vars)).unwrap();
         let log_path = dir.path().join("envoy.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let base_id = (std::process::id() % 100_000) * 100
@@ -224,7 +298,7 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
-    /// The rendered config it runs with.
+    /// The copy of the shipped config it runs with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("envoy.yaml")
     }

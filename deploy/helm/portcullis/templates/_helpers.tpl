@@ -37,9 +37,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "portcullis.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* The portcullis config file: the user's config plus what the chart owns. */}}
+{{/* The portcullis config file: the user's config plus what the chart owns
+(listen, data_dir, and api.resource_metadata from portcullis.resourceMetadata
+when its resource is set). */}}
 {{- define "portcullis.config" -}}
 {{- $owned := dict "listen" (dict "grpc" (printf "127.0.0.1:%v" .Values.portcullis.grpcPort) "http" (printf "0.0.0.0:%v" .Values.portcullis.httpPort)) "data_dir" "/var/lib/portcullis" -}}
+{{- with .Values.portcullis.resourceMetadata }}
+{{- if .resource }}
+{{- $_ := set $owned "api" (dict "resource_metadata" (deepCopy .)) -}}
+{{- end }}
+{{- end }}
 {{- toYaml (merge $owned (deepCopy .Values.portcullis.config)) -}}
 {{- end -}}
 
