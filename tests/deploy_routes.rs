@@ -16,8 +16,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::check::{Req, allowed, check, code, denied};
 use portcullis_testkit::envoy::{render, repo_root, template};
+use portcullis_testkit::eventually;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -540,16 +541,14 @@ async fn item14_login_token_is_not_a_pat_under_the_shipped_configs() {
                 .context("portcullis.required_scopes", "uploads:read")
                 .bearer(t)
         };
-        let mut resp = None;
-        for _ in 0..200 {
+        // 503 (code 14) while the issuer's keys are still loading.
+        let keys = format!("{what}: keys loaded");
+        let resp = eventually(Duration::from_secs(5), &keys, async || {
             let r = check(srv.grpc_addr, &req(&login)).await;
-            if r.status.as_ref().unwrap().code != 14 {
-                resp = Some(r);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await; // keys still loading
-        }
-        let (h, _) = allowed(&resp.unwrap_or_else(|| panic!("{what}: keys never loaded")));
+            if code(&r) != 14 { Ok(r) } else { Err(r) }
+        })
+        .await;
+        let (h, _) = allowed(&resp);
         assert_eq!(h["x-auth-method"], "jwt", "{what}");
         // The marker still makes a PAT, which must be registered.
         let d = denied(&check(srv.grpc_addr, &req(&marked)).await);

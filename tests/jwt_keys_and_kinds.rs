@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, denied, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
 
@@ -37,14 +39,8 @@ policy:
         iss = kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    for _ in 0..200 {
-        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-            return Env { kc, srv, _dir: dir };
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server never became ready");
+    wait_ready(&srv, Duration::from_secs(5)).await;
+    Env { kc, srv, _dir: dir }
 }
 
 impl Env {

@@ -10,7 +10,10 @@ use portcullis::pat::{self, CreateRequest, PatOutcome};
 use portcullis::revocation::Revoker;
 use portcullis::server::Running;
 use portcullis::store::Store;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, code, denied, serve_yaml,
+};
+use portcullis_testkit::eventually;
 use portcullis_testkit::pg::TempPostgres;
 use portcullis_testkit::wrapped_store::WrappedStore;
 
@@ -87,19 +90,20 @@ async fn revocation_by_another_process_is_seen_within_the_resync_interval() {
     let cfg = portcullis::config::Config::default();
     let other = Store::connect(&cfg.store, dir.path()).await.unwrap();
     other.revoke(rec.id, Utc::now()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await;
-        if resp.status.as_ref().unwrap().code != 0 {
-            assert_invalid_token(&resp, "token revoked");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "revocation never propagated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let resp = eventually(
+        Duration::from_secs(5),
+        "revocation propagated",
+        async || {
+            let resp = check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await;
+            if code(&resp) != 0 {
+                Ok(resp)
+            } else {
+                Err(resp)
+            }
+        },
+    )
+    .await;
+    assert_invalid_token(&resp, "token revoked");
 }
 
 #[tokio::test]
@@ -274,18 +278,15 @@ async fn postgres_down_uncached_is_503_cached_still_allowed() {
     assert_eq!(r.status(), 503, "store down makes the replica unready");
 
     pg.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let resp = check(srv.grpc_addr, &Req::get("/").bearer(&uncached)).await;
-        if resp.status.as_ref().unwrap().code == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never recovered after Postgres restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "recovery after Postgres restart",
+        async || {
+            let resp = check(srv.grpc_addr, &Req::get("/").bearer(&uncached)).await;
+            if code(&resp) == 0 { Ok(()) } else { Err(resp) }
+        },
+    )
+    .await;
 }
 
 /// A PAT on a SQLite store seen through a [`WrappedStore`], with its

@@ -7,7 +7,10 @@ use chrono::Utc;
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, code, denied, serve_yaml,
+};
+use portcullis_testkit::eventually;
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -356,16 +359,17 @@ policy:
     c["resource_access"] = json!({"api": {"roles": ["reports:read"]}});
     c["scope"] = json!("openid profile");
     let t = kc.sign(&c, &SignOpts::default());
-    let mut ok = None;
-    for _ in 0..200 {
+    // 503 (code 14) while the issuer's keys are still loading.
+    let resp = eventually(Duration::from_secs(5), "keys loaded", async || {
         let resp = check(srv.grpc_addr, &Req::get("/up").bearer(&t)).await;
-        if resp.status.as_ref().unwrap().code != 14 {
-            ok = Some(resp);
-            break;
+        if code(&resp) != 14 {
+            Ok(resp)
+        } else {
+            Err(resp)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await; // keys still loading
-    }
-    let (h, _) = allowed(&ok.expect("keys loaded"));
+    })
+    .await;
+    let (h, _) = allowed(&resp);
     assert_eq!(
         h["x-auth-scopes"],
         "reports:read self:read uploads:read uploads:write"

@@ -9,8 +9,9 @@ use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{ServeOptions, start};
 use portcullis_testkit::api::{Api, dev_login};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, code, serve_yaml};
 use portcullis_testkit::pg::TempPostgres;
+use portcullis_testkit::wait::{ASAP, eventually_every};
 use serde_json::json;
 
 const YAML: &str = "policy:\n  default: authenticated\n";
@@ -19,19 +20,16 @@ const LOCAL: &str = "policy:\n  default: authenticated\npat:\n  issuer: local-jw
 
 /// Polls Check until `raw` is denied as revoked (bounded).
 async fn until_revoked(grpc: std::net::SocketAddr, raw: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let resp = eventually_every(Duration::from_secs(5), ASAP, "token revoked", async || {
         let resp = check(grpc, &Req::get("/").bearer(raw)).await;
-        if resp.status.as_ref().map(|s| s.code) != Some(0) {
-            assert_invalid_token(&resp, "token revoked");
-            return;
+        if code(&resp) != 0 {
+            Ok(resp)
+        } else {
+            Err(resp)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "token never revoked"
-        );
-        tokio::task::yield_now().await;
-    }
+    })
+    .await;
+    assert_invalid_token(&resp, "token revoked");
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
 use portcullis::store::{NewToken, Store, TokenKind};
 use portcullis_testkit::api::{Api, dev_login};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::json;
 
@@ -48,20 +50,7 @@ async fn two_issuers() -> Two {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&yaml, dir.path(), true).await;
     // Bounded wait until the stand-in's keys are loaded.
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http
-            .get(format!("http://{}/readyz", srv.http_addr))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&srv, Duration::from_secs(10)).await;
     let a_iss = DevIssuer::load_existing(dir.path(), None)
         .unwrap()
         .issuer()

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
@@ -12,6 +13,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{Running, ServeOptions, start};
+
+use crate::wait::eventually;
 
 /// Starts a server from YAML (listen addresses forced to port 0).
 pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
@@ -25,6 +28,28 @@ pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
     start(ServeOptions { config: cfg, dev })
         .await
         .expect("server starts")
+}
+
+/// `/readyz` status code (0 when the port does not answer).
+pub async fn readyz(srv: &Running) -> u16 {
+    reqwest::get(format!("http://{}/readyz", srv.http_addr))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Until `/readyz` answers 200 (issuer keys loaded, store reachable);
+/// panics after `within` with the last status.
+pub async fn wait_ready(srv: &Running, within: Duration) {
+    eventually(
+        within,
+        "server ready (/readyz 200)",
+        async || match readyz(srv).await {
+            200 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await
 }
 
 /// A connected Check client.
@@ -141,6 +166,11 @@ pub async fn check(addr: SocketAddr, req: &Req) -> CheckResponse {
         .await
         .expect("Check must never return a gRPC error")
         .into_inner()
+}
+
+/// The response's gRPC status code (0 is an allow; -1 when unset).
+pub fn code(resp: &CheckResponse) -> i32 {
+    resp.status.as_ref().map(|s| s.code).unwrap_or(-1)
 }
 
 /// Upstream headers of an allow, as name → value; panics on a deny.
