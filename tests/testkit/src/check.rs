@@ -59,14 +59,19 @@ pub async fn client(addr: SocketAddr) -> AuthorizationClient<tonic::transport::C
         .expect("connect to gRPC")
 }
 
-/// Builds a CheckRequest.
+/// Builds a CheckRequest, the one way tests and benches make one.
 #[derive(Debug, Clone)]
 pub struct Req {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// Envoy's request id (`attributes.request.http.id`); empty by default.
+    pub id: String,
     pub headers: Vec<(String, String)>,
     pub raw_headers: bool,
+    /// Add the HTTP/2 pseudo-headers Envoy sends (`:authority`, `:method`,
+    /// `:path`, `:scheme`), from the request's own fields.
+    pub pseudo_headers: bool,
     pub context: HashMap<String, String>,
 }
 
@@ -76,10 +81,25 @@ impl Req {
             method: "GET".into(),
             host: "api.example.org".into(),
             path: path.into(),
+            id: String::new(),
             headers: Vec::new(),
             raw_headers: false,
+            pseudo_headers: false,
             context: HashMap::new(),
         }
+    }
+
+    /// Envoy's request id (`http.id`).
+    pub fn id(mut self, id: &str) -> Req {
+        self.id = id.into();
+        self
+    }
+
+    /// Also send the pseudo-headers Envoy adds (`:authority`, `:method`,
+    /// `:path`, `:scheme`), as a real Envoy's CheckRequest carries them.
+    pub fn pseudo_headers(mut self) -> Req {
+        self.pseudo_headers = true;
+        self
     }
 
     pub fn method(mut self, m: &str) -> Req {
@@ -113,18 +133,30 @@ impl Req {
     }
 
     pub fn build(&self) -> CheckRequest {
+        const SCHEME: &str = "https";
         let mut http = HttpRequest {
+            id: self.id.clone(),
             method: self.method.clone(),
             host: self.host.clone(),
             path: self.path.clone(),
-            scheme: "https".into(),
+            scheme: SCHEME.into(),
             protocol: "HTTP/1.1".into(),
             ..Default::default()
         };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if self.pseudo_headers {
+            let pseudo = [
+                (":authority", &self.host),
+                (":method", &self.method),
+                (":path", &self.path),
+            ];
+            headers.extend(pseudo.map(|(k, v)| (k.to_owned(), v.clone())));
+            headers.push((":scheme".into(), SCHEME.into()));
+        }
+        headers.extend(self.headers.iter().cloned());
         if self.raw_headers {
             http.header_map = Some(HeaderMap {
-                headers: self
-                    .headers
+                headers: headers
                     .iter()
                     .map(|(k, v)| HeaderValue {
                         key: k.clone(),
@@ -134,7 +166,7 @@ impl Req {
                     .collect(),
             });
         } else {
-            for (k, v) in &self.headers {
+            for (k, v) in &headers {
                 // Envoy joins repeated headers with ','.
                 http.headers
                     .entry(k.to_ascii_lowercase())
