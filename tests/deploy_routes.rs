@@ -16,9 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use portcullis_testkit::check::{Req, allowed, check, code, denied};
+use portcullis_testkit::check::{Req, allowed, check, check_until, denied};
 use portcullis_testkit::envoy::{render, repo_root, template};
-use portcullis_testkit::eventually;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -543,10 +542,13 @@ async fn item14_login_token_is_not_a_pat_under_the_shipped_configs() {
         };
         // 503 (code 14) while the issuer's keys are still loading.
         let keys = format!("{what}: keys loaded");
-        let resp = eventually(Duration::from_secs(5), &keys, async || {
-            let r = check(srv.grpc_addr, &req(&login)).await;
-            if code(&r) != 14 { Ok(r) } else { Err(r) }
-        })
+        let resp = check_until(
+            srv.grpc_addr,
+            &req(&login),
+            Duration::from_secs(5),
+            &keys,
+            |c| c != 14,
+        )
         .await;
         let (h, _) = allowed(&resp);
         assert_eq!(h["x-auth-method"], "jwt", "{what}");

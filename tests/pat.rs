@@ -11,9 +11,8 @@ use portcullis::revocation::Revoker;
 use portcullis::server::Running;
 use portcullis::store::Store;
 use portcullis_testkit::check::{
-    Req, allowed, assert_invalid_token, check, code, denied, serve_yaml,
+    Req, allowed, assert_invalid_token, check, check_until, denied, serve_yaml,
 };
-use portcullis_testkit::eventually;
 use portcullis_testkit::pg::TempPostgres;
 use portcullis_testkit::wrapped_store::WrappedStore;
 
@@ -90,17 +89,13 @@ async fn revocation_by_another_process_is_seen_within_the_resync_interval() {
     let cfg = portcullis::config::Config::default();
     let other = Store::connect(&cfg.store, dir.path()).await.unwrap();
     other.revoke(rec.id, Utc::now()).await.unwrap();
-    let resp = eventually(
+    let req = Req::get("/").bearer(&raw);
+    let resp = check_until(
+        srv.grpc_addr,
+        &req,
         Duration::from_secs(5),
         "revocation propagated",
-        async || {
-            let resp = check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await;
-            if code(&resp) != 0 {
-                Ok(resp)
-            } else {
-                Err(resp)
-            }
-        },
+        |c| c != 0,
     )
     .await;
     assert_invalid_token(&resp, "token revoked");
@@ -278,14 +273,11 @@ async fn postgres_down_uncached_is_503_cached_still_allowed() {
     assert_eq!(r.status(), 503, "store down makes the replica unready");
 
     pg.restart().await;
-    eventually(
-        Duration::from_secs(10),
-        "recovery after Postgres restart",
-        async || {
-            let resp = check(srv.grpc_addr, &Req::get("/").bearer(&uncached)).await;
-            if code(&resp) == 0 { Ok(()) } else { Err(resp) }
-        },
-    )
+    let req = Req::get("/").bearer(&uncached);
+    let what = "recovery after Postgres restart";
+    check_until(srv.grpc_addr, &req, Duration::from_secs(10), what, |c| {
+        c == 0
+    })
     .await;
 }
 

@@ -8,9 +8,8 @@ use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
 use portcullis_testkit::check::{
-    Req, allowed, assert_invalid_token, check, code, denied, serve_yaml,
+    Req, allowed, assert_invalid_token, check, check_until, denied, serve_yaml,
 };
-use portcullis_testkit::eventually;
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -360,14 +359,14 @@ policy:
     c["scope"] = json!("openid profile");
     let t = kc.sign(&c, &SignOpts::default());
     // 503 (code 14) while the issuer's keys are still loading.
-    let resp = eventually(Duration::from_secs(5), "keys loaded", async || {
-        let resp = check(srv.grpc_addr, &Req::get("/up").bearer(&t)).await;
-        if code(&resp) != 14 {
-            Ok(resp)
-        } else {
-            Err(resp)
-        }
-    })
+    let req = Req::get("/up").bearer(&t);
+    let resp = check_until(
+        srv.grpc_addr,
+        &req,
+        Duration::from_secs(5),
+        "keys loaded",
+        |c| c != 14,
+    )
     .await;
     let (h, _) = allowed(&resp);
     assert_eq!(

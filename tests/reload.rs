@@ -8,7 +8,7 @@ use std::time::Duration;
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::reload::Loader;
-use portcullis_testkit::check::{Req, allowed, check, code, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, check_until, denied, serve_yaml};
 use portcullis_testkit::eventually;
 
 fn policy(scope: &str) -> String {
@@ -52,10 +52,14 @@ async fn changed_file_swaps_the_policy() {
     assert_eq!(d.http, 403);
 
     std::fs::write(&file, policy("b:read")).unwrap();
-    eventually(Duration::from_secs(10), "reload took effect", async || {
-        let resp = check(srv.grpc_addr, &Req::get("/x").bearer(&t)).await;
-        if code(&resp) == 0 { Ok(()) } else { Err(resp) }
-    })
+    let req = Req::get("/x").bearer(&t);
+    check_until(
+        srv.grpc_addr,
+        &req,
+        Duration::from_secs(10),
+        "reload took effect",
+        |c| c == 0,
+    )
     .await;
 }
 

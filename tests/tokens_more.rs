@@ -9,9 +9,10 @@ use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{ServeOptions, start};
 use portcullis_testkit::api::{Api, dev_login};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, code, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, check_until, serve_yaml,
+};
 use portcullis_testkit::pg::TempPostgres;
-use portcullis_testkit::wait::{ASAP, eventually_every};
 use serde_json::json;
 
 const YAML: &str = "policy:\n  default: authenticated\n";
@@ -20,13 +21,9 @@ const LOCAL: &str = "policy:\n  default: authenticated\npat:\n  issuer: local-jw
 
 /// Polls Check until `raw` is denied as revoked (bounded).
 async fn until_revoked(grpc: std::net::SocketAddr, raw: &str) {
-    let resp = eventually_every(Duration::from_secs(5), ASAP, "token revoked", async || {
-        let resp = check(grpc, &Req::get("/").bearer(raw)).await;
-        if code(&resp) != 0 {
-            Ok(resp)
-        } else {
-            Err(resp)
-        }
+    let req = Req::get("/").bearer(raw);
+    let resp = check_until(grpc, &req, Duration::from_secs(5), "token revoked", |c| {
+        c != 0
     })
     .await;
     assert_invalid_token(&resp, "token revoked");

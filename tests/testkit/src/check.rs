@@ -200,6 +200,27 @@ pub async fn check(addr: SocketAddr, req: &Req) -> CheckResponse {
         .into_inner()
 }
 
+/// Calls Check every [`crate::wait::POLL`] until the response's gRPC code
+/// satisfies `want` (0 is an allow, 14 a 503, 16 a 401), and returns that
+/// response; panics after `within` naming `what` and the last response.
+pub async fn check_until(
+    addr: SocketAddr,
+    req: &Req,
+    within: Duration,
+    what: &str,
+    want: impl Fn(i32) -> bool,
+) -> CheckResponse {
+    eventually(within, what, async || {
+        let resp = check(addr, req).await;
+        if want(code(&resp)) {
+            Ok(resp)
+        } else {
+            Err(resp)
+        }
+    })
+    .await
+}
+
 /// The response's gRPC status code (0 is an allow; -1 when unset).
 pub fn code(resp: &CheckResponse) -> i32 {
     resp.status.as_ref().map(|s| s.code).unwrap_or(-1)
