@@ -1,11 +1,11 @@
 //! The shipped configs (`deploy/envoy.yaml`, `deploy/k8s/configmap.yaml`,
 //! the Helm chart rendered with its values) as a whole, Envoy and
-//! portcullis together (issue 12):
+//! portcullis together:
 //!
-//! * item 1: every Envoy route, for every method, with the
+//! * routes: every Envoy route, for every method, with the
 //!   `context_extensions` Envoy would send, goes through `portcullis check`;
 //!   writes need write scopes and never fall through to a route needing less;
-//! * item 14: every shipped portcullis config passes `config check`, a
+//! * configs: every shipped portcullis config passes `config check`, a
 //!   `pat.exchange.audience` equal to an issuer audience is refused, and a
 //!   login token shaped like the shipped realm's is not taken for a PAT.
 //!
@@ -396,7 +396,7 @@ fn item1_shipped_named_routes_refuse_writes_they_do_not_list() {
     }
 }
 
-// --- item 14 -----------------------------------------------------------------
+// --- shipped portcullis configs ---------------------------------------------
 
 fn config_check(cfg: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))

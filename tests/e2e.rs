@@ -511,7 +511,7 @@ async fn pat_is_allowed_then_revoked() {
     .await
 }
 
-/// Issue 12 item 1, through a real Envoy: a read scope no longer deletes.
+/// Through a real Envoy, a read scope does not allow a write (DELETE).
 #[tokio::test]
 async fn item1_writes_through_envoy_need_the_write_scope() {
     bounded(async {

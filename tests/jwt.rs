@@ -1,6 +1,9 @@
-//! JWT validation against the Keycloak stand-in, over real gRPC. Each RFC 8725
-//! attack from FIELD-NOTES has its own test asserting the gRPC code, the HTTP
-//! status and the `error` value.
+//! JWT validation against the Keycloak stand-in, over real gRPC. Each attack
+//! RFC 8725 describes (`alg: none`, HMAC with the RSA public key, algorithms
+//! outside the allow-list, embedded or remote keys, `crit`, bad or
+//! duplicate JSON, other token kinds, claim checks) has its own test
+//! asserting the gRPC code, the HTTP status and the `error` value; so do key
+//! rotation, unknown-kid refetches and an IdP that is down or slow.
 
 use std::time::Duration;
 

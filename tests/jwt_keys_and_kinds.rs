@@ -1,7 +1,7 @@
-//! Issue 12, items 16 and 11, against the Keycloak stand-in over real gRPC:
-//! cached verifications of a key that left the JWKS are refused after the
-//! next refresh (16); service accounts are recognised by Keycloak's
-//! `client_id` claim, never by a `service-account-` username alone (11).
+//! Against the Keycloak stand-in over real gRPC: cached verifications of a
+//! key that left the JWKS are refused after the next refresh; service
+//! accounts are recognised by Keycloak's `client_id` claim, never by a
+//! `service-account-` username alone.
 
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ impl Env {
     }
 }
 
-// === item 16: keys removed from the JWKS ===
+// === keys removed from the JWKS ===
 
 #[tokio::test]
 async fn item16_cached_token_of_a_withdrawn_key_is_refused_after_refresh() {
@@ -169,7 +169,7 @@ async fn item16_kid_republished_with_other_material_is_verified_afresh() {
     allowed(&e.check("/api", &e.sign(&e.claims())).await);
 }
 
-// === item 11: service accounts ===
+// === service accounts ===
 
 #[tokio::test]
 async fn item11_user_named_service_account_is_a_plain_jwt() {

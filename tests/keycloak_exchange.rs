@@ -1,7 +1,8 @@
-//! The Volundr flow against the real Keycloak 26: a user's login becomes a
-//! long-lived, Keycloak-signed PAT through standard token exchange (RFC 8693)
-//! at the shipped `portcullis-pat-issuer` client, registered by hash, used
-//! through a real Envoy, revoked on one replica and refused on another.
+//! PATs by token exchange against the real Keycloak 26: a user's login
+//! becomes a long-lived, Keycloak-signed PAT through standard token exchange
+//! (RFC 8693) at the shipped `portcullis-pat-issuer` client, registered by
+//! hash, used through a real Envoy, revoked on one replica and refused on
+//! another.
 
 use std::time::Duration;
 

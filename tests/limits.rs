@@ -1,7 +1,7 @@
 //! Floods: random PATs and many distinct tokens cannot grow memory without
-//! bound or hammer the store; malformed PATs never reach it. The HTTP port
-//! (item 5): slow clients are cut off, connections are capped, and a body
-//! is read only after authentication, within a limit.
+//! bound or hammer the store; malformed PATs never reach it. The HTTP port:
+//! slow clients are cut off, connections are capped, and a body is read
+//! only after authentication, within a limit.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,7 +42,7 @@ async fn random_pat_flood_is_bounded() {
     );
 
     // Well-formed unknown ones: only the unknown-hash budget reaches the
-    // store (issue 12 item 10), and the cache stays bounded.
+    // store, and the cache stays bounded.
     for _ in 0..1500 {
         let t = portcullis::pat::format::generate("pat_");
         let d = engine

@@ -112,7 +112,7 @@ async fn item3_logs_never_contain_credentials_even_in_query_and_sigterm_exits_cl
     denied(&check(grpc, &Req::get("/a").bearer(&bad_pat)).await);
     denied(&check(grpc, &Req::get("/a").bearer(&format!("{jwt}x"))).await);
     denied(&check(grpc, &Req::get("/a").bearer("not-a-token")).await);
-    // Item 3: a token in the query string (`?access_token=`, as browsers do
+    // A token in the query string (`?access_token=`, as browsers do
     // for WebSockets), a client-chosen request ID and Host never reach logs.
     denied(
         &check(

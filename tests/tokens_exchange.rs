@@ -117,7 +117,7 @@ async fn exchange_mints_a_registered_jwt_pat() {
     );
 }
 
-/// Item 8: a long-lived exchanged JWT gets the requested expiry, or the
+/// A long-lived exchanged JWT gets the requested expiry, or the
 /// default capped by `pat.max_lifetime_days`, never Keycloak's later `exp`;
 /// and Check enforces the stored expiry although the JWT's `exp` is later.
 #[tokio::test]

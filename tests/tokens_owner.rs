@@ -1,6 +1,5 @@
-//! Security item 6 of issue 12: a token's owner is (issuer, sub). With two
-//! issuers (the `--dev` issuer and the Keycloak stand-in) and one `sub`,
-//! neither user can see or touch the other's PATs, and upstreams tell them
+//! A token's owner is (issuer, sub). With two issuers (the `--dev` issuer
+//! and the Keycloak stand-in) and one `sub`, neither user can see or touch the other's PATs, and upstreams tell them
 //! apart by `x-auth-issuer`.
 
 use std::time::Duration;
@@ -268,7 +267,7 @@ async fn item6_jwt_pat_must_belong_to_the_tokens_issuer_and_sub() {
     assert_eq!(h["x-auth-issuer"], t.kc.issuer());
 }
 
-/// Item 6: rows from before migration 4 belong, at start-up, to the single
+/// Rows from before migration 4 belong, at start-up, to the single
 /// configured issuer (here the dev issuer), and only to it.
 #[tokio::test]
 async fn item6_start_up_gives_pre_0004_tokens_to_the_single_issuer() {
