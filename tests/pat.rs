@@ -90,13 +90,10 @@ async fn revocation_by_another_process_is_seen_within_the_resync_interval() {
     let other = Store::connect(&cfg.store, dir.path()).await.unwrap();
     other.revoke(rec.id, Utc::now()).await.unwrap();
     let req = Req::get("/").bearer(&raw);
-    let resp = check_until(
-        srv.grpc_addr,
-        &req,
-        Duration::from_secs(5),
-        "revocation propagated",
-        |c| c != 0,
-    )
+    let within = Duration::from_secs(5);
+    let resp = check_until(srv.grpc_addr, &req, within, "revocation propagated", |c| {
+        c != 0
+    })
     .await;
     assert_invalid_token(&resp, "token revoked");
 }

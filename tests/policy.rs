@@ -360,14 +360,8 @@ policy:
     let t = kc.sign(&c, &SignOpts::default());
     // 503 (code 14) while the issuer's keys are still loading.
     let req = Req::get("/up").bearer(&t);
-    let resp = check_until(
-        srv.grpc_addr,
-        &req,
-        Duration::from_secs(5),
-        "keys loaded",
-        |c| c != 14,
-    )
-    .await;
+    let within = Duration::from_secs(5);
+    let resp = check_until(srv.grpc_addr, &req, within, "keys loaded", |c| c != 14).await;
     let (h, _) = allowed(&resp);
     assert_eq!(
         h["x-auth-scopes"],
