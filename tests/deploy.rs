@@ -241,7 +241,7 @@ fn assert_envoy_properties(root: &Value, what: &str) {
         ["context_extensions"];
     assert_eq!(ctx["portcullis.route"], "uploads", "{what}");
     assert_eq!(ctx["portcullis.required_scopes"], "uploads:read", "{what}");
-    // Issue 12 item 1: only reads reach the read route; other methods the
+    // Only reads reach the read route; other methods the
     // write route (tests/deploy_routes.rs walks every method).
     let methods = &uploads["match"]["headers"][0];
     assert_eq!(methods["name"], ":method", "{what}");
@@ -729,7 +729,7 @@ fn keycloak_realm_has_the_clients_portcullis_expects() {
     assert_eq!(marker["config"]["claim.value"], "pat");
     assert_eq!(marker["config"]["access.token.claim"], "true");
 
-    // Item 11: portcullis recognises a service account by `client_id` ==
+    // portcullis recognises a service account by `client_id` ==
     // `azp`, which Keycloak's `service_account` client scope adds; an
     // imported client does not get that scope unless listed (checked
     // against Keycloak 26.5.6).

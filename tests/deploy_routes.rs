@@ -1,11 +1,11 @@
 //! The shipped configs (`deploy/envoy.yaml`, `deploy/k8s/configmap.yaml`,
 //! the Helm chart rendered with its values) as a whole, Envoy and
-//! portcullis together (issue 12):
+//! portcullis together:
 //!
-//! * item 1: every Envoy route, for every method, with the
+//! * routes: every Envoy route, for every method, with the
 //!   `context_extensions` Envoy would send, goes through `portcullis check`;
 //!   writes need write scopes and never fall through to a route needing less;
-//! * item 14: every shipped portcullis config passes `config check`, a
+//! * configs: every shipped portcullis config passes `config check`, a
 //!   `pat.exchange.audience` equal to an issuer audience is refused, and a
 //!   login token shaped like the shipped realm's is not taken for a PAT.
 //!
@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::check::{Req, allowed, check, check_until, denied};
 use portcullis_testkit::envoy::{self, repo_root};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -396,7 +396,7 @@ fn item1_shipped_named_routes_refuse_writes_they_do_not_list() {
     }
 }
 
-// --- item 14 -----------------------------------------------------------------
+// --- shipped portcullis configs ---------------------------------------------
 
 fn config_check(cfg: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -540,16 +540,17 @@ async fn item14_login_token_is_not_a_pat_under_the_shipped_configs() {
                 .context("portcullis.required_scopes", "uploads:read")
                 .bearer(t)
         };
-        let mut resp = None;
-        for _ in 0..200 {
-            let r = check(srv.grpc_addr, &req(&login)).await;
-            if r.status.as_ref().unwrap().code != 14 {
-                resp = Some(r);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await; // keys still loading
-        }
-        let (h, _) = allowed(&resp.unwrap_or_else(|| panic!("{what}: keys never loaded")));
+        // 503 (code 14) while the issuer's keys are still loading.
+        let keys = format!("{what}: keys loaded");
+        let resp = check_until(
+            srv.grpc_addr,
+            &req(&login),
+            Duration::from_secs(5),
+            &keys,
+            |c| c != 14,
+        )
+        .await;
+        let (h, _) = allowed(&resp);
         assert_eq!(h["x-auth-method"], "jwt", "{what}");
         // The marker still makes a PAT, which must be registered.
         let d = denied(&check(srv.grpc_addr, &req(&marked)).await);

@@ -12,13 +12,14 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::server::{Running, ServeOptions, start};
 use portcullis_testkit::echo::{Echo, Seen};
 use portcullis_testkit::envoy::{Envoy, Response};
+use portcullis_testkit::wait::poll_until;
 
 /// portcullis config for these tests (plus `--dev`: the built-in issuer).
 /// Envoy's uploads routes name the policy route `uploads` (GET, HEAD) or
@@ -125,7 +126,8 @@ impl Stack {
     }
 }
 
-/// Polls `GET target` until `want(status)` or `within` passes.
+/// Polls `GET target` until `want(status)` or `within` passes; returns the
+/// last response either way (the caller asserts on it, with Envoy's log).
 async fn poll_status(
     envoy: &Envoy,
     target: &str,
@@ -133,14 +135,12 @@ async fn poll_status(
     within: Duration,
     want: impl Fn(u16) -> bool,
 ) -> Response {
-    let deadline = Instant::now() + within;
-    loop {
+    poll_until(within, Duration::from_millis(25), async || {
         let r = envoy.get(target, headers).await;
-        if want(r.status) || Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        if want(r.status) { Ok(r) } else { Err(r) }
+    })
+    .await
+    .unwrap_or_else(|last| last)
 }
 
 #[tokio::test]
@@ -333,18 +333,18 @@ async fn portcullis_down_is_503_and_recovers() {
         s.echo.clear();
 
         // Same ports (same dev issuer URL, so the token stays valid).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let again = loop {
-            let (g, h) = (grpc.to_string(), http.to_string());
-            match try_serve_at(s.dir.path(), &g, &h).await {
-                Ok(r) => break r,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("restart on {grpc} failed, retrying: {e:#}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("could not restart portcullis on {grpc}: {e:#}"),
-            }
-        };
+        let (g, h) = (grpc.to_string(), http.to_string());
+        let again = poll_until(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            async || {
+                try_serve_at(s.dir.path(), &g, &h)
+                    .await
+                    .inspect_err(|e| eprintln!("restart on {grpc} failed, retrying: {e:#}"))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("could not restart portcullis on {grpc}: {e:#}"));
         assert_eq!(again.grpc_addr, grpc);
         s.portcullis = Some(again);
 
@@ -511,7 +511,7 @@ async fn pat_is_allowed_then_revoked() {
     .await
 }
 
-/// Issue 12 item 1, through a real Envoy: a read scope no longer deletes.
+/// Through a real Envoy, a read scope does not allow a write (DELETE).
 #[tokio::test]
 async fn item1_writes_through_envoy_need_the_write_scope() {
     bounded(async {

@@ -1,11 +1,16 @@
-//! JWT validation against the Keycloak stand-in, over real gRPC. Each RFC 8725
-//! attack from FIELD-NOTES has its own test asserting the gRPC code, the HTTP
-//! status and the `error` value.
+//! JWT validation against the Keycloak stand-in, over real gRPC. Each attack
+//! RFC 8725 describes (`alg: none`, HMAC with the RSA public key, algorithms
+//! outside the allow-list, embedded or remote keys, `crit`, bad or
+//! duplicate JSON, other token kinds, claim checks) has its own test
+//! asserting the gRPC code, the HTTP status and the `error` value; so do key
+//! rotation, unknown-kid refetches and an IdP that is down or slow.
 
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, denied, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
 
@@ -33,26 +38,14 @@ policy:
     )
 }
 
-async fn wait_ready(srv: &portcullis::server::Running) {
-    let url = format!("http://{}/readyz", srv.http_addr);
-    for _ in 0..200 {
-        if reqwest::get(&url)
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server never became ready");
-}
+/// How long the stand-in's keys may take to load.
+const READY: Duration = Duration::from_secs(5);
 
 async fn env_with(extra: &str) -> Env {
     let kc = FakeKeycloak::start().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&yaml(&kc, extra), dir.path(), false).await;
-    wait_ready(&srv).await;
+    wait_ready(&srv, READY).await;
     Env { kc, srv, _dir: dir }
 }
 
@@ -173,7 +166,7 @@ async fn alg_outside_allow_list_is_denied() {
         kc.issuer()
     );
     let srv = serve_yaml(&cfg, dir.path(), false).await;
-    wait_ready(&srv).await;
+    wait_ready(&srv, READY).await;
     let mut c = kc.claims("u");
     c["aud"] = json!("portcullis");
     let t = kc.sign(
@@ -499,7 +492,7 @@ async fn no_keys_at_start_is_503_and_not_ready_then_recovers() {
     );
     assert!(d.www_authenticate.is_none());
     kc.set_failure(Failure::None);
-    wait_ready(&srv).await;
+    wait_ready(&srv, READY).await;
     allowed(&check(srv.grpc_addr, &Req::get("/").bearer(&t)).await);
 }
 

@@ -1,12 +1,14 @@
-//! Issue 12, items 16 and 11, against the Keycloak stand-in over real gRPC:
-//! cached verifications of a key that left the JWKS are refused after the
-//! next refresh (16); service accounts are recognised by Keycloak's
-//! `client_id` claim, never by a `service-account-` username alone (11).
+//! Against the Keycloak stand-in over real gRPC: cached verifications of a
+//! key that left the JWKS are refused after the next refresh; service
+//! accounts are recognised by Keycloak's `client_id` claim, never by a
+//! `service-account-` username alone.
 
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, denied, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
 
@@ -37,14 +39,8 @@ policy:
         iss = kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    for _ in 0..200 {
-        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-            return Env { kc, srv, _dir: dir };
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server never became ready");
+    wait_ready(&srv, Duration::from_secs(5)).await;
+    Env { kc, srv, _dir: dir }
 }
 
 impl Env {
@@ -99,7 +95,7 @@ impl Env {
     }
 }
 
-// === item 16: keys removed from the JWKS ===
+// === keys removed from the JWKS ===
 
 #[tokio::test]
 async fn item16_cached_token_of_a_withdrawn_key_is_refused_after_refresh() {
@@ -173,7 +169,7 @@ async fn item16_kid_republished_with_other_material_is_verified_afresh() {
     allowed(&e.check("/api", &e.sign(&e.claims())).await);
 }
 
-// === item 11: service accounts ===
+// === service accounts ===
 
 #[tokio::test]
 async fn item11_user_named_service_account_is_a_plain_jwt() {

@@ -6,9 +6,9 @@ use portcullis_testkit::{check, cluster, keycloak};
 
 use std::time::Duration;
 
-use check::{Req, allowed, assert_invalid_token, check, client, denied, serve_yaml};
+use check::{Req, allowed, assert_invalid_token, check, client, denied, serve_yaml, wait_ready};
 use chrono::Utc;
-use cluster::{Cluster, wait_allowed, wait_denied, wait_ready};
+use cluster::{Cluster, READY, wait_allowed, wait_denied};
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 use keycloak::{FakeKeycloak, SignOpts};
 use portcullis::store::{NewToken, Store, TokenKind, TokenRecord};
@@ -148,7 +148,7 @@ async fn pat_detection_by_audience_configured_marker_and_owner() {
         kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    wait_ready(&srv).await;
+    wait_ready(&srv, READY).await;
     let store = srv.engine.load().pats().store().clone();
     let at = srv.grpc_addr;
 

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{Running, ServeOptions, start};
-use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::check::{Req, allowed, check, denied, wait_ready};
 use portcullis_testkit::pg::TempPostgres;
-use portcullis_testkit::real_keycloak::{RealKeycloak, SHIPPED_SECRET};
+use portcullis_testkit::real_keycloak::{READY, RealKeycloak, SHIPPED_SECRET};
 use portcullis_testkit::redis_server::TempRedis;
 
 const SHIPPED_ISSUER: &str = "https://keycloak.example.org/realms/example";
@@ -62,12 +62,7 @@ async fn env() -> Env {
     })
     .await
     .expect("shipped config serves");
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let ready = RealKeycloak::eventually(30, || async {
-        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "portcullis never became ready");
+    wait_ready(&srv, READY).await;
     Env {
         kc,
         srv,

@@ -4,9 +4,10 @@
 //! another), because it kills the run's Keycloak process.
 
 use jsonwebtoken::Algorithm;
-use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml, wait_ready};
 use portcullis_testkit::keycloak::FakeKeycloak;
-use portcullis_testkit::real_keycloak::{RealKeycloak, claims};
+use portcullis_testkit::real_keycloak::{POLL, READY, RealKeycloak, claims};
+use portcullis_testkit::wait::eventually_every;
 
 #[tokio::test]
 async fn keycloak_down_known_keys_work_unknown_kid_is_503_then_recovers() {
@@ -28,14 +29,7 @@ policy:
         iss = kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    assert!(
-        RealKeycloak::eventually(30, || async {
-            reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-        })
-        .await,
-        "portcullis never loaded Keycloak's keys"
-    );
+    wait_ready(&srv, READY).await;
 
     // Two tokens: one verified before the outage, one first seen during it.
     let seen = kc.login("alice", "openid").await.access_token;
@@ -68,10 +62,14 @@ policy:
     kc.restart().await;
     let fresh = kc.login("alice", "openid").await.access_token;
     allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(&fresh)).await);
-    let recovered = RealKeycloak::eventually(30, || async {
+    let what = "unknown kid 401 (no longer 503) after Keycloak came back";
+    eventually_every(READY, POLL, what, async || {
         let r = check(srv.grpc_addr, &Req::get("/x").bearer(&unknown)).await;
-        r.http_response.is_some() && denied(&r).http == 401
+        if r.http_response.is_some() && denied(&r).http == 401 {
+            Ok(())
+        } else {
+            Err(r)
+        }
     })
     .await;
-    assert!(recovered, "unknown kid still 503 after Keycloak came back");
 }

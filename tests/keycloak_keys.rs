@@ -3,8 +3,9 @@
 //! One test, run alone in this binary: it changes the realm's keys, which
 //! the metrics assertions (process-wide registry) rely on.
 
-use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
-use portcullis_testkit::real_keycloak::{RealKeycloak, header};
+use portcullis_testkit::check::{Req, allowed, check, code, denied, serve_yaml, wait_ready};
+use portcullis_testkit::real_keycloak::{POLL, READY, RealKeycloak, header};
+use portcullis_testkit::wait::eventually_every;
 use serde_json::{Value, json};
 
 fn config(kc: &RealKeycloak) -> String {
@@ -32,12 +33,7 @@ policy:
 async fn serve(kc: &RealKeycloak) -> (portcullis::server::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&config(kc), dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let ready = RealKeycloak::eventually(30, || async {
-        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "portcullis never loaded Keycloak's keys");
+    wait_ready(&srv, READY).await;
     (srv, dir)
 }
 
@@ -166,15 +162,12 @@ async fn key_rotation_new_passive_and_removed_keys() {
     for comp in &before {
         set_provider(&kc, comp.clone(), "false", "false").await;
     }
-    let refused = RealKeycloak::eventually(30, || async {
+    let what = "a token of a removed key refused (1 s refreshes)";
+    eventually_every(READY, POLL, what, async || {
         let r = check(srv.grpc_addr, &Req::get("/x").bearer(&old)).await;
-        r.status.as_ref().is_some_and(|s| s.code != 0)
+        if code(&r) != 0 { Ok(()) } else { Err(r) }
     })
     .await;
-    assert!(
-        refused,
-        "a token of a removed key was still accepted after 30 s of 1 s refreshes"
-    );
     let d = denied(&check(srv.grpc_addr, &Req::get("/x").bearer(&old)).await);
     assert_eq!((d.code, d.http), (16, 401), "{d:?}");
     let (third, _d3) = serve(&kc).await;

@@ -4,8 +4,10 @@
 //! Needs Keycloak: `scripts/test` starts it; alone, `cargo test --test
 //! keycloak_login` starts its own (see tests/testkit/src/real_keycloak.rs).
 
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
-use portcullis_testkit::real_keycloak::{PASSWORD, RealKeycloak, SHIPPED_SECRET, claims};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, denied, serve_yaml, wait_ready,
+};
+use portcullis_testkit::real_keycloak::{PASSWORD, READY, RealKeycloak, SHIPPED_SECRET, claims};
 use serde_json::json;
 
 /// The shipped role → scope mapping and the shipped uploads routes.
@@ -55,12 +57,7 @@ async fn env() -> Env {
     let kc = RealKeycloak::get().await;
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&config(&kc), dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let ready = RealKeycloak::eventually(30, || async {
-        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(ready, "portcullis never loaded Keycloak's keys");
+    wait_ready(&srv, READY).await;
     Env { kc, srv, _dir: dir }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis_testkit::check::{Req, allowed, check, denied};
+use portcullis_testkit::wait::reap;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -111,7 +112,7 @@ async fn item3_logs_never_contain_credentials_even_in_query_and_sigterm_exits_cl
     denied(&check(grpc, &Req::get("/a").bearer(&bad_pat)).await);
     denied(&check(grpc, &Req::get("/a").bearer(&format!("{jwt}x"))).await);
     denied(&check(grpc, &Req::get("/a").bearer("not-a-token")).await);
-    // Item 3: a token in the query string (`?access_token=`, as browsers do
+    // A token in the query string (`?access_token=`, as browsers do
     // for WebSockets), a client-chosen request ID and Host never reach logs.
     denied(
         &check(
@@ -179,17 +180,8 @@ async fn item3_logs_never_contain_credentials_even_in_query_and_sigterm_exits_cl
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit within the shutdown deadline"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let code = reap(&mut child, Duration::from_secs(20))
+        .unwrap_or_else(|killed| panic!("no exit within the shutdown deadline ({killed})"));
     assert!(code.success(), "SIGTERM must exit 0, got {code:?}");
     while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
         lines.push(l);

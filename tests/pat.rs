@@ -10,7 +10,9 @@ use portcullis::pat::{self, CreateRequest, PatRejection};
 use portcullis::revocation::Revoker;
 use portcullis::server::Running;
 use portcullis::store::Store;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, denied, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, check_until, denied, serve_yaml,
+};
 use portcullis_testkit::pg::TempPostgres;
 use portcullis_testkit::wrapped_store::WrappedStore;
 
@@ -87,19 +89,13 @@ async fn revocation_by_another_process_is_seen_within_the_resync_interval() {
     let cfg = portcullis::config::Config::default();
     let other = Store::connect(&cfg.store, dir.path()).await.unwrap();
     other.revoke(rec.id, Utc::now()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await;
-        if resp.status.as_ref().unwrap().code != 0 {
-            assert_invalid_token(&resp, "token revoked");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "revocation never propagated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let req = Req::get("/").bearer(&raw);
+    let within = Duration::from_secs(5);
+    let resp = check_until(srv.grpc_addr, &req, within, "revocation propagated", |c| {
+        c != 0
+    })
+    .await;
+    assert_invalid_token(&resp, "token revoked");
 }
 
 #[tokio::test]
@@ -274,18 +270,12 @@ async fn postgres_down_uncached_is_503_cached_still_allowed() {
     assert_eq!(r.status(), 503, "store down makes the replica unready");
 
     pg.restart().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let resp = check(srv.grpc_addr, &Req::get("/").bearer(&uncached)).await;
-        if resp.status.as_ref().unwrap().code == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never recovered after Postgres restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let req = Req::get("/").bearer(&uncached);
+    let what = "recovery after Postgres restart";
+    check_until(srv.grpc_addr, &req, Duration::from_secs(10), what, |c| {
+        c == 0
+    })
+    .await;
 }
 
 /// A PAT on a SQLite store seen through a [`WrappedStore`], with its

@@ -1,9 +1,8 @@
-//! Issue 12 policy holes, through the Check handler in-process (dev issuer +
-//! SQLite, no gRPC; tests/e2e.rs proves the same through Envoy):
-//! a route named by Envoy keeps its own method and host limits (item 1),
-//! Envoy's required scopes apply on public routes (item 2), and `;` matrix
-//! parameters or letter case do not move a request to a broader route
-//! (item 7).
+//! Policy holes, closed, through the Check handler in-process (dev issuer +
+//! SQLite, no gRPC; tests/e2e.rs proves the same through Envoy): a route
+//! named by Envoy keeps its own method and host limits, Envoy's required
+//! scopes apply on public routes, and `;` matrix parameters or letter case
+//! do not move a request to a broader route.
 
 use std::time::Duration;
 
@@ -94,7 +93,7 @@ fn named(path: &str, route: &str) -> Req {
     Req::get(path).context("portcullis.route", route)
 }
 
-// --- item 1: a named route applies its own match ----------------------------
+// --- a named route applies its own match ----------------------------
 
 #[tokio::test]
 async fn item1_named_route_applies_methods() {
@@ -172,7 +171,7 @@ async fn item1_named_write_route_needs_the_write_scope() {
     assert_eq!(e.status(req().bearer(&write)).await, (0, 200));
 }
 
-// --- item 2: Envoy's required scopes on a public route ---------------------
+// --- Envoy's required scopes on a public route ---------------------
 
 #[tokio::test]
 async fn item2_required_scopes_on_public_route_need_a_credential() {
@@ -209,7 +208,7 @@ async fn item2_required_scopes_on_public_route_need_the_scopes() {
     assert_eq!(h["x-auth-subject"], "alice");
 }
 
-// --- item 7: `;` parameters and case variants ------------------------------
+// --- `;` parameters and case variants ------------------------------
 
 /// Variants of `POST /api/v1/uploads/123` that Tomcat/Spring serve as that
 /// path; before the fix they missed `uploads-write` and matched `api`.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::reload::Loader;
-use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, check_until, denied, serve_yaml};
+use portcullis_testkit::eventually;
 
 fn policy(scope: &str) -> String {
     format!(
@@ -51,18 +52,15 @@ async fn changed_file_swaps_the_policy() {
     assert_eq!(d.http, 403);
 
     std::fs::write(&file, policy("b:read")).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let resp = check(srv.grpc_addr, &Req::get("/x").bearer(&t)).await;
-        if resp.status.as_ref().unwrap().code == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reload never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let req = Req::get("/x").bearer(&t);
+    check_until(
+        srv.grpc_addr,
+        &req,
+        Duration::from_secs(10),
+        "reload took effect",
+        |c| c == 0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -113,11 +111,11 @@ async fn reload_keeps_loaded_issuer_keys() {
     c["aud"] = serde_json::json!("portcullis");
     c["scope"] = serde_json::json!("b:read");
     let t = kc.sign(&c, &SignOpts::default());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while denied(&check(srv.grpc_addr, &Req::get("/x").bearer(&t)).await).http != 403 {
-        assert!(tokio::time::Instant::now() < deadline, "keys never loaded");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(Duration::from_secs(10), "keys loaded", async || {
+        let d = denied(&check(srv.grpc_addr, &Req::get("/x").bearer(&t)).await);
+        if d.http == 403 { Ok(()) } else { Err(d) }
+    })
+    .await;
     // With the IdP down, a reload must still verify tokens: keys are kept.
     kc.set_failure(Failure::Down);
     std::fs::write(&file, yaml("b:read")).unwrap();

@@ -1,5 +1,8 @@
-//! Findings of the post-merge security review of issue 12 that are not
-//! covered by an existing test file; each failed before its fix.
+//! Security regressions not covered by a topic's own test file: a planted
+//! legacy (unkeyed SHA-256) row does not authenticate on a keyed server, a
+//! rotation revokes a token whose row was upgraded meanwhile, and huge
+//! durations (`revoke-jwt --until`, `pat.cache_ttl`) are refused instead of
+//! overflowing. Each failed before its fix.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,8 +149,7 @@ async fn review_rotation_revokes_a_token_upgraded_while_rotating() {
 
 /// `revoke-jwt --until` takes a duration from now; a huge one (it parses:
 /// up to ~292 million years) overflowed `Utc::now() + d` and panicked
-/// instead of naming the bad value (issue 12 item 9: every date on input is
-/// checked).
+/// instead of naming the bad value (every date on input is checked).
 #[test]
 fn review_revoke_jwt_until_far_future_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();

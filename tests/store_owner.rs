@@ -14,7 +14,7 @@ const A: &str = "https://idp.example";
 
 const B: &str = "https://other-idp.example";
 
-/// Item 6: the same `sub` at two issuers is two users, in every
+/// The same `sub` at two issuers is two users, in every
 /// owner-scoped call (list, count, revoke all, rotate).
 async fn item6_owner_is_issuer_and_sub(store: Store) {
     setup(&store).await;
@@ -65,7 +65,7 @@ async fn item6_owner_is_issuer_and_sub(store: Store) {
     );
 }
 
-/// Item 6: rows without an owner issuer (pre-0004) belong to nobody
+/// Rows without an owner issuer (pre-0004) belong to nobody
 /// until `claim_unowned` gives them to the one configured issuer.
 async fn item6_unowned_rows_match_nobody_until_claimed(store: Store) {
     setup(&store).await;

@@ -9,7 +9,9 @@ use portcullis::pat::ExchangeConfig;
 use portcullis::server::Running;
 use portcullis::tokens::ExchangeClient;
 use portcullis_testkit::api::Api;
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use serde_json::json;
 
@@ -49,20 +51,7 @@ async fn setup_with(client_id: &str, secret: &str, pat_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&yaml, dir.path(), false).await;
     // Wait (bounded) until the issuer's keys are loaded.
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http
-            .get(format!("http://{}/readyz", srv.http_addr))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&srv, Duration::from_secs(10)).await;
     let api = Api::new(srv.http_addr);
     let login = login_token(&kc, "alice-sub");
     Setup {
@@ -128,7 +117,7 @@ async fn exchange_mints_a_registered_jwt_pat() {
     );
 }
 
-/// Item 8: a long-lived exchanged JWT gets the requested expiry, or the
+/// A long-lived exchanged JWT gets the requested expiry, or the
 /// default capped by `pat.max_lifetime_days`, never Keycloak's later `exp`;
 /// and Check enforces the stored expiry although the JWT's `exp` is later.
 #[tokio::test]

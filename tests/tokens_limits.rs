@@ -1,5 +1,5 @@
-//! Security items 9 and 8 of issue 12: expiry inputs can neither crash a
-//! request (chrono overflow) nor outlive `pat.max_lifetime_days`.
+//! Token expiry inputs can neither crash a request (chrono overflow) nor
+//! outlive `pat.max_lifetime_days`.
 
 use portcullis::api::grpc::pb;
 use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;

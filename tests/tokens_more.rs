@@ -9,7 +9,9 @@ use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{ServeOptions, start};
 use portcullis_testkit::api::{Api, dev_login};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, check_until, serve_yaml,
+};
 use portcullis_testkit::pg::TempPostgres;
 use serde_json::json;
 
@@ -19,19 +21,12 @@ const LOCAL: &str = "policy:\n  default: authenticated\npat:\n  issuer: local-jw
 
 /// Polls Check until `raw` is denied as revoked (bounded).
 async fn until_revoked(grpc: std::net::SocketAddr, raw: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let resp = check(grpc, &Req::get("/").bearer(raw)).await;
-        if resp.status.as_ref().map(|s| s.code) != Some(0) {
-            assert_invalid_token(&resp, "token revoked");
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "token never revoked"
-        );
-        tokio::task::yield_now().await;
-    }
+    let req = Req::get("/").bearer(raw);
+    let resp = check_until(grpc, &req, Duration::from_secs(5), "token revoked", |c| {
+        c != 0
+    })
+    .await;
+    assert_invalid_token(&resp, "token revoked");
 }
 
 #[tokio::test]

@@ -1,6 +1,5 @@
-//! Security item 6 of issue 12: a token's owner is (issuer, sub). With two
-//! issuers (the `--dev` issuer and the Keycloak stand-in) and one `sub`,
-//! neither user can see or touch the other's PATs, and upstreams tell them
+//! A token's owner is (issuer, sub). With two issuers (the `--dev` issuer
+//! and the Keycloak stand-in) and one `sub`, neither user can see or touch the other's PATs, and upstreams tell them
 //! apart by `x-auth-issuer`.
 
 use std::time::Duration;
@@ -11,7 +10,9 @@ use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
 use portcullis::store::{NewToken, Store, TokenKind};
 use portcullis_testkit::api::{Api, dev_login};
-use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::check::{
+    Req, allowed, assert_invalid_token, check, serve_yaml, wait_ready,
+};
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::json;
 
@@ -48,20 +49,7 @@ async fn two_issuers() -> Two {
     let dir = tempfile::tempdir().unwrap();
     let srv = serve_yaml(&yaml, dir.path(), true).await;
     // Bounded wait until the stand-in's keys are loaded.
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http
-            .get(format!("http://{}/readyz", srv.http_addr))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&srv, Duration::from_secs(10)).await;
     let a_iss = DevIssuer::load_existing(dir.path(), None)
         .unwrap()
         .issuer()
@@ -279,7 +267,7 @@ async fn item6_jwt_pat_must_belong_to_the_tokens_issuer_and_sub() {
     assert_eq!(h["x-auth-issuer"], t.kc.issuer());
 }
 
-/// Item 6: rows from before migration 4 belong, at start-up, to the single
+/// Rows from before migration 4 belong, at start-up, to the single
 /// configured issuer (here the dev issuer), and only to it.
 #[tokio::test]
 async fn item6_start_up_gives_pre_0004_tokens_to_the_single_issuer() {

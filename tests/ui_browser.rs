@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
+use portcullis_testkit::eventually;
 use serde_json::json;
 
 const YAML: &str = "policy:\n  default: authenticated\n";
@@ -63,23 +64,24 @@ async fn start_driver() -> Driver {
     };
     // Ready when /status answers ready (bounded).
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http
+    eventually(WAIT, "chromedriver ready", async || {
+        let r = http
             .get(format!("http://127.0.0.1:{port}/status"))
             .send()
             .await
-            && let Ok(v) = r.json::<serde_json::Value>().await
-            && v["value"]["ready"] == true
-        {
-            return d;
+            .map_err(|e| e.to_string())?;
+        let v = r
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|e| e.to_string())?;
+        if v["value"]["ready"] == true {
+            Ok(())
+        } else {
+            Err(v.to_string())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "chromedriver never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    d
 }
 
 async fn browser(d: &Driver) -> Client {

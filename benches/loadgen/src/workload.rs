@@ -11,8 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{TimeDelta, Utc};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use futures::StreamExt;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -21,6 +19,7 @@ use uuid::Uuid;
 use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::pat::format;
 use portcullis::store::{NewToken, Store, TokenKind};
+use portcullis_testkit::Req;
 
 /// One kind of request in a mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -185,43 +184,20 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 /// A CheckRequest shaped like Envoy's for `GET /bench/items/{n}?q=1`.
 pub fn check_request(token: Option<&str>, n: usize) -> CheckRequest {
-    let path = format!("/bench/items/{n}?q=1");
-    let mut headers: HashMap<String, String> = [
-        (":authority", "bench.example.org"),
-        (":method", "GET"),
-        (":scheme", "https"),
-        ("user-agent", "portcullis-bench/1"),
-        ("accept", "application/json"),
-        ("x-forwarded-proto", "https"),
-        ("x-envoy-expected-rq-timeout-ms", "15000"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    headers.insert(":path".into(), path.clone());
-    headers.insert("x-request-id".into(), Uuid::new_v4().to_string());
-    if let Some(t) = token {
-        headers.insert("authorization".into(), format!("Bearer {t}"));
+    let req = Req::get(&format!("/bench/items/{n}?q=1"))
+        .host("bench.example.org")
+        .id(&n.to_string())
+        .pseudo_headers()
+        .header("user-agent", "portcullis-bench/1")
+        .header("accept", "application/json")
+        .header("x-forwarded-proto", "https")
+        .header("x-envoy-expected-rq-timeout-ms", "15000")
+        .header("x-request-id", &Uuid::new_v4().to_string());
+    match token {
+        Some(t) => req.bearer(t),
+        None => req,
     }
-    let http = HttpRequest {
-        id: n.to_string(),
-        method: "GET".into(),
-        headers,
-        path,
-        host: "bench.example.org".into(),
-        scheme: "https".into(),
-        protocol: "HTTP/1.1".into(),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(http),
-            }),
-            ..Default::default()
-        }),
-    }
+    .build()
 }
 
 /// Where tokens come from: the dev issuer's key and the token store the

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
@@ -12,6 +13,8 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{Running, ServeOptions, start};
+
+use crate::wait::eventually;
 
 /// Starts a server from YAML (listen addresses forced to port 0).
 pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
@@ -27,6 +30,28 @@ pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
         .expect("server starts")
 }
 
+/// `/readyz` status code (0 when the port does not answer).
+pub async fn readyz(srv: &Running) -> u16 {
+    reqwest::get(format!("http://{}/readyz", srv.http_addr))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Until `/readyz` answers 200 (issuer keys loaded, store reachable);
+/// panics after `within` with the last status.
+pub async fn wait_ready(srv: &Running, within: Duration) {
+    eventually(
+        within,
+        "server ready (/readyz 200)",
+        async || match readyz(srv).await {
+            200 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await
+}
+
 /// A connected Check client.
 pub async fn client(addr: SocketAddr) -> AuthorizationClient<tonic::transport::Channel> {
     AuthorizationClient::connect(format!("http://{addr}"))
@@ -34,14 +59,19 @@ pub async fn client(addr: SocketAddr) -> AuthorizationClient<tonic::transport::C
         .expect("connect to gRPC")
 }
 
-/// Builds a CheckRequest.
+/// Builds a CheckRequest, the one way tests and benches make one.
 #[derive(Debug, Clone)]
 pub struct Req {
     pub method: String,
     pub host: String,
     pub path: String,
+    /// Envoy's request id (`attributes.request.http.id`); empty by default.
+    pub id: String,
     pub headers: Vec<(String, String)>,
     pub raw_headers: bool,
+    /// Add the HTTP/2 pseudo-headers Envoy sends (`:authority`, `:method`,
+    /// `:path`, `:scheme`), from the request's own fields.
+    pub pseudo_headers: bool,
     pub context: HashMap<String, String>,
 }
 
@@ -51,10 +81,25 @@ impl Req {
             method: "GET".into(),
             host: "api.example.org".into(),
             path: path.into(),
+            id: String::new(),
             headers: Vec::new(),
             raw_headers: false,
+            pseudo_headers: false,
             context: HashMap::new(),
         }
+    }
+
+    /// Envoy's request id (`http.id`).
+    pub fn id(mut self, id: &str) -> Req {
+        self.id = id.into();
+        self
+    }
+
+    /// Also send the pseudo-headers Envoy adds (`:authority`, `:method`,
+    /// `:path`, `:scheme`), as a real Envoy's CheckRequest carries them.
+    pub fn pseudo_headers(mut self) -> Req {
+        self.pseudo_headers = true;
+        self
     }
 
     pub fn method(mut self, m: &str) -> Req {
@@ -88,18 +133,30 @@ impl Req {
     }
 
     pub fn build(&self) -> CheckRequest {
+        const SCHEME: &str = "https";
         let mut http = HttpRequest {
+            id: self.id.clone(),
             method: self.method.clone(),
             host: self.host.clone(),
             path: self.path.clone(),
-            scheme: "https".into(),
+            scheme: SCHEME.into(),
             protocol: "HTTP/1.1".into(),
             ..Default::default()
         };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if self.pseudo_headers {
+            let pseudo = [
+                (":authority", &self.host),
+                (":method", &self.method),
+                (":path", &self.path),
+            ];
+            headers.extend(pseudo.map(|(k, v)| (k.to_owned(), v.clone())));
+            headers.push((":scheme".into(), SCHEME.into()));
+        }
+        headers.extend(self.headers.iter().cloned());
         if self.raw_headers {
             http.header_map = Some(HeaderMap {
-                headers: self
-                    .headers
+                headers: headers
                     .iter()
                     .map(|(k, v)| HeaderValue {
                         key: k.clone(),
@@ -109,7 +166,7 @@ impl Req {
                     .collect(),
             });
         } else {
-            for (k, v) in &self.headers {
+            for (k, v) in &headers {
                 // Envoy joins repeated headers with ','.
                 http.headers
                     .entry(k.to_ascii_lowercase())
@@ -141,6 +198,32 @@ pub async fn check(addr: SocketAddr, req: &Req) -> CheckResponse {
         .await
         .expect("Check must never return a gRPC error")
         .into_inner()
+}
+
+/// Calls Check every [`crate::wait::POLL`] until the response's gRPC code
+/// satisfies `want` (0 is an allow, 14 a 503, 16 a 401), and returns that
+/// response; panics after `within` naming `what` and the last response.
+pub async fn check_until(
+    addr: SocketAddr,
+    req: &Req,
+    within: Duration,
+    what: &str,
+    want: impl Fn(i32) -> bool,
+) -> CheckResponse {
+    eventually(within, what, async || {
+        let resp = check(addr, req).await;
+        if want(code(&resp)) {
+            Ok(resp)
+        } else {
+            Err(resp)
+        }
+    })
+    .await
+}
+
+/// The response's gRPC status code (0 is an allow; -1 when unset).
+pub fn code(resp: &CheckResponse) -> i32 {
+    resp.status.as_ref().map(|s| s.code).unwrap_or(-1)
 }
 
 /// Upstream headers of an allow, as name → value; panics on a deny.

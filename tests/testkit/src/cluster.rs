@@ -10,11 +10,14 @@ use portcullis::store::Store;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::check::serve_yaml;
+use crate::check::{code, serve_yaml, wait_ready};
 use crate::keycloak::FakeKeycloak;
 use crate::pg::TempPostgres;
 use crate::redis_server::TempRedis;
-use crate::wait::eventually;
+use crate::wait::{ASAP, eventually, eventually_every};
+
+/// How long a replica may take to become ready.
+pub const READY: Duration = Duration::from_secs(10);
 
 pub struct Cluster {
     pub pg: TempPostgres,
@@ -60,8 +63,8 @@ impl Cluster {
             resync: humantime::parse_duration(resync).unwrap(),
             dirs: vec![da, db],
         };
-        wait_ready(&c.a).await;
-        wait_ready(&c.b).await;
+        wait_ready(&c.a, READY).await;
+        wait_ready(&c.b, READY).await;
         c.wait_subscribed().await;
         c
     }
@@ -71,7 +74,7 @@ impl Cluster {
         let d = tempfile::tempdir().unwrap();
         let r = serve_yaml(&self.yaml, d.path(), false).await;
         self.dirs.push(d);
-        wait_ready(&r).await;
+        wait_ready(&r, READY).await;
         r
     }
 
@@ -81,7 +84,7 @@ impl Cluster {
 
     /// Until A and B are subscribed to the bus (10 s at most).
     pub async fn wait_subscribed(&self) {
-        eventually(Duration::from_secs(10), "replicas subscribed", || async {
+        eventually(Duration::from_secs(10), "replicas subscribed", async || {
             let (a, b) = (
                 self.a.revoker.bus().is_subscribed(),
                 self.b.revoker.bus().is_subscribed(),
@@ -92,52 +95,34 @@ impl Cluster {
     }
 }
 
-/// Until `/readyz` answers 200 (10 s at most).
-pub async fn wait_ready(srv: &Running) {
-    eventually(Duration::from_secs(10), "server ready", || async {
-        match readyz(srv).await {
-            200 => Ok(()),
-            other => Err(other),
-        }
-    })
-    .await
-}
-
-/// `/readyz` status code.
-pub async fn readyz(srv: &Running) -> u16 {
-    reqwest::get(format!("http://{}/readyz", srv.http_addr))
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
-pub fn code(resp: &CheckResponse) -> i32 {
-    resp.status.as_ref().map(|s| s.code).unwrap_or(-1)
-}
-
 /// Calls Check until it is not an allow, as fast as possible; returns how
-/// long that took (from `since`) and the denial. Panics at `deadline`.
+/// long that took (from `since`) and the denial. Panics once `deadline` has
+/// passed since `since`.
 pub async fn wait_denied(
     client: &mut AuthorizationClient<Channel>,
     req: &CheckRequest,
     since: Instant,
     deadline: Duration,
 ) -> (Duration, CheckResponse) {
-    loop {
-        let resp = client
-            .check(req.clone())
-            .await
-            .expect("Check must never return a gRPC error")
-            .into_inner();
-        if code(&resp) != 0 {
-            return (since.elapsed(), resp);
+    let what = format!("revocation propagated ({deadline:?} from the revoke)");
+    let left = deadline.saturating_sub(since.elapsed());
+    let resp = eventually_every(left, ASAP, &what, || {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .check(req.clone())
+                .await
+                .expect("Check must never return a gRPC error")
+                .into_inner();
+            if code(&resp) != 0 {
+                Ok(resp)
+            } else {
+                Err(resp)
+            }
         }
-        assert!(
-            since.elapsed() < deadline,
-            "revocation did not propagate within {deadline:?}"
-        );
-        tokio::task::yield_now().await;
-    }
+    })
+    .await;
+    (since.elapsed(), resp)
 }
 
 /// Calls Check until it allows (polling every 10 ms); panics at `deadline`.

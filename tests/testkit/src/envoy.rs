@@ -6,14 +6,17 @@
 //! client, because a URL library would normalise the very paths the tests
 //! want to send verbatim.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::wait::poll_until;
 
 /// The tagged values of `deploy/envoy.yaml` (`# render: NAME`) and the
 /// defaults it ships with.
@@ -276,20 +279,27 @@ impl Envoy {
             child,
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = envoy.child.try_wait() {
-                return Err(format!("envoy exited with {status}:\n{}", envoy.log()));
-            }
-            if let Ok(r) = request(envoy.admin, "GET", "/ready", &[]).await
-                && r.status == 200
-            {
-                return Ok(envoy);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not ready after 30s:\n{}", envoy.log()));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Ok(None): ready; Ok(Some(status)): Envoy exited.
+        let (child, admin) = (RefCell::new(&mut envoy.child), envoy.admin);
+        let ready = poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            async || {
+                if let Ok(Some(status)) = child.borrow_mut().try_wait() {
+                    return Ok(Some(status));
+                }
+                match request(admin, "GET", "/ready", &[]).await {
+                    Ok(r) if r.status == 200 => Ok(None),
+                    Ok(r) => Err(format!("/ready answered {}", r.status)),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await;
+        match ready {
+            Ok(None) => Ok(envoy),
+            Ok(Some(status)) => Err(format!("envoy exited with {status}:\n{}", envoy.log())),
+            Err(last) => Err(format!("not ready after 30s ({last}):\n{}", envoy.log())),
         }
     }
 

@@ -2,8 +2,9 @@
 //! benches share, as one crate so every test file reaches it the same way
 //! (`use portcullis_testkit::…`) and nothing is compiled in twice.
 //!
-//! - [`check`]: start portcullis in-process, [`check::Req`] (the
-//!   `CheckRequest` builder), Check over gRPC, allow/deny assertions;
+//! - [`check`]: start portcullis in-process and wait until it is ready,
+//!   [`check::Req`] (the `CheckRequest` builder, also used by
+//!   `portcullis-bench`), Check over gRPC, allow/deny assertions;
 //! - [`in_process`]: the same Check handler without gRPC, for table tests;
 //! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
 //! - [`keycloak`]: the Keycloak stand-in (failure injection);
@@ -14,7 +15,8 @@
 //! - [`wrapped_store`]: a counting, gateable `TokenStore`;
 //! - [`store_suite`]: run one store case against SQLite and Postgres
 //!   ([`store_suite!`]);
-//! - [`wait`]: [`eventually`], the one polling wait.
+//! - [`wait`]: [`eventually`] and its variants, the one way to wait: no
+//!   test or helper writes its own deadline loop.
 //!
 //! Helpers panic on failure: this is test support.
 

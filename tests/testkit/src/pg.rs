@@ -15,11 +15,14 @@
 //! Depends only on tokio, tokio-postgres, uuid and tempfile. Panics on
 //! failure (except where a caller may want to skip): it is a test helper.
 
+use std::cell::RefCell;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::{poll_until, reap};
 
 pub struct TempPostgres {
     pub port: u16,
@@ -168,30 +171,32 @@ impl TempPostgres {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((client, conn)) =
-                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
-            {
+        // Ok(None): ready; Ok(Some(status)): the postmaster exited early.
+        let (child, url) = (RefCell::new(self.child.as_mut()), &self.url);
+        let ready = poll_until(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            async || {
+                if let Some(child) = child.borrow_mut().as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Ok(Some(status));
+                }
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let task = tokio::spawn(conn);
-                let ok = client.simple_query("SELECT 1").await.is_ok();
+                let ok = client.simple_query("SELECT 1").await;
                 drop(client);
                 let _ = task.await;
-                if ok {
-                    return;
-                }
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("postgres exited early ({status}): {}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postgres not ready after 60s: {}",
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                ok.map(|_| None).map_err(|e| e.to_string())
+            },
+        )
+        .await;
+        match ready {
+            Ok(None) => {}
+            Ok(Some(status)) => panic!("postgres exited early ({status}): {}", self.log_tail()),
+            Err(last) => panic!("postgres not ready after 60s ({last}): {}", self.log_tail()),
         }
     }
 
@@ -210,15 +215,7 @@ impl TempPostgres {
         let _ = Command::new("kill")
             .args(["-QUIT", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = reap(&mut child, Duration::from_secs(10));
     }
 
     /// Stops (if running) and starts again on the same port and data dir.

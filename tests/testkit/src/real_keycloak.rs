@@ -29,6 +29,12 @@ pub const REALM: &str = "example";
 pub const PASSWORD: &str = "portcullis-test-pw";
 /// Secret the shipped realm gives `uploads-worker` and `portcullis-pat-issuer`.
 pub const SHIPPED_SECRET: &str = "CHANGE-ME";
+/// How long portcullis may take to load the real Keycloak's keys (and to
+/// see a change Keycloak made).
+pub const READY: Duration = Duration::from_secs(30);
+/// Pace of waits that ask the real Keycloak (through portcullis), gentler
+/// than [`crate::wait::POLL`].
+pub const POLL: Duration = Duration::from_millis(200);
 
 /// Test users: name, realm roles (beyond the realm's defaults).
 pub const USERS: &[(&str, &[&str])] = &[
@@ -386,22 +392,6 @@ impl RealKeycloak {
         tokio::task::spawn_blocking(move || run_script(&["start", &dir.to_string_lossy()], &[]))
             .await
             .expect("restart keycloak");
-    }
-
-    /// Polls `f` until it returns true (at most `secs`).
-    pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if f().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        false
     }
 }
 

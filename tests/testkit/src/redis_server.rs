@@ -9,7 +9,9 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::eventually_every;
 
 pub struct TempRedis {
     pub port: u16,
@@ -67,11 +69,17 @@ impl TempRedis {
             .spawn()
             .expect("run redis-server (install redis-server; scripts/test does)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pong(self.port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let port = self.port;
+        let what = "redis-server answering PING";
+        eventually_every(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            what,
+            async || {
+                if pong(port) { Ok(()) } else { Err("no PONG") }
+            },
+        )
+        .await;
     }
 
     /// Kills the server (connections drop at once).

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{Failure, Inner, Shared};
+use crate::wait::poll_until;
 
 enum Cmd {
     Down(std::sync::mpsc::Sender<Result<(), String>>),
@@ -130,19 +131,16 @@ async fn accept(l: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> 
 }
 
 async fn rebind(addr: SocketAddr) -> Result<TcpListener, String> {
-    let mut last = String::new();
-    for _ in 0..100 {
-        // std sets SO_REUSEADDR on Unix, so TIME_WAIT sockets do not block us.
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                return TcpListener::from_std(l).map_err(|e| e.to_string());
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("could not re-bind {addr}: {last}"))
+    // std sets SO_REUSEADDR on Unix, so TIME_WAIT sockets do not block us.
+    let l = poll_until(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || std::net::TcpListener::bind(addr),
+    )
+    .await
+    .map_err(|last| format!("could not re-bind {addr}: {last}"))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    TcpListener::from_std(l).map_err(|e| e.to_string())
 }
 
 /// Feeds connections accepted by `run` into `axum::serve`.
