@@ -197,6 +197,7 @@ fn place(placement: &[Placement]) -> Hosts {
     hosts
 }
 
+/// Validate scopes at `key[j]`, dropping duplicates.
 fn scopes_at(key: &str, list: &[String], errs: &mut Vec<PolicyError>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(list.len());
     for (j, s) in list.iter().enumerate() {

@@ -284,8 +284,6 @@ impl Policy {
     }
 }
 
-/// Validate scopes at `key[j]`, dropping duplicates.
-
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Policy>();

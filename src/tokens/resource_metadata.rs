@@ -41,7 +41,7 @@ fn is_loopback(url: &Url) -> bool {
 /// Checks an http(s) URL field; `https_only` refuses http except on loopback.
 fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError> {
     let url = Url::parse(raw).map_err(|e| {
-        ConfigError::new(format!("{key}"), format!("{raw:?} is not a URL ({e}); accepted: an absolute https URL such as https://api.example.org"))
+        ConfigError::new(key, format!("{raw:?} is not a URL ({e}); accepted: an absolute https URL such as https://api.example.org"))
     })?;
     let scheme_ok = match url.scheme() {
         "https" => true,
@@ -50,7 +50,7 @@ fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError>
     };
     if !scheme_ok || url.host().is_none() {
         return Err(ConfigError::new(
-            format!("{key}"),
+            key,
             format!(
                 "{raw:?} is not accepted; accepted: an https URL with a host{}",
                 if https_only {
@@ -63,13 +63,13 @@ fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError>
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
-            format!("{key}"),
+            key,
             format!("{raw:?} carries credentials; accepted: a URL without user:password@"),
         ));
     }
     if url.fragment().is_some() {
         return Err(ConfigError::new(
-            format!("{key}"),
+            key,
             format!("{raw:?} has a #fragment; accepted: a URL without one"),
         ));
     }
@@ -133,9 +133,7 @@ impl ResourceMetadataConfig {
             if servers.is_empty() {
                 return Err(ConfigError::new(
                     format!("{K}.authorization_servers"),
-                    format!(
-                        "empty; accepted: issuer URLs, or omit the key to list the configured issuers"
-                    ),
+                    "empty; accepted: issuer URLs, or omit the key to list the configured issuers",
                 ));
             }
             for (i, s) in servers.iter().enumerate() {
