@@ -1,4 +1,5 @@
-//! JWT validation against the Keycloak stand-in, over real gRPC. Each attack
+//! JWT validation against the Keycloak stand-in, through the Check handler
+//! in-process (no gRPC; the readiness test runs a whole server). Each attack
 //! RFC 8725 describes (`alg: none`, HMAC with the RSA public key, algorithms
 //! outside the allow-list, embedded or remote keys, `crit`, bad or
 //! duplicate JSON, other token kinds, claim checks) has its own test
@@ -11,12 +12,13 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis_testkit::check::{
     Req, allowed, assert_invalid_token, check, denied, serve_yaml, wait_ready,
 };
+use portcullis_testkit::in_process::InProcess;
 use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use serde_json::{Value, json};
 
 struct Env {
     kc: FakeKeycloak,
-    srv: portcullis::server::Running,
+    srv: InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -44,8 +46,8 @@ const READY: Duration = Duration::from_secs(5);
 async fn env_with(extra: &str) -> Env {
     let kc = FakeKeycloak::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let srv = serve_yaml(&yaml(&kc, extra), dir.path(), false).await;
-    wait_ready(&srv, READY).await;
+    // The issuer's keys are fetched before `from_yaml` returns.
+    let srv = InProcess::from_yaml(&yaml(&kc, extra), dir.path(), false).await;
     Env { kc, srv, _dir: dir }
 }
 
@@ -75,7 +77,7 @@ impl Env {
     }
 
     async fn check(&self, token: &str) -> envoy_types::ext_authz::v3::pb::CheckResponse {
-        check(self.srv.grpc_addr, &Req::get("/api").bearer(token)).await
+        self.srv.check(&Req::get("/api").bearer(token)).await
     }
 }
 
@@ -165,8 +167,7 @@ async fn alg_outside_allow_list_is_denied() {
         "issuers:\n  - issuer: {}\n    audiences: [portcullis]\n",
         kc.issuer()
     );
-    let srv = serve_yaml(&cfg, dir.path(), false).await;
-    wait_ready(&srv, READY).await;
+    let srv = InProcess::from_yaml(&cfg, dir.path(), false).await;
     let mut c = kc.claims("u");
     c["aud"] = json!("portcullis");
     let t = kc.sign(
@@ -177,7 +178,7 @@ async fn alg_outside_allow_list_is_denied() {
         },
     );
     assert_invalid_token(
-        &check(srv.grpc_addr, &Req::get("/").bearer(&t)).await,
+        &srv.check(&Req::get("/").bearer(&t)).await,
         "algorithm not allowed",
     );
 }
