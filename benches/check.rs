@@ -144,6 +144,7 @@ fn service_with_store(
         pat_marker_value: cfg.pat.jwt_marker.value.clone(),
         pat_exchange_audience: None,
         policy: Arc::new(portcullis::policy::Policy::compile(&policy).unwrap()),
+        surface: Default::default(),
     };
     (
         CheckService::new(Arc::new(ArcSwap::from_pointee(engine))),

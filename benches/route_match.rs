@@ -37,6 +37,8 @@ fn config(n: usize) -> PolicyConfig {
                     any_of: vec![],
                 },
                 credentials: portcullis::policy::CredentialKind::ALL.to_vec(),
+                strip_credential: false,
+                query_credential: false,
             }
         })
         .collect();

@@ -27,4 +27,10 @@ pub struct Identity {
     pub issuer: Option<Arc<str>>,
     /// Expiry as Unix seconds.
     pub expires_at: i64,
+    /// Claims named in `identity_headers.claims`, as (claim, value); only
+    /// JWTs carry them.
+    pub claims: Vec<(Arc<str>, String)>,
+    /// Identity headers and metadata rendered for this identity (filled on
+    /// its first allow; empty in a clone, ignored by `==`).
+    pub rendered: crate::authz::headers::RenderCache,
 }

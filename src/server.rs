@@ -114,6 +114,8 @@ pub fn build_engine_reusing(
         IssuerKeys::remote(ic, http.clone())
     })
     .with_marker_claim(&cfg.pat.jwt_marker.claim);
+    let surface = crate::authz::Surface::from_config(cfg);
+    let verifier = verifier.with_captured_claims(surface.headers.claim_names());
     Ok(Engine {
         verifier: Arc::new(verifier),
         max_token_bytes: cfg.jwt.max_token_bytes,
@@ -123,6 +125,7 @@ pub fn build_engine_reusing(
         pat_marker_value: cfg.pat.jwt_marker.value.clone(),
         pat_exchange_audience: cfg.pat.exchange.audience.clone(),
         policy: Arc::new(Policy::compile(&cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?),
+        surface: Arc::new(surface),
     })
 }
 

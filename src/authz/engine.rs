@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
+use super::surface::Surface;
 use crate::identity::{CredentialKind, Identity};
 use crate::jwt::{VerifiedJwt, Verifier};
 use crate::metrics::Label;
@@ -36,6 +37,19 @@ pub struct Engine {
     pub pat_exchange_audience: Option<String>,
     /// Compiled routes.
     pub policy: Arc<Policy>,
+    /// Credential sources and identity headers (`credentials`,
+    /// `identity_headers`).
+    pub surface: Arc<Surface>,
+}
+
+/// A decision and where the request landed (for the response builder).
+#[derive(Debug)]
+pub struct Checked<'e> {
+    pub decision: Decision,
+    /// Route label for metrics and the `route` metadata.
+    pub label: Label,
+    /// The configured route, when one matched (or Envoy named one).
+    pub route: Option<&'e Route>,
 }
 
 fn no_route_label() -> Label {
@@ -65,15 +79,31 @@ impl Engine {
 
     /// [`Engine::check`] plus the route label for metrics.
     pub async fn check_labeled(&self, req: &RequestView<'_>) -> (Decision, Label) {
-        let mut route = no_route_label();
-        let decision = match self.decide(req, &mut route).await {
+        let c = self.check_routed(req).await;
+        (c.decision, c.label)
+    }
+
+    /// [`Engine::check`] plus the route label and the matched route.
+    pub async fn check_routed(&self, req: &RequestView<'_>) -> Checked<'_> {
+        let mut label = no_route_label();
+        let mut route = None;
+        let decision = match self.decide(req, &mut label, &mut route).await {
             Ok(d) => d,
             Err(denial) => Decision::Deny(denial),
         };
-        (decision, route)
+        Checked {
+            decision,
+            label,
+            route,
+        }
     }
 
-    async fn decide(&self, req: &RequestView<'_>, label: &mut Label) -> Result<Decision, Denial> {
+    async fn decide<'e>(
+        &'e self,
+        req: &RequestView<'_>,
+        label: &mut Label,
+        hit: &mut Option<&'e Route>,
+    ) -> Result<Decision, Denial> {
         if !req.has_http() {
             return Err(Denial::forbidden(
                 "invalid_request",
@@ -82,7 +112,10 @@ impl Engine {
         }
         let target = self.target(req)?;
         *label = match &target {
-            Target::Route(r) => r.label().clone(),
+            Target::Route(r) => {
+                *hit = Some(*r);
+                r.label().clone()
+            }
             Target::Default(_) => default_label(),
         };
         let extra = match req.context(CTX_REQUIRED_SCOPES) {
@@ -96,19 +129,49 @@ impl Engine {
         // on an `auth: none` route: the Envoy route is then not public.
         let public =
             extra.is_empty() && matches!(target, Target::Route(r) if r.auth == AuthMode::None);
-        let token = match req.credential(self.max_token_bytes)? {
-            Credential::Bearer(t) => t,
-            Credential::None if public => return Ok(Decision::AllowAnonymous),
-            Credential::None => return Err(Denial::no_credential()),
+        let query = matches!(target, Target::Route(r) if r.query_credential);
+        let cred = req.credential_from(&self.surface.sources, query, self.max_token_bytes)?;
+        let Some(token) = cred.token() else {
+            return match public {
+                true => Ok(Decision::AllowAnonymous),
+                false => Err(Denial::no_credential()),
+            };
         };
+        if matches!(cred, Credential::Basic { .. }) && !token.starts_with(&self.pat_prefix) {
+            return Err(Denial::unauthenticated(
+                "invalid_token",
+                "Basic authentication accepts only a personal access token as the password",
+            ));
+        }
         // On a public route a credential is still verified, so identity
         // headers are trustworthy; a bad one is refused, not ignored.
         let id = self.authenticate(token).await?;
+        if let Credential::Basic { username, .. } = &cred {
+            self.check_basic(username, &id)?;
+        }
         if public {
             return Ok(Decision::Allow(id));
         }
         self.authorize(&target, &extra, &id)?;
         Ok(Decision::Allow(id))
+    }
+
+    /// Basic carries only PATs; with `credentials.basic.check_username`
+    /// the user name must be the owner's.
+    fn check_basic(&self, username: &str, id: &Identity) -> Result<(), Denial> {
+        if id.kind != CredentialKind::Pat {
+            return Err(Denial::unauthenticated(
+                "invalid_token",
+                "Basic authentication accepts only a personal access token as the password",
+            ));
+        }
+        if self.surface.sources.check_username && id.username.as_deref() != Some(username) {
+            return Err(Denial::unauthenticated(
+                "invalid_token",
+                "the Basic user name is not the token owner's",
+            ));
+        }
+        Ok(())
     }
 
     /// Picks the route: named by Envoy, else matched on host/method/path.
@@ -306,6 +369,8 @@ fn pat_identity(rec: &TokenRecord) -> Identity {
             .filter(|i| !i.is_empty())
             .map(Arc::from),
         expires_at: rec.expires_at.timestamp(),
+        claims: Vec::new(),
+        rendered: Default::default(),
     }
 }
 

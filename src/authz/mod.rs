@@ -8,10 +8,14 @@
 pub mod decision;
 mod deny;
 pub mod engine;
+pub mod headers;
 pub mod request;
 pub mod response;
 pub mod service;
+pub mod sources;
+pub mod surface;
 
 pub use decision::{Decision, Denial, DenyKind};
 pub use engine::Engine;
+pub use surface::Surface;
 pub use service::CheckService;

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::decision::{Decision, Denial, DenyKind};
-use super::engine::Engine;
+use super::engine::{Checked, Engine};
 use super::request::RequestView;
 use super::response;
 use crate::metrics::{self, DecisionLabels, Label};
@@ -35,20 +35,30 @@ impl CheckService {
         // *error* to Envoy, which fails open when `failure_mode_allow` is set.
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("check", request_id = view.log_request_id());
-        let (decision, route) = AssertUnwindSafe(engine.check_labeled(&view))
+        let checked = AssertUnwindSafe(engine.check_routed(&view))
             .catch_unwind()
             .instrument(span)
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("panic while checking a request; denying");
-                (
-                    Decision::Deny(Denial::unavailable("internal error")),
-                    Label(Arc::from("(panic)")),
-                )
+                Checked {
+                    decision: Decision::Deny(Denial::unavailable("internal error")),
+                    label: Label(Arc::from("(panic)")),
+                    route: None,
+                }
             });
-        record(&view, &decision, route, started);
+        let Checked {
+            decision,
+            label,
+            route,
+        } = checked;
+        let landed = response::Landed {
+            route,
+            label: &label.0,
+        };
+        let resp = response::build_for(&decision, &view, &landed, &engine.surface);
+        record(&view, &decision, label, started);
         log_decision(&view, &decision);
-        let resp = response::build(&decision, &view);
         (decision, resp)
     }
 }

@@ -74,6 +74,10 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Where a credential may come from besides `Authorization: Bearer`.
+    pub credentials: crate::authz::sources::CredentialsConfig,
+    /// Which identity headers an allow sets, their prefix, mapped claims.
+    pub identity_headers: crate::authz::headers::IdentityHeadersConfig,
 }
 
 impl Default for Config {
@@ -89,6 +93,8 @@ impl Default for Config {
             revocation: RevocationConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            credentials: Default::default(),
+            identity_headers: Default::default(),
         }
     }
 }
@@ -319,6 +325,9 @@ impl Config {
         if let Err(e) = self.api.validate() {
             errs.push(ConfigError::keyed("api", &e));
         }
+        errs.extend(self.credentials.validate());
+        errs.extend(self.identity_headers.validate());
+        self.validate_credential_headers(&mut errs);
         for e in crate::policy::Policy::check(&self.policy) {
             let text = e.to_string();
             let msg = text
@@ -327,6 +336,20 @@ impl Config {
             errs.push(ConfigError::new(e.key(), msg));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// A credential header must not be an identity header too: the client's
+    /// copy of an identity header is always removed.
+    fn validate_credential_headers(&self, errs: &mut Vec<ConfigError>) {
+        let ours = crate::authz::headers::IdentityHeaders::compile(&self.identity_headers);
+        for (i, h) in self.credentials.headers.iter().enumerate() {
+            if ours.owns(h) {
+                errs.push(ConfigError::new(
+                    format!("credentials.headers[{i}]"),
+                    format!("{h:?} is an identity header name (identity_headers.prefix or .claims), whose client copies are removed; accepted: another name such as x-api-key"),
+                ));
+            }
+        }
     }
 
     /// `pat.exchange.audience` marks every JWT whose `aud` contains it as a

@@ -134,6 +134,8 @@ pub struct Verifier {
     cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
     /// Name of the PAT marker claim, captured into `VerifiedJwt::token_use`.
     marker_claim: Arc<str>,
+    /// Claims captured into `Identity::claims` (`identity_headers.claims`).
+    captured_claims: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -204,6 +206,7 @@ impl Verifier {
                 .expire_after(UntilExp)
                 .build(),
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
+            captured_claims: Vec::new(),
         }
     }
 
@@ -211,6 +214,13 @@ impl Verifier {
     /// (`pat.jwt_marker.claim`; default `token_use`).
     pub fn with_marker_claim(mut self, claim: &str) -> Verifier {
         self.marker_claim = Arc::from(claim);
+        self
+    }
+
+    /// Captures these claims into [`Identity::claims`] at verification
+    /// (`identity_headers.claims`), so a cached token costs nothing more.
+    pub fn with_captured_claims(mut self, claims: Vec<Arc<str>>) -> Verifier {
+        self.captured_claims = claims;
         self
     }
 
@@ -302,6 +312,14 @@ impl Verifier {
             claims.realm_access.as_ref(),
             claims.resource_access.as_ref(),
         );
+        // Verified above; read again as a map only when claims are mapped.
+        let captured = if self.captured_claims.is_empty() {
+            Vec::new()
+        } else {
+            token::payload_map(p)
+                .map(|m| crate::authz::headers::extract_claims(&m, &self.captured_claims))
+                .unwrap_or_default()
+        };
         let audiences = match claims.aud {
             None => Vec::new(),
             Some(OneOrMany::One(a)) => vec![a],
@@ -318,6 +336,8 @@ impl Verifier {
                 token_id: None,
                 issuer: Some(rt.issuer.clone()),
                 expires_at: exp,
+                claims: captured,
+                rendered: Default::default(),
             }),
             jti: claims.jti,
             sid: claims.sid,

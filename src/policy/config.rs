@@ -123,6 +123,18 @@ pub struct RouteConfig {
     /// Credential kinds accepted on this route; default all three, must not be empty.
     #[serde(default = "all_kinds")]
     pub credentials: Vec<CredentialKind>,
+    /// On allow, remove `authorization` and every `credentials.headers`
+    /// header from the upstream request (default `false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub strip_credential: bool,
+    /// Read a token from the `credentials.query_param` query parameter
+    /// (default `false`); it is removed from the upstream request.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub query_credential: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn all_kinds() -> Vec<CredentialKind> {

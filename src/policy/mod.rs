@@ -108,6 +108,10 @@ pub struct Route {
     pub all_of: Vec<String>,
     /// If non-empty, one of these must be granted.
     pub any_of: Vec<String>,
+    /// `strip_credential`: the credential never reaches the upstream.
+    pub strip_credential: bool,
+    /// `query_credential`: a token may come in `credentials.query_param`.
+    pub query_credential: bool,
     credentials: u8,
     /// Upper-cased methods; `None` = any method.
     methods: Option<Vec<Box<str>>>,
@@ -422,6 +426,8 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
             auth: rc.auth,
             all_of,
             any_of,
+            strip_credential: rc.strip_credential,
+            query_credential: rc.query_credential,
             credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
             methods,
             hosts: hosts.clone(),
