@@ -368,6 +368,10 @@ pub fn parse_authorization_with(
     }
     use base64::Engine as _;
     let encoded = trimmed[6..].trim_start_matches([' ', '\t']);
+    // Envoy joins repeated headers with ',', which base64 never contains.
+    if encoded.contains(',') {
+        return Err(multiple());
+    }
     let malformed =
         || Denial::unauthenticated("invalid_request", "malformed Basic credentials");
     // base64 grows by 4/3; the user name gets some room too.
