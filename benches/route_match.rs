@@ -39,6 +39,7 @@ fn config(n: usize) -> PolicyConfig {
                 credentials: portcullis::policy::CredentialKind::ALL.to_vec(),
                 strip_credential: false,
                 query_credential: false,
+                assertion: None,
             }
         })
         .collect();

@@ -114,7 +114,7 @@ pub fn build_engine_reusing(
         IssuerKeys::remote(ic, http.clone())
     })
     .with_marker_claim(&cfg.pat.jwt_marker.claim);
-    let surface = crate::authz::Surface::from_config(cfg);
+    let surface = crate::authz::Surface::from_config(cfg)?;
     let verifier = verifier.with_captured_claims(surface.headers.claim_names());
     Ok(Engine {
         verifier: Arc::new(verifier),

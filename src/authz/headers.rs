@@ -181,6 +181,8 @@ pub struct IdentityHeaders {
     /// Distinguishes renders made for another configuration.
     generation: u64,
     prefix: Box<str>,
+    /// `{prefix}assertion`.
+    assertion: Box<str>,
     fields: Vec<(IdentityField, Box<str>)>,
     /// (claim, header), header lower-cased.
     claims: Vec<(Arc<str>, Box<str>)>,
@@ -204,6 +206,7 @@ impl IdentityHeaders {
         }
         IdentityHeaders {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            assertion: format!("{prefix}assertion").into(),
             prefix: prefix.into(),
             fields,
             claims: cfg
@@ -212,6 +215,11 @@ impl IdentityHeaders {
                 .map(|(c, h)| (Arc::from(c.as_str()), h.to_ascii_lowercase().into()))
                 .collect(),
         }
+    }
+
+    /// The signed assertion's header (`x-auth-assertion` by default).
+    pub fn assertion_header(&self) -> &str {
+        &self.assertion
     }
 
     /// The claims the JWT verifier must capture.

@@ -5,6 +5,7 @@
 //! `CheckResponse` builder. [`service`] is the tonic glue that can only
 //! ever answer `Ok(CheckResponse{status: Some(..)})`.
 
+pub mod assertion;
 pub mod decision;
 mod deny;
 pub mod engine;

@@ -31,7 +31,12 @@ pub const IDENTITY_PREFIX: &str = super::headers::DEFAULT_PREFIX;
 pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
     static DEFAULT: std::sync::OnceLock<Surface> = std::sync::OnceLock::new();
     let surface = DEFAULT.get_or_init(Surface::default);
-    build_for(decision, request, &Landed { route: None, label: "(none)" }, surface)
+    let landed = Landed {
+        route: None,
+        label: "(none)",
+        assertion: None,
+    };
+    build_for(decision, request, &landed, surface)
 }
 
 /// Where an allowed request landed: the route's own options and its name
@@ -41,6 +46,8 @@ pub struct Landed<'a> {
     pub route: Option<&'a Route>,
     /// Route name, `(default)` or `(none)`.
     pub label: &'a str,
+    /// The signed identity assertion for this route, if it wants one.
+    pub assertion: Option<&'a str>,
 }
 
 /// Builds the response for a decision on `landed`, with `surface`'s
@@ -65,7 +72,7 @@ fn allow(
     surface: &Surface,
 ) -> CheckResponse {
     // Rendered once per identity: a cached JWT costs clones, not formatting.
-    let (headers, metadata) = match id {
+    let (mut headers, metadata) = match id {
         Some(id) => {
             let r = surface.headers.rendered(id);
             (r.headers.clone(), r.metadata_for(landed.label))
@@ -81,6 +88,9 @@ fn allow(
             (Vec::new(), Struct { fields })
         }
     };
+    if let Some(jwt) = landed.assertion {
+        headers.push(overwrite(surface.headers.assertion_header(), jwt));
+    }
     let set = |n: &str| {
         headers
             .iter()

@@ -48,19 +48,51 @@ impl CheckService {
                 }
             });
         let Checked {
-            decision,
+            mut decision,
             label,
             route,
         } = checked;
+        let assertion = match assertion(&engine, &decision, route, &label) {
+            Ok(a) => a,
+            Err(denial) => {
+                decision = Decision::Deny(denial);
+                None
+            }
+        };
         let landed = response::Landed {
             route,
             label: &label.0,
+            assertion: assertion.as_deref(),
         };
         let resp = response::build_for(&decision, &view, &landed, &engine.surface);
         record(&view, &decision, label, started);
         log_decision(&view, &decision);
         (decision, resp)
     }
+}
+
+/// The signed identity assertion an allow on `route` carries, if the route
+/// asks for one. Cached per identity, route and audience; a signing
+/// failure denies (503), never allows without it.
+fn assertion(
+    engine: &Engine,
+    decision: &Decision,
+    route: Option<&crate::policy::Route>,
+    label: &Label,
+) -> Result<Option<Arc<str>>, Denial> {
+    let (Decision::Allow(id), Some(audience)) =
+        (decision, route.and_then(|r| r.assertion_audience.as_deref()))
+    else {
+        return Ok(None);
+    };
+    let Some(signer) = &engine.surface.assertions else {
+        tracing::error!("a route asks for an identity assertion but no signer is loaded");
+        return Err(Denial::unavailable("authorization misconfigured for this route"));
+    };
+    signer.assertion(id, &label.0, audience).map(Some).map_err(|e| {
+        tracing::error!(error = %e, "signing the identity assertion failed");
+        Denial::unavailable("identity assertion unavailable")
+    })
 }
 
 fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: std::time::Instant) {

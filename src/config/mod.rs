@@ -78,6 +78,8 @@ pub struct Config {
     pub credentials: crate::authz::sources::CredentialsConfig,
     /// Which identity headers an allow sets, their prefix, mapped claims.
     pub identity_headers: crate::authz::headers::IdentityHeadersConfig,
+    /// Signed identity assertions for routes with `assertion.audience`.
+    pub assertion: crate::authz::assertion::AssertionConfig,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             log: LogConfig::default(),
             credentials: Default::default(),
             identity_headers: Default::default(),
+            assertion: Default::default(),
         }
     }
 }
@@ -327,6 +330,17 @@ impl Config {
         }
         errs.extend(self.credentials.validate());
         errs.extend(self.identity_headers.validate());
+        errs.extend(self.assertion.validate());
+        for (i, r) in self.policy.routes.iter().enumerate() {
+            if let Some(a) = &r.assertion
+                && a.audience.trim().is_empty()
+            {
+                errs.push(ConfigError::new(
+                    format!("policy.routes[{i}].assertion.audience"),
+                    "must not be empty; accepted: the audience the upstream expects, e.g. orders-api",
+                ));
+            }
+        }
         self.validate_credential_headers(&mut errs);
         for e in crate::policy::Policy::check(&self.policy) {
             let text = e.to_string();

@@ -87,7 +87,7 @@ mod tests;
 
 pub use config::{
     AuthMode, CredentialKind, DefaultAction, MatchConfig, MatrixParams, PathConfig, PolicyConfig,
-    RequireConfig, RouteConfig,
+    RequireConfig, RouteAssertion, RouteConfig,
 };
 pub use error::PolicyError;
 pub use path::{PathOptions, normalize_host, normalize_path, normalize_path_with};
@@ -112,6 +112,8 @@ pub struct Route {
     pub strip_credential: bool,
     /// `query_credential`: a token may come in `credentials.query_param`.
     pub query_credential: bool,
+    /// `assertion.audience`: send a signed identity assertion for it.
+    pub assertion_audience: Option<std::sync::Arc<str>>,
     credentials: u8,
     /// Upper-cased methods; `None` = any method.
     methods: Option<Vec<Box<str>>>,
@@ -428,6 +430,10 @@ fn build(cfg: &PolicyConfig) -> Result<Policy, Vec<PolicyError>> {
             any_of,
             strip_credential: rc.strip_credential,
             query_credential: rc.query_credential,
+            assertion_audience: rc
+                .assertion
+                .as_ref()
+                .map(|a| std::sync::Arc::from(a.audience.as_str())),
             credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
             methods,
             hosts: hosts.clone(),
