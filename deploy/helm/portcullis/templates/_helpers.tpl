@@ -40,6 +40,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The portcullis config file: the user's config plus what the chart owns. */}}
 {{- define "portcullis.config" -}}
 {{- $owned := dict "listen" (dict "grpc" (printf "127.0.0.1:%v" .Values.portcullis.grpcPort) "http" (printf "0.0.0.0:%v" .Values.portcullis.httpPort)) "data_dir" "/var/lib/portcullis" -}}
+{{- if .Values.portcullis.assertionKeySecret -}}
+{{- $_ := set $owned "assertion" (dict "key_file" "/etc/portcullis-assertion/assertion.pem") -}}
+{{- end -}}
 {{- toYaml (merge $owned (deepCopy .Values.portcullis.config)) -}}
 {{- end -}}
 
