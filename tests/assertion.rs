@@ -30,10 +30,7 @@ policy:
     let srv = serve_yaml(&yaml, dir.path(), false).await;
     let url = format!("http://{}/readyz", srv.http_addr);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(&url)
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
         assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -35,10 +35,7 @@ async fn env(credentials: &str) -> Env {
     let srv = serve_yaml(&yaml, dir.path(), false).await;
     let url = format!("http://{}/readyz", srv.http_addr);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(&url)
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
         assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -164,7 +161,8 @@ async fn configured_header_carries_a_pat_or_a_jwt() {
     );
     assert_eq!(h["x-auth-method"], "jwt");
     assert_401(
-        &e.check(Req::get("/a").header("x-api-key", "pat_forged")).await,
+        &e.check(Req::get("/a").header("x-api-key", "pat_forged"))
+            .await,
         "malformed token",
     );
 }
@@ -183,8 +181,10 @@ async fn query_parameter_on_a_route_that_opts_in() {
     let e = env("").await;
     let raw = e.pat("carol").await;
     let (h, _) = allowed(
-        &e.check(Req::get(&format!("/dl/report.pdf?access_token={raw}&inline=1")))
-            .await,
+        &e.check(Req::get(&format!(
+            "/dl/report.pdf?access_token={raw}&inline=1"
+        )))
+        .await,
     );
     assert_eq!(h["x-auth-subject"], "carol");
 }
@@ -204,10 +204,14 @@ async fn query_parameter_name_is_configurable_and_bad_values_are_refused() {
     let raw = e.pat("carol").await;
     allowed(&e.check(Req::get(&format!("/dl/x?token={raw}"))).await);
     // The default name is no longer read.
-    let d = denied(&e.check(Req::get(&format!("/dl/x?access_token={raw}"))).await);
+    let d = denied(
+        &e.check(Req::get(&format!("/dl/x?access_token={raw}")))
+            .await,
+    );
     assert_eq!(d.description(), "missing bearer token");
     assert_401(
-        &e.check(Req::get(&format!("/dl/x?token={raw}&token={raw}"))).await,
+        &e.check(Req::get(&format!("/dl/x?token={raw}&token={raw}")))
+            .await,
         "more than one credential",
     );
     assert_401(&e.check(Req::get("/dl/x?token=")).await, "empty token");

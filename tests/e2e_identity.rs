@@ -152,7 +152,10 @@ async fn access_log_shows_the_caller_from_dynamic_metadata() {
         let s = Stack::start(&|c| c).await;
         let t = s.token("alice");
         let auth = format!("Bearer {t}");
-        let r = s.envoy.get("/api/v1/uploads/a.txt", &[("authorization", &auth)]).await;
+        let r = s
+            .envoy
+            .get("/api/v1/uploads/a.txt", &[("authorization", &auth)])
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let line = s.access_log_line("/api/v1/uploads/a.txt").await;
         assert_eq!(line["subject"], "alice", "{line}");
@@ -182,7 +185,10 @@ async fn access_log_shows_the_caller_from_dynamic_metadata() {
         let line = s.access_log_line("/api/denied").await;
         assert!(line["subject"].is_null(), "{line}");
         let log = s.envoy.log();
-        assert!(!log.contains(&t) && !log.contains(&pat), "a token in Envoy's log");
+        assert!(
+            !log.contains(&t) && !log.contains(&pat),
+            "a token in Envoy's log"
+        );
     })
     .await;
 }
@@ -204,7 +210,10 @@ async fn query_credential_reaches_neither_upstream_nor_access_log() {
         assert_eq!(line["subject"], "carol", "{line}");
         assert!(!s.envoy.log().contains(&pat), "the PAT is in Envoy's log");
         // Elsewhere the parameter is not a credential at all.
-        let r = s.envoy.get(&format!("/api/x?access_token={pat}"), &[]).await;
+        let r = s
+            .envoy
+            .get(&format!("/api/x?access_token={pat}"), &[])
+            .await;
         assert_eq!(r.status, 401);
     })
     .await;
@@ -215,7 +224,10 @@ async fn strip_credential_keeps_authorization_from_the_upstream() {
     bounded(async {
         let s = Stack::start(&|c| c).await;
         let auth = format!("Bearer {}", s.token("dave"));
-        let r = s.envoy.get("/private/doc", &[("authorization", &auth)]).await;
+        let r = s
+            .envoy
+            .get("/private/doc", &[("authorization", &auth)])
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let seen = Seen::from_body(&r.body);
         assert_eq!(seen.header("x-auth-subject"), Some("dave"));
@@ -235,7 +247,10 @@ async fn rate_limit_descriptor_keys_on_the_subject_from_metadata() {
         // The shipped per-subject bucket, shrunk to 2 requests an hour.
         let shrink = |c: String| {
             let from = "token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: 1s }";
-            assert!(c.contains(from), "deploy/envoy.yaml's per-subject bucket changed");
+            assert!(
+                c.contains(from),
+                "deploy/envoy.yaml's per-subject bucket changed"
+            );
             c.replace(
                 from,
                 "token_bucket: { max_tokens: 2, tokens_per_fill: 2, fill_interval: 3600s }",

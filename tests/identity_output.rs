@@ -30,10 +30,7 @@ async fn env(extra: &str) -> Env {
     let srv = serve_yaml(&yaml, dir.path(), false).await;
     let url = format!("http://{}/readyz", srv.http_addr);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(&url)
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
         assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -80,7 +77,10 @@ impl Env {
 
 /// The dynamic metadata as string fields (nested `claims` flattened as `claims.x`).
 fn metadata(resp: &CheckResponse) -> HashMap<String, String> {
-    let md = resp.dynamic_metadata.as_ref().expect("dynamic_metadata set");
+    let md = resp
+        .dynamic_metadata
+        .as_ref()
+        .expect("dynamic_metadata set");
     let mut out = HashMap::new();
     for (k, v) in &md.fields {
         match &v.kind {
@@ -177,7 +177,10 @@ async fn deny_carries_no_metadata() {
 #[tokio::test]
 async fn default_identity_headers_are_unchanged() {
     let e = env(ROUTES).await;
-    let (h, removed) = allowed(&e.check(&Req::get("/files/1").bearer(&e.jwt(json!({})))).await);
+    let (h, removed) = allowed(
+        &e.check(&Req::get("/files/1").bearer(&e.jwt(json!({}))))
+            .await,
+    );
     let mut names: Vec<&str> = h.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(
@@ -275,8 +278,10 @@ async fn strip_credential_removes_authorization_and_credential_headers() {
     let (_, removed) = allowed(&e.check(&Req::get("/private/a").bearer(&t)).await);
     assert_eq!(removed, ["authorization"]);
     let (raw, _) = e.pat("carol").await;
-    let (_, mut removed) =
-        allowed(&e.check(&Req::get("/private/a").header("x-api-key", &raw)).await);
+    let (_, mut removed) = allowed(
+        &e.check(&Req::get("/private/a").header("x-api-key", &raw))
+            .await,
+    );
     removed.sort();
     assert_eq!(removed, ["authorization", "x-api-key"]);
     // Routes without it keep the credential.

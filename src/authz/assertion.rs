@@ -208,7 +208,12 @@ impl Assertions {
     /// The assertion for `id` on `route` for `audience`: cached, or signed
     /// now. Shortly before expiry (the last fifth of its life, at most 60 s)
     /// a new one is signed.
-    pub fn assertion(&self, id: &Identity, route: &str, audience: &str) -> anyhow::Result<Arc<str>> {
+    pub fn assertion(
+        &self,
+        id: &Identity,
+        route: &str,
+        audience: &str,
+    ) -> anyhow::Result<Arc<str>> {
         let now = crate::jwt::unix_now();
         let key = cache_key(id, route, audience);
         if let Some(m) = self.cache.get(&key)
@@ -325,13 +330,18 @@ mod tests {
             let b = Assertions::load(&cfg, dir.path()).unwrap();
             assert_eq!(a.kid, b.kid);
             let t1 = a.assertion(&id("alice"), "orders", "orders-api").unwrap();
-            assert!(Arc::ptr_eq(&t1, &a.assertion(&id("alice"), "orders", "orders-api").unwrap()));
+            assert!(Arc::ptr_eq(
+                &t1,
+                &a.assertion(&id("alice"), "orders", "orders-api").unwrap()
+            ));
             assert_ne!(t1, a.assertion(&id("bob"), "orders", "orders-api").unwrap());
             assert_ne!(t1, a.assertion(&id("alice"), "orders", "billing").unwrap());
-            assert_ne!(t1, a.assertion(&id("alice"), "other", "orders-api").unwrap());
+            assert_ne!(
+                t1,
+                a.assertion(&id("alice"), "other", "orders-api").unwrap()
+            );
             // Verifies against the published JWKS.
-            let jwks: jsonwebtoken::jwk::JwkSet =
-                serde_json::from_value(a.jwks().clone()).unwrap();
+            let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(a.jwks().clone()).unwrap();
             let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
             let mut v = jsonwebtoken::Validation::new(a.alg);
             v.set_audience(&["orders-api"]);

@@ -148,7 +148,10 @@ impl IdentityHeadersConfig {
         for (claim, header) in &self.claims {
             let key = format!("identity_headers.claims.{claim}");
             if claim.is_empty() {
-                errs.push(ConfigError::new(key.clone(), "the claim name must not be empty"));
+                errs.push(ConfigError::new(
+                    key.clone(),
+                    "the claim name must not be empty",
+                ));
             }
             if let Some(why) = header_name_problem(header) {
                 errs.push(ConfigError::new(key, why));
@@ -429,16 +432,33 @@ mod tests {
             let errs = cfg(&[("tenant", header)]).validate();
             assert_eq!(errs.len(), 1, "{header}: {errs:?}");
             assert_eq!(errs[0].key, "identity_headers.claims.tenant", "{header}");
-            assert!(errs[0].message.contains(needle), "{header}: {}", errs[0].message);
+            assert!(
+                errs[0].message.contains(needle),
+                "{header}: {}",
+                errs[0].message
+            );
         }
-        assert!(cfg(&[("groups", "x-auth-groups"), ("tenant", "X-Tenant")]).validate().is_empty());
+        assert!(
+            cfg(&[("groups", "x-auth-groups"), ("tenant", "X-Tenant")])
+                .validate()
+                .is_empty()
+        );
         let errs = cfg(&[("a", "x-t"), ("b", "X-T")]).validate();
         assert!(errs[0].message.contains("two claims"), "{errs:?}");
     }
 
     #[test]
     fn refuses_bad_prefixes() {
-        for p in ["", "x", "x-auth", "x-", "X-", "x-envoy-auth-", "x_auth-", "-a-"] {
+        for p in [
+            "",
+            "x",
+            "x-auth",
+            "x-",
+            "X-",
+            "x-envoy-auth-",
+            "x_auth-",
+            "-a-",
+        ] {
             let c = IdentityHeadersConfig {
                 prefix: p.into(),
                 ..Default::default()

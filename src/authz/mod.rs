@@ -18,5 +18,5 @@ pub mod surface;
 
 pub use decision::{Decision, Denial, DenyKind};
 pub use engine::Engine;
-pub use surface::Surface;
 pub use service::CheckService;
+pub use surface::Surface;

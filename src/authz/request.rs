@@ -29,9 +29,15 @@ pub enum Credential<'a> {
     /// `Authorization: Bearer <token>`.
     Bearer(&'a str),
     /// `Authorization: Basic base64(username:token)` (decoded).
-    Basic { username: String, token: String },
+    Basic {
+        username: String,
+        token: String,
+    },
     /// A `credentials.headers` header (lower-cased name) carrying a token.
-    Header { name: &'a str, token: &'a str },
+    Header {
+        name: &'a str,
+        token: &'a str,
+    },
     /// The `credentials.query_param` parameter (percent-decoded).
     Query(Cow<'a, str>),
 }
@@ -287,7 +293,10 @@ impl<'a> RequestView<'a> {
         let decoded: Cow<'a, str> = percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| {
-                Denial::unauthenticated("invalid_token", "malformed token: not UTF-8 after decoding")
+                Denial::unauthenticated(
+                    "invalid_token",
+                    "malformed token: not UTF-8 after decoding",
+                )
             })?;
         token_value(&decoded, max_len)?;
         Ok(Some(decoded))
@@ -372,8 +381,7 @@ pub fn parse_authorization_with(
     if encoded.contains(',') {
         return Err(multiple());
     }
-    let malformed =
-        || Denial::unauthenticated("invalid_request", "malformed Basic credentials");
+    let malformed = || Denial::unauthenticated("invalid_request", "malformed Basic credentials");
     // base64 grows by 4/3; the user name gets some room too.
     if encoded.len() > max_len * 2 {
         return Err(Denial::unauthenticated("invalid_token", "token too large"));

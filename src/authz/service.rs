@@ -80,19 +80,25 @@ fn assertion(
     route: Option<&crate::policy::Route>,
     label: &Label,
 ) -> Result<Option<Arc<str>>, Denial> {
-    let (Decision::Allow(id), Some(audience)) =
-        (decision, route.and_then(|r| r.assertion_audience.as_deref()))
-    else {
+    let (Decision::Allow(id), Some(audience)) = (
+        decision,
+        route.and_then(|r| r.assertion_audience.as_deref()),
+    ) else {
         return Ok(None);
     };
     let Some(signer) = &engine.surface.assertions else {
         tracing::error!("a route asks for an identity assertion but no signer is loaded");
-        return Err(Denial::unavailable("authorization misconfigured for this route"));
+        return Err(Denial::unavailable(
+            "authorization misconfigured for this route",
+        ));
     };
-    signer.assertion(id, &label.0, audience).map(Some).map_err(|e| {
-        tracing::error!(error = %e, "signing the identity assertion failed");
-        Denial::unavailable("identity assertion unavailable")
-    })
+    signer
+        .assertion(id, &label.0, audience)
+        .map(Some)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing the identity assertion failed");
+            Denial::unavailable("identity assertion unavailable")
+        })
 }
 
 fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: std::time::Instant) {

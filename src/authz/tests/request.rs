@@ -241,7 +241,10 @@ fn basic_reads_the_password_only_when_enabled() {
     let err = view.credential_from(&off, false, 100).unwrap_err();
     assert!(err.description.contains("scheme"), "{err:?}");
     // Lower-case scheme, empty user name.
-    let req = view_req("/", &[("authorization", &basic(":pat_x").replace("Basic", "basic"))]);
+    let req = view_req(
+        "/",
+        &[("authorization", &basic(":pat_x").replace("Basic", "basic"))],
+    );
     let got = RequestView::new(&req).credential_from(&on, false, 100);
     assert_eq!(got.unwrap().token(), Some("pat_x"));
 }
@@ -343,13 +346,23 @@ fn two_credentials_are_refused_never_chosen_between() {
             .credential_from(&s, true, 100)
             .unwrap_err();
         assert_eq!(err.kind, super::super::decision::DenyKind::Unauthenticated);
-        assert!(err.description.contains("more than one credential"), "{err:?}");
+        assert!(
+            err.description.contains("more than one credential"),
+            "{err:?}"
+        );
         assert!(!err.description.contains("pat_"), "{err:?}");
     }
     // Basic and Bearer in one Authorization header (joined by Envoy).
     let req = view_req(
         "/",
-        &[("authorization", &format!("{},Bearer pat_b", basic("u:pat_a")))],
+        &[(
+            "authorization",
+            &format!("{},Bearer pat_b", basic("u:pat_a")),
+        )],
     );
-    assert!(RequestView::new(&req).credential_from(&s, false, 100).is_err());
+    assert!(
+        RequestView::new(&req)
+            .credential_from(&s, false, 100)
+            .is_err()
+    );
 }
