@@ -249,11 +249,11 @@ impl IdentityHeaders {
             return r.clone();
         }
         let r = Arc::new(self.render(id));
-        // First render wins; a render for another generation is not stored.
-        match id.rendered.0.set(r.clone()) {
-            Ok(()) => r,
-            Err(_) => r,
-        }
+        // The first render is kept; after a reload an identity that still
+        // holds an older one is rendered per allow (a reload also replaces
+        // the verified-token cache, so such identities soon go away).
+        let _ = id.rendered.0.set(r.clone());
+        r
     }
 
     fn render(&self, id: &Identity) -> Rendered {
