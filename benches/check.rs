@@ -6,7 +6,11 @@
 //! - `pat/uncached_postgres`: the same PAT with its cache entry evicted every
 //!   iteration, against real Postgres (`PORTCULLIS_BENCH_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`; skipped if unreachable);
-//! - `response/allow`, `response/deny`: decision → CheckResponse alone.
+//! - `response/allow`, `response/deny`: decision → CheckResponse alone
+//!   (the allow includes the dynamic metadata; its identity part is rendered
+//!   once per identity, so this is the cached-render cost);
+//! - `assertion/hit`: a cached signed identity assertion (hash + lookup);
+//!   `assertion/sign`: signing one (ES256), what a miss costs.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -292,6 +296,27 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("response/deny", |b| {
         b.iter(|| response::build(&deny, &view))
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let signer = portcullis::authz::assertion::Assertions::load(
+        &portcullis::authz::assertion::AssertionConfig::default(),
+        dir.path(),
+    )
+    .unwrap();
+    let Decision::Allow(id) = &allow else {
+        panic!("warm token must be allowed")
+    };
+    signer.assertion(id, "orders", "orders-api").unwrap();
+    c.bench_function("assertion/hit", |b| {
+        b.iter(|| signer.assertion(id, "orders", "orders-api").unwrap())
+    });
+    let mut n = 0u64;
+    c.bench_function("assertion/sign", |b| {
+        b.iter(|| {
+            n += 1;
+            signer.assertion(id, "orders", &n.to_string()).unwrap()
+        })
     });
 }
 

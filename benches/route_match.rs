@@ -37,6 +37,9 @@ fn config(n: usize) -> PolicyConfig {
                     any_of: vec![],
                 },
                 credentials: portcullis::policy::CredentialKind::ALL.to_vec(),
+                strip_credential: false,
+                query_credential: false,
+                assertion: None,
             }
         })
         .collect();

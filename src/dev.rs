@@ -192,7 +192,7 @@ fn generate_pem() -> anyhow::Result<String> {
     )))
 }
 
-fn write_private(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

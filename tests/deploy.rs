@@ -113,11 +113,24 @@ fn envoy_view(root: &Value) -> EnvoyView<'_> {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
+    // ext_authz first (a rate limit between it and the router keys on the
+    // metadata it sets, and counts only allowed requests), the router last.
     assert_eq!(
-        names,
-        ["envoy.filters.http.ext_authz", "envoy.filters.http.router"],
-        "ext_authz must run before the router"
+        names.first(),
+        Some(&"envoy.filters.http.ext_authz"),
+        "ext_authz must run first: {names:?}"
     );
+    assert_eq!(
+        names.last(),
+        Some(&"envoy.filters.http.router"),
+        "the router must run last: {names:?}"
+    );
+    for n in &names[1..names.len() - 1] {
+        assert_eq!(
+            *n, "envoy.filters.http.local_ratelimit",
+            "only a rate limit may sit between ext_authz and the router: {names:?}"
+        );
+    }
     EnvoyView {
         root,
         hcm,
@@ -126,22 +139,16 @@ fn envoy_view(root: &Value) -> EnvoyView<'_> {
     }
 }
 
-/// Every identity header portcullis sets, read from the one place that sets
-/// them (`src/authz/response.rs`), so a new header (such as `x-auth-issuer`)
+/// Every identity header portcullis sets by default, from the code that
+/// names them (`authz::headers`), so a new header (such as `x-auth-issuer`)
 /// cannot be forgotten on the routes where ext_authz does not run.
 fn identity_headers() -> Vec<String> {
-    let src = std::fs::read_to_string(repo_root().join("src/authz/response.rs")).unwrap();
-    let mut out: Vec<String> = Vec::new();
-    for part in src.split("(\"x-auth-").skip(1) {
-        let name = format!("x-auth-{}", part.split('"').next().unwrap());
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    assert!(
-        out.len() >= 8 && out.iter().any(|h| h == "x-auth-issuer"),
-        "identity headers not found in src/authz/response.rs: {out:?}"
-    );
+    use portcullis::authz::headers::{DEFAULT_PREFIX, IdentityField};
+    let out: Vec<String> = IdentityField::ALL
+        .iter()
+        .map(|f| format!("{DEFAULT_PREFIX}{}", f.suffix()))
+        .collect();
+    assert!(out.len() >= 8 && out.iter().any(|h| h == "x-auth-issuer"));
     out
 }
 

@@ -33,7 +33,8 @@ pub fn router(state: HttpState) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(assertion_jwks));
     if state.dev.is_some() {
         r = r
             .route(
@@ -89,6 +90,15 @@ async fn readyz(State(st): State<HttpState>) -> impl IntoResponse {
 async fn dev_discovery(State(st): State<HttpState>) -> impl IntoResponse {
     match &st.dev {
         Some(dev) => Json(dev.discovery()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Public keys of the identity assertions (`x-auth-assertion`); 404 when
+/// no route asks for assertions.
+async fn assertion_jwks(State(st): State<HttpState>) -> impl IntoResponse {
+    match &st.engine.load().surface().assertions {
+        Some(a) => Json(a.jwks().clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

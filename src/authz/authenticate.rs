@@ -162,5 +162,7 @@ fn pat_identity(rec: &TokenRecord) -> Identity {
             .filter(|i| !i.is_empty())
             .map(Arc::from),
         expires_at: rec.expires_at.timestamp(),
+        claims: Vec::new(),
+        rendered: Default::default(),
     }
 }

@@ -1,12 +1,17 @@
 //! Building an [`Engine`] from a config: at start, for `portcullis check`,
 //! and on every reload (which keeps the parts that must outlive a config).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::assertion::AssertionConfig;
 use super::engine::Engine;
+use super::headers::IdentityHeadersConfig;
+use super::sources::CredentialsConfig;
+use super::surface::Surface;
 use crate::dev::{self, DevIssuer};
 use crate::jwt::{IssuerConfig, IssuerKeys, JwtConfig, Verifier};
 use crate::pat::{PatConfig, PatValidator};
@@ -23,6 +28,11 @@ pub struct EngineConfig<'a> {
     pub policy: &'a PolicyConfig,
     /// `revocation.jwt_denylist_capacity`, for a fresh deny set.
     pub jwt_denylist_capacity: usize,
+    pub credentials: &'a CredentialsConfig,
+    pub identity_headers: &'a IdentityHeadersConfig,
+    pub assertion: &'a AssertionConfig,
+    /// Where a generated assertion key is kept.
+    pub data_dir: &'a Path,
 }
 
 /// The parts of an engine that outlive a config: a reload hands them to
@@ -90,6 +100,8 @@ impl Engine {
             IssuerKeys::remote(ic, http.clone())
         })
         .with_marker_claim(&cfg.pat.jwt_marker.claim);
+        let surface = Surface::from_config(&cfg)?;
+        let verifier = verifier.with_captured_claims(surface.headers.claim_names());
         let policy = Policy::compile(cfg.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Engine {
             verifier: Arc::new(verifier),
@@ -100,6 +112,7 @@ impl Engine {
             pat_marker_value: cfg.pat.jwt_marker.value.clone(),
             pat_exchange_audience: cfg.pat.exchange.audience.clone(),
             policy: Arc::new(policy),
+            surface: Arc::new(surface),
         })
     }
 

@@ -6,6 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
+use super::surface::Surface;
+use crate::identity::{CredentialKind, Identity};
 use crate::jwt::Verifier;
 use crate::metrics::Label;
 use crate::pat::PatValidator;
@@ -39,14 +41,19 @@ pub struct Engine {
     pub(super) pat_exchange_audience: Option<String>,
     /// Compiled routes.
     pub(super) policy: Arc<Policy>,
+    /// Credential sources and identity output (`credentials`,
+    /// `identity_headers`, `assertion`).
+    pub(super) surface: Arc<Surface>,
 }
 
-/// The outcome of one Check: the decision, and the route it was decided on
-/// (a metrics label).
+/// The outcome of one Check: the decision, and where the request landed.
 #[derive(Debug, Clone)]
-pub struct Checked {
+pub struct Checked<'e> {
     pub decision: Decision,
-    pub route: Label,
+    /// Route label for metrics and the `route` metadata.
+    pub label: Label,
+    /// The configured route, when one matched (or Envoy named one).
+    pub route: Option<&'e Route>,
 }
 
 /// Where a request landed in the policy.
@@ -74,11 +81,14 @@ fn default_label() -> Label {
 
 impl Engine {
     /// Decides one request. Never fails: every error is a denial.
-    pub async fn decide(&self, req: &RequestView<'_>) -> Checked {
-        let deny = |d: Denial, route: Label| Checked {
-            decision: Decision::Deny(d),
-            route,
-        };
+    pub async fn decide(&self, req: &RequestView<'_>) -> Checked<'_> {
+        fn deny(d: Denial, label: Label, route: Option<&Route>) -> Checked<'_> {
+            Checked {
+                decision: Decision::Deny(d),
+                label,
+                route,
+            }
+        }
         if !req.has_http() {
             return deny(
                 Denial::forbidden(
@@ -86,19 +96,24 @@ impl Engine {
                     "no HTTP request attributes in CheckRequest",
                 ),
                 no_route_label(),
+                None,
             );
         }
         let target = match self.target(req) {
             Ok(t) => t,
-            Err(d) => return deny(d, no_route_label()),
+            Err(d) => return deny(d, no_route_label(), None),
         };
-        let route = match &target {
-            Target::Route(r) => r.label().clone(),
-            Target::Default(_) => default_label(),
+        let (label, route) = match &target {
+            Target::Route(r) => (r.label().clone(), Some(*r)),
+            Target::Default(_) => (default_label(), None),
         };
         match self.decide_on(req, &target).await {
-            Ok(decision) => Checked { decision, route },
-            Err(d) => deny(d, route),
+            Ok(decision) => Checked {
+                decision,
+                label,
+                route,
+            },
+            Err(d) => deny(d, label, route),
         }
     }
 
@@ -113,18 +128,42 @@ impl Engine {
         // on an `auth: none` route: the Envoy route is then not public.
         let public = envoy_all_of.is_empty()
             && matches!(target, Target::Route(r) if r.auth == AuthMode::None);
-        let token = match req.credential(self.max_token_bytes)? {
-            Credential::Bearer(t) => t,
-            Credential::None if public => return Ok(Decision::AllowAnonymous),
-            Credential::None => return Err(Denial::no_credential()),
+        let query = matches!(target, Target::Route(r) if r.query_credential);
+        let cred = req.credential_from(&self.surface.sources, query, self.max_token_bytes)?;
+        let Some(token) = cred.token() else {
+            return match public {
+                true => Ok(Decision::AllowAnonymous),
+                false => Err(Denial::no_credential()),
+            };
         };
+        if matches!(cred, Credential::Basic { .. }) && !token.starts_with(&self.pat_prefix) {
+            return Err(basic_needs_a_pat());
+        }
         // On a public route a credential is still verified, so identity
         // headers are trustworthy; a bad one is refused, not ignored.
         let id = self.authenticate(token).await?;
+        if let Credential::Basic { username, .. } = &cred {
+            self.check_basic(username, &id)?;
+        }
         if !public {
             authorize(target, &envoy_all_of, &id)?;
         }
         Ok(Decision::Allow(id))
+    }
+
+    /// Basic carries only PATs; with `credentials.basic.check_username`
+    /// the user name must be the owner's.
+    fn check_basic(&self, username: &str, id: &Identity) -> Result<(), Denial> {
+        if id.kind != CredentialKind::Pat {
+            return Err(basic_needs_a_pat());
+        }
+        if self.surface.sources.check_username && id.username.as_deref() != Some(username) {
+            return Err(Denial::unauthenticated(
+                "invalid_token",
+                "the Basic user name is not the token owner's",
+            ));
+        }
+        Ok(())
     }
 
     /// Picks the route: named by Envoy, else matched on host/method/path.
@@ -203,6 +242,11 @@ impl Engine {
         &self.policy
     }
 
+    /// Credential sources and identity output of this configuration.
+    pub fn surface(&self) -> &Arc<Surface> {
+        &self.surface
+    }
+
     /// Flushes buffered `last_used_at` updates (graceful shutdown).
     pub async fn flush(&self) {
         match self.pats.usage().flush().await {
@@ -211,6 +255,13 @@ impl Engine {
             Err(e) => tracing::warn!(error = %e, "flushing PAT last_used_at failed"),
         }
     }
+}
+
+fn basic_needs_a_pat() -> Denial {
+    Denial::unauthenticated(
+        "invalid_token",
+        "Basic authentication accepts only a personal access token as the password",
+    )
 }
 
 /// Envoy's `portcullis.required_scopes`; an invalid value is our operator's
@@ -226,11 +277,7 @@ fn envoy_required_scopes(req: &RequestView<'_>) -> Result<Vec<String>, Denial> {
 }
 
 /// Credential kind and scopes against the target.
-fn authorize(
-    target: &Target<'_>,
-    envoy_all_of: &[String],
-    id: &crate::identity::Identity,
-) -> Result<(), Denial> {
+fn authorize(target: &Target<'_>, envoy_all_of: &[String], id: &Identity) -> Result<(), Denial> {
     let route = match target {
         Target::Route(r) => r,
         Target::Default(DefaultAction::Authenticated) => {

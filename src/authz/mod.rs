@@ -7,18 +7,23 @@
 //! is the tonic glue that can only ever answer `Ok(CheckResponse{status:
 //! Some(..)})`. [`build`] makes an engine from a config.
 
+pub mod assertion;
 pub mod authenticate;
 pub mod build;
 pub mod decision;
 pub mod deny;
 pub mod engine;
 pub mod explain;
+pub mod headers;
 pub mod request;
 pub mod response;
 pub mod service;
+pub mod sources;
+pub mod surface;
 
 pub use build::{EngineConfig, SharedParts};
 pub use decision::{Decision, Denial, DenyKind};
 pub use engine::{Checked, Engine};
 pub use explain::RouteExplanation;
 pub use service::CheckService;
+pub use surface::Surface;

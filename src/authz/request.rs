@@ -1,5 +1,11 @@
 //! Reading what Envoy sent: method, host, path, context extensions and the
-//! bearer credential, from either `headers` or raw `header_map`.
+//! credential, from either `headers` or raw `header_map`.
+//!
+//! A credential comes from `Authorization` (`Bearer`, or `Basic` with a PAT
+//! as the password when `credentials.basic.enabled`), from a header listed
+//! in `credentials.headers`, or from the `credentials.query_param` query
+//! parameter on a route that opts in. Two of them in one request are
+//! refused (401), never chosen between.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,6 +14,7 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
 use super::decision::Denial;
+use super::sources::CredentialSources;
 
 /// Borrowed view of the parts of a CheckRequest we use.
 pub struct RequestView<'a> {
@@ -19,7 +26,43 @@ pub struct RequestView<'a> {
 #[derive(PartialEq, Eq)]
 pub enum Credential<'a> {
     None,
+    /// `Authorization: Bearer <token>`.
     Bearer(&'a str),
+    /// `Authorization: Basic base64(username:token)` (decoded).
+    Basic {
+        username: String,
+        token: String,
+    },
+    /// A `credentials.headers` header (lower-cased name) carrying a token.
+    Header {
+        name: &'a str,
+        token: &'a str,
+    },
+    /// The `credentials.query_param` parameter (percent-decoded).
+    Query(Cow<'a, str>),
+}
+
+impl Credential<'_> {
+    /// The token, whatever carried it.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Credential::None => None,
+            Credential::Bearer(t) | Credential::Header { token: t, .. } => Some(t),
+            Credential::Basic { token, .. } => Some(token),
+            Credential::Query(t) => Some(t),
+        }
+    }
+
+    /// Where it came from, for messages and logs (never the value).
+    pub fn source(&self) -> &str {
+        match self {
+            Credential::None => "none",
+            Credential::Bearer(_) => "authorization: bearer",
+            Credential::Basic { .. } => "authorization: basic",
+            Credential::Header { name, .. } => name,
+            Credential::Query(_) => "query parameter",
+        }
+    }
 }
 
 /// Never prints the token (it would end up in a log line).
@@ -28,6 +71,13 @@ impl std::fmt::Debug for Credential<'_> {
         match self {
             Credential::None => f.write_str("None"),
             Credential::Bearer(t) => write!(f, "Bearer(<{} bytes redacted>)", t.len()),
+            Credential::Basic { token, .. } => {
+                write!(f, "Basic(<{} bytes redacted>)", token.len())
+            }
+            Credential::Header { name, token } => {
+                write!(f, "Header({name}, <{} bytes redacted>)", token.len())
+            }
+            Credential::Query(t) => write!(f, "Query(<{} bytes redacted>)", t.len()),
         }
     }
 }
@@ -182,10 +232,170 @@ impl<'a> RequestView<'a> {
         };
         parse_authorization(value, max_len)
     }
+
+    /// The one credential from every configured source; `query` says
+    /// whether this route reads `credentials.query_param`. More than one
+    /// credential (say Basic and an `x-api-key`) is refused.
+    pub fn credential_from(
+        &self,
+        sources: &'a CredentialSources,
+        query: bool,
+        max_len: usize,
+    ) -> Result<Credential<'a>, Denial> {
+        let mut found = {
+            let mut values = self.header_values("authorization");
+            match (values.next(), values.next()) {
+                (None, _) => Credential::None,
+                (Some(one), None) => parse_authorization_with(one, max_len, sources.basic)?,
+                (Some(_), Some(_)) => return Err(multiple()),
+            }
+        };
+        for name in &sources.headers {
+            let mut values = self.header_values(name);
+            match (values.next(), values.next()) {
+                (None, _) => {}
+                (Some(v), None) => {
+                    let token = token_value(v.trim_matches([' ', '\t']), max_len)?;
+                    take(&mut found, Credential::Header { name, token })?;
+                }
+                (Some(_), Some(_)) => return Err(multiple()),
+            }
+        }
+        if query && let Some(token) = self.query_credential(&sources.query_param, max_len)? {
+            take(&mut found, Credential::Query(token))?;
+        }
+        Ok(found)
+    }
+
+    /// The `name` query parameter's value, percent-decoded; refused when
+    /// repeated, empty or not a token.
+    fn query_credential(&self, name: &str, max_len: usize) -> Result<Option<Cow<'a, str>>, Denial> {
+        let path = self.path();
+        let Some(q) = path.split_once('?').map(|(_, q)| q) else {
+            return Ok(None);
+        };
+        let q = q.split_once('#').map_or(q, |(q, _)| q);
+        let mut found = None;
+        for pair in q.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k != name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(multiple());
+            }
+            found = Some(v);
+        }
+        let Some(raw) = found else { return Ok(None) };
+        if raw.len() > 3 * max_len {
+            return Err(Denial::unauthenticated("invalid_token", "token too large"));
+        }
+        let decoded: Cow<'a, str> = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| {
+                Denial::unauthenticated(
+                    "invalid_token",
+                    "malformed token: not UTF-8 after decoding",
+                )
+            })?;
+        token_value(&decoded, max_len)?;
+        Ok(Some(decoded))
+    }
+
+    /// Does the request carry the `name` query parameter at all?
+    pub fn has_query_param(&self, name: &str) -> bool {
+        self.path().split_once('?').is_some_and(|(_, q)| {
+            q.split('#')
+                .next()
+                .unwrap_or("")
+                .split('&')
+                .any(|p| p.split_once('=').map_or(p, |(k, _)| k) == name)
+        })
+    }
+}
+
+/// Keeps `c` unless a credential was already found: two are refused.
+fn take<'a>(found: &mut Credential<'a>, c: Credential<'a>) -> Result<(), Denial> {
+    if *found != Credential::None {
+        return Err(Denial::unauthenticated(
+            "invalid_request",
+            format!(
+                "more than one credential in the request ({} and {}); send exactly one",
+                found.source(),
+                c.source()
+            ),
+        ));
+    }
+    *found = c;
+    Ok(())
 }
 
 fn multiple() -> Denial {
     Denial::unauthenticated("invalid_request", "more than one credential in the request")
+}
+
+/// A token sent as a whole header value or query parameter: non-empty,
+/// bounded, and in the RFC 6750 b64token alphabet.
+fn token_value(v: &str, max_len: usize) -> Result<&str, Denial> {
+    if v.is_empty() {
+        return Err(Denial::unauthenticated("invalid_request", "empty token"));
+    }
+    if v.len() > max_len {
+        return Err(Denial::unauthenticated("invalid_token", "token too large"));
+    }
+    if !is_b64token(v) {
+        return Err(Denial::unauthenticated(
+            "invalid_token",
+            "malformed token: characters outside the bearer token alphabet",
+        ));
+    }
+    Ok(v)
+}
+
+/// RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+fn is_b64token(v: &str) -> bool {
+    let body = v.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// Like [`parse_authorization`], also reading `Basic` when `basic` is on:
+/// base64 of `username:token` (RFC 7617); only the token is checked here.
+pub fn parse_authorization_with(
+    value: &str,
+    max_len: usize,
+    basic: bool,
+) -> Result<Credential<'_>, Denial> {
+    let trimmed = value.trim_matches(|c| c == ' ' || c == '\t');
+    let is_basic = trimmed
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("basic ") || s.eq_ignore_ascii_case("basic\t"));
+    if !basic || !is_basic {
+        return parse_authorization(value, max_len);
+    }
+    use base64::Engine as _;
+    let encoded = trimmed[6..].trim_start_matches([' ', '\t']);
+    // Envoy joins repeated headers with ',', which base64 never contains.
+    if encoded.contains(',') {
+        return Err(multiple());
+    }
+    let malformed = || Denial::unauthenticated("invalid_request", "malformed Basic credentials");
+    // base64 grows by 4/3; the user name gets some room too.
+    if encoded.len() > max_len * 2 {
+        return Err(Denial::unauthenticated("invalid_token", "token too large"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| malformed())?;
+    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+    let (username, token) = text.split_once(':').ok_or_else(malformed)?;
+    token_value(token, max_len)?;
+    Ok(Credential::Basic {
+        username: username.to_owned(),
+        token: token.to_owned(),
+    })
 }
 
 /// Parses `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
@@ -214,13 +424,7 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
     if rest.contains(',') {
         return Err(multiple());
     }
-    // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    let body = rest.trim_end_matches('=');
-    let ok = !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        });
-    if !ok {
+    if !is_b64token(rest) {
         return Err(Denial::unauthenticated(
             "invalid_token",
             "malformed token: characters outside the bearer token alphabet",
@@ -230,187 +434,5 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw_request(headers: &[(&str, &[u8])]) -> CheckRequest {
-        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-        let http = HttpRequest {
-            header_map: Some(HeaderMap {
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: k.to_string(),
-                        value: String::new(),
-                        raw_value: v.to_vec(),
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        };
-        CheckRequest {
-            attributes: Some(
-                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
-                    request: Some(
-                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
-                            time: None,
-                            http: Some(http),
-                        },
-                    ),
-                    ..Default::default()
-                },
-            ),
-        }
-    }
-
-    #[test]
-    fn raw_header_map_duplicates_and_bad_utf8_are_denied() {
-        let req = raw_request(&[
-            ("authorization", b"Bearer a"),
-            ("Authorization", b"Bearer b"),
-        ]);
-        let err = RequestView::new(&req).credential(100).unwrap_err();
-        assert!(err.description.contains("more than one"), "{err:?}");
-        // A value that is not UTF-8 is refused (401), never read as absent.
-        let req = raw_request(&[("authorization", b"Bearer \xff\xfe")]);
-        let err = RequestView::new(&req).credential(100).unwrap_err();
-        assert_eq!(
-            err.kind,
-            super::super::decision::DenyKind::Unauthenticated,
-            "{err:?}"
-        );
-        let req = raw_request(&[("x-request-id", b"r1"), ("authorization", b"Bearer ok")]);
-        let view = RequestView::new(&req);
-        assert_eq!(view.request_id(), Some("r1"));
-        assert_eq!(view.credential(100), Ok(Credential::Bearer("ok")));
-    }
-
-    #[test]
-    fn debug_never_prints_credentials() {
-        let mut http = HttpRequest::default();
-        http.headers
-            .insert("authorization".into(), "Bearer sekrit-token".into());
-        http.headers
-            .insert("cookie".into(), "sid=sekrit-cookie".into());
-        let req = CheckRequest {
-            attributes: Some(
-                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
-                    request: Some(
-                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
-                            time: None,
-                            http: Some(http),
-                        },
-                    ),
-                    ..Default::default()
-                },
-            ),
-        };
-        let view = RequestView::new(&req);
-        let text = format!("{view:?} {:?}", view.credential(100));
-        assert!(!text.contains("sekrit"), "{text}");
-    }
-
-    #[test]
-    fn item3_debug_and_log_fields_never_show_query_host_or_odd_request_id() {
-        let mut http = HttpRequest {
-            path: "/a/b?access_token=sekrit-query&x=1#frag-sekrit".into(),
-            host: "sekrit-host.example".into(),
-            ..Default::default()
-        };
-        http.headers
-            .insert("x-request-id".into(), "pat_sekrit-request-id".into());
-        let req = CheckRequest {
-            attributes: Some(
-                envoy_types::pb::envoy::service::auth::v3::AttributeContext {
-                    request: Some(
-                        envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
-                            time: None,
-                            http: Some(http),
-                        },
-                    ),
-                    ..Default::default()
-                },
-            ),
-        };
-        let view = RequestView::new(&req);
-        assert_eq!(view.log_path(), "/a/b");
-        assert_eq!(view.log_request_id(), "(redacted)");
-        let text = format!("{view:?} {}", view.log_request_id());
-        assert!(!text.contains("sekrit"), "{text}");
-        // An ID-shaped request ID is kept, so logs still correlate.
-        let req = raw_request(&[("x-request-id", b"0f8fad5b-d9cb-469f-a165-70867728950e")]);
-        let view = RequestView::new(&req);
-        assert_eq!(
-            view.log_request_id(),
-            "0f8fad5b-d9cb-469f-a165-70867728950e"
-        );
-    }
-
-    #[test]
-    fn log_path_redacts_path_parameters() {
-        let view_of = |path: &str| {
-            let http = HttpRequest {
-                path: path.into(),
-                ..Default::default()
-            };
-            CheckRequest {
-                attributes: Some(
-                    envoy_types::pb::envoy::service::auth::v3::AttributeContext {
-                        request: Some(
-                            envoy_types::pb::envoy::service::auth::v3::attribute_context::Request {
-                                time: None,
-                                http: Some(http),
-                            },
-                        ),
-                        ..Default::default()
-                    },
-                ),
-            }
-        };
-        for (raw, logged) in [
-            ("/a/b?x=1", "/a/b"),
-            ("/a;jsessionid=sekrit/b?x", "/a;(redacted)/b"),
-            ("/a/b;x=1;y=sekrit", "/a/b;(redacted)"),
-            ("/a%3bsid=sekrit/b", "/a;(redacted)/b"),
-            ("/;sekrit", "/;(redacted)"),
-        ] {
-            let req = view_of(raw);
-            let view = RequestView::new(&req);
-            assert_eq!(view.log_path(), logged, "{raw}");
-            assert!(!format!("{view:?}").contains("sekrit"), "{raw}");
-        }
-        assert!(matches!(
-            RequestView::new(&view_of("/a/b?q")).log_path(),
-            Cow::Borrowed(_)
-        ));
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        assert_eq!(
-            parse_authorization("Bearer abc", 100),
-            Ok(Credential::Bearer("abc"))
-        );
-        assert_eq!(
-            parse_authorization("bEaReR   abc", 100),
-            Ok(Credential::Bearer("abc"))
-        );
-        assert_eq!(
-            parse_authorization("Bearer a.b-c_d~e+f/g==", 100),
-            Ok(Credential::Bearer("a.b-c_d~e+f/g=="))
-        );
-        let err = |v: &str| {
-            parse_authorization(v, 10)
-                .unwrap_err()
-                .description
-                .into_owned()
-        };
-        assert!(err("Basic dXNlcjpwYXNz").contains("scheme"));
-        assert!(err("Bearer").contains("empty"));
-        assert!(err("Bearer ").contains("empty"));
-        assert!(err("Bearer 01234567890").contains("too large"));
-        assert!(err("Bearer a,b").contains("more than one"));
-        assert!(err("Bearer a\"b").contains("alphabet"));
-        assert!(err("Bearer ====").contains("alphabet"));
-    }
-}
+#[path = "tests/request.rs"]
+mod tests;

@@ -3,21 +3,27 @@
 //! Every response carries an explicit status: Envoy treats an unset status
 //! as OK. Identity headers are built by hand with `append: false` *and*
 //! `OVERWRITE_IF_EXISTS_OR_ADD`, which every Envoy version reads as
-//! "replace"; client-sent `x-auth-*` headers we do not set are removed.
+//! "replace"; client-sent identity headers we do not set are removed. An
+//! allow also carries the caller as dynamic metadata (namespace
+//! `envoy.filters.http.ext_authz`): `subject`, `issuer`, `username`,
+//! `client`, `method`, `token_id`, `scopes`, `route` (and mapped `claims`).
 
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
 use super::decision::{Decision, Denial, DenyKind};
 use super::request::RequestView;
+use super::surface::Surface;
 use crate::identity::Identity;
+use crate::policy::Route;
 
-/// Prefix of every header we own on the upstream request.
-pub const IDENTITY_PREFIX: &str = "x-auth-";
+/// Prefix of every header we own on the upstream request (the default of
+/// `identity_headers.prefix`).
+pub const IDENTITY_PREFIX: &str = super::headers::DEFAULT_PREFIX;
 
 /// Server-wide settings that shape responses (fixed until a restart).
 #[derive(Debug, Clone, Default)]
@@ -27,73 +33,125 @@ pub struct ResponseOptions {
     pub resource_metadata: Option<String>,
 }
 
-/// Builds the response. `request` supplies the client's header names so
-/// spoofed `x-auth-*` headers can be stripped.
+/// Builds the response with the default `credentials` and
+/// `identity_headers`, no route and no server options. `request` supplies
+/// the client's header names so spoofed identity headers can be stripped.
 pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
-    build_with(decision, request, &ResponseOptions::default())
+    static DEFAULT: std::sync::OnceLock<Surface> = std::sync::OnceLock::new();
+    let surface = DEFAULT.get_or_init(Surface::default);
+    let landed = Landed {
+        route: None,
+        label: "(none)",
+        assertion: None,
+    };
+    build_for(
+        decision,
+        request,
+        &landed,
+        surface,
+        &ResponseOptions::default(),
+    )
 }
 
-/// [`build`] with server-wide [`ResponseOptions`].
-pub fn build_with(
+/// Where an allowed request landed: the route's own options and its name
+/// for the dynamic metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Landed<'a> {
+    pub route: Option<&'a Route>,
+    /// Route name, `(default)` or `(none)`.
+    pub label: &'a str,
+    /// The signed identity assertion for this route, if it wants one.
+    pub assertion: Option<&'a str>,
+}
+
+/// Builds the response for a decision on `landed`, with `surface`'s
+/// identity headers and credential sources and the server-wide `opts`.
+pub fn build_for(
     decision: &Decision,
     request: &RequestView<'_>,
+    landed: &Landed<'_>,
+    surface: &Surface,
     opts: &ResponseOptions,
 ) -> CheckResponse {
     match decision {
-        Decision::Allow(id) => allow(Some(id), request),
-        Decision::AllowAnonymous => allow(None, request),
+        Decision::Allow(id) => allow(Some(id), request, landed, surface),
+        Decision::AllowAnonymous => allow(None, request, landed, surface),
         Decision::Deny(d) => deny(d, opts),
     }
 }
 
-fn allow(id: Option<&Identity>, request: &RequestView<'_>) -> CheckResponse {
-    let mut headers = Vec::with_capacity(8);
-    if let Some(id) = id {
-        let scopes = id.scopes.join(" ");
-        let fields: [(&str, Option<&str>); 8] = [
-            ("x-auth-subject", Some(&id.subject)),
-            // With several issuers `sub` alone is ambiguous; (issuer, subject) is not.
-            ("x-auth-issuer", id.issuer.as_deref()),
-            ("x-auth-username", id.username.as_deref()),
-            ("x-auth-email", id.email.as_deref()),
-            ("x-auth-client", id.client.as_deref()),
-            ("x-auth-scopes", Some(&scopes)),
-            ("x-auth-method", Some(id.kind.as_str())),
-            ("x-auth-token-id", id.token_id.as_deref()),
-        ];
-        for (name, value) in fields {
-            if let Some(v) = value {
-                headers.push(overwrite(name, v));
-            }
+fn allow(
+    id: Option<&Identity>,
+    request: &RequestView<'_>,
+    landed: &Landed<'_>,
+    surface: &Surface,
+) -> CheckResponse {
+    // Rendered once per identity: a cached JWT costs clones, not formatting.
+    let (mut headers, metadata) = match id {
+        Some(id) => {
+            let r = surface.headers.rendered(id);
+            (r.headers.clone(), r.metadata_for(landed.label))
         }
+        None => {
+            let mut fields = std::collections::HashMap::with_capacity(1);
+            fields.insert(
+                "route".to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue(landed.label.to_owned())),
+                },
+            );
+            (Vec::new(), Struct { fields })
+        }
+    };
+    if let Some(jwt) = landed.assertion {
+        headers.push(overwrite(surface.headers.assertion_header(), jwt));
     }
     let set = |n: &str| {
         headers
             .iter()
             .any(|h| h.header.as_ref().is_some_and(|h| h.key == n))
     };
+    let mut headers_to_remove: Vec<String> = Vec::new();
+    let mut remove = |n: String| {
+        if !headers_to_remove.contains(&n) {
+            headers_to_remove.push(n);
+        }
+    };
     // A name we set must never also be removed: Envoy applies removals last.
-    let headers_to_remove = request
-        .header_names()
-        .filter(|n| starts_with_ignore_case(n, IDENTITY_PREFIX))
-        .map(|n| n.to_ascii_lowercase())
-        .filter(|n| !set(n))
-        .fold(Vec::new(), |mut v, n| {
-            if !v.contains(&n) {
-                v.push(n);
+    for n in request.header_names() {
+        if surface.headers.owns(n) {
+            let n = n.to_ascii_lowercase();
+            if !set(&n) {
+                remove(n);
             }
-            v
-        });
+        }
+    }
+    let route = landed.route;
+    if route.is_some_and(|r| r.strip_credential) {
+        remove("authorization".to_owned());
+        for h in &surface.sources.headers {
+            if request.header_names().any(|n| n.eq_ignore_ascii_case(h)) {
+                remove(h.to_string());
+            }
+        }
+    }
+    // A token in the query never reaches the upstream (or its logs).
+    let param = &*surface.sources.query_param;
+    let query_parameters_to_remove = match route {
+        Some(r) if r.query_credential && request.has_query_param(param) => vec![param.to_owned()],
+        _ => Vec::new(),
+    };
     CheckResponse {
         status: Some(Status {
             code: 0,
             message: String::new(),
             details: Vec::new(),
         }),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(metadata),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
             headers_to_remove,
+            query_parameters_to_remove,
             ..Default::default()
         })),
     }
@@ -179,8 +237,4 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
-}
-
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }

@@ -47,7 +47,7 @@ impl CheckService {
         // *error* to Envoy, which fails open when `failure_mode_allow` is set.
         let started = std::time::Instant::now();
         let span = tracing::debug_span!("check", request_id = view.log_request_id());
-        let Checked { decision, route } = AssertUnwindSafe(engine.decide(&view))
+        let checked = AssertUnwindSafe(engine.decide(&view))
             .catch_unwind()
             .instrument(span)
             .await
@@ -55,14 +55,62 @@ impl CheckService {
                 tracing::error!("panic while checking a request; denying");
                 Checked {
                     decision: Decision::Deny(Denial::unavailable("internal error")),
-                    route: Label(Arc::from("(panic)")),
+                    label: Label(Arc::from("(panic)")),
+                    route: None,
                 }
             });
-        record(&view, &decision, route, started);
+        let Checked {
+            mut decision,
+            label,
+            route,
+        } = checked;
+        let assertion = match assertion(&engine, &decision, route, &label) {
+            Ok(a) => a,
+            Err(denial) => {
+                decision = Decision::Deny(denial);
+                None
+            }
+        };
+        let landed = response::Landed {
+            route,
+            label: &label.0,
+            assertion: assertion.as_deref(),
+        };
+        let resp = response::build_for(&decision, &view, &landed, engine.surface(), &self.response);
+        record(&view, &decision, label, started);
         log_decision(&view, &decision);
-        let resp = response::build_with(&decision, &view, &self.response);
         (decision, resp)
     }
+}
+
+/// The signed identity assertion an allow on `route` carries, if the route
+/// asks for one. Cached per identity, route and audience; a signing
+/// failure denies (503), never allows without it.
+fn assertion(
+    engine: &Engine,
+    decision: &Decision,
+    route: Option<&crate::policy::Route>,
+    label: &Label,
+) -> Result<Option<Arc<str>>, Denial> {
+    let (Decision::Allow(id), Some(audience)) = (
+        decision,
+        route.and_then(|r| r.assertion_audience.as_deref()),
+    ) else {
+        return Ok(None);
+    };
+    let Some(signer) = &engine.surface().assertions else {
+        tracing::error!("a route asks for an identity assertion but no signer is loaded");
+        return Err(Denial::unavailable(
+            "authorization misconfigured for this route",
+        ));
+    };
+    signer
+        .assertion(id, &label.0, audience)
+        .map(Some)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing the identity assertion failed");
+            Denial::unavailable("identity assertion unavailable")
+        })
 }
 
 fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: std::time::Instant) {

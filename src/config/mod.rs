@@ -48,6 +48,12 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Where a credential may come from besides `Authorization: Bearer`.
+    pub credentials: crate::authz::sources::CredentialsConfig,
+    /// Which identity headers an allow sets, their prefix, mapped claims.
+    pub identity_headers: crate::authz::headers::IdentityHeadersConfig,
+    /// Signed identity assertions for routes with `assertion.audience`.
+    pub assertion: crate::authz::assertion::AssertionConfig,
 }
 
 impl Default for Config {
@@ -63,6 +69,9 @@ impl Default for Config {
             revocation: RevocationConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            credentials: Default::default(),
+            identity_headers: Default::default(),
+            assertion: Default::default(),
         }
     }
 }
@@ -100,7 +109,35 @@ impl Config {
         errs.extend(self.revocation.validate());
         errs.extend(self.api.validate());
         errs.extend(self.policy.validate());
+        errs.extend(self.credentials.validate());
+        errs.extend(self.identity_headers.validate());
+        errs.extend(self.assertion.validate());
+        for (i, r) in self.policy.routes.iter().enumerate() {
+            if let Some(a) = &r.assertion
+                && a.audience.trim().is_empty()
+            {
+                errs.push(ConfigError::new(
+                    format!("policy.routes[{i}].assertion.audience"),
+                    "must not be empty; accepted: the audience the upstream expects, e.g. orders-api",
+                ));
+            }
+        }
+        self.validate_credential_headers(&mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// A credential header must not be an identity header too: the client's
+    /// copy of an identity header is always removed.
+    fn validate_credential_headers(&self, errs: &mut Vec<ConfigError>) {
+        let ours = crate::authz::headers::IdentityHeaders::compile(&self.identity_headers);
+        for (i, h) in self.credentials.headers.iter().enumerate() {
+            if ours.owns(h) {
+                errs.push(ConfigError::new(
+                    format!("credentials.headers[{i}]"),
+                    format!("{h:?} is an identity header name (identity_headers.prefix or .claims), whose client copies are removed; accepted: another name such as x-api-key"),
+                ));
+            }
+        }
     }
 
     /// `pat.exchange.audience` marks every JWT whose `aud` contains it as a
@@ -141,6 +178,10 @@ impl Config {
             pat: &self.pat,
             policy: &self.policy,
             jwt_denylist_capacity: self.revocation.jwt_denylist_capacity,
+            credentials: &self.credentials,
+            identity_headers: &self.identity_headers,
+            assertion: &self.assertion,
+            data_dir: &self.data_dir,
         }
     }
 

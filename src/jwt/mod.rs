@@ -6,6 +6,7 @@
 //! the token → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
 
+pub mod claims;
 pub mod config;
 mod issuer;
 pub mod keys;
@@ -135,6 +136,8 @@ pub struct Verifier {
     cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
     /// Name of the PAT marker claim, captured into `VerifiedJwt::token_use`.
     marker_claim: Arc<str>,
+    /// Claims captured into `Identity::claims` (`identity_headers.claims`).
+    captured_claims: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -205,6 +208,7 @@ impl Verifier {
                 .expire_after(UntilExp)
                 .build(),
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
+            captured_claims: Vec::new(),
         }
     }
 
@@ -212,6 +216,13 @@ impl Verifier {
     /// (`pat.jwt_marker.claim`; default `token_use`).
     pub fn with_marker_claim(mut self, claim: &str) -> Verifier {
         self.marker_claim = Arc::from(claim);
+        self
+    }
+
+    /// Captures these claims into [`Identity::claims`] at verification
+    /// (`identity_headers.claims`), so a cached token costs nothing more.
+    pub fn with_captured_claims(mut self, claims: Vec<Arc<str>>) -> Verifier {
+        self.captured_claims = claims;
         self
     }
 
@@ -303,6 +314,14 @@ impl Verifier {
             claims.realm_access.as_ref(),
             claims.resource_access.as_ref(),
         );
+        // Verified above; read again as a map only when claims are mapped.
+        let captured = if self.captured_claims.is_empty() {
+            Vec::new()
+        } else {
+            token::payload_map(p)
+                .map(|m| claims::extract_claims(&m, &self.captured_claims))
+                .unwrap_or_default()
+        };
         let audiences = match claims.aud {
             None => Vec::new(),
             Some(OneOrMany::One(a)) => vec![a],
@@ -319,6 +338,8 @@ impl Verifier {
                 token_id: None,
                 issuer: Some(rt.issuer.clone()),
                 expires_at: exp,
+                claims: captured,
+                rendered: Default::default(),
             }),
             jti: claims.jti,
             sid: claims.sid,

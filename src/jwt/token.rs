@@ -59,6 +59,12 @@ fn b64_utf8(segment: &str, what: &'static str, not_utf8: &'static str) -> Result
     String::from_utf8(b64(segment, what)?).map_err(|_| JwtError::Malformed(not_utf8))
 }
 
+/// The payload as a JSON object (for mapped claims, after verification).
+pub fn payload_map(segment: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let text = b64_utf8(segment, "bad base64 in payload", "payload is not UTF-8").ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Parses and vets the protected header.
 pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
     #[derive(serde::Deserialize)]

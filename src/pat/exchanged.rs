@@ -28,6 +28,8 @@ pub fn identity(rec: &TokenRecord, jwt: &Identity) -> Identity {
         token_id: Some(rec.id.to_string()),
         issuer: jwt.issuer.clone(),
         expires_at: jwt.expires_at.min(rec.expires_at.timestamp()),
+        claims: jwt.claims.clone(),
+        rendered: Default::default(),
     }
 }
 

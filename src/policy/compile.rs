@@ -98,6 +98,12 @@ fn compile_route(
         auth: rc.auth,
         all_of,
         any_of,
+        strip_credential: rc.strip_credential,
+        query_credential: rc.query_credential,
+        assertion_audience: rc
+            .assertion
+            .as_ref()
+            .map(|a| std::sync::Arc::from(a.audience.as_str())),
         credentials: rc.credentials.iter().fold(0, |acc, k| acc | k.bit()),
         methods,
         hosts: hosts.clone(),

@@ -126,6 +126,30 @@ pub struct RouteConfig {
     /// Credential kinds accepted on this route; default all three, must not be empty.
     #[serde(default = "all_kinds")]
     pub credentials: Vec<CredentialKind>,
+    /// On allow, remove `authorization` and every `credentials.headers`
+    /// header from the upstream request (default `false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub strip_credential: bool,
+    /// Read a token from the `credentials.query_param` query parameter
+    /// (default `false`); it is removed from the upstream request.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub query_credential: bool,
+    /// Send a signed identity assertion (`x-auth-assertion`) for this
+    /// audience (see the `assertion` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<RouteAssertion>,
+}
+
+/// `policy.routes[].assertion`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAssertion {
+    /// `aud` of the assertions sent to this route's upstream.
+    pub audience: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn all_kinds() -> Vec<CredentialKind> {

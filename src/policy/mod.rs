@@ -88,7 +88,7 @@ mod tests;
 
 pub use config::{
     AuthMode, CredentialKind, DefaultAction, MatchConfig, MatrixParams, PathConfig, PolicyConfig,
-    RequireConfig, RouteConfig,
+    RequireConfig, RouteAssertion, RouteConfig,
 };
 pub use error::PolicyError;
 pub use path::{PathOptions, normalize_host, normalize_path, normalize_path_with};
@@ -108,6 +108,12 @@ pub struct Route {
     pub all_of: Vec<String>,
     /// If non-empty, one of these must be granted.
     pub any_of: Vec<String>,
+    /// `strip_credential`: the credential never reaches the upstream.
+    pub strip_credential: bool,
+    /// `query_credential`: a token may come in `credentials.query_param`.
+    pub query_credential: bool,
+    /// `assertion.audience`: send a signed identity assertion for it.
+    pub assertion_audience: Option<std::sync::Arc<str>>,
     credentials: u8,
     /// Upper-cased methods; `None` = any method.
     methods: Option<Vec<Box<str>>>,

@@ -20,7 +20,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::authz::request::{Credential, parse_authorization};
+use portcullis::authz::request::{Credential, parse_authorization, parse_authorization_with};
 use portcullis::pat::format::{self, BODY_LEN, CHECKSUM_LEN};
 
 const PREFIXES: [&str; 6] = ["pat_", "x", "acme-pat_", "ab", "P-_9", "pat"];
@@ -129,7 +129,13 @@ fuzz_target!(|data: &[u8]| {
             check_pat(prefix, t);
         }
         Ok(Credential::None) => panic!("parse_authorization returned None for {text:?}"),
+        Ok(other) => panic!("parse_authorization returned {other:?} for {text:?}"),
         Err(_) => {}
+    }
+    // Basic (when enabled): a returned token is a non-empty b64token.
+    if let Ok(c) = parse_authorization_with(text, max, true) {
+        let t = c.token().expect("a credential, never None");
+        assert!(!t.is_empty() && t.len() <= max && is_b64token(t), "{text:?}");
     }
     // A header built from a valid token is always accepted as that token.
     if is_b64token(text) && text.len() <= max {

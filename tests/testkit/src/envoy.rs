@@ -217,11 +217,22 @@ impl Envoy {
 
     /// As [`Envoy::start`] with extra tagged values (see [`DEFAULTS`]).
     pub async fn start_with(grpc: SocketAddr, app: SocketAddr, extra: &[(&str, &str)]) -> Envoy {
+        Envoy::start_edited(grpc, app, extra, &|c| c).await
+    }
+
+    /// As [`Envoy::start_with`], with `edit` applied to the rendered config
+    /// (say, a tiny rate limit for a test).
+    pub async fn start_edited(
+        grpc: SocketAddr,
+        app: SocketAddr,
+        extra: &[(&str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> Envoy {
         let mut last_log = String::new();
         // A port taken between free_port() and Envoy's bind makes Envoy exit:
         // try again with fresh ports.
         for _ in 0..3 {
-            match Envoy::try_start(grpc, app, extra).await {
+            match Envoy::try_start(grpc, app, extra, edit).await {
                 Ok(e) => return e,
                 Err(log) => last_log = log,
             }
@@ -233,6 +244,7 @@ impl Envoy {
         grpc: SocketAddr,
         app: SocketAddr,
         extra: &[(&str, &str)],
+        edit: &dyn Fn(String) -> String,
     ) -> Result<Envoy, String> {
         let bin = binary();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -252,7 +264,7 @@ impl Envoy {
             ("APP_PORT", app_port.as_str()),
         ]);
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, render(&shipped(), &vars)).unwrap();
+        std::fs::write(&config, edit(render(&shipped(), &vars))).unwrap();
         let log_path = dir.path().join("envoy.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let base_id = (std::process::id() % 100_000) * 100
@@ -266,6 +278,9 @@ impl Envoy {
                 "-l",
                 "warning",
                 "--disable-hot-restart",
+                // Access log lines reach the log file promptly (default 10s).
+                "--file-flush-interval-msec",
+                "50",
             ])
             .args(["--base-id", &base_id.to_string()])
             .stdin(Stdio::null())

@@ -47,17 +47,21 @@ when its resource is set). */}}
 {{- $_ := set $owned "api" (dict "resource_metadata" (deepCopy .)) -}}
 {{- end }}
 {{- end }}
+{{- if .Values.portcullis.assertionKeySecret -}}
+{{- $_ := set $owned "assertion" (dict "key_file" "/etc/portcullis-assertion/assertion.pem") -}}
+{{- end -}}
 {{- toYaml (merge $owned (deepCopy .Values.portcullis.config)) -}}
 {{- end -}}
 
-{{/* Identity headers portcullis sets; stripped on routes without ext_authz. */}}
+{{/* Identity headers portcullis sets; stripped on routes without ext_authz.
+     Follows portcullis.config.identity_headers (prefix, mapped claims). */}}
 {{- define "portcullis.identityHeaders" -}}
-- x-auth-subject
-- x-auth-issuer
-- x-auth-username
-- x-auth-email
-- x-auth-client
-- x-auth-scopes
-- x-auth-method
-- x-auth-token-id
+{{- $ih := default dict .Values.portcullis.config.identity_headers -}}
+{{- $prefix := default "x-auth-" $ih.prefix | lower -}}
+{{- range list "subject" "issuer" "username" "email" "client" "scopes" "method" "token-id" }}
+- {{ printf "%s%s" $prefix . }}
+{{- end }}
+{{- range $claim, $header := default dict $ih.claims }}
+- {{ $header | lower }}
+{{- end }}
 {{- end -}}

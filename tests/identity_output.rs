@@ -1,0 +1,359 @@
+//! What an allow tells Envoy and the upstream, over real gRPC: dynamic
+//! metadata, configurable identity headers (`identity_headers`), removal of
+//! spoofed copies, `strip_credential`, and the refusals of `config check`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
+use portcullis::pat::{self, CreateRequest};
+use portcullis::server::Running;
+use portcullis_testkit::check::{Req, allowed, check, serve_yaml};
+use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
+use serde_json::json;
+
+struct Env {
+    kc: FakeKeycloak,
+    srv: Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn env(extra: &str) -> Env {
+    let kc = FakeKeycloak::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "issuers:\n  - issuer: {}\n    audiences: [portcullis]\n{extra}",
+        kc.issuer()
+    );
+    let srv = serve_yaml(&yaml, dir.path(), false).await;
+    let url = format!("http://{}/readyz", srv.http_addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Env { kc, srv, _dir: dir }
+}
+
+impl Env {
+    fn jwt(&self, extra: serde_json::Value) -> String {
+        let mut c = self.kc.claims("user-1");
+        c["aud"] = json!(["portcullis", "account"]);
+        c["email"] = json!("user-1@example.org");
+        c["scope"] = json!("a:read b:write");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        self.kc.sign(&c, &SignOpts::default())
+    }
+
+    async fn pat(&self, user: &str) -> (String, portcullis::store::TokenRecord) {
+        let store = self.srv.engine.load().pats().store().clone();
+        pat::create(
+            &store,
+            &portcullis::pat::PatConfig::default(),
+            CreateRequest {
+                user_id: user.into(),
+                user_issuer: self.kc.issuer(),
+                username: format!("{user}-name"),
+                name: "ci".into(),
+                description: None,
+                scopes: vec!["a:read".into()],
+                expires_at: None,
+                rotated_from: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .expect("create PAT")
+    }
+
+    async fn check(&self, req: &Req) -> CheckResponse {
+        check(self.srv.grpc_addr, req).await
+    }
+}
+
+/// The dynamic metadata as string fields (nested `claims` flattened as `claims.x`).
+fn metadata(resp: &CheckResponse) -> HashMap<String, String> {
+    let md = resp
+        .dynamic_metadata
+        .as_ref()
+        .expect("dynamic_metadata set");
+    let mut out = HashMap::new();
+    for (k, v) in &md.fields {
+        match &v.kind {
+            Some(Kind::StringValue(s)) => {
+                out.insert(k.clone(), s.clone());
+            }
+            Some(Kind::StructValue(st)) => {
+                for (k2, v2) in &st.fields {
+                    if let Some(Kind::StringValue(s)) = &v2.kind {
+                        out.insert(format!("{k}.{k2}"), s.clone());
+                    }
+                }
+            }
+            other => panic!("metadata {k} is {other:?}"),
+        }
+    }
+    out
+}
+
+fn query_removed(resp: &CheckResponse) -> Vec<String> {
+    match &resp.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok.query_parameters_to_remove.clone(),
+        other => panic!("not an allow: {other:?}"),
+    }
+}
+
+const ROUTES: &str = r#"
+policy:
+  default: authenticated
+  routes:
+    - name: files
+      match: { path: { prefix: /files } }
+      require: { all_of: ["a:read"] }
+    - name: private
+      match: { path: { prefix: /private } }
+      strip_credential: true
+    - name: open
+      match: { path: { prefix: /open } }
+      auth: none
+"#;
+
+#[tokio::test]
+async fn jwt_allow_carries_dynamic_metadata_with_the_route() {
+    let e = env(ROUTES).await;
+    let t = e.jwt(json!({}));
+    let resp = e.check(&Req::get("/files/1").bearer(&t)).await;
+    allowed(&resp);
+    let md = metadata(&resp);
+    assert_eq!(md["subject"], "user-1");
+    assert_eq!(md["username"], "user-1");
+    assert_eq!(md["client"], "web");
+    assert_eq!(md["method"], "jwt");
+    assert_eq!(md["route"], "files");
+    assert_eq!(md["scopes"], "a:read b:write");
+    assert_eq!(md["issuer"], e.kc.issuer());
+    assert!(!md.contains_key("token_id"), "{md:?}");
+    assert!(!md.contains_key("email"), "no e-mail in metadata: {md:?}");
+    // A second allow of the same (cached) token on another route: the
+    // identity part is reused, the route is this request's.
+    let resp = e.check(&Req::get("/elsewhere").bearer(&t)).await;
+    assert_eq!(metadata(&resp)["route"], "(default)");
+    assert_eq!(metadata(&resp)["subject"], "user-1");
+    // A public route without a credential: only the route.
+    let resp = e.check(&Req::get("/open")).await;
+    allowed(&resp);
+    let md = metadata(&resp);
+    assert_eq!(md.len(), 1, "{md:?}");
+    assert_eq!(md["route"], "open");
+}
+
+#[tokio::test]
+async fn pat_allow_carries_token_id_and_method_pat() {
+    let e = env(ROUTES).await;
+    let (raw, rec) = e.pat("alice").await;
+    let resp = e.check(&Req::get("/files/1").bearer(&raw)).await;
+    allowed(&resp);
+    let md = metadata(&resp);
+    assert_eq!(md["method"], "pat");
+    assert_eq!(md["token_id"], rec.id.to_string());
+    assert_eq!(md["subject"], "alice");
+    assert_eq!(md["username"], "alice-name");
+    assert_eq!(md["route"], "files");
+    let text = format!("{:?}", resp.dynamic_metadata);
+    assert!(!text.contains(&raw), "the raw PAT is never in the metadata");
+}
+
+#[tokio::test]
+async fn deny_carries_no_metadata() {
+    let e = env(ROUTES).await;
+    let resp = e.check(&Req::get("/files/1")).await;
+    assert!(resp.dynamic_metadata.is_none());
+}
+
+#[tokio::test]
+async fn default_identity_headers_are_unchanged() {
+    let e = env(ROUTES).await;
+    let (h, removed) = allowed(
+        &e.check(&Req::get("/files/1").bearer(&e.jwt(json!({}))))
+            .await,
+    );
+    let mut names: Vec<&str> = h.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "x-auth-client",
+            "x-auth-email",
+            "x-auth-issuer",
+            "x-auth-method",
+            "x-auth-scopes",
+            "x-auth-subject",
+            "x-auth-username"
+        ]
+    );
+    assert_eq!(h["x-auth-email"], "user-1@example.org");
+    assert!(removed.is_empty(), "{removed:?}");
+}
+
+const CUSTOM: &str = r#"
+identity_headers:
+  prefix: x-user-
+  set: [subject, method, scopes]
+  claims:
+    groups: x-user-groups
+    org.tenant: X-Tenant
+policy:
+  default: authenticated
+"#;
+
+#[tokio::test]
+async fn chosen_headers_prefix_and_mapped_claims() {
+    let e = env(CUSTOM).await;
+    let t = e.jwt(json!({"groups": ["/admins", "/dev"], "org": {"tenant": "acme"}}));
+    let resp = e.check(&Req::get("/x").bearer(&t)).await;
+    let (h, _) = allowed(&resp);
+    let mut names: Vec<&str> = h.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "x-tenant",
+            "x-user-groups",
+            "x-user-method",
+            "x-user-scopes",
+            "x-user-subject"
+        ]
+    );
+    assert_eq!(h["x-user-groups"], "/admins,/dev");
+    assert_eq!(h["x-tenant"], "acme");
+    assert_eq!(h["x-user-subject"], "user-1");
+    let md = metadata(&resp);
+    assert_eq!(md["claims.groups"], "/admins,/dev");
+    assert_eq!(md["claims.org.tenant"], "acme");
+}
+
+#[tokio::test]
+async fn spoofed_copies_of_every_configured_header_are_removed() {
+    let e = env(CUSTOM).await;
+    // The token has no tenant claim: x-tenant is not set, so the client's
+    // copy must be removed; so must every x-user-* it sent that we do not set.
+    let t = e.jwt(json!({"groups": ["/dev"]}));
+    let req = Req::get("/x")
+        .bearer(&t)
+        .header("x-tenant", "evil")
+        .header("X-User-Email", "admin@example.org")
+        .header("x-user-subject", "admin")
+        .header("x-user-groups", "/admins")
+        .header("x-auth-subject", "kept: not ours under this prefix");
+    for raw in [false, true] {
+        let req = if raw { req.clone().raw() } else { req.clone() };
+        let (h, mut removed) = allowed(&e.check(&req).await);
+        removed.sort();
+        assert_eq!(removed, ["x-tenant", "x-user-email"], "raw={raw}");
+        assert_eq!(h["x-user-subject"], "user-1");
+        assert_eq!(h["x-user-groups"], "/dev");
+    }
+    // A PAT has no claims: the mapped headers are removed, never passed on.
+    let (raw_pat, _) = e.pat("bob").await;
+    let (h, removed) = allowed(
+        &e.check(
+            &Req::get("/x")
+                .bearer(&raw_pat)
+                .header("x-user-groups", "/admins"),
+        )
+        .await,
+    );
+    assert!(!h.contains_key("x-user-groups"));
+    assert_eq!(removed, ["x-user-groups"]);
+}
+
+#[tokio::test]
+async fn strip_credential_removes_authorization_and_credential_headers() {
+    let e = env(&format!("{ROUTES}credentials:\n  headers: [x-api-key]\n")).await;
+    let t = e.jwt(json!({}));
+    let (_, removed) = allowed(&e.check(&Req::get("/private/a").bearer(&t)).await);
+    assert_eq!(removed, ["authorization"]);
+    let (raw, _) = e.pat("carol").await;
+    let (_, mut removed) = allowed(
+        &e.check(&Req::get("/private/a").header("x-api-key", &raw))
+            .await,
+    );
+    removed.sort();
+    assert_eq!(removed, ["authorization", "x-api-key"]);
+    // Routes without it keep the credential.
+    let (_, removed) = allowed(&e.check(&Req::get("/files/a").bearer(&t)).await);
+    assert!(removed.is_empty(), "{removed:?}");
+}
+
+#[tokio::test]
+async fn query_credential_is_removed_upstream() {
+    let yaml = r#"
+policy:
+  default: authenticated
+  routes:
+    - name: downloads
+      match: { path: { prefix: /dl } }
+      query_credential: true
+"#;
+    let e = env(yaml).await;
+    let (raw, _) = e.pat("dave").await;
+    let resp = e
+        .check(&Req::get(&format!("/dl/f.zip?x=1&access_token={raw}")))
+        .await;
+    allowed(&resp);
+    assert_eq!(query_removed(&resp), ["access_token"]);
+    assert_eq!(metadata(&resp)["route"], "downloads");
+}
+
+fn config_check(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn config_check_refuses_hop_by_hop_pseudo_and_invalid_header_names() {
+    let base = "issuers:\n  - issuer: https://kc.example.org/realms/a\n    audiences: [api]\n";
+    for (header, needle) in [
+        ("connection", "hop-by-hop"),
+        ("transfer-encoding", "hop-by-hop"),
+        ("\":authority\"", "pseudo-header"),
+        ("\"x tenant\"", "not a valid header name"),
+    ] {
+        let (ok, text) = config_check(&format!(
+            "{base}identity_headers:\n  claims:\n    tenant: {header}\n"
+        ));
+        assert!(!ok, "{header}: accepted\n{text}");
+        assert!(
+            text.contains("identity_headers.claims.tenant") && text.contains(needle),
+            "{header}: {text}"
+        );
+    }
+    let (ok, text) = config_check(&format!("{base}identity_headers:\n  prefix: \"x-\"\n"));
+    assert!(!ok && text.contains("identity_headers.prefix"), "{text}");
+    let (ok, text) = config_check(&format!(
+        "{base}identity_headers:\n  set: [subject, groups]\n"
+    ));
+    assert!(!ok && text.contains("identity_headers"), "{text}");
+    let (ok, text) = config_check(&format!("{base}credentials:\n  headers: [x-auth-key]\n"));
+    assert!(!ok && text.contains("credentials.headers[0]"), "{text}");
+    let (ok, text) = config_check(&format!(
+        "{base}identity_headers:\n  claims:\n    groups: x-auth-groups\ncredentials:\n  headers: [x-api-key]\n  basic: {{ enabled: true }}\n"
+    ));
+    assert!(ok, "{text}");
+}
