@@ -6,7 +6,8 @@
 //! loader would silently keep the last one) and then run through
 //! `portcullis config check`, with the secrets the Deployment supplies as
 //! environment variables. (`tests/deploy.rs` runs `envoy --mode validate`
-//! on the Envoy configs.)
+//! on the Envoy configs.) A block fenced as ```yaml envoy is an Envoy
+//! snippet, not a portcullis config, and is skipped here.
 //!
 //! Rendering the chart needs `helm` (`scripts/install-helm`, or
 //! `$PORTCULLIS_HELM`).
