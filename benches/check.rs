@@ -138,6 +138,7 @@ fn service_with_store(
     let shared = portcullis::authz::SharedParts {
         pats: pats.clone(),
         denylist: Arc::new(denylist),
+        dpop: Arc::new(portcullis::authz::DpopState::new(Default::default())),
     };
     // The issuer's key manager holds the signers' keys: nothing is fetched.
     let keys = std::sync::Mutex::new(Some(keys));

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::limits::HttpLimits;
 use crate::api::{HttpState, router};
-use crate::authz::{CheckService, Engine, SharedParts};
+use crate::authz::{CheckService, DpopState, Engine, SharedParts};
 use crate::config::Config;
 use crate::dev::{self, DevIssuer};
 use crate::pat::PatValidator;
@@ -94,6 +94,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let shared = SharedParts {
         pats: pats.clone(),
         denylist: Arc::new(JwtDenyList::new(cfg.revocation.jwt_denylist_capacity)),
+        dpop: Arc::new(DpopState::new(cfg.dpop.clone())),
     };
     let revoker = start_revocation(&cfg, &store, &shared, &mut bg).await?;
     let engine = Arc::new(ArcSwap::from_pointee(Engine::build_reusing(
@@ -119,6 +120,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         grpc_listener,
         engine.clone(),
         cfg.api.resource_metadata.url(),
+        cfg.dpop.algs_param(),
         tokens.clone(),
         &mut bg,
     )
@@ -231,7 +233,7 @@ async fn start_revocation(
     shared: &SharedParts,
     bg: &mut Background,
 ) -> anyhow::Result<Revoker> {
-    let SharedParts { pats, denylist } = shared.clone();
+    let SharedParts { pats, denylist, .. } = shared.clone();
     let bus = Bus::from_config(&cfg.revocation)?;
     let revoker = Revoker::with_parts(pats.clone(), denylist.clone(), bus.clone());
     let (reuse_tx, reuse_rx) = tokio::sync::mpsc::channel(crate::tokens::reuse::QUEUE);
@@ -261,6 +263,7 @@ async fn serve_grpc(
     listener: TcpListener,
     engine: Arc<ArcSwap<Engine>>,
     resource_metadata_url: Option<String>,
+    dpop_algs: String,
     tokens: TokenService,
     bg: &mut Background,
 ) -> anyhow::Result<()> {
@@ -277,7 +280,9 @@ async fn serve_grpc(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("building gRPC reflection (v1alpha)")?;
-    let check = CheckService::new(engine).with_resource_metadata(resource_metadata_url);
+    let check = CheckService::new(engine)
+        .with_resource_metadata(resource_metadata_url)
+        .with_dpop_algs(dpop_algs);
     let shutdown = bg.shutdown.clone();
     bg.tasks.push(tokio::spawn(async move {
         let res = tonic::transport::Server::builder()

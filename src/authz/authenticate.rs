@@ -7,9 +7,13 @@
 //! | local-JWT PAT (`--dev`) | HS256 header while `pat.issuer: local-jwt` | signature → registration |
 //! | Keycloak-exchanged PAT | verified JWT with the PAT marker or exchange audience | deny-list → registration → owner |
 //! | login JWT | any other verified JWT | deny-list |
+//!
+//! A JWT's `cnf` binding (DPoP key or client certificate) is checked right
+//! after verification, on every request ([`super::binding`]).
 
 use std::sync::Arc;
 
+use super::binding::Presentation;
 use super::decision::Denial;
 use super::engine::Engine;
 use crate::identity::{CredentialKind, Identity};
@@ -31,7 +35,29 @@ enum Bearer {
 impl Engine {
     /// Verifies a bearer token and returns who it belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, Denial> {
-        match self.classify(token).await? {
+        self.authenticate_as(token, &Presentation::bearer()).await
+    }
+
+    /// Verifies a token presented as `p` says (a DPoP proof, a client
+    /// certificate) and returns who it belongs to.
+    pub async fn authenticate_as(
+        &self,
+        token: &str,
+        p: &Presentation<'_>,
+    ) -> Result<Arc<Identity>, Denial> {
+        let bearer = self.classify(token).await?;
+        match &bearer {
+            Bearer::ExchangedPat(v) | Bearer::Login(v) => self.check_binding(v, token, p)?,
+            // PATs are bearer tokens: nothing binds them to a key.
+            Bearer::OpaquePat | Bearer::LocalJwtPat if p.dpop_proof.is_some() => {
+                return Err(Denial::dpop(
+                    "invalid_token",
+                    "a personal access token is not DPoP-bound; send it as a Bearer token",
+                ));
+            }
+            Bearer::OpaquePat | Bearer::LocalJwtPat => {}
+        }
+        match bearer {
             Bearer::OpaquePat => {
                 let rec = pat_record(self.pats.validate(token).await)?;
                 Ok(Arc::new(pat_identity(&rec)))

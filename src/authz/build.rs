@@ -13,6 +13,7 @@ use super::headers::IdentityHeadersConfig;
 use super::sources::CredentialsConfig;
 use super::surface::Surface;
 use crate::dev::{self, DevIssuer};
+use crate::dpop::{DpopConfig, ReplayCache};
 use crate::jwt::{IssuerConfig, IssuerKeys, JwtConfig, Verifier};
 use crate::pat::{PatConfig, PatValidator};
 use crate::policy::{Policy, PolicyConfig};
@@ -33,6 +34,8 @@ pub struct EngineConfig<'a> {
     pub assertion: &'a AssertionConfig,
     /// Where a generated assertion key is kept.
     pub data_dir: &'a Path,
+    /// `dpop:` (for a fresh [`DpopState`]; a reload keeps the running one).
+    pub dpop: &'a DpopConfig,
 }
 
 /// The parts of an engine that outlive a config: a reload hands them to
@@ -43,6 +46,28 @@ pub struct SharedParts {
     pub pats: Arc<PatValidator>,
     /// Deny-listed JWT `jti`/`sid` values.
     pub denylist: Arc<JwtDenyList>,
+    /// DPoP proof settings and the seen-proof cache (a reload must not
+    /// forget which proofs were used).
+    pub dpop: Arc<DpopState>,
+}
+
+/// `dpop:` as Check uses it: the settings and the replay cache.
+#[derive(Debug)]
+pub struct DpopState {
+    pub config: DpopConfig,
+    pub replay: ReplayCache,
+}
+
+impl DpopState {
+    pub fn new(config: DpopConfig) -> DpopState {
+        // A proof passes the `iat` check for at most max_age + leeway in
+        // the past and leeway in the future.
+        let window = config.max_age + config.leeway * 2;
+        DpopState {
+            replay: ReplayCache::new(config.replay_cache_capacity, window),
+            config,
+        }
+    }
 }
 
 // === impl Engine ===
@@ -56,8 +81,12 @@ impl Engine {
         dev: Option<&DevIssuer>,
         pats: Arc<PatValidator>,
     ) -> anyhow::Result<Engine> {
-        let denylist = Arc::new(JwtDenyList::new(cfg.jwt_denylist_capacity));
-        Engine::build_reusing(cfg, dev, SharedParts { pats, denylist }, |_| None)
+        let shared = SharedParts {
+            pats,
+            denylist: Arc::new(JwtDenyList::new(cfg.jwt_denylist_capacity)),
+            dpop: Arc::new(DpopState::new(cfg.dpop.clone())),
+        };
+        Engine::build_reusing(cfg, dev, shared, |_| None)
     }
 
     /// Like [`Engine::build`], with `shared` parts, and keeping the key
@@ -113,6 +142,7 @@ impl Engine {
             pat_exchange_audience: cfg.pat.exchange.audience.clone(),
             policy: Arc::new(policy),
             surface: Arc::new(surface),
+            dpop: shared.dpop,
         })
     }
 
@@ -121,6 +151,7 @@ impl Engine {
         SharedParts {
             pats: self.pats.clone(),
             denylist: self.denylist.clone(),
+            dpop: self.dpop.clone(),
         }
     }
 }

@@ -58,6 +58,18 @@ pub struct Denial {
     pub description: Cow<'static, str>,
     /// Scopes to name in the challenge for `insufficient_scope`.
     pub scope: Option<String>,
+    /// The authentication scheme the challenge names.
+    pub challenge: Challenge,
+}
+
+/// The `WWW-Authenticate` scheme of a 401/403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Challenge {
+    /// RFC 6750 `Bearer`.
+    #[default]
+    Bearer,
+    /// RFC 9449 `DPoP`, with the accepted proof algorithms.
+    Dpop,
 }
 
 impl Denial {
@@ -67,6 +79,7 @@ impl Denial {
             error: Some(error),
             description: description.into(),
             scope: None,
+            challenge: Challenge::Bearer,
         }
     }
 
@@ -76,6 +89,7 @@ impl Denial {
             error: Some(error),
             description: description.into(),
             scope: None,
+            challenge: Challenge::Bearer,
         }
     }
 
@@ -85,6 +99,7 @@ impl Denial {
             error: Some("temporarily_unavailable"),
             description: description.into(),
             scope: None,
+            challenge: Challenge::Bearer,
         }
     }
 
@@ -95,6 +110,15 @@ impl Denial {
             error: None,
             description: Cow::Borrowed("missing bearer token"),
             scope: None,
+            challenge: Challenge::Bearer,
+        }
+    }
+
+    /// A 401 about a DPoP-bound token or its proof (RFC 9449 §7.1).
+    pub fn dpop(error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+        Denial {
+            challenge: Challenge::Dpop,
+            ..Denial::unauthenticated(error, description)
         }
     }
 
@@ -104,6 +128,7 @@ impl Denial {
             error: Some("insufficient_scope"),
             description: Cow::Borrowed("the token lacks a scope this route requires"),
             scope: Some(required.join(" ")),
+            challenge: Challenge::Bearer,
         }
     }
 }

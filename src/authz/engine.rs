@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use super::binding::Presentation;
 use super::decision::{Decision, Denial};
 use super::request::{Credential, RequestView};
 use super::surface::Surface;
@@ -44,6 +45,8 @@ pub struct Engine {
     /// Credential sources and identity output (`credentials`,
     /// `identity_headers`, `assertion`).
     pub(super) surface: Arc<Surface>,
+    /// DPoP proof settings and replay cache, shared across reloads.
+    pub(super) dpop: Arc<super::build::DpopState>,
 }
 
 /// The outcome of one Check: the decision, and where the request landed.
@@ -141,7 +144,18 @@ impl Engine {
         }
         // On a public route a credential is still verified, so identity
         // headers are trustworthy; a bad one is refused, not ignored.
-        let id = self.authenticate(token).await?;
+        let presented = Presentation {
+            dpop_proof: match &cred {
+                Credential::Dpop { proof, .. } => Some(proof),
+                _ => None,
+            },
+            method: req.method(),
+            scheme: req.scheme(),
+            host: req.host(),
+            path: req.path(),
+            certificate: req.peer_certificate(),
+        };
+        let id = self.authenticate_as(token, &presented).await?;
         if let Credential::Basic { username, .. } = &cred {
             self.check_basic(username, &id)?;
         }

@@ -9,6 +9,7 @@
 
 pub mod assertion;
 pub mod authenticate;
+pub mod binding;
 pub mod build;
 pub mod decision;
 pub mod deny;
@@ -21,8 +22,9 @@ pub mod service;
 pub mod sources;
 pub mod surface;
 
-pub use build::{EngineConfig, SharedParts};
-pub use decision::{Decision, Denial, DenyKind};
+pub use binding::Presentation;
+pub use build::{DpopState, EngineConfig, SharedParts};
+pub use decision::{Challenge, Decision, Denial, DenyKind};
 pub use engine::{Checked, Engine};
 pub use explain::RouteExplanation;
 pub use service::CheckService;

@@ -5,13 +5,14 @@
 //! as the password when `credentials.basic.enabled`), from a header listed
 //! in `credentials.headers`, or from the `credentials.query_param` query
 //! parameter on a route that opts in. Two of them in one request are
-//! refused (401), never chosen between.
+//! refused (401), never chosen between. `Authorization: DPoP <token>` comes
+//! with exactly one `DPoP` proof header (RFC 9449).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
 
 use super::decision::Denial;
 use super::sources::CredentialSources;
@@ -20,6 +21,9 @@ use super::sources::CredentialSources;
 pub struct RequestView<'a> {
     http: Option<&'a HttpRequest>,
     context: Option<&'a HashMap<String, String>>,
+    /// The downstream peer (its TLS client certificate, with
+    /// `include_peer_certificate`).
+    source: Option<&'a Peer>,
 }
 
 /// A credential as found in the request.
@@ -40,6 +44,11 @@ pub enum Credential<'a> {
     },
     /// The `credentials.query_param` parameter (percent-decoded).
     Query(Cow<'a, str>),
+    /// `Authorization: DPoP <token>` and its `DPoP` proof header.
+    Dpop {
+        token: &'a str,
+        proof: &'a str,
+    },
 }
 
 impl Credential<'_> {
@@ -50,6 +59,7 @@ impl Credential<'_> {
             Credential::Bearer(t) | Credential::Header { token: t, .. } => Some(t),
             Credential::Basic { token, .. } => Some(token),
             Credential::Query(t) => Some(t),
+            Credential::Dpop { token, .. } => Some(token),
         }
     }
 
@@ -61,6 +71,7 @@ impl Credential<'_> {
             Credential::Basic { .. } => "authorization: basic",
             Credential::Header { name, .. } => name,
             Credential::Query(_) => "query parameter",
+            Credential::Dpop { .. } => "authorization: dpop",
         }
     }
 }
@@ -78,6 +89,12 @@ impl std::fmt::Debug for Credential<'_> {
                 write!(f, "Header({name}, <{} bytes redacted>)", token.len())
             }
             Credential::Query(t) => write!(f, "Query(<{} bytes redacted>)", t.len()),
+            Credential::Dpop { token, proof } => write!(
+                f,
+                "Dpop(<{} bytes redacted>, proof <{} bytes redacted>)",
+                token.len(),
+                proof.len()
+            ),
         }
     }
 }
@@ -104,7 +121,18 @@ impl<'a> RequestView<'a> {
                 .and_then(|a| a.request.as_ref())
                 .and_then(|r| r.http.as_ref()),
             context: attrs.map(|a| &a.context_extensions),
+            source: attrs.and_then(|a| a.source.as_ref()),
         }
+    }
+
+    /// `http` or `https`, as Envoy saw the request (empty when unknown).
+    pub fn scheme(&self) -> &'a str {
+        self.http.map_or("", |h| h.scheme.as_str())
+    }
+
+    /// The client certificate Envoy forwarded (URL-encoded PEM), or "".
+    pub fn peer_certificate(&self) -> &'a str {
+        self.source.map_or("", |p| p.certificate.as_str())
     }
 
     pub fn has_http(&self) -> bool {
@@ -250,6 +278,9 @@ impl<'a> RequestView<'a> {
                 (Some(_), Some(_)) => return Err(multiple()),
             }
         };
+        if let Credential::Dpop { proof, .. } = &mut found {
+            *proof = self.dpop_proof()?;
+        }
         for name in &sources.headers {
             let mut values = self.header_values(name);
             match (values.next(), values.next()) {
@@ -265,6 +296,24 @@ impl<'a> RequestView<'a> {
             take(&mut found, Credential::Query(token))?;
         }
         Ok(found)
+    }
+
+    /// The one `DPoP` header of a DPoP-scheme request (RFC 9449 §4.1:
+    /// exactly one; Envoy joins repeated headers with `,`, which a JWS never
+    /// contains).
+    fn dpop_proof(&self) -> Result<&'a str, Denial> {
+        let mut values = self.header_values("dpop");
+        match (values.next(), values.next()) {
+            (Some(v), None) if !v.trim().is_empty() && !v.contains(',') => Ok(v.trim()),
+            (None, _) => Err(Denial::dpop(
+                "invalid_dpop_proof",
+                "DPoP proof missing: send it in the DPoP header",
+            )),
+            _ => Err(Denial::dpop(
+                "invalid_dpop_proof",
+                "exactly one DPoP header is required",
+            )),
+        }
     }
 
     /// The `name` query parameter's value, percent-decoded; refused when
@@ -405,7 +454,8 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
         Some(i) => (&value[..i], value[i..].trim_start_matches([' ', '\t'])),
         None => (value, ""),
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Denial::unauthenticated(
             "invalid_request",
             "unsupported authorization scheme; use Bearer",
@@ -430,7 +480,13 @@ pub fn parse_authorization(value: &str, max_len: usize) -> Result<Credential<'_>
             "malformed token: characters outside the bearer token alphabet",
         ));
     }
-    Ok(Credential::Bearer(rest))
+    Ok(match dpop {
+        true => Credential::Dpop {
+            token: rest,
+            proof: "",
+        },
+        false => Credential::Bearer(rest),
+    })
 }
 
 #[cfg(test)]

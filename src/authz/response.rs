@@ -15,7 +15,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 
-use super::decision::{Decision, Denial, DenyKind};
+use super::decision::{Challenge, Decision, Denial, DenyKind};
 use super::request::RequestView;
 use super::surface::Surface;
 use crate::identity::Identity;
@@ -26,11 +26,22 @@ use crate::policy::Route;
 pub const IDENTITY_PREFIX: &str = super::headers::DEFAULT_PREFIX;
 
 /// Server-wide settings that shape responses (fixed until a restart).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResponseOptions {
     /// RFC 9728 metadata URL (`api.resource_metadata`): 401 challenges
     /// carry it as `resource_metadata="…"`. `None`: not sent.
     pub resource_metadata: Option<String>,
+    /// `algs` of a `DPoP` challenge (`dpop.algorithms`).
+    pub dpop_algs: String,
+}
+
+impl Default for ResponseOptions {
+    fn default() -> Self {
+        ResponseOptions {
+            resource_metadata: None,
+            dpop_algs: crate::dpop::DpopConfig::default().algs_param(),
+        }
+    }
 }
 
 /// Builds the response with the default `credentials` and
@@ -159,7 +170,13 @@ fn allow(
 
 fn deny(d: &Denial, opts: &ResponseOptions) -> CheckResponse {
     let description = sanitize(&d.description);
-    let mut challenge = String::from("Bearer realm=\"portcullis\"");
+    let mut challenge = match d.challenge {
+        Challenge::Bearer => String::from("Bearer realm=\"portcullis\""),
+        Challenge::Dpop => format!(
+            "DPoP realm=\"portcullis\", algs=\"{}\"",
+            sanitize(&opts.dpop_algs)
+        ),
+    };
     if d.kind != DenyKind::Unavailable
         && let Some(err) = d.error
     {

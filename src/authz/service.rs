@@ -38,6 +38,12 @@ impl CheckService {
         self
     }
 
+    /// `algs` named in `DPoP` challenges (`dpop.algorithms`).
+    pub fn with_dpop_algs(mut self, algs: String) -> Self {
+        self.response.dpop_algs = algs;
+        self
+    }
+
     /// The whole handler without gRPC (benches, tests): [`Engine::decide`]
     /// behind a panic guard, then metrics, the log line and the response.
     pub async fn respond(&self, req: &CheckRequest) -> (Decision, CheckResponse) {

@@ -54,6 +54,8 @@ pub struct Config {
     pub identity_headers: crate::authz::headers::IdentityHeadersConfig,
     /// Signed identity assertions for routes with `assertion.audience`.
     pub assertion: crate::authz::assertion::AssertionConfig,
+    /// How DPoP proofs are checked (`issuers[].dpop` turns DPoP on).
+    pub dpop: crate::dpop::DpopConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             credentials: Default::default(),
             identity_headers: Default::default(),
             assertion: Default::default(),
+            dpop: Default::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ impl Config {
         errs.extend(self.credentials.validate());
         errs.extend(self.identity_headers.validate());
         errs.extend(self.assertion.validate());
+        errs.extend(self.dpop.validate());
         for (i, r) in self.policy.routes.iter().enumerate() {
             if let Some(a) = &r.assertion
                 && a.audience.trim().is_empty()
@@ -182,6 +186,7 @@ impl Config {
             identity_headers: &self.identity_headers,
             assertion: &self.assertion,
             data_dir: &self.data_dir,
+            dpop: &self.dpop,
         }
     }
 

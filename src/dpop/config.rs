@@ -1,5 +1,5 @@
-//! `issuers[].dpop` and `jwt.dpop`: which issuers' tokens may or must be
-//! DPoP-bound, and how proofs are checked.
+//! `dpop:`: how DPoP proofs are checked (`issuers[].dpop` says which
+//! issuers' tokens may or must be DPoP-bound).
 
 use std::time::Duration;
 
@@ -8,23 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_error::{ConfigError, Problems};
 
-/// `issuers[].dpop`: what a token of this issuer needs. A token that carries
-/// `cnf.jkt` always needs its proof, whatever the setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DpopMode {
-    /// `Authorization: DPoP` is refused for this issuer's tokens; bound
-    /// tokens are still refused as bearer tokens.
-    #[default]
-    Off,
-    /// Bearer or DPoP.
-    Allowed,
-    /// Every token of this issuer must be DPoP-bound and presented with a
-    /// proof; plain bearer tokens are refused.
-    Required,
-}
+pub use crate::jwt::config::DpopMode;
 
-/// `jwt.dpop`: proof checks shared by every issuer.
+/// `dpop`: proof checks shared by every issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpopConfig {
@@ -75,29 +61,29 @@ impl DpopConfig {
     /// Checks the values; each problem names its key.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut p = Problems::default();
-        p.check(!self.algorithms.is_empty(), "jwt.dpop.algorithms", || {
+        p.check(!self.algorithms.is_empty(), "dpop.algorithms", || {
             "must not be empty; accepted: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA".into()
         });
         for (j, alg) in self.algorithms.iter().enumerate() {
             p.check(
                 ASYMMETRIC.contains(alg),
-                &format!("jwt.dpop.algorithms[{j}]"),
+                &format!("dpop.algorithms[{j}]"),
                 || format!("{alg:?} is a shared-secret algorithm; a DPoP proof is signed with the client's private key; accepted: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"),
             );
         }
         p.check(
             (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.max_age),
-            "jwt.dpop.max_age",
+            "dpop.max_age",
             || "accepted: 1s to 10m".into(),
         );
         p.check(
             self.leeway <= Duration::from_secs(60),
-            "jwt.dpop.leeway",
+            "dpop.leeway",
             || "accepted: 0s to 60s".into(),
         );
         p.check(
             self.replay_cache_capacity > 0,
-            "jwt.dpop.replay_cache_capacity",
+            "dpop.replay_cache_capacity",
             || "must be at least 1".into(),
         );
         p.into_vec()
@@ -131,10 +117,10 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "jwt.dpop.algorithms[0]",
-                "jwt.dpop.max_age",
-                "jwt.dpop.leeway",
-                "jwt.dpop.replay_cache_capacity"
+                "dpop.algorithms[0]",
+                "dpop.max_age",
+                "dpop.leeway",
+                "dpop.replay_cache_capacity"
             ]
         );
         let m: DpopMode = serde_json::from_str("\"required\"").unwrap();

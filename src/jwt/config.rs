@@ -44,6 +44,25 @@ pub struct IssuerConfig {
     /// How scopes are derived from this issuer's tokens.
     #[serde(default)]
     pub scopes: ScopeSourceConfig,
+    /// DPoP (RFC 9449) for this issuer's tokens: `off` (default),
+    /// `allowed` or `required`. A token carrying `cnf.jkt` always needs its
+    /// proof, whatever the setting.
+    #[serde(default)]
+    pub dpop: DpopMode,
+}
+
+/// `issuers[].dpop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpopMode {
+    /// `Authorization: DPoP` is refused for this issuer's tokens (a bound
+    /// token is then unusable: it is refused as a bearer token too).
+    #[default]
+    Off,
+    /// Bearer or DPoP.
+    Allowed,
+    /// Every token must be DPoP-bound and come with a proof.
+    Required,
 }
 
 fn default_algorithms() -> Vec<Algorithm> {
@@ -83,6 +102,7 @@ impl IssuerConfig {
             fetch_timeout: default_fetch_timeout(),
             unknown_kid_wait: default_kid_wait(),
             scopes: ScopeSourceConfig::default(),
+            dpop: DpopMode::Off,
         }
     }
 }

@@ -75,8 +75,43 @@ pub struct VerifiedJwt {
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
     /// `token_use`), when present.
     pub token_use: Option<String>,
+    /// `cnf`: the key or certificate the token is bound to, if any.
+    pub cnf: Confirmation,
+    /// The issuer's `dpop` setting.
+    pub dpop: config::DpopMode,
     /// The key that verified the signature, re-checked on every cache hit.
     signed_by: SignedBy,
+}
+
+/// A token's `cnf` claim (RFC 7800): what the presenter must prove it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    /// `cnf.jkt`: RFC 7638 thumbprint of a DPoP key (RFC 9449).
+    pub jkt: Option<String>,
+    /// `cnf["x5t#S256"]`: SHA-256 thumbprint of a client certificate (RFC 8705).
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// Reads `cnf`. A member we know with a non-string value makes the
+    /// token unusable (it is bound to something we cannot check).
+    fn from_claim(cnf: Option<&serde_json::Value>) -> Result<Confirmation, JwtError> {
+        let Some(cnf) = cnf else {
+            return Ok(Confirmation::default());
+        };
+        let obj = cnf
+            .as_object()
+            .ok_or(JwtError::Claims("cnf is not an object"))?;
+        let member = |name: &str| match obj.get(name) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(_) => Err(JwtError::Claims("cnf member is not a non-empty string")),
+        };
+        Ok(Confirmation {
+            jkt: member("jkt")?,
+            x5t_s256: member("x5t#S256")?,
+        })
+    }
 }
 
 /// The issuer's key manager and the key a verification rests on. Kept in
@@ -111,6 +146,8 @@ struct Claims {
     #[serde(default)]
     aud: Option<OneOrMany>,
     realm_access: Option<scopes::Roles>,
+    /// Confirmation (sender-constrained tokens).
+    cnf: Option<serde_json::Value>,
     resource_access: Option<HashMap<String, scopes::Roles>>,
 }
 
@@ -322,6 +359,7 @@ impl Verifier {
                 .map(|m| claims::extract_claims(&m, &self.captured_claims))
                 .unwrap_or_default()
         };
+        let cnf = Confirmation::from_claim(claims.cnf.as_ref())?;
         let audiences = match claims.aud {
             None => Vec::new(),
             Some(OneOrMany::One(a)) => vec![a],
@@ -345,6 +383,8 @@ impl Verifier {
             sid: claims.sid,
             audiences,
             token_use: peeked.marker,
+            cnf,
+            dpop: rt.cfg.dpop,
             signed_by: SignedBy {
                 keys: rt.keys.clone(),
                 key,

@@ -11,7 +11,7 @@
 //! Properties:
 //! * `parse_authorization` never panics; a token it returns is a non-empty
 //!   RFC 6750 b64token of at most `max_len` bytes, and the header is
-//!   `Bearer` + whitespace + that token (modulo outer whitespace);
+//!   `Bearer` (or `DPoP`) + whitespace + that token (modulo outer whitespace);
 //! * `pat::format::check` never panics and accepts exactly what an
 //!   independent implementation of the format accepts;
 //! * `generate` output always passes `check`; replacing, deleting or
@@ -127,6 +127,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(v[6..].starts_with([' ', '\t']), "{text:?}");
             assert_eq!(v[6..].trim_start_matches([' ', '\t']), t, "{text:?}");
             check_pat(prefix, t);
+        }
+        // `DPoP <token>`: the same token rules; the proof is read from the
+        // `DPoP` header later.
+        Ok(Credential::Dpop { token: t, proof: "" }) => {
+            assert!(!t.is_empty() && t.len() <= max, "{text:?} -> {t:?}");
+            assert!(is_b64token(t), "{text:?} -> {t:?}");
+            let v = text.trim_matches([' ', '\t']);
+            assert!(v.len() > 4 && v[..4].eq_ignore_ascii_case("dpop"), "{text:?}");
+            assert!(v[4..].starts_with([' ', '\t']), "{text:?}");
+            assert_eq!(v[4..].trim_start_matches([' ', '\t']), t, "{text:?}");
         }
         Ok(Credential::None) => panic!("parse_authorization returned None for {text:?}"),
         Ok(other) => panic!("parse_authorization returned {other:?} for {text:?}"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{Running, ServeOptions, start};
@@ -73,6 +73,8 @@ pub struct Req {
     /// `:path`, `:scheme`), from the request's own fields.
     pub pseudo_headers: bool,
     pub context: HashMap<String, String>,
+    /// `source.certificate` (URL-encoded PEM); empty: none.
+    pub peer_certificate: String,
 }
 
 impl Req {
@@ -86,7 +88,28 @@ impl Req {
             raw_headers: false,
             pseudo_headers: false,
             context: HashMap::new(),
+            peer_certificate: String::new(),
         }
+    }
+
+    /// The client certificate Envoy forwards with `include_peer_certificate`
+    /// (`source.certificate`, URL-encoded PEM).
+    pub fn peer_certificate(mut self, urlencoded_pem: &str) -> Req {
+        self.peer_certificate = urlencoded_pem.into();
+        self
+    }
+
+    /// `Authorization: DPoP <token>` with `proof` in the `DPoP` header.
+    pub fn dpop(self, token: &str, proof: &str) -> Req {
+        self.header("authorization", &format!("DPoP {token}"))
+            .header("dpop", proof)
+    }
+
+    /// The URL Envoy describes for this request, as a DPoP proof's `htu`
+    /// names it (the query left out).
+    pub fn url(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or("");
+        format!("https://{}{path}", self.host)
     }
 
     /// Envoy's request id (`http.id`).
@@ -184,6 +207,10 @@ impl Req {
                     http: Some(http),
                 }),
                 context_extensions: self.context.clone(),
+                source: (!self.peer_certificate.is_empty()).then(|| Peer {
+                    certificate: self.peer_certificate.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         }

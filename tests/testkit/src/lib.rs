@@ -6,6 +6,7 @@
 //!   [`check::Req`] (the `CheckRequest` builder, also used by
 //!   `portcullis-bench`), Check over gRPC, allow/deny assertions;
 //! - [`in_process`]: the same Check handler without gRPC, for table tests;
+//! - [`dpop`]: a DPoP client key, its thumbprint and signed proofs;
 //! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
 //! - [`keycloak`]: the Keycloak stand-in (failure injection);
 //!   [`real_keycloak`]: the real Keycloak for `tests/keycloak_*.rs`;
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod check;
 pub mod cluster;
+pub mod dpop;
 pub mod echo;
 pub mod envoy;
 pub mod in_process;
