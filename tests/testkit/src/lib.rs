@@ -16,6 +16,7 @@
 //! - [`wrapped_store`]: a counting, gateable `TokenStore`;
 //! - [`store_suite`]: run one store case against SQLite and Postgres
 //!   ([`store_suite!`]);
+//! - [`deploy`]: reading `deploy/` and the properties shipped Envoy configs keep;
 //! - [`wait`]: [`eventually`] and its variants, the one way to wait: no
 //!   test or helper writes its own deadline loop.
 //!
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod check;
 pub mod cluster;
+pub mod deploy;
 pub mod dpop;
 pub mod echo;
 pub mod envoy;
