@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portcullis_testkit::check::{Req, allowed, check, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
 use portcullis_testkit::keycloak::FakeKeycloak;
 
 async fn start(extra: &str) -> (FakeKeycloak, portcullis::server::Running, tempfile::TempDir) {
@@ -28,12 +28,7 @@ policy:
         kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&srv, Duration::from_secs(20)).await;
     (kc, srv, dir)
 }
 

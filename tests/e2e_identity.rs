@@ -5,12 +5,12 @@
 //! the Authorization header from the upstream.
 //!
 //! Needs the Envoy binary from `scripts/install-envoy` (or
-//! `$PORTCULLIS_ENVOY`). Every wait polls with a deadline; none sleeps to
-//! synchronise.
+//! `$PORTCULLIS_ENVOY`). Every wait goes through the testkit's
+//! `eventually`; none sleeps to synchronise.
 
 use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portcullis::config::{Config, MapEnv};
 use portcullis::dev::{DevIssuer, DevTokenSpec};
@@ -112,23 +112,20 @@ impl Stack {
 
     /// Polls Envoy's log until an access-log line for `path` appears.
     async fn access_log_line(&self, path: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let log = self.envoy.log();
-            let line = log
-                .lines()
-                .filter(|l| l.starts_with('{'))
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["path"] == path);
-            if let Some(v) = line {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no access log line for {path}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        portcullis_testkit::wait::eventually(
+            Duration::from_secs(20),
+            &format!("an access log line for {path}"),
+            async || {
+                let log = self.envoy.log();
+                let line = log
+                    .lines()
+                    .filter(|l| l.starts_with('{'))
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["path"] == path);
+                line.ok_or(log)
+            },
+        )
+        .await
     }
 }
 

@@ -10,7 +10,7 @@ use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
-use portcullis_testkit::check::{Req, allowed, check, serve_yaml};
+use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::json;
 
@@ -28,12 +28,7 @@ async fn env(extra: &str) -> Env {
         kc.issuer()
     );
     let srv = serve_yaml(&yaml, dir.path(), false).await;
-    let url = format!("http://{}/readyz", srv.http_addr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_ready(&srv, Duration::from_secs(20)).await;
     Env { kc, srv, _dir: dir }
 }
 

@@ -7,6 +7,7 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
 use crate::config_error::{ConfigError, Problems};
+use crate::jwt::config::ASYMMETRIC;
 
 pub use crate::jwt::config::DpopMode;
 
@@ -44,18 +45,6 @@ impl Default for DpopConfig {
         }
     }
 }
-
-const ASYMMETRIC: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 impl DpopConfig {
     /// Checks the values; each problem names its key.

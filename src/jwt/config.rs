@@ -148,7 +148,8 @@ impl Default for JwtConfig {
     }
 }
 
-const ASYMMETRIC: &[Algorithm] = &[
+/// The asymmetric signature algorithms (never a shared secret).
+pub const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
