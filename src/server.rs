@@ -162,6 +162,9 @@ fn check_config(cfg: &Config, dev: bool) -> anyhow::Result<()> {
     if let Err(e) = cfg.validate_mode(dev) {
         anyhow::bail!("invalid configuration:\n  {e}");
     }
+    for w in cfg.warnings() {
+        tracing::warn!(key = %w.key, "{}", w.message);
+    }
     Ok(())
 }
 

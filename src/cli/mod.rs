@@ -214,6 +214,9 @@ fn config_check(args: ConfigArgs) -> anyhow::Result<i32> {
         }
     };
     let mode = cfg.validate_mode(args.dev).map_err(|e| vec![e]);
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     match cfg.validate().and(mode) {
         Ok(()) => {
             println!("configuration is valid");

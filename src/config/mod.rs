@@ -144,6 +144,12 @@ impl Config {
         }
     }
 
+    /// Valid settings that are probably mistakes: `config check` prints
+    /// them as warnings and `serve` logs them.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        crate::jwt::config::issuer_warnings(&self.issuers)
+    }
+
     /// `pat.exchange.audience` marks every JWT whose `aud` contains it as a
     /// PAT. Login tokens carry the issuer's audiences, so if it equals one of
     /// them every login becomes an unregistered PAT (401).

@@ -49,6 +49,15 @@ pub struct IssuerConfig {
     /// proof, whatever the setting.
     #[serde(default)]
     pub dpop: DpopMode,
+    /// OpenID Connect Back-Channel Logout (`POST /backchannel-logout`);
+    /// off unless set.
+    #[serde(default)]
+    pub backchannel_logout: Option<BackchannelLogoutConfig>,
+    /// The longest an access token of this issuer lives (the realm's
+    /// access token lifespan, or longer): a logged-out session stays
+    /// deny-listed this long. Default `1h`.
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 /// `issuers[].dpop`.
@@ -64,6 +73,26 @@ pub enum DpopMode {
     /// Every token must be DPoP-bound and come with a proof.
     Required,
 }
+
+/// `issuers[].backchannel_logout`: whose logout tokens are accepted, and
+/// what a logout refuses.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackchannelLogoutConfig {
+    /// Client ids whose logout tokens are accepted (the token's `aud` must
+    /// contain one). Required, non-empty.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Also refuse the user's PATs: Keycloak-exchanged ones carrying the
+    /// logged-out `sid`, and (a logout naming only `sub`) every PAT of that
+    /// subject created before it. Default `false`: PATs have their own
+    /// lifecycle.
+    #[serde(default)]
+    pub include_pats: bool,
+}
+
+/// Keycloak's default access token lifespan (`accessTokenLifespan`, 5 min).
+pub const KEYCLOAK_DEFAULT_TOKEN_LIFESPAN: Duration = Duration::from_secs(300);
 
 fn default_algorithms() -> Vec<Algorithm> {
     vec![Algorithm::RS256]
@@ -86,6 +115,9 @@ fn default_fetch_timeout() -> Duration {
 fn default_kid_wait() -> Duration {
     Duration::from_millis(150)
 }
+fn default_max_token_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
 
 impl IssuerConfig {
     /// An issuer entry with every default, for `--dev` and tests.
@@ -103,6 +135,8 @@ impl IssuerConfig {
             unknown_kid_wait: default_kid_wait(),
             scopes: ScopeSourceConfig::default(),
             dpop: DpopMode::Off,
+            backchannel_logout: None,
+            max_token_lifetime: default_max_token_lifetime(),
         }
     }
 }
@@ -268,6 +302,50 @@ fn validate_issuer(i: usize, iss: &IssuerConfig, errs: &mut Vec<ConfigError>) {
         ));
     }
     validate_scope_source(i, &iss.scopes, errs);
+    validate_logout(i, iss, errs);
+}
+
+/// `issuers[i].backchannel_logout` and `issuers[i].max_token_lifetime`.
+fn validate_logout(i: usize, iss: &IssuerConfig, errs: &mut Vec<ConfigError>) {
+    let max = Duration::from_secs(30 * 24 * 3600);
+    if iss.max_token_lifetime < Duration::from_secs(1) || iss.max_token_lifetime > max {
+        errs.push(ConfigError::new(
+            format!("issuers[{i}].max_token_lifetime"),
+            format!(
+                "{} is out of range; accepted: 1s to 30d (at least the realm's access token lifespan)",
+                humantime::format_duration(iss.max_token_lifetime)
+            ),
+        ));
+    }
+    if let Some(bcl) = &iss.backchannel_logout
+        && (bcl.audiences.is_empty() || bcl.audiences.iter().any(|a| a.is_empty()))
+    {
+        errs.push(ConfigError::new(
+            format!("issuers[{i}].backchannel_logout.audiences"),
+            "must list at least one non-empty client id (the Keycloak client whose \"Backchannel logout URL\" points here); accepted: e.g. [portcullis]",
+        ));
+    }
+}
+
+/// Settings that are valid but probably wrong (`config check` prints them,
+/// `serve` logs them): a `max_token_lifetime` below Keycloak's default
+/// access token lifespan lets a logged-out session's tokens outlive its
+/// deny-list entry.
+pub fn issuer_warnings(issuers: &[IssuerConfig]) -> Vec<ConfigError> {
+    issuers
+        .iter()
+        .enumerate()
+        .filter(|(_, iss)| iss.max_token_lifetime < KEYCLOAK_DEFAULT_TOKEN_LIFESPAN)
+        .map(|(i, iss)| {
+            ConfigError::new(
+                format!("issuers[{i}].max_token_lifetime"),
+                format!(
+                    "{} is shorter than Keycloak's default access token lifespan (5m): tokens of a logged-out session would work again once their deny-list entry lapses; set it to at least the realm's access token lifespan",
+                    humantime::format_duration(iss.max_token_lifetime)
+                ),
+            )
+        })
+        .collect()
 }
 
 /// `issuers[i].scopes`: known sources, valid granted scopes.

@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{DenyEntry, DenylistKind, NewToken, Result, StoreError, TokenHash, TokenRecord};
+use super::{
+    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, StoreError, TokenHash, TokenRecord,
+};
 
 /// A storage backend. [`Store`](super::Store) adds timeouts and query counting on top;
 /// implement this for test doubles.
@@ -103,5 +105,40 @@ pub trait TokenStore: Send + Sync + 'static {
         Err(StoreError::Other(
             "this store does not support jwt_denied_since".into(),
         ))
+    }
+    /// Writes a back-channel logout mark (upsert keeping the later
+    /// `not_before` and `expires_at`). The default refuses.
+    async fn mark_logout(&self, _mark: &LogoutMark) -> Result<()> {
+        Err(StoreError::Other(
+            "this store does not support mark_logout".into(),
+        ))
+    }
+    /// Unexpired logout marks changed after `watermark`, oldest first. The
+    /// default refuses, so a test double fails closed (marks never load).
+    async fn logout_marks_since(
+        &self,
+        _watermark: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        Err(StoreError::Other(
+            "this store does not support logout_marks_since".into(),
+        ))
+    }
+    /// Unexpired marks of `issuer` naming this `sid` or `sub` (the Check
+    /// fallback while the in-memory marks are not loaded). Default refuses.
+    async fn logout_marks_for(
+        &self,
+        _issuer: &str,
+        _sid: Option<&str>,
+        _sub: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        Err(StoreError::Other(
+            "this store does not support logout_marks_for".into(),
+        ))
+    }
+    /// Deletes marks expired at `now`; returns how many.
+    async fn purge_logout_marks(&self, _now: DateTime<Utc>) -> Result<u64> {
+        Ok(0)
     }
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenylistKind, NewToken, Result, StoreConfig, StoreError, StoreKind, TokenHash,
-    TokenRecord, TokenStore, postgres, sqlite,
+    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, StoreConfig, StoreError, StoreKind,
+    TokenHash, TokenRecord, TokenStore, postgres, sqlite,
 };
 
 /// Handle on the token store: cheap to clone, every call bounded by
@@ -237,6 +237,38 @@ impl Store {
     ) -> Result<Vec<DenyEntry>> {
         self.call(self.backend.jwt_denied_since(watermark, now))
             .await
+    }
+
+    /// Writes a back-channel logout mark (upsert; see [`LogoutMark`]).
+    pub async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
+        self.call(self.backend.mark_logout(mark)).await
+    }
+
+    /// Logout marks unexpired at `now` changed after `watermark`, oldest first.
+    pub async fn logout_marks_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.call(self.backend.logout_marks_since(watermark, now))
+            .await
+    }
+
+    /// Unexpired logout marks of `issuer` naming this `sid` or `sub`.
+    pub async fn logout_marks_for(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.call(self.backend.logout_marks_for(issuer, sid, sub, now))
+            .await
+    }
+
+    /// Deletes logout marks expired at `now`; returns how many.
+    pub async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.call(self.backend.purge_logout_marks(now)).await
     }
 
     /// Hashes of tokens with `revoked_at > watermark`, ordered by

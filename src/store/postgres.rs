@@ -11,9 +11,12 @@ use uuid::Uuid;
 
 use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenRecord,
-    TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenRecord, TokenStore,
 };
+
+#[path = "postgres_deny.rs"]
+mod deny;
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -533,5 +536,31 @@ impl TokenStore for PgStore {
                 row::deny_entry(&kind, col(r, 1)?, col(r, 2)?, col(r, 3)?)
             })
             .collect()
+    }
+
+    async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
+        self.put_logout_mark(mark).await
+    }
+
+    async fn logout_marks_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.marks_since(watermark, now).await
+    }
+
+    async fn logout_marks_for(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.marks_for(issuer, sid, sub, now).await
+    }
+
+    async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.purge_marks(now).await
     }
 }

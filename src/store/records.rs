@@ -130,6 +130,50 @@ pub struct DenyEntry {
     pub changed_at: DateTime<Utc>,
 }
 
+/// What a back-channel logout mark names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogoutKind {
+    /// A session (`sid`): every token carrying it is refused.
+    Sid,
+    /// A subject (`sub`): its tokens issued at or before `not_before` are refused.
+    Sub,
+}
+
+impl LogoutKind {
+    /// Column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogoutKind::Sid => "sid",
+            LogoutKind::Sub => "sub",
+        }
+    }
+
+    /// Parses a column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sid" => Some(LogoutKind::Sid),
+            "sub" => Some(LogoutKind::Sub),
+            _ => None,
+        }
+    }
+}
+
+/// A `logout_marks` row: what one back-channel logout refuses, per issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutMark {
+    /// The issuer whose tokens it refuses (the logout token's `iss`).
+    pub issuer: String,
+    pub kind: LogoutKind,
+    /// The `sid` or `sub`.
+    pub value: String,
+    /// `sub` marks: tokens issued (`iat`) at or before this are refused.
+    pub not_before: DateTime<Utc>,
+    /// Kept until then (logout + `issuers[].max_token_lifetime`).
+    pub expires_at: DateTime<Utc>,
+    /// When written or last extended (the resync watermark).
+    pub changed_at: DateTime<Utc>,
+}
+
 /// A stored token (never the raw token: only its hash).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenRecord {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenylistKind, HashVersion, NewToken, Result, StoreError, TokenHash, TokenKind,
-    TokenRecord,
+    DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, Result, StoreError,
+    TokenHash, TokenKind, TokenRecord,
 };
 
 /// Every column of a token row, in the order [`decode`] reads them and
@@ -23,6 +23,24 @@ pub(super) const NCOLS: usize = 17;
 
 /// The columns of a `jwt_denylist` row, in the order [`deny_entry`] takes them.
 pub(super) const DENY_COLS: &str = "kind, value, expires_at, created_at";
+
+/// The columns of a `logout_marks` row, in the order [`logout_mark`] takes them.
+pub(super) const LOGOUT_COLS: &str = "issuer, kind, value, not_before, expires_at, created_at";
+
+/// The upsert of a logout mark (placeholders `{p}1`…`{p}6` in
+/// [`LOGOUT_COLS`] order): keeps the later `not_before` and `expires_at`,
+/// and moves `created_at` when either grows, so resync sees the change.
+pub(super) fn logout_upsert_sql(p: char, max: &str) -> String {
+    format!(
+        "INSERT INTO logout_marks ({LOGOUT_COLS}) VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6) \
+         ON CONFLICT (issuer, kind, value) DO UPDATE SET \
+         created_at = CASE WHEN EXCLUDED.expires_at > logout_marks.expires_at \
+                            OR EXCLUDED.not_before > logout_marks.not_before \
+                      THEN EXCLUDED.created_at ELSE logout_marks.created_at END, \
+         not_before = {max}(logout_marks.not_before, EXCLUDED.not_before), \
+         expires_at = {max}(logout_marks.expires_at, EXCLUDED.expires_at)"
+    )
+}
 
 /// One insert value, tagged with the column type it goes to, so each backend
 /// can bind it in its own representation (e.g. SQLite stores uuids as text).
@@ -134,6 +152,24 @@ pub(super) fn deny_entry(
         kind: DenylistKind::parse(kind)
             .ok_or_else(|| StoreError::Other("unknown deny-list kind".into()))?,
         value,
+        expires_at,
+        changed_at,
+    })
+}
+
+/// A row selected as [`LOGOUT_COLS`] as a [`LogoutMark`].
+pub(super) fn logout_mark(
+    (issuer, kind, value): (String, String, String),
+    not_before: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    changed_at: DateTime<Utc>,
+) -> Result<LogoutMark> {
+    Ok(LogoutMark {
+        issuer,
+        kind: LogoutKind::parse(&kind)
+            .ok_or_else(|| StoreError::Other("unknown logout mark kind".into()))?,
+        value,
+        not_before,
         expires_at,
         changed_at,
     })

@@ -10,11 +10,14 @@ use rusqlite::types::{Null, ToSqlOutput, Type};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
+use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, MIGRATIONS, NewToken, Result, StoreError, TokenHash, TokenRecord,
-    TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
+    TokenRecord, TokenStore,
 };
+
+#[path = "sqlite_deny.rs"]
+mod deny;
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -456,15 +459,7 @@ impl TokenStore for SqliteStore {
         sid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let (jti, sid) = (jti.map(str::to_owned), sid.map(str::to_owned));
-        self.run(move |c| {
-            c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM jwt_denylist WHERE expires_at > ?3 AND \
-                 ((kind = 'jti' AND value = ?1) OR (kind = 'sid' AND value = ?2)))",
-            )?
-            .query_row(params![jti, sid, ts(now)], |r| r.get(0))
-        })
-        .await
+        self.denied(jti, sid, now).await
     }
 
     async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -570,23 +565,32 @@ impl TokenStore for SqliteStore {
         watermark: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<DenyEntry>> {
-        let rows: Vec<(String, String, i64, i64)> = self
-            .run(move |c| {
-                let sql = format!(
-                    "SELECT {DENY_COLS} FROM jwt_denylist \
-                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value"
-                );
-                let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([ts(watermark), ts(now)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(kind, value, exp, changed)| {
-                row::deny_entry(&kind, value, micros(exp)?, micros(changed)?)
-            })
-            .collect()
+        self.denied_since(watermark, now).await
+    }
+
+    async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
+        self.put_logout_mark(mark).await
+    }
+
+    async fn logout_marks_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.marks_since(watermark, now).await
+    }
+
+    async fn logout_marks_for(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.marks_for(issuer, sid, sub, now).await
+    }
+
+    async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.purge_marks(now).await
     }
 }

@@ -1,0 +1,16 @@
+-- SQLite dialect; same version as postgres/0005_logout_marks.sql.
+-- OpenID Connect Back-Channel Logout: a logged-out session (`kind = 'sid'`)
+-- or subject (`kind = 'sub'`, tokens issued at or before `not_before`) of
+-- one issuer, refused until `expires_at` (now + issuers[].max_token_lifetime).
+-- `created_at` moves when an upsert extends a mark (the resync watermark).
+CREATE TABLE logout_marks (
+    issuer     TEXT    NOT NULL,
+    kind       TEXT    NOT NULL CHECK (kind IN ('sid', 'sub')),
+    value      TEXT    NOT NULL,
+    not_before INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, kind, value)
+);
+CREATE INDEX logout_marks_created_at_idx ON logout_marks (created_at);
+CREATE INDEX logout_marks_expires_at_idx ON logout_marks (expires_at);

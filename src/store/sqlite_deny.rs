@@ -1,0 +1,154 @@
+//! SQLite: reading the JWT deny-list, and back-channel logout marks
+//! (`logout_marks`, migration 0005).
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
+use super::super::{DenyEntry, LogoutMark, Result};
+use super::{SqliteStore, micros, ts};
+
+type Raw = (String, String, String, i64, i64, i64);
+
+fn raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn mark((iss, kind, value, nbf, exp, changed): Raw) -> Result<LogoutMark> {
+    row::logout_mark(
+        (iss, kind, value),
+        micros(nbf)?,
+        micros(exp)?,
+        micros(changed)?,
+    )
+}
+
+impl SqliteStore {
+    pub(super) async fn denied(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (jti, sid) = (jti.map(str::to_owned), sid.map(str::to_owned));
+        self.run(move |c| {
+            c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jwt_denylist WHERE expires_at > ?3 AND \
+                 ((kind = 'jti' AND value = ?1) OR (kind = 'sid' AND value = ?2)))",
+            )?
+            .query_row(params![jti, sid, ts(now)], |r| r.get(0))
+        })
+        .await
+    }
+
+    pub(super) async fn denied_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        let rows: Vec<(String, String, i64, i64)> = self
+            .run(move |c| {
+                let sql = format!(
+                    "SELECT {DENY_COLS} FROM jwt_denylist \
+                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value"
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map([ts(watermark), ts(now)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(kind, value, exp, changed)| {
+                row::deny_entry(&kind, value, micros(exp)?, micros(changed)?)
+            })
+            .collect()
+    }
+
+    pub(super) async fn put_logout_mark(&self, m: &LogoutMark) -> Result<()> {
+        let m = m.clone();
+        self.run(move |c| {
+            c.prepare_cached(&row::logout_upsert_sql('?', "MAX"))?
+                .execute(params![
+                    m.issuer,
+                    m.kind.as_str(),
+                    m.value,
+                    ts(m.not_before),
+                    ts(m.expires_at),
+                    ts(m.changed_at)
+                ])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub(super) async fn select_logout_marks(
+        &self,
+        filter: &'static str,
+        args: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<LogoutMark>> {
+        let rows: Vec<Raw> = self
+            .run(move |c| {
+                let sql = format!("SELECT {LOGOUT_COLS} FROM logout_marks WHERE {filter}");
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args), raw)?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter().map(mark).collect()
+    }
+
+    pub(super) async fn marks_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        let args = vec![ts(watermark).into(), ts(now).into()];
+        self.select_logout_marks(
+            "created_at > ?1 AND expires_at > ?2 ORDER BY created_at, issuer, kind, value",
+            args,
+        )
+        .await
+    }
+
+    pub(super) async fn marks_for(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        let sid = sid
+            .map(str::to_owned)
+            .map_or(rusqlite::types::Value::Null, Into::into);
+        let args = vec![
+            issuer.to_owned().into(),
+            sid,
+            sub.to_owned().into(),
+            ts(now).into(),
+        ];
+        self.select_logout_marks(
+            "issuer = ?1 AND expires_at > ?4 AND \
+             ((kind = 'sid' AND value = ?2) OR (kind = 'sub' AND value = ?3))",
+            args,
+        )
+        .await
+    }
+
+    pub(super) async fn purge_marks(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM logout_marks WHERE expires_at <= ?1")?
+                .execute([ts(now)])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+}
