@@ -57,6 +57,14 @@ pub struct ComponentLabels {
     pub component: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LogoutLabels {
+    /// `accepted` or `refused`.
+    pub outcome: &'static str,
+    /// Why refused (`signature`, `audience`, `claims`, `replayed`, …); `ok` when accepted.
+    pub reason: &'static str,
+}
+
 /// Every metric portcullis exports.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +75,7 @@ pub struct Metrics {
     pub backend_errors: Family<ComponentLabels, Counter>,
     pub revocation_lag_seconds: Histogram,
     pub config_reloads: Family<OutcomeLabels, Counter>,
+    pub logout_tokens: Family<LogoutLabels, Counter>,
     /// Pre-resolved `cache_lookups` children: jwt hit/miss, pat hit/miss.
     cache_fast: [Counter; 4],
 }
@@ -129,6 +138,12 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        let logout_tokens = Family::<LogoutLabels, Counter>::default();
+        registry.register(
+            "backchannel_logout_tokens",
+            "Back-channel logout tokens by outcome and reason",
+            logout_tokens.clone(),
+        );
         let child = |c: &'static str, o: &'static str| {
             cache.get_or_create_owned(&CacheLabels {
                 cache: c,
@@ -150,6 +165,7 @@ impl Metrics {
             backend_errors,
             revocation_lag_seconds,
             config_reloads,
+            logout_tokens,
             cache_fast,
         }
     }
@@ -172,6 +188,17 @@ impl Metrics {
     pub fn backend_error(&self, component: &'static str) {
         self.backend_errors
             .get_or_create(&ComponentLabels { component })
+            .inc();
+    }
+
+    /// Records a back-channel logout token: accepted, or refused for `reason`.
+    pub fn logout_token(&self, refused: Option<&'static str>) {
+        let (outcome, reason) = match refused {
+            None => ("accepted", "ok"),
+            Some(r) => ("refused", r),
+        };
+        self.logout_tokens
+            .get_or_create(&LogoutLabels { outcome, reason })
             .inc();
     }
 

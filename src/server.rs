@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::limits::HttpLimits;
+use crate::api::logout::LogoutState;
 use crate::api::{HttpState, router};
 use crate::authz::{CheckService, DpopState, Engine, SharedParts};
 use crate::config::Config;
@@ -303,7 +304,8 @@ async fn serve_grpc(
     Ok(())
 }
 
-/// HTTP: health, metrics, the REST API, the `/ui` page and the dev issuer.
+/// HTTP: health, metrics, the REST API, back-channel logout, the `/ui`
+/// page and the dev issuer.
 fn serve_http(
     listener: TcpListener,
     http_addr: SocketAddr,
@@ -314,6 +316,11 @@ fn serve_http(
 ) {
     let dev = state.dev.clone();
     let engine = state.engine.clone();
+    let logout = LogoutState::new(
+        state.engine.clone(),
+        state.revoker.clone(),
+        cfg.api.max_body_bytes,
+    );
     let mut app = router(state)
         .merge(crate::api::rest::routes(
             tokens.clone(),
@@ -322,7 +329,8 @@ fn serve_http(
         .merge(crate::api::metadata::routes(
             engine.clone(),
             cfg.api.resource_metadata.clone(),
-        ));
+        ))
+        .merge(crate::api::logout::routes(logout));
     if tokens.ui_enabled() {
         app = app.merge(crate::api::ui::routes(
             dev,

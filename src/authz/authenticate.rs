@@ -5,8 +5,12 @@
 //! | --- | --- | --- |
 //! | opaque PAT | starts with `pat.prefix` | hash → cache → store |
 //! | local-JWT PAT (`--dev`) | HS256 header while `pat.issuer: local-jwt` | signature → registration |
-//! | Keycloak-exchanged PAT | verified JWT with the PAT marker or exchange audience | deny-list → registration → owner |
-//! | login JWT | any other verified JWT | deny-list |
+//! | Keycloak-exchanged PAT | verified JWT with the PAT marker or exchange audience | deny-list → registration → owner (→ logout marks with `include_pats`) |
+//! | login JWT | any other verified JWT | deny-list → logout marks |
+//!
+//! Logout marks (OpenID Connect back-channel logout) apply only to issuers
+//! with `backchannel_logout`; PATs only with its `include_pats: true`
+//! (opaque ones by their owner and `created_at`).
 //!
 //! A JWT's `cnf` binding (DPoP key or client certificate) is checked right
 //! after verification, on every request ([`super::binding`]).
@@ -19,7 +23,7 @@ use super::engine::Engine;
 use crate::identity::{CredentialKind, Identity};
 use crate::jwt::VerifiedJwt;
 use crate::pat::{PatOutcome, PatRejection, exchanged};
-use crate::revocation::{DenyCheck, JwtRevocation};
+use crate::revocation::{DenyCheck, JwtRevocation, logout};
 use crate::store::{StoreError, TokenRecord};
 
 /// What a bearer token is.
@@ -60,15 +64,26 @@ impl Engine {
         match bearer {
             Bearer::OpaquePat => {
                 let rec = pat_record(self.pats.validate(token).await)?;
+                if self.verifier.logout_policy(&rec.user_issuer) == Some(true) {
+                    let created = Some(rec.created_at.timestamp());
+                    self.check_logout(&rec.user_issuer, None, &rec.user_id, created)
+                        .await?;
+                }
                 Ok(Arc::new(pat_identity(&rec)))
             }
             Bearer::LocalJwtPat => self.local_jwt_pat(token).await,
             Bearer::ExchangedPat(v) => {
                 self.check_denylist(&v).await?;
+                if self.logout_policy(&v) == Some(true) {
+                    self.check_jwt_logout(&v).await?;
+                }
                 self.exchanged_pat(token, &v).await
             }
             Bearer::Login(v) => {
                 self.check_denylist(&v).await?;
+                if self.logout_policy(&v).is_some() {
+                    self.check_jwt_logout(&v).await?;
+                }
                 Ok(v.identity.clone())
             }
         }
@@ -114,6 +129,48 @@ impl Engine {
         };
         match denied {
             true => Err(JwtRevocation::DenyListed.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// `Some(include_pats)` when the token's issuer accepts back-channel logout.
+    fn logout_policy(&self, v: &VerifiedJwt) -> Option<bool> {
+        let issuer = v.identity.issuer.as_deref()?;
+        self.verifier.logout_policy(issuer)
+    }
+
+    async fn check_jwt_logout(&self, v: &VerifiedJwt) -> Result<(), Denial> {
+        let id = &v.identity;
+        let issuer = id.issuer.as_deref().unwrap_or_default();
+        self.check_logout(issuer, v.sid.as_deref(), &id.subject, v.issued_at)
+            .await
+    }
+
+    /// Refuses a token whose session (`sid`) or subject (`sub`, issued at or
+    /// before the logout) was logged out. Answers from memory; only when the
+    /// marks cannot answer (not loaded, overflowed) asks the store.
+    async fn check_logout(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        iat: Option<i64>,
+    ) -> Result<(), Denial> {
+        let now = crate::jwt::unix_now();
+        let logged_out = match self.denylist.logout().check(issuer, sid, sub, iat, now) {
+            DenyCheck::Clear => false,
+            DenyCheck::Denied => true,
+            DenyCheck::AskStore => {
+                let store = self.pats.store();
+                let marks = store
+                    .logout_marks_for(issuer, sid, sub, chrono::Utc::now())
+                    .await
+                    .map_err(store_failed)?;
+                logout::any_refuses(&marks, iat, now)
+            }
+        };
+        match logged_out {
+            true => Err(JwtRevocation::LoggedOut.into()),
             false => Ok(()),
         }
     }

@@ -64,6 +64,9 @@ impl From<JwtRevocation> for Denial {
     fn from(r: JwtRevocation) -> Denial {
         match r {
             JwtRevocation::DenyListed => Denial::unauthenticated("invalid_token", "token revoked"),
+            JwtRevocation::LoggedOut => {
+                Denial::unauthenticated("invalid_token", "session logged out")
+            }
             JwtRevocation::Unregistered => {
                 Denial::unauthenticated("invalid_token", "unregistered token")
             }

@@ -10,10 +10,12 @@ pub mod claims;
 pub mod config;
 mod issuer;
 pub mod keys;
+mod logout;
 mod scopes;
 mod token;
 
 pub use issuer::{IssuerKeys, JwksError, KeyLookupError, Published};
+pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, LogoutTokenError};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::identity::{CredentialKind, Identity};
-pub use config::{IssuerConfig, JwtConfig, ScopeSourceConfig};
+pub use config::{BackchannelLogoutConfig, IssuerConfig, JwtConfig, ScopeSourceConfig};
 
 /// Why a JWT was refused. Each maps to one denial in `authz::deny`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,8 +70,10 @@ pub struct VerifiedJwt {
     pub identity: Arc<Identity>,
     /// `jti`, for the deny-list.
     pub jti: Option<String>,
-    /// `sid` (Keycloak session), for the deny-list.
+    /// `sid` (Keycloak session), for the deny-list and logout marks.
     pub sid: Option<String>,
+    /// `iat`, for a logged-out subject's not-before mark.
+    pub issued_at: Option<i64>,
     /// `aud` values, for exchanged-PAT detection.
     pub audiences: Vec<String>,
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
@@ -381,6 +385,7 @@ impl Verifier {
             }),
             jti: claims.jti,
             sid: claims.sid,
+            issued_at: claims.iat,
             audiences,
             token_use: peeked.marker,
             cnf,

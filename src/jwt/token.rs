@@ -65,8 +65,23 @@ pub fn payload_map(segment: &str) -> Option<serde_json::Map<String, serde_json::
     serde_json::from_str(&text).ok()
 }
 
-/// Parses and vets the protected header.
+/// Header `typ` values an access token may carry (absent is accepted too).
+const ACCESS_TYPS: &[&str] = &["JWT", "at+jwt", "application/at+jwt"];
+/// Header `typ` values of a back-channel logout token (required).
+pub const LOGOUT_TYPS: &[&str] = &["logout+jwt", "application/logout+jwt"];
+
+/// Parses and vets an access token's protected header.
 pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
+    header_typed(segment, ACCESS_TYPS, false)
+}
+
+/// Parses and vets a protected header whose `typ` must be one of `typs`
+/// (case-insensitive), or absent unless `typ_required`.
+pub fn header_typed(
+    segment: &str,
+    typs: &[&str],
+    typ_required: bool,
+) -> Result<CheckedHeader, JwtError> {
     #[derive(serde::Deserialize)]
     struct Raw {
         alg: Option<String>,
@@ -100,13 +115,12 @@ pub fn header(segment: &str) -> Result<CheckedHeader, JwtError> {
         }
         Some(a) => Algorithm::from_str(a).map_err(|_| JwtError::Header("unsupported alg"))?,
     };
-    if let Some(typ) = raw.typ.as_deref() {
-        let ok = ["JWT", "at+jwt", "application/at+jwt"]
-            .iter()
-            .any(|t| typ.eq_ignore_ascii_case(t));
-        if !ok {
+    match raw.typ.as_deref() {
+        Some(typ) if !typs.iter().any(|t| typ.eq_ignore_ascii_case(t)) => {
             return Err(JwtError::Header("unexpected typ header"));
         }
+        None if typ_required => return Err(JwtError::Header("missing typ header")),
+        _ => {}
     }
     let kid = raw.kid.ok_or(JwtError::Header("missing kid"))?;
     if kid.is_empty() || kid.len() > 256 {
@@ -212,6 +226,7 @@ mod tests {
             (r#"{"alg":"RS256"}"#, "missing kid"),
             (r#"{"alg":"XX1","kid":"k"}"#, "unsupported alg"),
             (r#"{"alg":"RS256","kid":"k","typ":"JWE"}"#, "typ"),
+            (r#"{"alg":"RS256","kid":"k","typ":"logout+jwt"}"#, "typ"),
             (r#"{"alg":"RS256","alg":"none","kid":"k"}"#, "JSON"),
             (r#"{"alg":"RSA-OAEP","enc":"A256GCM","kid":"k"}"#, "JWE"),
         ];

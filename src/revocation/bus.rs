@@ -7,7 +7,9 @@
 //!   their set of known hashes, which only lets it reach the store (it is
 //!   still validated there), so a forged one costs one lookup, never an allow;
 //! - `jti:<exp>:<value>` / `sid:<exp>:<value>`: a deny-list entry expiring
-//!   at `<exp>` (Unix seconds).
+//!   at `<exp>` (Unix seconds);
+//! - `logout:<sid|sub>:<exp>:<not_before>:<issuer>\t<value>`: a back-channel
+//!   logout mark (see [`super::logout`]).
 //!
 //! Messages only ever make a replica stricter, so a forged or replayed one
 //! can deny but never allow. Publishing uses a lazily connected
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::denylist::JwtDenyList;
 use super::{RevocationConfig, RevocationKind};
 use crate::pat::{PatValidator, TokenHash};
-use crate::store::DenylistKind;
+use crate::store::{DenylistKind, LogoutKind, LogoutMark};
 
 /// Upper bound on one publish (connect and one retry included).
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
@@ -56,6 +58,8 @@ pub enum Item {
         value: String,
         expires_at: i64,
     },
+    /// A back-channel logout mark.
+    Logout(LogoutMark),
 }
 
 impl Item {
@@ -80,7 +84,34 @@ impl Item {
                 out.push(':');
                 out.push_str(value);
             }
+            Item::Logout(m) => {
+                let (exp, nbf) = (m.expires_at.timestamp(), m.not_before.timestamp());
+                let kind = m.kind.as_str();
+                out.push_str(&format!(
+                    "logout:{kind}:{exp}:{nbf}:{}\t{}",
+                    m.issuer, m.value
+                ));
+            }
         }
+    }
+
+    fn decode_logout(rest: &str) -> Option<Item> {
+        let (kind, rest) = rest.split_once(':')?;
+        let (exp, rest) = rest.split_once(':')?;
+        let (nbf, rest) = rest.split_once(':')?;
+        let (issuer, value) = rest.split_once('\t')?;
+        if !valid_value(value) || !valid_value(issuer) {
+            return None;
+        }
+        let at = |s: &str| chrono::DateTime::from_timestamp(s.parse().ok()?, 0);
+        Some(Item::Logout(LogoutMark {
+            issuer: issuer.to_owned(),
+            kind: LogoutKind::parse(kind)?,
+            value: value.to_owned(),
+            not_before: at(nbf)?,
+            expires_at: at(exp)?,
+            changed_at: chrono::Utc::now(),
+        }))
     }
 
     fn decode(line: &str) -> Option<Item> {
@@ -93,6 +124,9 @@ impl Item {
             } else {
                 Item::New(h)
             });
+        }
+        if tag == "logout" {
+            return Item::decode_logout(rest);
         }
         let kind = DenylistKind::parse(tag)?;
         let (exp, value) = rest.split_once(':')?;
@@ -142,6 +176,7 @@ pub async fn apply(items: &[Item], pats: &PatValidator, deny: &JwtDenyList) {
                 value,
                 expires_at,
             } => deny.insert(*kind, value, *expires_at, now),
+            Item::Logout(m) => deny.logout().apply(std::slice::from_ref(m), now),
         }
     }
 }
@@ -379,6 +414,28 @@ mod tests {
         ];
         let msg = encode(&items);
         assert_eq!(decode(&msg), items);
+        let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let logout = LogoutMark {
+            issuer: "https://kc/realms/a:b".into(),
+            kind: LogoutKind::Sub,
+            value: "u:1".into(),
+            not_before: at(100),
+            expires_at: at(200),
+            changed_at: at(0),
+        };
+        let decoded = decode(&encode(&[Item::Logout(logout.clone())]));
+        match decoded.as_slice() {
+            [Item::Logout(m)] => {
+                assert_eq!(
+                    (&m.issuer, m.kind, &m.value),
+                    (&logout.issuer, logout.kind, &logout.value)
+                );
+                assert_eq!((m.not_before, m.expires_at), (at(100), at(200)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode("logout:sid:1:2:no-tab").is_empty());
+        assert!(decode("logout:xyz:1:2:i\tv").is_empty());
         let noisy = format!("{msg}\nnope\npat:zz\njti:x:v\nsid:1:\nfoo:1:2");
         assert_eq!(decode(&noisy), items);
         assert!(!valid_value("a\nb"));

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use super::logout::LogoutMarks;
 use crate::store::{DenyEntry, DenylistKind};
 
 /// What the deny set says about one token.
@@ -62,6 +63,9 @@ pub struct JwtDenyList {
     len: AtomicUsize,
     loaded: AtomicBool,
     overflow: AtomicBool,
+    /// Back-channel logout marks, kept beside the deny set (same capacity,
+    /// loaded and refreshed by the same bus and resync loop).
+    logout: LogoutMarks,
 }
 
 impl JwtDenyList {
@@ -73,7 +77,13 @@ impl JwtDenyList {
             len: AtomicUsize::new(0),
             loaded: AtomicBool::new(false),
             overflow: AtomicBool::new(false),
+            logout: LogoutMarks::new(capacity),
         }
+    }
+
+    /// The back-channel logout marks.
+    pub fn logout(&self) -> &LogoutMarks {
+        &self.logout
     }
 
     /// Is this token deny-listed at `now` (Unix seconds)?

@@ -11,10 +11,13 @@
 //!   Redis is down or messages are lost.
 //!
 //! JWTs are revoked through a deny-list of `jti`/`sid` values
-//! ([`denylist`]), held in memory so Check never queries the store for it.
+//! ([`denylist`]), held in memory so Check never queries the store for it;
+//! OpenID Connect back-channel logouts leave per-issuer session and subject
+//! marks ([`logout`]) that travel the same way.
 
 pub mod bus;
 pub mod denylist;
+pub mod logout;
 pub mod resync;
 
 use std::sync::Arc;
@@ -25,11 +28,12 @@ use serde::{Deserialize, Serialize};
 
 pub use bus::Bus;
 pub use denylist::{DenyCheck, JwtDenyList};
+pub use logout::LogoutMarks;
 pub use resync::Resync;
 
 use crate::config_error::{ConfigError, Problems};
 use crate::pat::PatValidator;
-use crate::store::{DenylistKind, StoreError, TokenKind, TokenRecord};
+use crate::store::{DenylistKind, LogoutMark, StoreError, TokenKind, TokenRecord};
 
 /// Default Redis channel.
 pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
@@ -131,6 +135,9 @@ pub enum JwtRevocation {
     /// A PAT-marked JWT that is not registered in `personal_access_tokens`.
     #[error("unregistered token")]
     Unregistered,
+    /// Its session or subject was logged out (OpenID Connect back-channel logout).
+    #[error("session logged out")]
+    LoggedOut,
 }
 
 /// The one way tokens are revoked: store first, then this replica's
@@ -261,6 +268,23 @@ impl Revoker {
                 expires_at: exp,
             }])
             .await;
+        Ok(())
+    }
+
+    /// Records a back-channel logout: store, then this replica's marks,
+    /// then the bus.
+    pub async fn logout(&self, mark: LogoutMark) -> Result<(), StoreError> {
+        self.pats.store().mark_logout(&mark).await?;
+        let now = Utc::now().timestamp();
+        self.deny.logout().apply(std::slice::from_ref(&mark), now);
+        tracing::info!(
+            issuer = %mark.issuer,
+            kind = mark.kind.as_str(),
+            value = %mark.value,
+            until = %mark.expires_at,
+            "back-channel logout recorded"
+        );
+        self.bus.publish(&[bus::Item::Logout(mark)]).await;
         Ok(())
     }
 }

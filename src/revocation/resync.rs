@@ -1,8 +1,9 @@
 //! The resync loop: bounded staleness without the bus.
 //!
 //! Every `revocation.resync_interval`, and at once when kicked (the bus
-//! (re)subscribed), it asks the store for PATs with `revoked_at` and
-//! deny-list entries with `created_at` after its watermarks, applies them,
+//! (re)subscribed), it asks the store for PATs with `revoked_at`, and
+//! deny-list entries and back-channel logout marks with `created_at`, after
+//! its watermarks, applies them,
 //! and advances the watermarks. It also keeps the PAT validator's set of
 //! known active hashes (`pat::known`): a full load at start and every
 //! [`PURGE_EVERY`] (dropping expired ones), and tokens created since its
@@ -42,6 +43,8 @@ pub struct Resync {
     /// `None` until the known-hash set has been loaded in full.
     created_watermark: Option<DateTime<Utc>>,
     last_known_load: DateTime<Utc>,
+    /// `None` until the logout marks have been loaded in full.
+    logout_watermark: Option<DateTime<Utc>>,
 }
 
 impl Resync {
@@ -57,6 +60,7 @@ impl Resync {
             last_purge: now,
             created_watermark: None,
             last_known_load: now,
+            logout_watermark: None,
         }
     }
 
@@ -96,12 +100,43 @@ impl Resync {
             Err(e) => tracing::debug!(error = %e, "JWT deny-list resync: store unavailable"),
         }
 
+        self.sync_logout(now).await;
+
         if now - self.last_purge >= PURGE_EVERY {
             self.last_purge = now;
             self.deny.purge(now.timestamp());
+            self.deny.logout().purge(now.timestamp());
             if let Err(e) = store.purge_jwt_denylist(now).await {
                 tracing::debug!(error = %e, "purging expired deny-list entries failed");
             }
+            if let Err(e) = store.purge_logout_marks(now).await {
+                tracing::debug!(error = %e, "purging expired logout marks failed");
+            }
+        }
+    }
+
+    /// Back-channel logout marks: in full on the first pass (and after an
+    /// overflow), else those changed since the watermark.
+    async fn sync_logout(&mut self, now: DateTime<Utc>) {
+        let marks = self.deny.logout();
+        let full = self.logout_watermark.is_none() || marks.is_overflowed();
+        let since = match self.logout_watermark {
+            Some(w) if !full => w - OVERLAP,
+            _ => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        match self.pats.store().logout_marks_since(since, now).await {
+            Ok(rows) => {
+                let newest = rows.iter().map(|m| m.changed_at).max();
+                if full {
+                    marks.load_all(&rows, now.timestamp());
+                    tracing::debug!(marks = marks.len(), "logout marks loaded");
+                } else {
+                    marks.apply(&rows, now.timestamp());
+                }
+                let w = self.logout_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                self.logout_watermark = Some(newest.map_or(w, |n| n.max(w)));
+            }
+            Err(e) => tracing::debug!(error = %e, "logout marks resync: store unavailable"),
         }
     }
 

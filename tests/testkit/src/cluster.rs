@@ -33,8 +33,20 @@ pub struct Cluster {
 /// The replicas' config: Keycloak issuer (scopes from the `scope` claim),
 /// Postgres store, Redis bus.
 pub fn yaml(kc: &FakeKeycloak, pg: &str, redis: &str, resync: &str, extra: &str) -> String {
+    yaml_with(kc, pg, redis, resync, "", extra)
+}
+
+/// [`yaml`] with `issuer_extra` (indented keys) added to the issuer entry.
+pub fn yaml_with(
+    kc: &FakeKeycloak,
+    pg: &str,
+    redis: &str,
+    resync: &str,
+    issuer_extra: &str,
+    extra: &str,
+) -> String {
     format!(
-        "issuers:\n  - issuer: {iss}\n    audiences: [portcullis]\n    algorithms: [RS256]\n\
+        "issuers:\n  - issuer: {iss}\n    audiences: [portcullis]\n    algorithms: [RS256]\n{issuer_extra}\
          policy:\n  default: authenticated\n\
          store:\n  kind: postgres\n  url: {pg}\n  timeout: 300ms\n\
          revocation:\n  kind: redis\n  redis_url: {redis}\n  resync_interval: {resync}\n{extra}",
@@ -46,10 +58,15 @@ impl Cluster {
     /// Starts Postgres, Redis, Keycloak and replicas A and B; waits until
     /// both are ready and subscribed to the bus.
     pub async fn start(resync: &str, extra: &str) -> Cluster {
+        Cluster::start_with(resync, "", extra).await
+    }
+
+    /// [`Cluster::start`] with `issuer_extra` in the issuer entry (see [`yaml_with`]).
+    pub async fn start_with(resync: &str, issuer_extra: &str, extra: &str) -> Cluster {
         let pg = TempPostgres::start().await;
         let redis = TempRedis::start().await;
         let kc = FakeKeycloak::start().await;
-        let yaml = yaml(&kc, &pg.url, &redis.url, resync, extra);
+        let yaml = yaml_with(&kc, &pg.url, &redis.url, resync, issuer_extra, extra);
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = serve_yaml(&yaml, da.path(), false).await;
         let b = serve_yaml(&yaml, db.path(), false).await;
