@@ -324,4 +324,50 @@ mod redaction_tests {
             "{p}"
         );
     }
+
+    #[test]
+    fn backchannel_logout_defaults_and_problems_are_named() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    backchannel_logout: { audiences: [cli] }\n";
+        let cfg = Config::from_yaml_str(yaml, &MapEnv::default()).unwrap();
+        let bcl = cfg.issuers[0].backchannel_logout.as_ref().unwrap();
+        assert_eq!(
+            (bcl.audiences.as_slice(), bcl.include_pats),
+            (&["cli".to_owned()][..], false)
+        );
+        assert_eq!(cfg.issuers[0].max_token_lifetime.as_secs(), 3600);
+        cfg.validate().unwrap();
+        assert!(cfg.warnings().is_empty());
+
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    backchannel_logout: { audiences: [] }\n    max_token_lifetime: 0s\n";
+        let errs = Config::from_yaml_str(yaml, &MapEnv::default())
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("issuers[0].backchannel_logout.audiences: must list")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "issuers[0].max_token_lifetime: 0s is out of range; accepted: 1s to 30d"
+            )),
+            "{text:?}"
+        );
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    backchannel_logout: { audience: [cli] }\n";
+        let err = Config::from_yaml_str(yaml, &MapEnv::default()).unwrap_err();
+        assert!(err.to_string().contains("audience"), "{err}");
+    }
+
+    #[test]
+    fn short_max_token_lifetime_warns() {
+        let yaml = "issuers:\n  - issuer: https://x/realms/a\n    audiences: [a]\n    max_token_lifetime: 1m\n";
+        let cfg = Config::from_yaml_str(yaml, &MapEnv::default()).unwrap();
+        cfg.validate().unwrap();
+        let w = cfg.warnings();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "issuers[0].max_token_lifetime");
+        assert!(w[0].message.contains("access token lifespan"), "{}", w[0]);
+    }
 }
