@@ -22,7 +22,8 @@
 //!     - [`pat`]: PAT format, hashing, the cached validator;
 //!     - [`jwt`]: issuer keys (discovery, JWKS, refetch), RFC 8725 checks,
 //!       verified-token cache keyed by SHA-256;
-//!     - [`revocation`]: the in-memory JWT deny set (and the revoke path);
+//!     - [`revocation`]: the in-memory JWT deny set and back-channel
+//!       logout marks (and the revoke path);
 //!     - [`store`]: SQLite or Postgres behind PAT and deny-list lookups.
 //! - [`authz::deny`]: the one place an error becomes a [`authz::Denial`].
 //! - [`authz::response`]: the one place a decision becomes a `CheckResponse`.
@@ -33,7 +34,9 @@
 //!   loading, `validate()`; [`config_error`] is below every section.
 //! - [`scope`]: the `resource:action` scope grammar and wildcards.
 //! - [`api`]: HTTP `/healthz`, `/readyz`, the REST token API, the `/ui`
-//!   page, the gRPC `TokenService`, and the `--dev` issuer endpoints.
+//!   page, OpenID Connect back-channel logout (`POST /backchannel-logout`,
+//!   validated by [`jwt`], recorded through [`revocation`]), the gRPC
+//!   `TokenService`, and the `--dev` issuer endpoints.
 //! - [`tokens`]: token management shared by REST, gRPC and the page: who
 //!   may call, issuers (opaque, Keycloak exchange, local JWT), reuse detection.
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
