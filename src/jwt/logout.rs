@@ -159,6 +159,15 @@ struct Checked {
     sub: Option<String>,
 }
 
+/// Longest accepted `sid`/`sub`/`jti` (as the revocation bus carries them).
+const MAX_VALUE_LEN: usize = 512;
+
+/// Non-empty, bounded, no control characters: safe to store, log and put
+/// on the bus.
+fn valid_value(v: &str) -> bool {
+    !v.is_empty() && v.len() <= MAX_VALUE_LEN && !v.chars().any(char::is_control)
+}
+
 /// §2.6 steps 3–5 on verified claims, at `now` (Unix seconds).
 fn checked_claims(
     c: &Map<String, Value>,
@@ -193,7 +202,7 @@ fn checked_claims(
     let text = |k: &str| -> Result<Option<String>, LogoutTokenError> {
         match c.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if crate::revocation::bus::valid_value(s) => Ok(Some(s.clone())),
+            Some(Value::String(s)) if valid_value(s) => Ok(Some(s.clone())),
             Some(_) => Err(bad("sid, sub and jti must be non-empty strings")),
         }
     };
