@@ -34,6 +34,14 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> Result<Vec<TokenRecord>>;
     async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord>;
     async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>>;
+    /// `created_at` of the first token of `id`'s rotation chain (`id`'s own
+    /// when it was never rotated into); `None` when `id` does not exist.
+    /// The default refuses (rotating itself then answers 503).
+    async fn chain_origin(&self, _id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        Err(StoreError::Other(
+            "this store does not support chain_origin".into(),
+        ))
+    }
     /// One statement for the whole batch; `ids` are distinct.
     async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64>;
     async fn deny_jwt(

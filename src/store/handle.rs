@@ -239,6 +239,11 @@ impl Store {
             .await
     }
 
+    /// `created_at` of the first token of `id`'s rotation chain.
+    pub async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        self.call(self.backend.chain_origin(id)).await
+    }
+
     /// Writes a back-channel logout mark (upsert; see [`LogoutMark`]).
     pub async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
         self.call(self.backend.mark_logout(mark)).await

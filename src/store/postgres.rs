@@ -372,6 +372,16 @@ impl TokenStore for PgStore {
         Ok(v)
     }
 
+    async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&row::chain_origin_sql('$'))
+            .await
+            .map_err(pg_err)?;
+        let r = c.query_one(&stmt, &[&id]).await.map_err(pg_err)?;
+        col(&r, 0)
+    }
+
     async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {
         let ids: Vec<Uuid> = batch.iter().map(|b| b.0).collect();
         let ats: Vec<DateTime<Utc>> = batch.iter().map(|b| b.1).collect();

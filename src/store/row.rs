@@ -42,6 +42,19 @@ pub(super) fn logout_upsert_sql(p: char, max: &str) -> String {
     )
 }
 
+/// `created_at` of the first token of `{p}1`'s rotation chain (following
+/// `rotated_from` back); NULL when the token does not exist.
+pub(super) fn chain_origin_sql(p: char) -> String {
+    format!(
+        "WITH RECURSIVE up(id, prev, created_at) AS ( \
+           SELECT id, rotated_from, created_at FROM personal_access_tokens WHERE id = {p}1 \
+           UNION \
+           SELECT t.id, t.rotated_from, t.created_at FROM personal_access_tokens t \
+           JOIN up ON t.id = up.prev) \
+         SELECT MIN(created_at) FROM up"
+    )
+}
+
 /// One insert value, tagged with the column type it goes to, so each backend
 /// can bind it in its own representation (e.g. SQLite stores uuids as text).
 pub(super) enum Param<'a> {

@@ -16,6 +16,8 @@ use super::{
     TokenRecord, TokenStore,
 };
 
+#[path = "sqlite_chain.rs"]
+mod chain;
 #[path = "sqlite_deny.rs"]
 mod deny;
 
@@ -395,22 +397,11 @@ impl TokenStore for SqliteStore {
     }
 
     async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
-        let mut v = self
-            .run(move |c| {
-                let sql = format!(
-                    "WITH RECURSIVE chain(id, prev) AS ( \
-                       SELECT id, rotated_from FROM personal_access_tokens WHERE id = ?1 \
-                       UNION \
-                       SELECT t.id, t.rotated_from FROM personal_access_tokens t \
-                       JOIN chain c ON t.rotated_from = c.id OR t.id = c.prev) \
-                     UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, ?2) \
-                     WHERE id IN (SELECT id FROM chain) RETURNING {COLS}"
-                );
-                query_records(c, &sql, params![id.to_string(), ts(now)])
-            })
-            .await?;
-        sort_newest_first(&mut v);
-        Ok(v)
+        self.revoke_chain_sql(id, now).await
+    }
+
+    async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        self.chain_origin_sql(id).await
     }
 
     async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {

@@ -5,7 +5,9 @@
 //! - managing (create, list, get, revoke, rotate) needs a credential of a
 //!   kind in `api.manage_kinds` (default: user login JWTs) holding
 //!   `api.manage_scope` (default `tokens:manage`);
-//! - a PAT may only read itself (`GET self`) and rotate itself;
+//! - a PAT may only read itself (`GET self`) and rotate itself, and its
+//!   successor never expires later than `pat.max_lifetime_days` after the
+//!   rotation chain's first token was created ([`rotation`]);
 //! - a user sees and revokes only their own tokens: another user's id
 //!   answers 404, exactly like an id that does not exist, so ids leak nothing;
 //! - a user is (issuer, `sub`): the same `sub` at another issuer is another
@@ -24,6 +26,7 @@ mod error;
 pub mod exchange;
 pub mod resource_metadata;
 pub mod reuse;
+mod rotation;
 mod view;
 
 use std::sync::Arc;
@@ -301,7 +304,8 @@ impl TokenService {
             ));
         }
         let max_days = self.pat.max_lifetime_days;
-        let expires_at = match expiry(input.expires_in_days, input.expires_at, now, max_days)? {
+        let asked = expiry(input.expires_in_days, input.expires_at, now, max_days)?;
+        let expires_at = match asked {
             Some(at) => at,
             // Same lifetime as the old token, within the current maximum.
             // Checked: stored dates and the configured limit are inputs too.
@@ -316,6 +320,15 @@ impl TokenService {
                     ))
                 })?
             }
+        };
+        // A PAT renewing itself must not outlive its chain; a re-authenticated
+        // owner could create a new token anyway.
+        let expires_at = match c.is_pat() {
+            true => {
+                self.within_chain(&old, expires_at, asked.is_some(), now)
+                    .await?
+            }
+            false => expires_at,
         };
         let req = CreateRequest {
             user_id: old.user_id.clone(),

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use portcullis::store::{
-    DenyEntry, DenylistKind, NewToken, Result, Store, TokenHash, TokenRecord, TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, Store, TokenHash, TokenRecord,
+    TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -215,5 +216,35 @@ impl TokenStore for WrappedStore {
     ) -> Result<Vec<DenyEntry>> {
         self.count();
         self.inner.jwt_denied_since(watermark, now).await
+    }
+    async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
+        self.count();
+        self.inner.chain_origin(id).await
+    }
+    async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
+        self.count();
+        self.inner.mark_logout(mark).await
+    }
+    async fn logout_marks_since(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.count();
+        self.inner.logout_marks_since(watermark, now).await
+    }
+    async fn logout_marks_for(
+        &self,
+        issuer: &str,
+        sid: Option<&str>,
+        sub: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogoutMark>> {
+        self.count();
+        self.inner.logout_marks_for(issuer, sid, sub, now).await
+    }
+    async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.count();
+        self.inner.purge_logout_marks(now).await
     }
 }
