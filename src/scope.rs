@@ -85,6 +85,34 @@ where
     granted.into_iter().any(|g| satisfies(g, required))
 }
 
+/// The scopes both `a` and `b` grant, half by half (`*` meets anything):
+/// `uploads:*` ∩ `*:read` is `uploads:read`, `*:*` ∩ `x:y` is `x:y`. Used to
+/// bound a PAT's scopes by its owner's current ones.
+pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
+    fn meet<'s>(x: &'s str, y: &'s str) -> Option<&'s str> {
+        match (x, y) {
+            ("*", y) => Some(y),
+            (x, "*") => Some(x),
+            (x, y) => (x == y).then_some(x),
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for x in a {
+        for y in b {
+            let (Some((xr, xa)), Some((yr, ya))) = (x.split_once(':'), y.split_once(':')) else {
+                continue;
+            };
+            if let (Some(r), Some(act)) = (meet(xr, yr), meet(xa, ya)) {
+                let s = format!("{r}:{act}");
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Scopes that can never be put into a PAT, whatever `pat.grantable_scopes`
 /// says: a PAT must not be able to manage tokens.
 pub fn never_grantable(scope: &str) -> bool {
@@ -103,6 +131,28 @@ pub fn pat_satisfies(granted: &str, required: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersect_meets_half_by_half() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            intersect(&v(&["uploads:*"]), &v(&["*:read"])),
+            v(&["uploads:read"])
+        );
+        assert_eq!(
+            intersect(&v(&["*:*"]), &v(&["a:b", "c:d"])),
+            v(&["a:b", "c:d"])
+        );
+        assert_eq!(
+            intersect(
+                &v(&["uploads:read", "uploads:write"]),
+                &v(&["uploads:read"])
+            ),
+            v(&["uploads:read"])
+        );
+        assert!(intersect(&v(&["a:b"]), &v(&["c:*"])).is_empty());
+        assert!(intersect(&v(&["a:b"]), &[]).is_empty());
+    }
 
     #[test]
     fn grammar() {

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, StoreError, TokenHash, TokenRecord,
+    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError, TokenHash,
+    TokenRecord,
 };
 
 /// A storage backend. [`Store`](super::Store) adds timeouts and query counting on top;
@@ -148,5 +149,32 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Deletes marks expired at `now`; returns how many.
     async fn purge_logout_marks(&self, _now: DateTime<Utc>) -> Result<u64> {
         Ok(0)
+    }
+    /// Owners of active (unrevoked, unexpired) PATs of `issuer`. The
+    /// default refuses (owner sync then skips the pass).
+    async fn active_owners(&self, _issuer: &str, _now: DateTime<Utc>) -> Result<Vec<String>> {
+        Err(StoreError::Other(
+            "this store does not support active_owners".into(),
+        ))
+    }
+    /// Writes an owner's state; returns whether state or scopes changed
+    /// (a new owner counts as changed). The default refuses.
+    async fn put_owner(&self, _owner: &OwnerRecord) -> Result<bool> {
+        Err(StoreError::Other(
+            "this store does not support put_owner".into(),
+        ))
+    }
+    /// Owners whose state or scopes changed after `watermark`, oldest
+    /// first. The default refuses (no owner state is applied).
+    async fn owners_changed_since(&self, _watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+        Err(StoreError::Other(
+            "this store does not support owners_changed_since".into(),
+        ))
+    }
+    /// One owner's stored state. The default refuses.
+    async fn owner(&self, _issuer: &str, _user_id: &str) -> Result<Option<OwnerRecord>> {
+        Err(StoreError::Other(
+            "this store does not support owner".into(),
+        ))
     }
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, StoreConfig, StoreError, StoreKind,
-    TokenHash, TokenRecord, TokenStore, postgres, sqlite,
+    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreConfig, StoreError,
+    StoreKind, TokenHash, TokenRecord, TokenStore, postgres, sqlite,
 };
 
 /// Handle on the token store: cheap to clone, every call bounded by
@@ -242,6 +242,27 @@ impl Store {
     /// `created_at` of the first token of `id`'s rotation chain.
     pub async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
         self.call(self.backend.chain_origin(id)).await
+    }
+
+    /// Owners of active PATs of `issuer` (owner sync reads only these).
+    pub async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
+        self.call(self.backend.active_owners(issuer, now)).await
+    }
+
+    /// Writes an owner's state; true when state or scopes changed.
+    pub async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
+        self.call(self.backend.put_owner(owner)).await
+    }
+
+    /// Owners changed after `watermark`, oldest first.
+    pub async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+        self.call(self.backend.owners_changed_since(watermark))
+            .await
+    }
+
+    /// One owner's stored state.
+    pub async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
+        self.call(self.backend.owner(issuer, user_id)).await
     }
 
     /// Writes a back-channel logout mark (upsert; see [`LogoutMark`]).

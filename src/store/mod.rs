@@ -1,5 +1,5 @@
-//! Token store: personal access tokens, the JWT deny-list and back-channel
-//! logout marks, on SQLite or Postgres.
+//! Token store: personal access tokens, the JWT deny-list, back-channel
+//! logout marks and PAT owners' synced state, on SQLite or Postgres.
 //!
 //! Both backends run the same versioned migrations ([`MIGRATIONS`]); the SQL
 //! differs per dialect but versions move in lock-step. Column conventions:
@@ -34,8 +34,8 @@ pub use backend::TokenStore;
 pub use config::{StoreConfig, StoreKind, redact_url};
 pub use handle::Store;
 pub use records::{
-    DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, Result, StoreError,
-    TokenHash, TokenKind, TokenRecord,
+    DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
+    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenRecord,
 };
 
 /// `(version, name, sqlite sql, postgres sql)`, applied in order.
@@ -69,5 +69,11 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         "logout_marks",
         include_str!("migrations/sqlite/0005_logout_marks.sql"),
         include_str!("migrations/postgres/0005_logout_marks.sql"),
+    ),
+    (
+        6,
+        "pat_owners",
+        include_str!("migrations/sqlite/0006_pat_owners.sql"),
+        include_str!("migrations/postgres/0006_pat_owners.sql"),
     ),
 ];

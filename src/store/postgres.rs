@@ -11,12 +11,14 @@ use uuid::Uuid;
 
 use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
-    TokenRecord, TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result, StoreError,
+    TokenHash, TokenRecord, TokenStore,
 };
 
 #[path = "postgres_deny.rs"]
 mod deny;
+#[path = "postgres_owners.rs"]
+mod owners;
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -572,5 +574,21 @@ impl TokenStore for PgStore {
 
     async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
         self.purge_marks(now).await
+    }
+
+    async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
+        self.active_owners_sql(issuer, now).await
+    }
+
+    async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
+        self.put_owner_sql(owner).await
+    }
+
+    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+        self.owners_since_sql(watermark).await
+    }
+
+    async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
+        self.owner_sql(issuer, user_id).await
     }
 }

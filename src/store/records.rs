@@ -174,6 +174,51 @@ pub struct LogoutMark {
     pub changed_at: DateTime<Utc>,
 }
 
+/// A PAT owner's state in Keycloak (`pat.owner_sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerState {
+    Enabled,
+    /// Their PATs are refused (401 `owner disabled`) until re-enabled.
+    Disabled,
+    /// Gone from Keycloak: their PATs are revoked.
+    Deleted,
+}
+
+impl OwnerState {
+    /// Column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerState::Enabled => "enabled",
+            OwnerState::Disabled => "disabled",
+            OwnerState::Deleted => "deleted",
+        }
+    }
+
+    /// Parses a column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enabled" => Some(OwnerState::Enabled),
+            "disabled" => Some(OwnerState::Disabled),
+            "deleted" => Some(OwnerState::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// A `pat_owners` row: one PAT owner as Keycloak last reported them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    pub issuer: String,
+    pub user_id: String,
+    pub state: OwnerState,
+    /// Their current scopes (from roles); `None`: not restricted.
+    pub scopes: Option<Vec<String>>,
+    /// Last successful read from Keycloak.
+    pub synced_at: DateTime<Utc>,
+    /// Last change of `state` or `scopes` (the resync watermark).
+    pub changed_at: DateTime<Utc>,
+}
+
 /// A stored token (never the raw token: only its hash).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenRecord {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, Result, StoreError,
-    TokenHash, TokenKind, TokenRecord,
+    DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
+    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenRecord,
 };
 
 /// Every column of a token row, in the order [`decode`] reads them and
@@ -53,6 +53,50 @@ pub(super) fn chain_origin_sql(p: char) -> String {
            JOIN up ON t.id = up.prev) \
          SELECT MIN(created_at) FROM up"
     )
+}
+
+/// The columns of a `pat_owners` row, in the order [`owner`] takes them.
+pub(super) const OWNER_COLS: &str = "issuer, user_id, state, scopes, synced_at, changed_at";
+
+/// The upsert of an owner (placeholders `{p}1`…`{p}6` in [`OWNER_COLS`]
+/// order; `distinct` is the dialect's null-safe "differs"). `changed_at`
+/// moves only when the state or the scopes differ; it is returned.
+pub(super) fn owner_upsert_sql(p: char, distinct: &str) -> String {
+    format!(
+        "INSERT INTO pat_owners ({OWNER_COLS}) VALUES ({p}1, {p}2, {p}3, {p}4, {p}5, {p}6) \
+         ON CONFLICT (issuer, user_id) DO UPDATE SET \
+         changed_at = CASE WHEN pat_owners.state {distinct} EXCLUDED.state \
+                             OR pat_owners.scopes {distinct} EXCLUDED.scopes \
+                      THEN EXCLUDED.changed_at ELSE pat_owners.changed_at END, \
+         state = EXCLUDED.state, scopes = EXCLUDED.scopes, synced_at = EXCLUDED.synced_at \
+         RETURNING changed_at"
+    )
+}
+
+/// Owners of unrevoked, unexpired PATs of issuer `{p}1` at `{p}2`.
+pub(super) fn active_owners_sql(p: char) -> String {
+    format!(
+        "SELECT DISTINCT user_id FROM personal_access_tokens \
+         WHERE user_issuer = {p}1 AND revoked_at IS NULL AND expires_at > {p}2 ORDER BY user_id"
+    )
+}
+
+/// A row selected as [`OWNER_COLS`] as an [`OwnerRecord`].
+pub(super) fn owner(
+    (issuer, user_id, state): (String, String, String),
+    scopes: Option<Vec<String>>,
+    synced_at: DateTime<Utc>,
+    changed_at: DateTime<Utc>,
+) -> Result<OwnerRecord> {
+    Ok(OwnerRecord {
+        issuer,
+        user_id,
+        state: OwnerState::parse(&state)
+            .ok_or_else(|| StoreError::Other("unknown owner state".into()))?,
+        scopes,
+        synced_at,
+        changed_at,
+    })
 }
 
 /// One insert value, tagged with the column type it goes to, so each backend

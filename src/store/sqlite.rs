@@ -12,14 +12,18 @@ use uuid::Uuid;
 
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, Result, StoreError, TokenHash,
-    TokenRecord, TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result, StoreError,
+    TokenHash, TokenRecord, TokenStore,
 };
 
 #[path = "sqlite_chain.rs"]
 mod chain;
 #[path = "sqlite_deny.rs"]
 mod deny;
+#[path = "sqlite_owners.rs"]
+mod owners;
+#[path = "sqlite_rekey.rs"]
+mod rekey;
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -468,36 +472,11 @@ impl TokenStore for SqliteStore {
         old: &TokenHash,
         new: &TokenHash,
     ) -> Result<Option<TokenRecord>> {
-        let (old, new) = (*old, *new);
-        self.run(move |c| {
-            let sql = format!(
-                "UPDATE personal_access_tokens SET token_hash = ?3, hash_version = 2 \
-                 WHERE id = ?1 AND token_hash = ?2 AND hash_version = 1 RETURNING {COLS}"
-            );
-            c.prepare_cached(&sql)?
-                .query_row(params![id.to_string(), &old[..], &new[..]], record)
-                .optional()
-        })
-        .await
+        self.upgrade_hash_sql(id, old, new).await
     }
 
     async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
-        let rows: Vec<(Uuid, Vec<u8>)> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT id, token_hash FROM personal_access_tokens \
-                     WHERE hash_version = 1 AND kind = 'opaque'",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    let id: String = r.get(0)?;
-                    Ok((uuid_at(0, &id)?, r.get(1)?))
-                })?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(id, h)| Ok((id, hash32(h)?)))
-            .collect()
+        self.legacy_hashes_sql().await
     }
 
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
@@ -583,5 +562,21 @@ impl TokenStore for SqliteStore {
 
     async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
         self.purge_marks(now).await
+    }
+
+    async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
+        self.active_owners_sql(issuer, now).await
+    }
+
+    async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
+        self.put_owner_sql(owner).await
+    }
+
+    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+        self.owners_since_sql(watermark).await
+    }
+
+    async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
+        self.owner_sql(issuer, user_id).await
     }
 }

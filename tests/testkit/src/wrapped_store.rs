@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use portcullis::store::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, Result, Store, TokenHash, TokenRecord,
-    TokenStore,
+    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, Store, TokenHash,
+    TokenRecord, TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -246,5 +246,21 @@ impl TokenStore for WrappedStore {
     async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
         self.count();
         self.inner.purge_logout_marks(now).await
+    }
+    async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
+        self.count();
+        self.inner.active_owners(issuer, now).await
+    }
+    async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
+        self.count();
+        self.inner.put_owner(owner).await
+    }
+    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+        self.count();
+        self.inner.owners_changed_since(watermark).await
+    }
+    async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
+        self.count();
+        self.inner.owner(issuer, user_id).await
     }
 }

@@ -1,0 +1,16 @@
+-- SQLite dialect; same version as postgres/0006_pat_owners.sql.
+-- PAT owners as Keycloak last reported them (pat.owner_sync): enabled,
+-- disabled (their PATs are suspended) or deleted (revoked), and their
+-- current scopes from roles (a JSON array; NULL: not restricted).
+-- `changed_at` moves only when state or scopes change (the resync watermark);
+-- `synced_at` on every successful read.
+CREATE TABLE pat_owners (
+    issuer     TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    state      TEXT    NOT NULL CHECK (state IN ('enabled', 'disabled', 'deleted')),
+    scopes     TEXT,
+    synced_at  INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, user_id)
+);
+CREATE INDEX pat_owners_changed_at_idx ON pat_owners (changed_at);

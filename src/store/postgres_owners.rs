@@ -1,0 +1,77 @@
+//! Postgres: PAT owners' synced state (`pat_owners`, migration 0006).
+
+use chrono::{DateTime, Utc};
+
+use super::super::row::{self, OWNER_COLS};
+use super::super::{OwnerRecord, Result};
+use super::{PgStore, col, pg_err};
+
+fn owner(r: &tokio_postgres::Row) -> Result<OwnerRecord> {
+    let names = (col(r, 0)?, col(r, 1)?, col(r, 2)?);
+    row::owner(names, col(r, 3)?, col(r, 4)?, col(r, 5)?)
+}
+
+impl PgStore {
+    pub(super) async fn active_owners_sql(
+        &self,
+        issuer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&row::active_owners_sql('$'))
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&issuer, &now]).await.map_err(pg_err)?;
+        rows.iter().map(|r| col(r, 0)).collect()
+    }
+
+    pub(super) async fn put_owner_sql(&self, o: &OwnerRecord) -> Result<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&row::owner_upsert_sql('$', "IS DISTINCT FROM"))
+            .await
+            .map_err(pg_err)?;
+        let r = c
+            .query_one(
+                &stmt,
+                &[
+                    &o.issuer,
+                    &o.user_id,
+                    &o.state.as_str(),
+                    &o.scopes,
+                    &o.synced_at,
+                    &o.changed_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        let changed: DateTime<Utc> = col(&r, 0)?;
+        Ok(changed == o.changed_at)
+    }
+
+    pub(super) async fn owners_since_sql(
+        &self,
+        watermark: DateTime<Utc>,
+    ) -> Result<Vec<OwnerRecord>> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {OWNER_COLS} FROM pat_owners WHERE changed_at > $1 \
+             ORDER BY changed_at, issuer, user_id"
+        );
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark]).await.map_err(pg_err)?;
+        rows.iter().map(owner).collect()
+    }
+
+    pub(super) async fn owner_sql(&self, issuer: &str, user: &str) -> Result<Option<OwnerRecord>> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {OWNER_COLS} FROM pat_owners WHERE issuer = $1 AND user_id = $2");
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let r = c
+            .query_opt(&stmt, &[&issuer, &user])
+            .await
+            .map_err(pg_err)?;
+        r.as_ref().map(owner).transpose()
+    }
+}

@@ -1,0 +1,111 @@
+//! SQLite: PAT owners' synced state (`pat_owners`, migration 0006). Scopes
+//! are a JSON array (NULL: not restricted).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::super::row::{self, OWNER_COLS};
+use super::super::{OwnerRecord, Result, StoreError};
+use super::{SqliteStore, micros, ts};
+
+type Raw = (String, String, String, Option<String>, i64, i64);
+
+fn raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn owner((issuer, user, state, scopes, synced, changed): Raw) -> Result<OwnerRecord> {
+    let scopes = scopes
+        .map(|j| serde_json::from_str(&j))
+        .transpose()
+        .map_err(|e| StoreError::Other(format!("pat_owners.scopes: {e}")))?;
+    row::owner(
+        (issuer, user, state),
+        scopes,
+        micros(synced)?,
+        micros(changed)?,
+    )
+}
+
+impl SqliteStore {
+    pub(super) async fn active_owners_sql(
+        &self,
+        issuer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let issuer = issuer.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&row::active_owners_sql('?'))?;
+            let rows = stmt.query_map(params![issuer, ts(now)], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn put_owner_sql(&self, o: &OwnerRecord) -> Result<bool> {
+        let o = o.clone();
+        let scopes = o
+            .scopes
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        let changed: i64 = self
+            .run(move |c| {
+                c.prepare_cached(&row::owner_upsert_sql('?', "IS NOT"))?
+                    .query_row(
+                        params![
+                            o.issuer,
+                            o.user_id,
+                            o.state.as_str(),
+                            scopes,
+                            ts(o.synced_at),
+                            ts(o.changed_at)
+                        ],
+                        |r| r.get(0),
+                    )
+            })
+            .await?;
+        Ok(changed == ts(o.changed_at))
+    }
+
+    pub(super) async fn owners_since_sql(
+        &self,
+        watermark: DateTime<Utc>,
+    ) -> Result<Vec<OwnerRecord>> {
+        let rows: Vec<Raw> = self
+            .run(move |c| {
+                let sql = format!(
+                    "SELECT {OWNER_COLS} FROM pat_owners WHERE changed_at > ?1 \
+                     ORDER BY changed_at, issuer, user_id"
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map([ts(watermark)], raw)?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter().map(owner).collect()
+    }
+
+    pub(super) async fn owner_sql(&self, issuer: &str, user: &str) -> Result<Option<OwnerRecord>> {
+        let (issuer, user) = (issuer.to_owned(), user.to_owned());
+        let row: Option<Raw> = self
+            .run(move |c| {
+                let sql = format!(
+                    "SELECT {OWNER_COLS} FROM pat_owners WHERE issuer = ?1 AND user_id = ?2"
+                );
+                c.prepare_cached(&sql)?
+                    .query_row(params![issuer, user], raw)
+                    .optional()
+            })
+            .await?;
+        row.map(owner).transpose()
+    }
+}
