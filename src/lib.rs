@@ -39,6 +39,9 @@
 //!   `TokenService`, and the `--dev` issuer endpoints.
 //! - [`tokens`]: token management shared by REST, gRPC and the page: who
 //!   may call, issuers (opaque, Keycloak exchange, local JWT), reuse detection.
+//! - [`owners`]: PATs follow their owner (`pat.owner_sync`): Keycloak's
+//!   admin REST API read on a schedule, changes stored and propagated; Check
+//!   reads the result from memory ([`pat::OwnerStates`]).
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
@@ -60,6 +63,7 @@ pub mod dpop;
 pub mod identity;
 pub mod jwt;
 pub mod metrics;
+pub mod owners;
 pub mod pat;
 pub mod policy;
 pub mod reload;

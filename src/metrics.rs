@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -76,6 +77,9 @@ pub struct Metrics {
     pub revocation_lag_seconds: Histogram,
     pub config_reloads: Family<OutcomeLabels, Counter>,
     pub logout_tokens: Family<LogoutLabels, Counter>,
+    pub owner_sync_runs: Family<OutcomeLabels, Counter>,
+    pub owner_sync_changes: Counter,
+    pub owner_sync_staleness: Gauge,
     /// Pre-resolved `cache_lookups` children: jwt hit/miss, pat hit/miss.
     cache_fast: [Counter; 4],
 }
@@ -144,6 +148,24 @@ impl Metrics {
             "Back-channel logout tokens by outcome and reason",
             logout_tokens.clone(),
         );
+        let owner_sync_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "owner_sync_runs",
+            "PAT owner sync passes by outcome (ok, error)",
+            owner_sync_runs.clone(),
+        );
+        let owner_sync_changes = Counter::default();
+        registry.register(
+            "owner_sync_changes",
+            "PAT owners whose state or scopes changed in Keycloak",
+            owner_sync_changes.clone(),
+        );
+        let owner_sync_staleness = Gauge::default();
+        registry.register(
+            "owner_sync_staleness_seconds",
+            "Seconds since the PAT owner sync last read every owner",
+            owner_sync_staleness.clone(),
+        );
         let child = |c: &'static str, o: &'static str| {
             cache.get_or_create_owned(&CacheLabels {
                 cache: c,
@@ -166,6 +188,9 @@ impl Metrics {
             revocation_lag_seconds,
             config_reloads,
             logout_tokens,
+            owner_sync_runs,
+            owner_sync_changes,
+            owner_sync_staleness,
             cache_fast,
         }
     }
@@ -200,6 +225,16 @@ impl Metrics {
         self.logout_tokens
             .get_or_create(&LogoutLabels { outcome, reason })
             .inc();
+    }
+
+    /// Records an owner-sync pass and the staleness after it.
+    pub fn owner_sync(&self, ok: bool, stale: std::time::Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.owner_sync_runs
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        let secs = i64::try_from(stale.as_secs()).unwrap_or(i64::MAX);
+        self.owner_sync_staleness.set(secs);
     }
 
     pub fn reload(&self, ok: bool) {

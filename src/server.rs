@@ -259,7 +259,31 @@ async fn start_revocation(
     if let Some(sub) = bus.subscriber(pats, denylist, kick, bg.shutdown.clone()) {
         bg.tasks.push(tokio::spawn(sub));
     }
+    start_owner_sync(cfg, &shared.pats, &revoker, bg)?;
     Ok(revoker)
+}
+
+/// `pat.owner_sync`: the periodic read of PAT owners from Keycloak.
+fn start_owner_sync(
+    cfg: &Config,
+    pats: &Arc<PatValidator>,
+    revoker: &Revoker,
+    bg: &mut Background,
+) -> anyhow::Result<()> {
+    let Some(o) = cfg.pat.owner_sync.clone() else {
+        return Ok(());
+    };
+    // Config::validate checked the issuer is configured.
+    let scopes = cfg
+        .issuers
+        .iter()
+        .find(|i| i.issuer == o.issuer)
+        .map(|i| i.scopes.clone())
+        .unwrap_or_default();
+    let sync = crate::owners::OwnerSync::new(o, scopes, pats.clone(), revoker.clone())
+        .map_err(|e| anyhow::anyhow!("pat.owner_sync: {e}"))?;
+    bg.tasks.push(tokio::spawn(sync.run(bg.shutdown.clone())));
+    Ok(())
 }
 
 /// gRPC: Check, health, reflection and the TokenService.

@@ -8,6 +8,8 @@
 //! | Keycloak-exchanged PAT | verified JWT with the PAT marker or exchange audience | deny-list → registration → owner (→ logout marks with `include_pats`) |
 //! | login JWT | any other verified JWT | deny-list → logout marks |
 //!
+//! Every PAT then follows its owner (`pat.owner_sync`, [`Engine::follow_owner`]).
+//!
 //! Logout marks (OpenID Connect back-channel logout) apply only to issuers
 //! with `backchannel_logout`; PATs only with its `include_pats: true`
 //! (opaque ones by their owner and `created_at`).
@@ -24,7 +26,7 @@ use crate::identity::{CredentialKind, Identity};
 use crate::jwt::VerifiedJwt;
 use crate::pat::{PatOutcome, PatRejection, exchanged};
 use crate::revocation::{DenyCheck, JwtRevocation, logout};
-use crate::store::{StoreError, TokenRecord};
+use crate::store::{OwnerState, StoreError, TokenRecord};
 
 /// What a bearer token is.
 enum Bearer {
@@ -69,7 +71,7 @@ impl Engine {
                     self.check_logout(&rec.user_issuer, None, &rec.user_id, created)
                         .await?;
                 }
-                Ok(Arc::new(pat_identity(&rec)))
+                self.follow_owner(&rec, pat_identity(&rec))
             }
             Bearer::LocalJwtPat => self.local_jwt_pat(token).await,
             Bearer::ExchangedPat(v) => {
@@ -199,7 +201,26 @@ impl Engine {
             tracing::warn!(token_id = %rec.id, jti = ?v.jti, "JWT PAT registered to another user; denying");
             return Err(JwtRevocation::Unregistered.into());
         }
-        Ok(Arc::new(exchanged::identity(&rec, &v.identity)))
+        self.follow_owner(&rec, exchanged::identity(&rec, &v.identity))
+    }
+
+    /// `pat.owner_sync`: a disabled owner's PATs are refused (until
+    /// re-enabled), a deleted owner's too (their revocation follows), and a
+    /// PAT's scopes are cut to what its owner holds now. One in-memory
+    /// lookup; an owner not synced (yet) leaves the PAT as it is.
+    fn follow_owner(&self, rec: &TokenRecord, mut id: Identity) -> Result<Arc<Identity>, Denial> {
+        let Some(owner) = self.pats.owners().get(&rec.user_issuer, &rec.user_id) else {
+            return Ok(Arc::new(id));
+        };
+        match owner.state {
+            OwnerState::Disabled => return Err(PatRejection::OwnerDisabled.into()),
+            OwnerState::Deleted => return Err(PatRejection::Revoked.into()),
+            OwnerState::Enabled => {}
+        }
+        if let Some(current) = &owner.scopes {
+            id.scopes = crate::scope::intersect(&id.scopes, current);
+        }
+        Ok(Arc::new(id))
     }
 
     /// `pat.issuer: local-jwt` (dev only): an HS256 JWT signed with
@@ -214,7 +235,7 @@ impl Engine {
             // Classified as local-jwt, so `None` cannot happen; refuse anyway.
             .unwrap_or(Err(PatRejection::Malformed));
         let rec = pat_record(Ok(outcome))?;
-        Ok(Arc::new(pat_identity(&rec)))
+        self.follow_owner(&rec, pat_identity(&rec))
     }
 }
 

@@ -49,6 +49,9 @@ impl From<PatRejection> for Denial {
             PatRejection::Unknown => Denial::unauthenticated("invalid_token", "unknown token"),
             PatRejection::Expired => Denial::unauthenticated("invalid_token", "token expired"),
             PatRejection::Revoked => Denial::unauthenticated("invalid_token", "token revoked"),
+            PatRejection::OwnerDisabled => {
+                Denial::unauthenticated("invalid_token", "owner disabled")
+            }
         }
     }
 }

@@ -108,6 +108,7 @@ impl Config {
         errs.extend(self.jwt.validate());
         errs.extend(self.pat.validate());
         self.validate_exchange_audience(&mut errs);
+        self.validate_owner_sync_issuer(&mut errs);
         errs.extend(self.store.validate());
         errs.extend(self.revocation.validate());
         errs.extend(self.api.validate());
@@ -148,6 +149,25 @@ impl Config {
     /// them as warnings and `serve` logs them.
     pub fn warnings(&self) -> Vec<ConfigError> {
         crate::jwt::config::issuer_warnings(&self.issuers)
+    }
+
+    /// `pat.owner_sync.issuer` must be a configured issuer: its scope
+    /// mapping turns the owner's roles into scopes.
+    fn validate_owner_sync_issuer(&self, errs: &mut Vec<ConfigError>) {
+        let Some(o) = &self.pat.owner_sync else {
+            return;
+        };
+        if !self.issuers.iter().any(|i| i.issuer == o.issuer) {
+            let known: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
+            errs.push(ConfigError::new(
+                "pat.owner_sync.issuer",
+                format!(
+                    "{:?} is not a configured issuer; accepted: one of issuers[].issuer ({})",
+                    o.issuer,
+                    known.join(", ")
+                ),
+            ));
+        }
     }
 
     /// `pat.exchange.audience` marks every JWT whose `aud` contains it as a

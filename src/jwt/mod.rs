@@ -16,6 +16,7 @@ mod token;
 
 pub use issuer::{IssuerKeys, JwksError, KeyLookupError, Published};
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, LogoutTokenError};
+pub use scopes::from_roles as scopes_from_roles;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -54,6 +54,32 @@ pub fn effective(
     out
 }
 
+/// A user's scopes from their roles alone (realm roles, and client roles
+/// by client id), as a login token with those roles would get them, minus
+/// anything from the OAuth `scope` claim (which the client asked for, not
+/// the user's entitlement). `None` when the issuer maps no role source:
+/// then roles say nothing about scopes.
+pub fn from_roles(
+    cfg: &ScopeSourceConfig,
+    realm: Vec<String>,
+    clients: HashMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    let role_source = |s: &String| s == "realm_roles" || s.starts_with("client_roles:");
+    if !cfg.from.iter().any(role_source) {
+        return None;
+    }
+    let clients: HashMap<String, Roles> = clients
+        .into_iter()
+        .map(|(c, roles)| (c, Roles { roles }))
+        .collect();
+    Some(effective(
+        cfg,
+        None,
+        Some(&Roles { roles: realm }),
+        Some(&clients),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +131,28 @@ mod tests {
                 "uploads:read",
                 "uploads:write"
             ]
+        );
+    }
+
+    #[test]
+    fn from_roles_ignores_the_scope_claim_and_needs_a_role_source() {
+        let mut cfg = ScopeSourceConfig {
+            from: vec!["claim:scope".into(), "realm_roles".into()],
+            map: [("reader".to_string(), vec!["uploads:read".to_string()])]
+                .into_iter()
+                .collect(),
+            default: vec![],
+        };
+        let got = from_roles(
+            &cfg,
+            vec!["reader".into(), "offline_access".into()],
+            HashMap::new(),
+        );
+        assert_eq!(got, Some(vec!["uploads:read".to_string()]));
+        cfg.from = vec!["claim:scope".into()];
+        assert_eq!(
+            from_roles(&cfg, vec!["reader".into()], HashMap::new()),
+            None
         );
     }
 

@@ -56,6 +56,9 @@ pub struct PatConfig {
     /// tokens created or upgraded under the old one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<String>,
+    /// PATs follow their owner in Keycloak (off unless set; see `pat::owners`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_sync: Option<super::owners::OwnerSyncConfig>,
 }
 
 impl std::fmt::Debug for PatConfig {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for PatConfig {
                 &self.local_jwt_key.as_ref().map(|_| "<redacted>"),
             )
             .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
+            .field("owner_sync", &self.owner_sync)
             .finish()
     }
 }
@@ -167,6 +171,7 @@ impl Default for PatConfig {
             jwt_marker: JwtMarker::default(),
             local_jwt_key: None,
             hash_key: None,
+            owner_sync: None,
         }
     }
 }
@@ -241,6 +246,9 @@ impl PatConfig {
             });
         }
         self.validate_issuer(&mut p);
+        if let Some(o) = &self.owner_sync {
+            o.validate(&mut p);
+        }
         p.into_vec()
     }
 

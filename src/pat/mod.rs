@@ -7,6 +7,7 @@ pub mod format;
 pub mod hasher;
 pub mod known;
 pub mod local_jwt;
+pub mod owners;
 pub mod rules;
 pub mod usage;
 pub mod validator;
@@ -21,6 +22,7 @@ pub use config::{
 };
 pub use format::{Malformed, TokenHash};
 pub use hasher::TokenHasher;
+pub use owners::{Owner, OwnerStates, OwnerSyncConfig};
 pub use rules::{CreateRequest, RuleError, check_new};
 pub use usage::UsageTracker;
 pub use validator::{CacheStats, PatOutcome, PatRejection, PatValidator};

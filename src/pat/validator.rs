@@ -26,6 +26,7 @@ use moka::ops::compute::{CompResult, Op};
 use super::hasher::TokenHasher;
 use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
+use super::owners::OwnerStates;
 use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
 use crate::store::{HashVersion, Store, StoreError, TokenKind, TokenRecord};
 
@@ -52,6 +53,9 @@ pub enum PatRejection {
     Expired,
     #[error("token revoked")]
     Revoked,
+    /// Its owner is disabled in Keycloak (`pat.owner_sync`): suspended.
+    #[error("owner disabled")]
+    OwnerDisabled,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +129,9 @@ pub struct PatValidator {
     budget: Arc<LookupBudget>,
     /// `pat.hash_key`: how opaque PATs are hashed (see `pat::hasher`).
     hasher: TokenHasher,
+    /// PAT owners' synced states (`pat.owner_sync`), and the issuer synced.
+    owners: Arc<OwnerStates>,
+    owner_sync_issuer: Option<Arc<str>>,
 }
 
 /// How much longer than `pat.cache_ttl` a tombstone lives. A stale load's
@@ -167,6 +174,11 @@ impl PatValidator {
             known: Arc::default(),
             budget: Arc::default(),
             hasher: TokenHasher::new(cfg.hash_key.as_deref()),
+            owners: Arc::default(),
+            owner_sync_issuer: cfg
+                .owner_sync
+                .as_ref()
+                .map(|o| Arc::from(o.issuer.as_str())),
         }
     }
 
@@ -219,6 +231,16 @@ impl PatValidator {
     /// The underlying store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// PAT owners' synced states (empty unless `pat.owner_sync` is set).
+    pub fn owners(&self) -> &Arc<OwnerStates> {
+        &self.owners
+    }
+
+    /// The issuer `pat.owner_sync` follows, if set.
+    pub fn owner_sync_issuer(&self) -> Option<&str> {
+        self.owner_sync_issuer.as_deref()
     }
 
     /// How opaque PATs are hashed (creation uses the same).

@@ -9,7 +9,10 @@
 //! - `jti:<exp>:<value>` / `sid:<exp>:<value>`: a deny-list entry expiring
 //!   at `<exp>` (Unix seconds);
 //! - `logout:<sid|sub>:<exp>:<not_before>:<issuer>\t<value>`: a back-channel
-//!   logout mark (see [`super::logout`]).
+//!   logout mark (see [`super::logout`]);
+//! - `owner:<issuer>\t<sub>`: a PAT owner's synced state changed; receivers
+//!   read it from the store (the message carries no state, so a forged one
+//!   cannot re-enable an owner or widen scopes).
 //!
 //! Messages only ever make a replica stricter, so a forged or replayed one
 //! can deny but never allow. Publishing uses a lazily connected
@@ -60,6 +63,11 @@ pub enum Item {
     },
     /// A back-channel logout mark.
     Logout(LogoutMark),
+    /// A PAT owner (issuer, `sub`) whose state changed: read it from the store.
+    Owner {
+        issuer: String,
+        user_id: String,
+    },
 }
 
 impl Item {
@@ -83,6 +91,9 @@ impl Item {
                 out.push_str(&expires_at.to_string());
                 out.push(':');
                 out.push_str(value);
+            }
+            Item::Owner { issuer, user_id } => {
+                out.push_str(&format!("owner:{issuer}\t{user_id}"));
             }
             Item::Logout(m) => {
                 let (exp, nbf) = (m.expires_at.timestamp(), m.not_before.timestamp());
@@ -127,6 +138,16 @@ impl Item {
         }
         if tag == "logout" {
             return Item::decode_logout(rest);
+        }
+        if tag == "owner" {
+            let (issuer, user_id) = rest.split_once('\t')?;
+            if !valid_value(issuer) || !valid_value(user_id) {
+                return None;
+            }
+            return Some(Item::Owner {
+                issuer: issuer.to_owned(),
+                user_id: user_id.to_owned(),
+            });
         }
         let kind = DenylistKind::parse(tag)?;
         let (exp, value) = rest.split_once(':')?;
@@ -177,7 +198,22 @@ pub async fn apply(items: &[Item], pats: &PatValidator, deny: &JwtDenyList) {
                 expires_at,
             } => deny.insert(*kind, value, *expires_at, now),
             Item::Logout(m) => deny.logout().apply(std::slice::from_ref(m), now),
+            Item::Owner { issuer, user_id } => refresh_owner(pats, issuer, user_id).await,
         }
+    }
+}
+
+/// Reads one owner's state from the store into this replica's owner
+/// states (only for the issuer `pat.owner_sync` follows). A store failure
+/// is left to the resync loop.
+async fn refresh_owner(pats: &PatValidator, issuer: &str, user_id: &str) {
+    if pats.owner_sync_issuer() != Some(issuer) {
+        return;
+    }
+    match pats.store().owner(issuer, user_id).await {
+        Ok(Some(rec)) => pats.owners().apply(std::slice::from_ref(&rec)),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "owner refresh from the bus: store unavailable"),
     }
 }
 
@@ -435,6 +471,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(decode("logout:sid:1:2:no-tab").is_empty());
+        let owner = Item::Owner {
+            issuer: "https://kc/realms/a".into(),
+            user_id: "u-1".into(),
+        };
+        assert_eq!(decode(&encode(std::slice::from_ref(&owner))), vec![owner]);
+        assert!(decode("owner:no-tab").is_empty());
         assert!(decode("logout:xyz:1:2:i\tv").is_empty());
         let noisy = format!("{msg}\nnope\npat:zz\njti:x:v\nsid:1:\nfoo:1:2");
         assert_eq!(decode(&noisy), items);

@@ -33,7 +33,7 @@ pub use resync::Resync;
 
 use crate::config_error::{ConfigError, Problems};
 use crate::pat::PatValidator;
-use crate::store::{DenylistKind, LogoutMark, StoreError, TokenKind, TokenRecord};
+use crate::store::{DenylistKind, LogoutMark, OwnerRecord, StoreError, TokenKind, TokenRecord};
 
 /// Default Redis channel.
 pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
@@ -286,5 +286,17 @@ impl Revoker {
         );
         self.bus.publish(&[bus::Item::Logout(mark)]).await;
         Ok(())
+    }
+
+    /// A PAT owner's state changed (already in the store): this replica's
+    /// owner states now, the others through a bus hint (they read the
+    /// store).
+    pub async fn owner_changed(&self, rec: &OwnerRecord) {
+        self.pats.owners().apply(std::slice::from_ref(rec));
+        let hint = bus::Item::Owner {
+            issuer: rec.issuer.clone(),
+            user_id: rec.user_id.clone(),
+        };
+        self.bus.publish(&[hint]).await;
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Every `revocation.resync_interval`, and at once when kicked (the bus
 //! (re)subscribed), it asks the store for PATs with `revoked_at`, and
-//! deny-list entries and back-channel logout marks with `created_at`, after
-//! its watermarks, applies them,
+//! deny-list entries and back-channel logout marks with `created_at`, and
+//! (with `pat.owner_sync`) PAT owners with `changed_at`, after its watermarks, applies them,
 //! and advances the watermarks. It also keeps the PAT validator's set of
 //! known active hashes (`pat::known`): a full load at start and every
 //! [`PURGE_EVERY`] (dropping expired ones), and tokens created since its
@@ -45,6 +45,8 @@ pub struct Resync {
     last_known_load: DateTime<Utc>,
     /// `None` until the logout marks have been loaded in full.
     logout_watermark: Option<DateTime<Utc>>,
+    /// `None` until the PAT owners have been loaded in full.
+    owner_watermark: Option<DateTime<Utc>>,
 }
 
 impl Resync {
@@ -61,6 +63,7 @@ impl Resync {
             created_watermark: None,
             last_known_load: now,
             logout_watermark: None,
+            owner_watermark: None,
         }
     }
 
@@ -101,6 +104,7 @@ impl Resync {
         }
 
         self.sync_logout(now).await;
+        self.sync_owners().await;
 
         if now - self.last_purge >= PURGE_EVERY {
             self.last_purge = now;
@@ -112,6 +116,27 @@ impl Resync {
             if let Err(e) = store.purge_logout_marks(now).await {
                 tracing::debug!(error = %e, "purging expired logout marks failed");
             }
+        }
+    }
+
+    /// PAT owners' synced states (`pat.owner_sync` only): all on the first
+    /// pass, then those changed since the watermark.
+    async fn sync_owners(&mut self) {
+        let Some(issuer) = self.pats.owner_sync_issuer() else {
+            return;
+        };
+        let since = self
+            .owner_watermark
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |w| w - OVERLAP);
+        match self.pats.store().owners_changed_since(since).await {
+            Ok(mut rows) => {
+                let newest = rows.iter().map(|r| r.changed_at).max();
+                rows.retain(|r| r.issuer == issuer);
+                self.pats.owners().apply(&rows);
+                let w = self.owner_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                self.owner_watermark = Some(newest.map_or(w, |n| n.max(w)));
+            }
+            Err(e) => tracing::debug!(error = %e, "PAT owners resync: store unavailable"),
         }
     }
 
