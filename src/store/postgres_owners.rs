@@ -46,8 +46,9 @@ impl PgStore {
             )
             .await
             .map_err(pg_err)?;
+        // timestamptz keeps microseconds.
         let changed: DateTime<Utc> = col(&r, 0)?;
-        Ok(changed == o.changed_at)
+        Ok(changed.timestamp_micros() == o.changed_at.timestamp_micros())
     }
 
     pub(super) async fn owners_since_sql(

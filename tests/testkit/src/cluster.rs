@@ -37,6 +37,7 @@ pub fn yaml(kc: &FakeKeycloak, pg: &str, redis: &str, resync: &str, extra: &str)
 }
 
 /// [`yaml`] with `issuer_extra` (indented keys) added to the issuer entry.
+/// `{issuer}` in `issuer_extra` or `extra` stands for the stand-in's issuer.
 pub fn yaml_with(
     kc: &FakeKeycloak,
     pg: &str,
@@ -52,6 +53,7 @@ pub fn yaml_with(
          revocation:\n  kind: redis\n  redis_url: {redis}\n  resync_interval: {resync}\n{extra}",
         iss = kc.issuer()
     )
+    .replace("{issuer}", &kc.issuer())
 }
 
 impl Cluster {
