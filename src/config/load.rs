@@ -370,4 +370,38 @@ mod redaction_tests {
         assert_eq!(w[0].key, "issuers[0].max_token_lifetime");
         assert!(w[0].message.contains("access token lifespan"), "{}", w[0]);
     }
+
+    #[test]
+    fn owner_sync_needs_a_configured_issuer_and_a_secret() {
+        let yaml = "issuers:\n  - issuer: https://kc/realms/a\n    audiences: [a]\npat:\n  owner_sync: { issuer: https://kc/realms/b, client_id: sync }\n";
+        let cfg = Config::from_yaml_str(yaml, &MapEnv::default()).unwrap();
+        let o = cfg.pat.owner_sync.as_ref().unwrap();
+        assert_eq!((o.interval.as_secs(), o.max_staleness.as_secs()), (60, 600));
+        let errs = cfg.validate().unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with("pat.owner_sync.issuer: \"https://kc/realms/b\" is not a configured issuer; accepted: one of issuers[].issuer (https://kc/realms/a)")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("pat.owner_sync.client_secret: required")),
+            "{text:?}"
+        );
+        let env = MapEnv(
+            [(
+                "PORTCULLIS__PAT__OWNER_SYNC__CLIENT_SECRET".to_string(),
+                "s3cret".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let yaml = yaml.replace("realms/b", "realms/a");
+        let cfg = Config::from_yaml_str(&yaml, &env).unwrap();
+        cfg.validate().unwrap();
+        assert!(
+            !format!("{:?}", cfg.pat).contains("s3cret"),
+            "secret redacted"
+        );
+    }
 }
