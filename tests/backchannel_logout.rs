@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use portcullis::server::Running;
-use portcullis::store::{NewToken, TokenKind};
+use portcullis::store::{LogoutKind, LogoutMark, NewToken, TokenKind};
 use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, client, serve_yaml};
 use portcullis_testkit::cluster::{Cluster, wait_denied};
-use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
+use portcullis_testkit::in_process::InProcess;
+use portcullis_testkit::keycloak::{Failure, FakeKeycloak, SignOpts};
 use portcullis_testkit::store_suite;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -426,4 +427,59 @@ async fn logout_spreads_to_the_other_replica_and_to_a_new_one() {
     // A replica started afterwards loads the marks from the store.
     let late = c.replica().await;
     assert_logged_out(&late, &tok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_is_a_503_that_records_nothing_and_a_retry_passes() {
+    let mut c = Cluster::start_with("1h", &issuer_extra(false), "").await;
+    let tok = login(&c.kc, "alice", "s1", 5);
+    let lt = sign_logout(&c.kc, &logout_claims(&c.kc, Some("s1"), None));
+    c.pg.stop();
+    let (st, body, cc) = post_logout(&c.a, &lt).await;
+    assert_eq!((st, cc.as_str()), (503, "no-store"), "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_allowed(&c.a, &tok).await;
+    c.pg.restart().await;
+    // The same token again: not a replay, since nothing was recorded.
+    let (st, body, _) = post_logout(&c.a, &lt).await;
+    assert_eq!(st, 200, "{body}");
+    assert_logged_out(&c.a, &tok).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_unavailable_is_a_503() {
+    let kc = FakeKeycloak::start().await;
+    kc.set_failure(Failure::Status500);
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&config(&kc, false), dir.path(), false).await;
+    let lt = sign_logout(&kc, &logout_claims(&kc, Some("s1"), None));
+    let (st, body, cc) = post_logout(&srv, &lt).await;
+    assert_eq!((st, cc.as_str()), (503, "no-store"), "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+}
+
+/// An engine whose marks never loaded (as `portcullis check` builds one)
+/// asks the store: a logged-out session is refused there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloaded_marks_ask_the_store() {
+    let kc = FakeKeycloak::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ip = InProcess::from_yaml(&config(&kc, false), dir.path(), false).await;
+    let (s1, s2) = (login(&kc, "alice", "s1", 5), login(&kc, "alice", "s2", 5));
+    let now = Utc::now();
+    let mark = LogoutMark {
+        issuer: kc.issuer(),
+        kind: LogoutKind::Sid,
+        value: "s1".into(),
+        not_before: now,
+        expires_at: now + TimeDelta::hours(1),
+        changed_at: now,
+    };
+    ip.store().mark_logout(&mark).await.unwrap();
+    assert!(!ip.engine.load().denylist().logout().is_loaded());
+    assert_invalid_token(
+        &ip.check(&Req::get("/x").bearer(&s1)).await,
+        "session logged out",
+    );
+    allowed(&ip.check(&Req::get("/x").bearer(&s2)).await);
 }
