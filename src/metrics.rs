@@ -99,73 +99,51 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("portcullis");
-        let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register(
+        let decisions = reg(
+            &mut registry,
             "decisions",
             "Check decisions by result, method and route",
-            decisions.clone(),
+            Family::<DecisionLabels, Counter>::default(),
         );
         // 5 µs … ~1.3 s: warm checks sit at the bottom, IdP refetches at the top.
-        let check_seconds = Histogram::new(exponential_buckets(5e-6, 2.0, 18));
-        registry.register(
+        let check_seconds = reg(
+            &mut registry,
             "check_duration_seconds",
             "Time to decide one Check",
-            check_seconds.clone(),
+            Histogram::new(exponential_buckets(5e-6, 2.0, 18)),
         );
-        let cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        let cache = reg(
+            &mut registry,
             "cache_lookups",
             "Verified-JWT and PAT cache lookups by outcome",
-            cache.clone(),
+            Family::<CacheLabels, Counter>::default(),
         );
-        let jwks_fetches = Family::<IssuerLabels, Counter>::default();
-        registry.register(
+        let jwks_fetches = reg(
+            &mut registry,
             "jwks_fetches",
             "JWKS and discovery fetches per issuer",
-            jwks_fetches.clone(),
+            Family::<IssuerLabels, Counter>::default(),
         );
-        let backend_errors = Family::<ComponentLabels, Counter>::default();
-        registry.register(
+        let backend_errors = reg(
+            &mut registry,
             "backend_errors",
             "Store and Redis errors",
-            backend_errors.clone(),
+            Family::<ComponentLabels, Counter>::default(),
         );
-        let revocation_lag_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 18));
-        registry.register(
+        let revocation_lag_seconds = reg(
+            &mut registry,
             "revocation_propagation_seconds",
             "Delay between a revocation and this replica applying it",
-            revocation_lag_seconds.clone(),
+            Histogram::new(exponential_buckets(1e-4, 2.0, 18)),
         );
-        let config_reloads = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let config_reloads = reg(
+            &mut registry,
             "config_reloads",
             "Configuration reloads by outcome",
-            config_reloads.clone(),
+            Family::<OutcomeLabels, Counter>::default(),
         );
-        let logout_tokens = Family::<LogoutLabels, Counter>::default();
-        registry.register(
-            "backchannel_logout_tokens",
-            "Back-channel logout tokens by outcome and reason",
-            logout_tokens.clone(),
-        );
-        let owner_sync_runs = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "owner_sync_runs",
-            "PAT owner sync passes by outcome (ok, error)",
-            owner_sync_runs.clone(),
-        );
-        let owner_sync_changes = Counter::default();
-        registry.register(
-            "owner_sync_changes",
-            "PAT owners whose state or scopes changed in Keycloak",
-            owner_sync_changes.clone(),
-        );
-        let owner_sync_staleness = Gauge::default();
-        registry.register(
-            "owner_sync_staleness_seconds",
-            "Seconds since the PAT owner sync last read every owner",
-            owner_sync_staleness.clone(),
-        );
+        let (logout_tokens, owner_sync_runs, owner_sync_changes, owner_sync_staleness) =
+            register_logout_and_owner_sync(&mut registry);
         let child = |c: &'static str, o: &'static str| {
             cache.get_or_create_owned(&CacheLabels {
                 cache: c,
@@ -244,6 +222,57 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// Back-channel logout and PAT owner-sync metrics.
+fn register_logout_and_owner_sync(
+    registry: &mut Registry,
+) -> (
+    Family<LogoutLabels, Counter>,
+    Family<OutcomeLabels, Counter>,
+    Counter,
+    Gauge,
+) {
+    let logout_tokens = reg(
+        registry,
+        "backchannel_logout_tokens",
+        "Back-channel logout tokens by outcome and reason",
+        Family::<LogoutLabels, Counter>::default(),
+    );
+    let owner_sync_runs = reg(
+        registry,
+        "owner_sync_runs",
+        "PAT owner sync passes by outcome (ok, error)",
+        Family::<OutcomeLabels, Counter>::default(),
+    );
+    let owner_sync_changes = reg(
+        registry,
+        "owner_sync_changes",
+        "PAT owners whose state or scopes changed in Keycloak",
+        Counter::default(),
+    );
+    let owner_sync_staleness = reg(
+        registry,
+        "owner_sync_staleness_seconds",
+        "Seconds since the PAT owner sync last read every owner",
+        Gauge::default(),
+    );
+    (
+        logout_tokens,
+        owner_sync_runs,
+        owner_sync_changes,
+        owner_sync_staleness,
+    )
+}
+
+/// Registers `metric` under `name` and returns it (a handle to the same
+/// series).
+fn reg<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Folds a request method into a bounded label set.
