@@ -10,7 +10,12 @@
 //!   (the allow includes the dynamic metadata; its identity part is rendered
 //!   once per identity, so this is the cached-render cost);
 //! - `assertion/hit`: a cached signed identity assertion (hash + lookup);
-//!   `assertion/sign`: signing one (ES256), what a miss costs.
+//!   `assertion/sign`: signing one (ES256), what a miss costs;
+//! - `dpop/warm`: a cached DPoP-bound JWT (`cnf.jkt`) with a fresh ES256
+//!   proof each iteration, through the full decide + CheckResponse build
+//!   (compare with `jwt/warm`: the same token path, bearer);
+//! - `dpop/proof_verify`: one proof checked alone (header, RFC 7638
+//!   thumbprint, ES256 signature, claims, replay cache).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,9 +30,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::authz::request::RequestView;
 use portcullis::authz::{CheckService, Decision, Denial, Engine, response};
 use portcullis::config::{Config, IssuerConfig};
+use portcullis::dpop::{DpopConfig, ProofInput, ReplayCache};
 use portcullis::jwt::IssuerKeys;
 use portcullis::jwt::keys::parse_jwks;
 use portcullis_testkit::Req;
+use portcullis_testkit::dpop::DpopClient;
 use portcullis_testkit::pg::ScratchDb;
 
 const ISS: &str = "https://kc.example.org/realms/bench";
@@ -84,6 +91,11 @@ fn signer(alg: Algorithm) -> Signer {
 }
 
 fn mint(s: &Signer, n: u64) -> String {
+    mint_with(s, n, serde_json::json!({}))
+}
+
+/// As [`mint`], with `extra` claims merged in.
+fn mint_with(s: &Signer, n: u64, extra: serde_json::Value) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -94,6 +106,10 @@ fn mint(s: &Signer, n: u64) -> String {
         "preferred_username": "alice", "email": "alice@example.org",
         "scope": "openid uploads:read uploads:write",
     });
+    let mut claims = claims;
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
     let mut h = Header::new(s.alg);
     h.kid = s.jwk.common.key_id.clone();
     jsonwebtoken::encode(&h, &claims, &s.key).unwrap()
@@ -126,6 +142,8 @@ fn service_with_store(
         .keys;
     let mut ic = IssuerConfig::new(ISS, "api");
     ic.algorithms = vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+    // Bearer or DPoP: no cost for bearer tokens (`jwt/*`), proofs for `dpop/*`.
+    ic.dpop = portcullis::dpop::DpopMode::Allowed;
     let mut cfg = Config {
         issuers: vec![ic],
         ..Default::default()
@@ -321,9 +339,70 @@ fn benches(c: &mut Criterion) {
     });
 }
 
+/// DPoP: a bound token (cached after the first Check) with a new proof per
+/// iteration, each made before its iteration (a `jti` is single-use).
+fn dpop_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rs = signer(Algorithm::RS256);
+    let svc = service(&[&rs]);
+    let client = DpopClient::new();
+    let token = mint_with(&rs, 0, serde_json::json!({"cnf": {"jkt": client.jkt()}}));
+    let url = dpop_request(&token, "").url();
+    let with_proof = || dpop_request(&token, &client.proof("GET", &url, &token)).build();
+    let (first, _) = rt.block_on(svc.respond(&with_proof()));
+    assert!(matches!(first, Decision::Allow(_)), "{first:?}");
+
+    let mut g = c.benchmark_group("dpop");
+    g.bench_function("warm", |b| {
+        b.iter_batched(
+            with_proof,
+            |req| {
+                let (d, _) = rt.block_on(svc.respond(&req));
+                assert!(matches!(d, Decision::Allow(_)));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    let cfg = DpopConfig::default();
+    let replay = ReplayCache::new(cfg.replay_cache_capacity, cfg.max_age + 2 * cfg.leeway);
+    let jkt = client.jkt();
+    let normalised = portcullis::dpop::htu::normalize(&url).unwrap();
+    g.bench_function("proof_verify", |b| {
+        b.iter_batched(
+            || client.proof("GET", &url, &token),
+            |proof| {
+                let input = ProofInput {
+                    proof: &proof,
+                    method: "GET",
+                    url: &normalised,
+                    access_token: &token,
+                    expected_jkt: &jkt,
+                    now: portcullis::jwt::unix_now(),
+                };
+                portcullis::dpop::proof::verify(&input, &cfg, &replay).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// [`request`]'s DPoP twin: `Authorization: DPoP` and the `DPoP` header.
+fn dpop_request(token: &str, proof: &str) -> Req {
+    Req::get("/api/v1/uploads/42?x=1")
+        .host("api.example.org")
+        .dpop(token, proof)
+        .header("user-agent", "bench")
+        .header("x-request-id", "abc")
+}
+
 criterion_group! {
     name = check;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches, pat_benches
+    targets = benches, dpop_benches, pat_benches
 }
 criterion_main!(check);

@@ -79,6 +79,33 @@ async fn a_bound_token_with_its_proof_is_allowed() {
     assert_eq!(h["x-auth-subject"], "alice");
 }
 
+/// Keycloak 26 gives a DPoP-bound access token `typ: "DPoP"`, not
+/// `Bearer` (tests/keycloak_dpop.rs sees it on the real server).
+#[tokio::test]
+async fn a_keycloak_dpop_typed_token_is_accepted_only_when_bound() {
+    let e = env("allowed").await;
+    let mut c = e.kc.claims("alice");
+    c["aud"] = json!("portcullis");
+    c["typ"] = json!("DPoP");
+    c["cnf"] = json!({"jkt": e.client.jkt()});
+    let t = e.kc.sign(&c, &SignOpts::default());
+    let r = req();
+    let proof = e.client.proof("POST", &r.url(), &t);
+    let (h, _) = allowed(&e.srv.check(&r.clone().dpop(&t, &proof)).await);
+    assert_eq!(h["x-auth-subject"], "alice");
+    assert_dpop_401(
+        &denied(&e.srv.check(&r.clone().bearer(&t)).await),
+        "invalid_token",
+        "DPoP-bound",
+    );
+    // `typ: DPoP` without `cnf.jkt` claims a binding it does not have.
+    c.as_object_mut().unwrap().remove("cnf");
+    let unbound = e.kc.sign(&c, &SignOpts::default());
+    let d = denied(&e.srv.check(&r.bearer(&unbound)).await);
+    assert_eq!((d.http, d.error()), (401, "invalid_token"), "{d:?}");
+    assert!(d.description().contains("token type"), "{d:?}");
+}
+
 #[tokio::test]
 async fn a_bound_token_sent_as_bearer_is_refused() {
     let e = env("allowed").await;

@@ -119,6 +119,18 @@ impl Confirmation {
     }
 }
 
+/// Keycloak's `typ` claim: one of the issuer's `token_types`, or `DPoP`,
+/// which Keycloak 26 puts in a DPoP-bound access token (instead of
+/// `Bearer`). `DPoP` is accepted only from a token carrying `cnf.jkt`, so
+/// the binding check that follows always demands its proof.
+fn token_type_accepted(typ: Option<&str>, accepted: &[String], cnf: &Confirmation) -> bool {
+    match typ {
+        Some("DPoP") => cnf.jkt.is_some(),
+        Some(t) => accepted.iter().any(|a| a == t),
+        None => false,
+    }
+}
+
 /// The issuer's key manager and the key a verification rests on. Kept in
 /// the cached entry so a hit costs one lookup in the current key set, not a
 /// search for the issuer.
@@ -341,9 +353,9 @@ impl Verifier {
         if claims.iat.is_some_and(|iat| iat > now + leeway) {
             return Err(JwtError::Claims("iat is in the future"));
         }
-        match claims.typ.as_deref() {
-            Some(t) if rt.cfg.token_types.iter().any(|a| a == t) => {}
-            _ => return Err(JwtError::TokenType),
+        let cnf = Confirmation::from_claim(claims.cnf.as_ref())?;
+        if !token_type_accepted(claims.typ.as_deref(), &rt.cfg.token_types, &cnf) {
+            return Err(JwtError::TokenType);
         }
         let kind = credential_kind(&claims);
         let sub = claims
@@ -364,7 +376,6 @@ impl Verifier {
                 .map(|m| claims::extract_claims(&m, &self.captured_claims))
                 .unwrap_or_default()
         };
-        let cnf = Confirmation::from_claim(claims.cnf.as_ref())?;
         let audiences = match claims.aud {
             None => Vec::new(),
             Some(OneOrMany::One(a)) => vec![a],

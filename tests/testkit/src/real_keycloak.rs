@@ -146,13 +146,21 @@ impl RealKeycloak {
 
     /// POSTs a form to the realm's token endpoint; returns status and JSON.
     pub async fn token_request(&self, form: &[(&str, &str)]) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(self.token_url())
-            .form(form)
-            .send()
-            .await
-            .expect("token endpoint reachable");
+        self.token_request_with(form, &[]).await
+    }
+
+    /// As [`RealKeycloak::token_request`], with extra request headers
+    /// (say, a `DPoP` proof).
+    pub async fn token_request_with(
+        &self,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.post(self.token_url()).form(form);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("token endpoint reachable");
         let status = resp.status().as_u16();
         let body = resp.json().await.unwrap_or(Value::Null);
         (status, body)
