@@ -24,7 +24,9 @@
 //!       verified-token cache keyed by SHA-256;
 //!     - [`revocation`]: the in-memory JWT deny set and back-channel
 //!       logout marks (and the revoke path);
-//!     - [`store`]: SQLite or Postgres behind PAT and deny-list lookups.
+//!     - [`store`]: SQLite or Postgres behind PAT and deny-list lookups;
+//!     - [`dpop`]: a bound token's proof (DPoP, client certificate),
+//!       checked by [`authz::binding`] on every request.
 //! - [`authz::deny`]: the one place an error becomes a [`authz::Denial`].
 //! - [`authz::response`]: the one place a decision becomes a `CheckResponse`.
 //!
