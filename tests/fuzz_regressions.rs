@@ -176,7 +176,9 @@ fn jwks_kid_published_three_times_is_not_used() {
         parsed
             .skipped
             .iter()
-            .filter(|(kid, why)| kid == "ec1" && why == "duplicate kid")
+            .filter(
+                |(kid, why)| kid == "ec1" && *why == portcullis::jwt::keys::KeySkip::DuplicateKid
+            )
             .count(),
         2,
         "{:?}",

@@ -101,7 +101,36 @@ impl KeySet {
 pub struct ParsedJwks {
     pub keys: KeySet,
     /// `(kid or index, reason)` for every key that was not usable.
-    pub skipped: Vec<(String, String)>,
+    pub skipped: Vec<(String, KeySkip)>,
+}
+
+/// Why one JWKS entry is not used (logged, never fatal: the other keys
+/// still load).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySkip {
+    #[error("kty oct (shared secret) is never used for verification")]
+    SharedSecret,
+    #[error("use {0:?} is not a signature key")]
+    Use(String),
+    #[error("not a signature key")]
+    NotSignature,
+    #[error("unsupported JWK: {0}")]
+    Unsupported(String),
+    #[error("key_ops does not include verify")]
+    NoVerifyOp,
+    #[error("no kid")]
+    NoKid,
+    #[error("unsupported curve {0}")]
+    Curve(String),
+    #[error("alg {0} is not a signature algorithm")]
+    NotSignatureAlg(String),
+    #[error("alg {alg:?} does not fit key type {key_type:?}")]
+    AlgMismatch { alg: Algorithm, key_type: KeyType },
+    #[error("bad key material: {0}")]
+    Material(String),
+    /// Two keys under one kid would make selection ambiguous.
+    #[error("duplicate kid")]
+    DuplicateKid,
 }
 
 /// Parses a JWKS JSON body. Individual bad keys are skipped; a body that is
@@ -127,7 +156,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, super::JwksError> {
             Ok(key) => {
                 if by_kid.contains_key(&key.kid) || duplicates.contains(&key.kid) {
                     // Two keys under one kid would make selection ambiguous.
-                    skipped.push((label, "duplicate kid".to_owned()));
+                    skipped.push((label, KeySkip::DuplicateKid));
                     by_kid.remove(&key.kid);
                     duplicates.insert(key.kid);
                     continue;
@@ -143,59 +172,60 @@ pub fn parse_jwks(body: &[u8]) -> Result<ParsedJwks, super::JwksError> {
     })
 }
 
-fn parse_key(value: serde_json::Value) -> Result<VerifyKey, String> {
+fn parse_key(value: serde_json::Value) -> Result<VerifyKey, KeySkip> {
     if value.get("kty").and_then(|v| v.as_str()) == Some("oct") {
-        return Err("kty oct (shared secret) is never used for verification".to_owned());
+        return Err(KeySkip::SharedSecret);
     }
     if let Some(u) = value.get("use").and_then(|v| v.as_str())
         && u != "sig"
     {
-        return Err(format!("use {u:?} is not a signature key"));
+        return Err(KeySkip::Use(u.to_owned()));
     }
-    let jwk: Jwk = serde_json::from_value(value).map_err(|e| format!("unsupported JWK: {e}"))?;
+    let jwk: Jwk =
+        serde_json::from_value(value).map_err(|e| KeySkip::Unsupported(e.to_string()))?;
     if let Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_)) = jwk.common.public_key_use {
-        return Err("not a signature key".to_owned());
+        return Err(KeySkip::NotSignature);
     }
     if let Some(ops) = &jwk.common.key_operations
         && !ops
             .iter()
             .any(|o| matches!(o, jsonwebtoken::jwk::KeyOperations::Verify))
     {
-        return Err("key_ops does not include verify".to_owned());
+        return Err(KeySkip::NoVerifyOp);
     }
     let kid = jwk
         .common
         .key_id
         .clone()
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| "no kid".to_owned())?;
+        .ok_or(KeySkip::NoKid)?;
     let key_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => KeyType::Rsa,
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
             EllipticCurve::P256 => KeyType::EcP256,
             EllipticCurve::P384 => KeyType::EcP384,
-            ref c => return Err(format!("unsupported EC curve {c:?}")),
+            ref c => return Err(KeySkip::Curve(format!("EC {c:?}"))),
         },
         AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
             EllipticCurve::Ed25519 => KeyType::Ed25519,
-            ref c => return Err(format!("unsupported OKP curve {c:?}")),
+            ref c => return Err(KeySkip::Curve(format!("OKP {c:?}"))),
         },
         AlgorithmParameters::OctetKey(_) => {
-            return Err("kty oct (shared secret) is never used for verification".to_owned());
+            return Err(KeySkip::SharedSecret);
         }
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
-        Some(ka) => Some(
-            signing_alg(ka).ok_or_else(|| format!("alg {ka:?} is not a signature algorithm"))?,
-        ),
+        Some(ka) => {
+            Some(signing_alg(ka).ok_or_else(|| KeySkip::NotSignatureAlg(format!("{ka:?}")))?)
+        }
     };
     if let Some(alg) = alg
         && !key_type.fits(alg)
     {
-        return Err(format!("alg {alg:?} does not fit key type {key_type:?}"));
+        return Err(KeySkip::AlgMismatch { alg, key_type });
     }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad key material: {e}"))?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| KeySkip::Material(e.to_string()))?;
     let fingerprint = fingerprint(&jwk.algorithm, alg);
     Ok(VerifyKey {
         kid,

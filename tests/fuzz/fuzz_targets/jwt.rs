@@ -323,7 +323,7 @@ fn jwks_mode(body: &[u8]) {
         }
     }
     for (label, reason) in &parsed.skipped {
-        if reason.contains("duplicate") {
+        if *reason == portcullis::jwt::keys::KeySkip::DuplicateKid {
             assert!(
                 parsed.keys.get(label).is_none(),
                 "kid {label:?} reported as duplicate but kept"

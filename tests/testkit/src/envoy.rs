@@ -220,6 +220,21 @@ impl Envoy {
         Envoy::start_edited(grpc, app, extra, &|c| c).await
     }
 
+    /// As [`Envoy::start`], with the shipped per-subject rate limit raised
+    /// out of reach: for tests that poll one caller's token as fast as
+    /// Envoy answers (the shipped bucket is 200, refilled 100/s).
+    pub async fn start_unlimited(grpc: SocketAddr, app: SocketAddr) -> Envoy {
+        Envoy::start_edited(grpc, app, &[("EXT_AUTHZ_TIMEOUT", "5s")], &|c| {
+            let shipped = "token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: 1s }";
+            assert!(c.contains(shipped), "the shipped per-subject bucket changed: {shipped}");
+            c.replace(
+                shipped,
+                "token_bucket: { max_tokens: 1000000, tokens_per_fill: 1000000, fill_interval: 1s }",
+            )
+        })
+        .await
+    }
+
     /// As [`Envoy::start_with`], with `edit` applied to the rendered config
     /// (say, a tiny rate limit for a test).
     pub async fn start_edited(
