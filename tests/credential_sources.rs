@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use portcullis::pat::{self, CreateRequest};
 use portcullis::server::Running;
 use portcullis_testkit::check::{Req, allowed, check, denied, serve_yaml, wait_ready};
+use portcullis_testkit::in_process::create_pat;
 use portcullis_testkit::keycloak::FakeKeycloak;
 
 struct Env {
@@ -40,24 +39,10 @@ async fn env(credentials: &str) -> Env {
 impl Env {
     async fn pat(&self, user: &str) -> String {
         let store = self.srv.engine.load().pats().store().clone();
-        pat::create(
-            &store,
-            &portcullis::pat::PatConfig::default(),
-            CreateRequest {
-                user_id: user.into(),
-                user_issuer: self.kc.issuer(),
-                username: format!("{user}-name"),
-                name: "ci".into(),
-                description: None,
-                scopes: vec!["a:read".into()],
-                expires_at: None,
-                rotated_from: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .expect("create PAT")
-        .0
+        let name = format!("{user}-name");
+        create_pat(&store, user, &name, &self.kc.issuer(), &["a:read"])
+            .await
+            .0
     }
 
     fn jwt(&self) -> String {

@@ -19,6 +19,7 @@ use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::server::{Running, ServeOptions, start};
 use portcullis_testkit::echo::{Echo, Seen};
 use portcullis_testkit::envoy::{Envoy, Response};
+use portcullis_testkit::in_process::create_pat;
 use portcullis_testkit::wait::poll_until;
 
 /// portcullis config for these tests (plus `--dev`: the built-in issuer).
@@ -454,23 +455,14 @@ async fn pat_is_allowed_then_revoked() {
         let s = Stack::start().await;
         let running = s.portcullis.as_ref().expect("running");
         let store = running.engine.load().pats().store().clone();
-        let (raw, rec) = portcullis::pat::create(
+        let (raw, rec) = create_pat(
             &store,
-            &Default::default(),
-            portcullis::pat::CreateRequest {
-                user_id: "alice".into(),
-                user_issuer: "https://idp.example".into(),
-                username: "alice".into(),
-                name: "e2e".into(),
-                description: None,
-                scopes: vec!["uploads:read".into()],
-                expires_at: None,
-                rotated_from: None,
-            },
-            chrono::Utc::now(),
+            "alice",
+            "alice",
+            "https://idp.example",
+            &["uploads:read"],
         )
-        .await
-        .expect("create PAT");
+        .await;
         let auth = format!("Bearer {raw}");
         let r = s
             .get("/api/v1/uploads/x", &[("authorization", &auth)])

@@ -17,6 +17,7 @@ use portcullis::dev::{DevIssuer, DevTokenSpec};
 use portcullis::server::{Running, ServeOptions, start};
 use portcullis_testkit::echo::{Echo, Seen};
 use portcullis_testkit::envoy::Envoy;
+use portcullis_testkit::in_process::create_pat;
 
 const CONFIG: &str = r#"
 policy:
@@ -90,23 +91,15 @@ impl Stack {
 
     async fn pat(&self, user: &str) -> (String, String) {
         let store = self.portcullis.engine.load().pats().store().clone();
-        let (raw, rec) = portcullis::pat::create(
+        let name = format!("{user}-name");
+        let (raw, rec) = create_pat(
             &store,
-            &Default::default(),
-            portcullis::pat::CreateRequest {
-                user_id: user.into(),
-                user_issuer: "https://idp.example".into(),
-                username: format!("{user}-name"),
-                name: "e2e".into(),
-                description: None,
-                scopes: vec!["uploads:read".into()],
-                expires_at: None,
-                rotated_from: None,
-            },
-            chrono::Utc::now(),
+            user,
+            &name,
+            "https://idp.example",
+            &["uploads:read"],
         )
-        .await
-        .expect("create PAT");
+        .await;
         (raw, rec.id.to_string())
     }
 

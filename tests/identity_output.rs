@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
-use portcullis::pat::{self, CreateRequest};
+
 use portcullis::server::Running;
 use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
+use portcullis_testkit::in_process::create_pat;
 use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
 use serde_json::json;
 
@@ -46,23 +46,8 @@ impl Env {
 
     async fn pat(&self, user: &str) -> (String, portcullis::store::TokenRecord) {
         let store = self.srv.engine.load().pats().store().clone();
-        pat::create(
-            &store,
-            &portcullis::pat::PatConfig::default(),
-            CreateRequest {
-                user_id: user.into(),
-                user_issuer: self.kc.issuer(),
-                username: format!("{user}-name"),
-                name: "ci".into(),
-                description: None,
-                scopes: vec!["a:read".into()],
-                expires_at: None,
-                rotated_from: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .expect("create PAT")
+        let name = format!("{user}-name");
+        create_pat(&store, user, &name, &self.kc.issuer(), &["a:read"]).await
     }
 
     async fn check(&self, req: &Req) -> CheckResponse {

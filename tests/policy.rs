@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use portcullis::dev::{DevIssuer, DevTokenSpec};
-use portcullis::pat::{self, CreateRequest};
+
 use portcullis_testkit::check::{Req, allowed, assert_invalid_token, denied};
-use portcullis_testkit::in_process::InProcess;
+use portcullis_testkit::in_process::{InProcess, create_pat};
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -75,24 +74,8 @@ impl Env {
 
     async fn pat(&self, scopes: &[&str]) -> String {
         let store = self.srv.store();
-        let (raw, _) = pat::create(
-            &store,
-            &Default::default(),
-            CreateRequest {
-                user_id: "alice".into(),
-                user_issuer: "https://idp.example".into(),
-                username: "alice".into(),
-                name: "t".into(),
-                description: None,
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                expires_at: None,
-                rotated_from: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
-        raw
+        let idp = "https://idp.example";
+        create_pat(&store, "alice", "alice", idp, scopes).await.0
     }
 
     async fn check(&self, req: Req) -> envoy_types::ext_authz::v3::pb::CheckResponse {

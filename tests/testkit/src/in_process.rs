@@ -72,3 +72,29 @@ impl InProcess {
         self.engine.load().pats().store().clone()
     }
 }
+
+/// A PAT created through the product's own creation rules (default `pat:`
+/// settings, expiry by default): the raw token and its record.
+pub async fn create_pat(
+    store: &Store,
+    user: &str,
+    username: &str,
+    issuer: &str,
+    scopes: &[&str],
+) -> (String, portcullis::store::TokenRecord) {
+    portcullis::pat::create(
+        store,
+        &portcullis::pat::PatConfig::default(),
+        portcullis::pat::CreateRequest {
+            user_id: user.into(),
+            user_issuer: issuer.into(),
+            username: username.into(),
+            name: "test".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("create PAT")
+}
