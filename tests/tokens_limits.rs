@@ -3,7 +3,7 @@
 
 use portcullis::api::grpc::pb;
 use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
-use portcullis_testkit::api::{Api, dev_login};
+use portcullis_testkit::api::{Api, dev_login, with_auth};
 use portcullis_testkit::check::{Req, allowed, check, serve_yaml};
 use serde_json::json;
 
@@ -11,15 +11,6 @@ const YAML: &str = "policy:\n  default: authenticated\n";
 const MANAGER: &str = "tokens:manage api:read";
 /// Overflows chrono when added to now as days.
 const HUGE_DAYS: u64 = 4_294_967_295;
-
-fn with_auth<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata value"),
-    );
-    r
-}
 
 #[tokio::test]
 async fn item9_rest_create_with_huge_expires_in_days_is_a_400_naming_the_limit() {

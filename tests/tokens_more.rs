@@ -8,7 +8,7 @@ use portcullis::api::grpc::pb;
 use portcullis::api::grpc::pb::token_service_client::TokenServiceClient;
 use portcullis::config::{Config, MapEnv};
 use portcullis::server::{ServeOptions, start};
-use portcullis_testkit::api::{Api, dev_login};
+use portcullis_testkit::api::{Api, dev_login, with_auth};
 use portcullis_testkit::check::{
     Req, allowed, assert_invalid_token, check, check_until, serve_yaml,
 };
@@ -173,15 +173,6 @@ async fn local_jwt_pats_work_in_check_only_while_registered() {
         &check(srv.grpc_addr, &Req::get("/").bearer(&raw)).await,
         "token revoked",
     );
-}
-
-fn with_auth<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata value"),
-    );
-    r
 }
 
 #[tokio::test]

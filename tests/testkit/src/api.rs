@@ -127,3 +127,13 @@ pub fn dev_login_as(data_dir: &Path, sub: &str, username: &str, scopes: &str) ->
         })
         .expect("mint dev token")
 }
+
+/// A gRPC request carrying `Authorization: Bearer <token>` (TokenService).
+pub fn with_auth<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata value"),
+    );
+    r
+}
