@@ -121,19 +121,29 @@ async fn shipped_role_mapping_gates_writes() {
     assert_eq!(denied(&resp).http, 403);
 }
 
+/// A token of Keycloak's with claim `typ` = `typ` is refused as a credential
+/// (401 `invalid_token`): only access tokens pass.
+async fn assert_refused(e: &Env, token: &str, typ: &str) {
+    assert_eq!(claims(token)["typ"], typ);
+    let resp = check(
+        e.srv.grpc_addr,
+        &Req::get("/api/v1/uploads/1").bearer(token),
+    )
+    .await;
+    let d = denied(&resp);
+    assert_eq!(
+        (d.code, d.http, d.error()),
+        (16, 401, "invalid_token"),
+        "{typ}: {d:?}"
+    );
+}
+
 #[tokio::test]
 async fn id_token_is_refused() {
     let e = env().await;
     let t = e.kc.login("alice", "openid").await;
     let id = t.id_token.expect("openid scope gives an ID token");
-    assert_eq!(claims(&id)["typ"], "ID");
-    let resp = check(e.srv.grpc_addr, &Req::get("/api/v1/uploads/1").bearer(&id)).await;
-    let d = denied(&resp);
-    assert_eq!(
-        (d.code, d.http, d.error()),
-        (16, 401, "invalid_token"),
-        "{d:?}"
-    );
+    assert_refused(&e, &id, "ID").await;
 }
 
 #[tokio::test]
@@ -141,14 +151,7 @@ async fn refresh_token_is_refused() {
     let e = env().await;
     let t = e.kc.login("alice", "openid").await;
     let rt = t.refresh_token.expect("refresh token");
-    assert_eq!(claims(&rt)["typ"], "Refresh");
-    let resp = check(e.srv.grpc_addr, &Req::get("/api/v1/uploads/1").bearer(&rt)).await;
-    let d = denied(&resp);
-    assert_eq!(
-        (d.code, d.http, d.error()),
-        (16, 401, "invalid_token"),
-        "{d:?}"
-    );
+    assert_refused(&e, &rt, "Refresh").await;
 }
 
 #[tokio::test]
@@ -156,14 +159,7 @@ async fn offline_token_is_refused() {
     let e = env().await;
     let t = e.kc.login("alice", "openid offline_access").await;
     let off = t.refresh_token.expect("offline token");
-    assert_eq!(claims(&off)["typ"], "Offline");
-    let resp = check(e.srv.grpc_addr, &Req::get("/api/v1/uploads/1").bearer(&off)).await;
-    let d = denied(&resp);
-    assert_eq!(
-        (d.code, d.http, d.error()),
-        (16, 401, "invalid_token"),
-        "{d:?}"
-    );
+    assert_refused(&e, &off, "Offline").await;
 }
 
 #[tokio::test]
