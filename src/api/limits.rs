@@ -58,6 +58,7 @@ fn too_large(limit: usize) -> ApiError {
         error: "invalid_request",
         description: format!("request body larger than {limit} bytes"),
         upstream_error: None,
+        cause: None,
     }
 }
 

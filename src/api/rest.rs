@@ -45,6 +45,7 @@ impl From<ApiError> for ErrorResponse {
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let e = self.0;
+        e.log();
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut resp = (status, Json(e.body())).into_response();
         let h = resp.headers_mut();

@@ -6,7 +6,7 @@ use crate::pat::{CreateError, RuleError};
 use crate::store::StoreError;
 
 /// A refused or failed API call. Never contains a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status: 400, 401, 403, 404, 409, 502 or 503.
     pub status: u16,
@@ -15,7 +15,24 @@ pub struct ApiError {
     pub description: String,
     /// For 502: Keycloak's own `error` code.
     pub upstream_error: Option<String>,
+    /// What failed underneath (a store error), for the server's log line
+    /// when the error is answered ([`ApiError::log`]); never sent.
+    pub cause: Option<String>,
 }
+
+/// Equal when the caller would see the same answer (`cause` is log-only).
+impl PartialEq for ApiError {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.status,
+            self.error,
+            &self.description,
+            &self.upstream_error,
+        ) == (o.status, o.error, &o.description, &o.upstream_error)
+    }
+}
+
+impl Eq for ApiError {}
 
 impl ApiError {
     fn new(status: u16, error: &'static str, description: impl Into<String>) -> Self {
@@ -24,6 +41,21 @@ impl ApiError {
             error,
             description: description.into(),
             upstream_error: None,
+            cause: None,
+        }
+    }
+
+    /// Logs a server-side failure (5xx) where it is answered; refusals of
+    /// the caller (4xx) are not the server's problem and are not logged.
+    pub fn log(&self) {
+        if self.status >= 500 {
+            tracing::warn!(
+                status = self.status,
+                error = self.error,
+                cause = self.cause.as_deref().unwrap_or(""),
+                "API call failed: {}",
+                self.description
+            );
         }
     }
 
@@ -78,6 +110,7 @@ impl ApiError {
     /// The gRPC status for the same error.
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Code;
+        self.log();
         let code = match self.status {
             400 => Code::InvalidArgument,
             401 => Code::Unauthenticated,
@@ -111,14 +144,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found(),
             StoreError::Conflict(why) => ApiError::conflict(format!("token store conflict: {why}")),
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "token store unavailable during an API call");
-                ApiError::unavailable("token store unavailable; try again")
-            }
-            StoreError::Other(_) => {
-                tracing::error!(error = %e, "token store error during an API call");
-                ApiError::unavailable("token store error; try again")
-            }
+            StoreError::Unavailable(_) => ApiError {
+                cause: Some(e.to_string()),
+                ..ApiError::unavailable("token store unavailable; try again")
+            },
+            StoreError::Other(_) => ApiError {
+                cause: Some(e.to_string()),
+                ..ApiError::unavailable("token store error; try again")
+            },
         }
     }
 }

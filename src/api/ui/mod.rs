@@ -124,6 +124,7 @@ fn check_loopback(h: &HeaderMap, port: u16) -> Result<(), ApiError> {
             "dev login: {what} must be http://127.0.0.1:{port}, http://localhost:{port} or http://[::1]:{port}"
         ),
         upstream_error: None,
+        cause: None,
     };
     let mut hosts = h.get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
