@@ -175,4 +175,26 @@ async fn key_rotation_new_passive_and_removed_keys() {
     assert_eq!((d.code, d.http), (16, 401), "{d:?}");
     // The new key's tokens are unaffected.
     allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(&new)).await);
+
+    restore_keys(&kc, &before, &name).await;
+}
+
+/// Puts the realm's keys back as they were: the other tests share this
+/// Keycloak. (Left with its original providers disabled, Keycloak 26.5
+/// stopped sending back-channel logout tokens at all.)
+async fn restore_keys(kc: &RealKeycloak, before: &[Value], added: &str) {
+    for comp in before {
+        let active = comp["config"]["active"][0].as_str().unwrap_or("true");
+        let enabled = comp["config"]["enabled"][0].as_str().unwrap_or("true");
+        set_provider(kc, comp.clone(), active, enabled).await;
+    }
+    for comp in rsa_providers(kc).await {
+        if comp["name"] == added {
+            let id = comp["id"].as_str().unwrap();
+            let (st, v) = kc
+                .admin(reqwest::Method::DELETE, &format!("/components/{id}"), None)
+                .await;
+            assert!((200..300).contains(&st), "delete provider: {st} {v}");
+        }
+    }
 }

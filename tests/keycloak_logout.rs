@@ -96,7 +96,9 @@ async fn record(State(r): State<Recorder>, body: String) -> (StatusCode, String)
         .await
         .expect("replica A reachable");
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-    (status, resp.text().await.unwrap_or_default())
+    let text = resp.text().await.unwrap_or_default();
+    eprintln!("logout token relayed to replica A: {status} {text}");
+    (status, text)
 }
 
 fn form_value(body: &str, key: &str) -> Option<String> {
