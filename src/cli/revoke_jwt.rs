@@ -28,25 +28,36 @@ pub struct RevokeJwtArgs {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Why `--until` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UntilError {
+    #[error("Unix seconds out of range")]
+    OutOfRange,
+    #[error("duration too long")]
+    TooLong,
+    #[error("{0:?} is not Unix seconds, an RFC 3339 time or a duration (e.g. 10h)")]
+    Unrecognised(String),
+    #[error("{0} is in the past: nothing to deny")]
+    Past(DateTime<Utc>),
+}
+
 /// Unix seconds, RFC 3339, or a duration from now; must be in the future.
-pub fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_until(s: &str) -> Result<DateTime<Utc>, UntilError> {
     let s = s.trim();
     let at = if let Ok(secs) = s.parse::<i64>() {
-        DateTime::from_timestamp(secs, 0).ok_or("Unix seconds out of range")?
+        DateTime::from_timestamp(secs, 0).ok_or(UntilError::OutOfRange)?
     } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         t.with_timezone(&Utc)
     } else if let Ok(d) = humantime::parse_duration(s) {
         chrono::Duration::from_std(d)
             .ok()
             .and_then(|d| Utc::now().checked_add_signed(d))
-            .ok_or("duration too long")?
+            .ok_or(UntilError::TooLong)?
     } else {
-        return Err(format!(
-            "{s:?} is not Unix seconds, an RFC 3339 time or a duration (e.g. 10h)"
-        ));
+        return Err(UntilError::Unrecognised(s.to_owned()));
     };
     if at <= Utc::now() {
-        return Err(format!("{at} is in the past: nothing to deny"));
+        return Err(UntilError::Past(at));
     }
     Ok(at)
 }
@@ -87,8 +98,13 @@ mod tests {
         assert!(parse_until("2999-01-01T00:00:00Z").is_ok());
         let rel = parse_until("2h").unwrap() - Utc::now();
         assert!(rel > chrono::Duration::minutes(119));
-        assert!(parse_until("1").unwrap_err().contains("past"));
+        assert!(parse_until("1").unwrap_err().to_string().contains("past"));
         assert!(parse_until("soon").is_err());
-        assert!(parse_until("100000000y").unwrap_err().contains("too long"));
+        assert!(
+            parse_until("100000000y")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 }

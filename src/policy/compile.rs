@@ -175,7 +175,7 @@ fn compile_path(key: &str, p: Option<&PathConfig>) -> Result<PathKind, PolicyErr
                 .map_err(|reason| PolicyError::Template {
                     key: format!("{key}.match.path.template"),
                     template: t.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 })
         }
     }

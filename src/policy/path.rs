@@ -270,14 +270,33 @@ fn valid_param_name(n: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
-pub(crate) fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, String> {
+/// Why a `match.path.template` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TemplateError {
+    #[error("must start with /")]
+    NoLeadingSlash,
+    #[error("must not contain '?', '#', '%', '\\' or control characters")]
+    ForbiddenChar,
+    #[error("empty ('//'), '.' or '..' segment")]
+    DotOrEmptySegment,
+    #[error("segment {0:?}: a parameter must be a whole segment like {{id}}")]
+    PartialParam(String),
+    #[error("segment {0:?}: parameter names must match [A-Za-z_][A-Za-z0-9_]*")]
+    BadName(String),
+    #[error("duplicate parameter name {0:?}")]
+    Duplicate(String),
+    #[error("catch-all {0:?} must be the last segment")]
+    CatchAllNotLast(String),
+}
+
+pub(crate) fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, TemplateError> {
     if !t.starts_with('/') {
-        return Err("must start with /".into());
+        return Err(TemplateError::NoLeadingSlash);
     }
     if t.bytes()
         .any(|b| matches!(b, b'?' | b'#' | b'%' | b'\\') || b < 0x20 || b == 0x7f)
     {
-        return Err("must not contain '?', '#', '%', '\\' or control characters".into());
+        return Err(TemplateError::ForbiddenChar);
     }
     let body = t[1..].strip_suffix('/').unwrap_or(&t[1..]);
     if body.is_empty() {
@@ -288,32 +307,28 @@ pub(crate) fn parse_template(t: &str) -> Result<Vec<TemplateSeg>, String> {
     let n = body.split('/').count();
     for (i, seg) in body.split('/').enumerate() {
         if seg.is_empty() || seg == "." || seg == ".." || dot_with_params(seg) {
-            return Err("empty ('//'), '.' or '..' segment".into());
+            return Err(TemplateError::DotOrEmptySegment);
         }
         if !seg.contains(['{', '}']) {
             out.push(TemplateSeg::Literal(seg.to_owned()));
             continue;
         }
         let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
-            return Err(format!(
-                "segment {seg:?}: a parameter must be a whole segment like {{id}}"
-            ));
+            return Err(TemplateError::PartialParam(seg.to_owned()));
         };
         let (catch_all, name) = match inner.strip_prefix('*') {
             Some(n) => (true, n),
             None => (false, inner),
         };
         if !valid_param_name(name) {
-            return Err(format!(
-                "segment {seg:?}: parameter names must match [A-Za-z_][A-Za-z0-9_]*"
-            ));
+            return Err(TemplateError::BadName(seg.to_owned()));
         }
         if names.contains(&name) {
-            return Err(format!("duplicate parameter name {name:?}"));
+            return Err(TemplateError::Duplicate(name.to_owned()));
         }
         names.push(name);
         if catch_all && i + 1 != n {
-            return Err(format!("catch-all {seg:?} must be the last segment"));
+            return Err(TemplateError::CatchAllNotLast(seg.to_owned()));
         }
         out.push(if catch_all {
             TemplateSeg::CatchAll
