@@ -87,6 +87,7 @@ struct Recorder {
 /// Keeps the logout token and passes the form on to replica A.
 async fn record(State(r): State<Recorder>, body: String) -> (StatusCode, String) {
     let token = form_value(&body, "logout_token").unwrap_or_default();
+    let (sid, sub) = (claims(&token)["sid"].clone(), claims(&token)["sub"].clone());
     r.seen.0.lock().unwrap().push((Instant::now(), token));
     let resp = reqwest::Client::new()
         .post(&r.target)
@@ -97,7 +98,7 @@ async fn record(State(r): State<Recorder>, body: String) -> (StatusCode, String)
         .expect("replica A reachable");
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let text = resp.text().await.unwrap_or_default();
-    eprintln!("logout token relayed to replica A: {status} {text}");
+    eprintln!("logout token (sid {sid}, sub {sub}) relayed to replica A: {status} {text}");
     (status, text)
 }
 
@@ -165,6 +166,19 @@ async fn env() -> Env {
         Envoy::start_unlimited(b.grpc_addr, echo.addr).await,
     ];
     let (rec, seen) = start_recorder(&a).await;
+    // Sessions other tests left behind would each get a logout token, one
+    // after another, ahead of the session this test times: end them now,
+    // while no back-channel URL is set (Keycloak then sends nothing).
+    for user in ["alice", "bob"] {
+        let sub = kc.user_id(user).await.unwrap();
+        let (st, v) = kc
+            .admin(reqwest::Method::POST, &format!("/users/{sub}/logout"), None)
+            .await;
+        assert!(
+            (200..300).contains(&st),
+            "clearing {user}'s sessions: {st} {v}"
+        );
+    }
     kc.update_client(
         "cli",
         json!({
@@ -287,6 +301,10 @@ async fn others_unaffected(e: &Env, bob: &str, pat: &str) {
 async fn admin_logout(e: &Env, alice_sub: &str) -> String {
     let alice = e.kc.login("alice", "openid").await;
     assert_eq!(e.statuses(&alice.access_token).await, [200, 200]);
+    eprintln!(
+        "alice's access token: sid {}",
+        claims(&alice.access_token)["sid"]
+    );
     let t0 = Instant::now();
     let path = format!("/users/{alice_sub}/logout");
     let (st, v) = e.kc.admin(reqwest::Method::POST, &path, None).await;
