@@ -54,6 +54,10 @@ impl Config {
                     format!("file {} does not exist", path.display()),
                 ));
             }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+            })?;
+            reject_duplicate_keys(&text, &path.display().to_string())?;
             fig = fig.merge(Yaml::file_exact(path));
         }
         Self::extract(overlay_env(fig, env))
@@ -61,6 +65,7 @@ impl Config {
 
     /// Like [`Config::load`] but from YAML text (tests, `config check -`).
     pub fn from_yaml_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        reject_duplicate_keys(yaml, "<config>")?;
         let fig = Figment::from(Serialized::defaults(Config::default())).merge(Yaml::string(yaml));
         Self::extract(overlay_env(fig, env))
     }
@@ -81,6 +86,24 @@ impl Config {
                 None => ConfigError::new("<root>", "invalid configuration"),
             }
         })
+    }
+}
+
+/// Refuses a YAML text that repeats a key within one mapping.
+///
+/// figment (like most YAML loaders) keeps the last of repeated keys, so a
+/// second `policy:` or a route's repeated `public:` would silently replace
+/// the first: in an authorization config that is a policy bypass waiting
+/// for a careless merge. `serde_norway`'s `Mapping` refuses duplicates and
+/// names the key. Other syntax errors are left to figment, whose
+/// messages carry the key path.
+fn reject_duplicate_keys(yaml: &str, source: &str) -> Result<(), ConfigError> {
+    match serde_norway::from_str::<serde_norway::Value>(yaml) {
+        Err(e) if e.to_string().contains("duplicate entry with key") => Err(ConfigError::new(
+            "--config",
+            format!("{source}: {e}; each key may appear only once in a mapping"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -150,6 +173,27 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_not_last_wins() {
+        // Before: the second `default` silently won and the file was valid.
+        for yaml in [
+            "policy:\n  default: deny\npolicy:\n  default: authenticated\n",
+            "policy:\n  default: deny\n  default: authenticated\n",
+            "policy:\n  routes:\n    - name: a\n      auth: required\n      auth: none\n",
+        ] {
+            let err = Config::from_yaml_str(yaml, &env(&[])).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("duplicate entry with key"), "{yaml}: {msg}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dup.yaml");
+        std::fs::write(&path, "log:\n  level: info\n  level: debug\n").unwrap();
+        let err = Config::load(Some(&path), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("dup.yaml"), "{err}");
+        // The same key in different mappings is fine.
+        Config::from_yaml_str("jwt:\n  cache_capacity: 5\ndpop:\n  {}\n", &env(&[])).unwrap();
     }
 
     #[test]
