@@ -9,6 +9,7 @@
   let viaOidc = false; // signed in through the provider
   let meta = null;    // GET /api/v1/meta
   const WARN_DAYS = 7;
+  let renewals = 0;
 
   function login() { return viaOidc ? Oidc.accessToken() : pasted; }
 
@@ -201,7 +202,6 @@
   // With api.ui.oidc: "Sign in" goes to the provider; the paste box moves
   // behind "Advanced". Handles the browser's return from the provider.
   async function setUpOidc(oidc) {
-    $("oidc-signin").hidden = false;
     $("advanced").hidden = false;
     $("advanced").appendChild($("token-form"));
     $("sign-in-button").addEventListener("click", () => {
@@ -209,9 +209,21 @@
     });
     try {
       await Oidc.init(oidc, (ok, why) => {
-        if (ok) { $("renewed").textContent = "Session renewed " + new Date().toLocaleTimeString() + "."; return; }
+        if (ok) {
+          renewals += 1;
+          $("renewed").textContent = "Session renewed " + renewals + (renewals === 1 ? " time" : " times") + ", last at " + new Date().toLocaleTimeString() + ".";
+          return;
+        }
         signedOut(why, true);
       });
+    } catch (e) {
+      status(e.message, true);
+      return;
+    }
+    // The button only once the provider is known (a click before would
+    // have nowhere to go).
+    $("oidc-signin").hidden = false;
+    try {
       const r = await Oidc.handleReturn();
       if (r === "signed-in") {
         viaOidc = true;

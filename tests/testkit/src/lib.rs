@@ -8,8 +8,12 @@
 //! - [`in_process`]: the same Check handler without gRPC, for table tests;
 //! - [`dpop`]: a DPoP client key, its thumbprint and signed proofs;
 //! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
+//! - [`browser`]: real headless Chromium over WebDriver (chromedriver);
 //! - [`keycloak`]: the Keycloak stand-in (failure injection);
 //!   [`real_keycloak`]: the real Keycloak for `tests/keycloak_*.rs`;
+//!   [`oidc`]: browser-flow helpers against it (Keycloak's login form
+//!   without a browser, PKCE pairs, a client's allowed origins, sessions);
+//! - [`signin`]: the `/ui` page signing in through the real Keycloak;
 //! - [`pg`], [`redis_server`]: throwaway Postgres and Redis servers;
 //! - [`cluster`]: two replicas sharing one Postgres and one Redis;
 //! - [`envoy`], [`echo`]: a real Envoy and an upstream that records requests;
@@ -23,6 +27,7 @@
 //! Helpers panic on failure: this is test support.
 
 pub mod api;
+pub mod browser;
 pub mod check;
 pub mod cluster;
 pub mod deploy;
@@ -31,9 +36,11 @@ pub mod echo;
 pub mod envoy;
 pub mod in_process;
 pub mod keycloak;
+pub mod oidc;
 pub mod pg;
 pub mod real_keycloak;
 pub mod redis_server;
+pub mod signin;
 pub mod store_suite;
 pub mod wait;
 pub mod wrapped_store;
