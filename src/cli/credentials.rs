@@ -61,6 +61,8 @@ pub struct Credentials {
     pub token_endpoint: String,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
     pub access_token: String,
     #[serde(default)]
     pub refresh_token: Option<String>,
@@ -180,6 +182,7 @@ mod tests {
             grant: Grant::DeviceCode,
             token_endpoint: "https://kc.example.org/realms/x/protocol/openid-connect/token".into(),
             revocation_endpoint: None,
+            end_session_endpoint: None,
             access_token: "secret-access".into(),
             refresh_token: Some("secret-refresh".into()),
             expires_at: Utc::now(),

@@ -133,7 +133,7 @@ pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
     // A file others could read is removed all the same; its tokens are
     // revoked only when it can be trusted to be ours.
     match credentials::load(&path) {
-        Ok(c) => match oidc::revoke(&oidc::http(), &c).await {
+        Ok(c) => match oidc::end(&oidc::http(), &c).await {
             Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
             Ok(false) => {}
             Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),

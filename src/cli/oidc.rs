@@ -70,6 +70,8 @@ pub struct Provider {
     pub device_authorization_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
 }
 
 /// An HTTP client for the provider: bounded, and never following
@@ -199,6 +201,7 @@ fn credentials(
         grant,
         token_endpoint: p.token_endpoint.clone(),
         revocation_endpoint: p.revocation_endpoint.clone(),
+        end_session_endpoint: p.end_session_endpoint.clone(),
         access_token: t.access_token().secret().clone(),
         refresh_token: t
             .refresh_token()
@@ -322,6 +325,7 @@ pub fn stored(c: &Credentials) -> Provider {
         token_endpoint: c.token_endpoint.clone(),
         device_authorization_endpoint: None,
         revocation_endpoint: c.revocation_endpoint.clone(),
+        end_session_endpoint: c.end_session_endpoint.clone(),
     }
 }
 
@@ -365,9 +369,31 @@ pub async fn refresh(http: &reqwest::Client, c: &Credentials) -> Result<Credenti
     ))
 }
 
-/// RFC 7009: revokes the refresh token (Keycloak then ends the session
-/// it belongs to). `Ok(false)`: nothing to revoke, or no endpoint.
-pub async fn revoke(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginError> {
+/// Ends the login at the provider: the session it belongs to when the
+/// provider takes a refresh token at its end-session endpoint (Keycloak:
+/// the user session the device approval made ends, with every token of
+/// it), else RFC 7009 revocation of the refresh token. `Ok(false)`: there
+/// was nothing to end (a client-credentials login has no session).
+pub async fn end(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginError> {
+    if let (Some(rt), Some(ep)) = (&c.refresh_token, &c.end_session_endpoint) {
+        let r = http
+            .post(ep)
+            .form(&[
+                ("client_id", c.client_id.as_str()),
+                ("refresh_token", rt.as_str()),
+            ])
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            return Ok(true);
+        }
+    }
+    revoke(http, c).await
+}
+
+/// RFC 7009: revokes the refresh token. `Ok(false)`: nothing to revoke,
+/// or no endpoint.
+async fn revoke(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginError> {
     let (Some(rt), Some(ep)) = (c.refresh_token.clone(), c.revocation_endpoint.as_deref()) else {
         return Ok(false);
     };

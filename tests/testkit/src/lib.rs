@@ -5,6 +5,8 @@
 //! - [`check`]: start portcullis in-process and wait until it is ready,
 //!   [`check::Req`] (the `CheckRequest` builder, also used by
 //!   `portcullis-bench`), Check over gRPC, allow/deny assertions;
+//! - [`cli`]: the `portcullis` binary with a home of its own (`login`,
+//!   `token --api`);
 //! - [`in_process`]: the same Check handler without gRPC, for table tests;
 //! - [`dpop`]: a DPoP client key, its thumbprint and signed proofs;
 //! - [`api`]: a JSON client for `/api/v1` and dev-issuer logins;
@@ -29,6 +31,7 @@
 pub mod api;
 pub mod browser;
 pub mod check;
+pub mod cli;
 pub mod cluster;
 pub mod deploy;
 pub mod dpop;
