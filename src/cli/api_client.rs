@@ -106,13 +106,13 @@ impl ApiClient {
             );
         }
         let field = |k: &str| json.as_ref().and_then(|v| v[k].as_str()).map(str::to_owned);
-        let (Some(error), description) = (field("error"), field("error_description")) else {
+        // The API's errors always carry both fields (RFC 6750 style).
+        let (Some(error), Some(description)) = (field("error"), field("error_description")) else {
             return Err(ApiCallError::NotTheApi {
                 url: url.to_string(),
                 status,
             });
         };
-        let description = description.unwrap_or_default();
         Err(if status == 401 {
             ApiCallError::LoginRefused { error, description }
         } else {
