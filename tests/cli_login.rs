@@ -199,3 +199,66 @@ async fn token_commands_fail_clearly_when_not_logged_in_unreachable_or_the_file_
     cli.run(&["logout"]).await.expect_ok();
     assert!(!path.exists());
 }
+
+/// The operator commands under their new name and their old spelling
+/// write to the same store.
+#[tokio::test]
+async fn admin_token_and_the_older_token_spelling_are_the_same_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    // The dev issuer must exist for `--dev` to default the owner's issuer.
+    let srv = serve_yaml("", dir.path(), true).await;
+    let cli = Cli::new(BIN);
+    let mut pats = Vec::new();
+    for cmd in [&["admin", "token"][..], &["token"][..]] {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "create",
+            "--dev",
+            "--data-dir",
+            data,
+            "--user",
+            "alice",
+            "--username",
+            "alice",
+            "--name",
+            "ops",
+            "--scopes",
+            "a:read",
+        ]);
+        let out = cli.run(&args).await;
+        pats.push(out.expect_ok().trim().to_owned());
+    }
+    let out = cli
+        .run(&[
+            "admin",
+            "token",
+            "list",
+            "--dev",
+            "--data-dir",
+            data,
+            "--user",
+            "alice",
+        ])
+        .await;
+    assert_eq!(out.expect_ok().matches("ops").count(), 2, "{out:?}");
+    for pat in &pats {
+        allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(pat)).await);
+    }
+    // `--api` and the operator flags do not mix.
+    let out = cli
+        .run(&[
+            "token",
+            "create",
+            "--api",
+            "http://127.0.0.1:9",
+            "--user",
+            "alice",
+            "--name",
+            "x",
+            "--scopes",
+            "a:read",
+        ])
+        .await;
+    out.expect_err("cannot be used with");
+}

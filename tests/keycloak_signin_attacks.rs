@@ -129,3 +129,68 @@ async fn replayed_code() {
     c.close().await.unwrap();
     p.finish(&["dana"]).await;
 }
+
+/// The shape's other exposures: no cookie anywhere (so nothing for a
+/// cross-site request to ride on), and a CSP letting the page connect only
+/// to itself and the issuer.
+#[tokio::test]
+async fn no_cookie_and_the_csp_allows_only_the_page_and_the_issuer() {
+    let p = SigninPage::start("").await;
+    let http = reqwest::Client::new();
+    let kc_origin = p.kc.base.clone();
+    for path in [
+        "/ui",
+        "/ui/app.js",
+        "/ui/oidc.js",
+        "/ui/config.json",
+        "/api/v1/meta",
+    ] {
+        let r = http
+            .get(format!("{}{path}", p.origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "{path} sets a cookie"
+        );
+        if path.starts_with("/ui") {
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                csp.contains(&format!("connect-src 'self' {kc_origin};")),
+                "{path}: {csp}"
+            );
+            for d in [
+                "script-src 'self'",
+                "frame-ancestors 'none'",
+                "form-action 'none'",
+            ] {
+                assert!(csp.contains(d), "{path}: {csp}");
+            }
+        }
+    }
+    let cfg: serde_json::Value = http
+        .get(format!("{}/ui/config.json", p.origin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["oidc"]["issuer"], p.kc.issuer());
+    assert_eq!(cfg["oidc"]["client_id"], "web");
+    // The API takes no cookie as a credential: a request carrying only
+    // cookies is anonymous.
+    let r = http
+        .get(format!("{}/api/v1/tokens", p.origin))
+        .header("cookie", "session=anything; KEYCLOAK_IDENTITY=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    p.finish(&[]).await;
+}
