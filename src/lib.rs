@@ -36,7 +36,7 @@
 //!   loading, `validate()`; [`config_error`] is below every section.
 //! - [`scope`]: the `resource:action` scope grammar and wildcards.
 //! - [`api`]: HTTP `/healthz`, `/readyz`, the REST token API, the `/ui`
-//!   page, OpenID Connect back-channel logout (`POST /backchannel-logout`,
+//!   page (signing in at Keycloak as an in-page PKCE client), OpenID Connect back-channel logout (`POST /backchannel-logout`,
 //!   validated by [`jwt`], recorded through [`revocation`]), the gRPC
 //!   `TokenService`, and the `--dev` issuer endpoints.
 //! - [`tokens`]: token management shared by REST, gRPC and the page: who
@@ -48,7 +48,9 @@
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
 //! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
-//! - [`cli`], [`telemetry`]: command line and logging.
+//! - [`cli`]: command line, including `login`/`logout` (device grant,
+//!   client credentials) and `token … --api` as the logged-in user;
+//!   [`telemetry`]: logging.
 //!
 //! The load generator is not in this crate: it is the workspace member
 //! `benches/loadgen` (binary `portcullis-bench`).

@@ -357,6 +357,7 @@ fn serve_http(
         .merge(crate::api::logout::routes(logout));
     if tokens.ui_enabled() {
         app = app.merge(crate::api::ui::routes(
+            &cfg.api.ui,
             dev,
             http_addr,
             cfg.api.max_body_bytes,

@@ -1,8 +1,18 @@
-//! Command line: `serve`, `dev-token`, `config check`, and the token and
-//! debugging commands. Parsing lives here; the work lives in the domain
-//! modules.
+//! Command line: `serve`, `dev-token`, `config check`, the token and
+//! debugging commands, and `login`/`logout` for people and scripts. Parsing
+//! lives here; the work lives in the domain modules (and, for the login
+//! side, which only the command line has, in this module's children).
+//!
+//! Two kinds of token command: `token … --api URL` call the REST API as the
+//! logged-in user (the API's rules apply); `admin token …` (also spelled
+//! `token …` without `--api`) write to the store as an operator.
 
+mod admin_token;
+mod api_client;
 mod check;
+mod credentials;
+mod login;
+mod oidc;
 mod revoke_jwt;
 mod token;
 
@@ -39,9 +49,18 @@ pub enum Command {
     Config(ConfigCommand),
     /// Apply the store's schema migrations.
     Migrate(ConfigArgs),
-    /// Manage personal access tokens in the configured store.
+    /// Sign in at Keycloak (device grant, or `--client-credentials` from the
+    /// environment) for the `token --api` commands.
+    Login(login::LoginArgs),
+    /// Forget the login (and end its session at the provider).
+    Logout(login::LogoutArgs),
+    /// Your personal access tokens through the API (`--api URL`, after
+    /// `login`); without `--api`, the operator commands of `admin token`.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Operator commands that act on the configured store directly.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Show the decision for one request: route, scopes, reason. Exit 0 allow, 1 deny.
     Check(check::CheckArgs),
     /// Deny-list IdP-signed JWTs by `jti` or session `sid` (every replica).
@@ -106,6 +125,14 @@ pub struct DevTokenArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Any user's personal access tokens, straight in the store (no API
+    /// rules: for operators with the config and its database credentials).
+    #[command(subcommand)]
+    Token(admin_token::AdminTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a config file; exits non-zero naming each wrong key.
     Check(ConfigArgs),
@@ -138,8 +165,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve(args, log_format).await,
         Command::DevToken(args) => dev_token(args),
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
-        Command::Migrate(args) => token::migrate(args).await,
+        Command::Migrate(args) => admin_token::migrate(args).await,
+        Command::Login(args) => login::login(args).await,
+        Command::Logout(args) => login::logout(args).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Admin(AdminCommand::Token(cmd)) => admin_token::run(cmd).await,
         Command::Check(args) => check::run(args).await,
         Command::RevokeJwt(args) => revoke_jwt::run(args).await,
     }

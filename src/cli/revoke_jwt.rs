@@ -73,8 +73,8 @@ pub async fn run(a: RevokeJwtArgs) -> anyhow::Result<i32> {
         Some(u) => u,
         None => Utc::now() + chrono::Duration::hours(DEFAULT_SID_TTL_HOURS),
     };
-    let store = super::token::open_store(&cfg).await?;
-    let revoker = super::token::revoker_for(&cfg, store).await?;
+    let store = super::admin_token::open_store(&cfg).await?;
+    let revoker = super::admin_token::revoker_for(&cfg, store).await?;
     revoker.deny_jwt(kind, &value, until).await?;
     println!(
         "deny-listed {} {value} until {}",

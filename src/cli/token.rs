@@ -1,48 +1,67 @@
-//! `portcullis token …` and `portcullis migrate`: token administration
-//! straight against the configured store (`--config` or `--dev --data-dir`).
+//! `portcullis token …`: with `--api URL`, the REST API called as the
+//! user `portcullis login` signed in, so the API's rules apply (own tokens
+//! only, scopes within the caller's). Without `--api`, the older spelling
+//! of `portcullis admin token …` (straight to the store, any user).
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
+use url::Url;
 use uuid::Uuid;
 
 use super::ConfigArgs;
-use crate::config::Config;
-use crate::pat::{self, CreateRequest};
-use crate::store::{Store, TokenRecord};
+use super::admin_token::{self, AdminTokenCommand, TableRow, render_table};
+use super::api_client::ApiClient;
+use crate::tokens::{CreatedView, TokenView};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a PAT; prints the raw token once, alone on stdout.
+    /// Create a PAT; prints the raw token once, alone on stdout. With
+    /// `--api`: for yourself, through the API; else (operator) for `--user`.
     Create(CreateArgs),
-    /// List a user's tokens (metadata only: never tokens or hashes).
+    /// List tokens (metadata only: never tokens or hashes). With `--api`:
+    /// yours; else (operator) `--user`'s.
     List(ListArgs),
-    /// Revoke one token by id.
+    /// Show one of your tokens (`--api` only).
+    Get(IdArgs),
+    /// Replace one of your tokens by a new one (the old one stops working);
+    /// prints the new raw token once, alone on stdout (`--api` only).
+    Rotate(RotateArgs),
+    /// Revoke a token by id. With `--api`: one of yours; else (operator) any.
     Revoke(RevokeArgs),
-    /// Revoke every active token of a user.
-    RevokeAll(ListArgs),
-    /// Re-hash every legacy (SHA-256) opaque PAT under `pat.hash_key`. Run
-    /// once when you set the key: with a key, Check accepts only re-hashed
-    /// rows, so a row planted in the database without the key never works.
+    /// Operator: revoke every active token of a user (= `admin token revoke-all`).
+    RevokeAll(admin_token::ListArgs),
+    /// Operator: re-hash legacy PATs under `pat.hash_key` (= `admin token rekey`).
     Rekey(ConfigArgs),
+}
+
+/// `--api URL`: the portcullis HTTP address (REST API) to call as the
+/// logged-in user. Excludes the operator flags.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArg {
+    /// Call the token API at this URL (portcullis's HTTP port, or Envoy in
+    /// front of it) as the user `portcullis login` signed in.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "dev", "data_dir"])]
+    pub api: Option<Url>,
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     #[command(flatten)]
+    pub api: ApiArg,
+    #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// Owner's `sub`.
-    #[arg(long)]
-    pub user: String,
-    /// Owner's issuer (`iss`); default: the one configured issuer (required
-    /// when several are configured).
-    #[arg(long)]
+    /// Operator: owner's `sub`.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub user: Option<String>,
+    /// Operator: owner's issuer (default: the one configured issuer).
+    #[arg(long, conflicts_with = "api")]
     pub issuer: Option<String>,
-    /// Owner's username.
-    #[arg(long)]
-    pub username: String,
+    /// Operator: owner's username.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub username: Option<String>,
     /// Token name (required).
     #[arg(long)]
     pub name: String,
@@ -60,276 +79,207 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
+    pub api: ApiArg,
+    #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// Owner's `sub`.
-    #[arg(long)]
-    pub user: String,
-    /// Owner's issuer (`iss`); default: the one configured issuer (required
-    /// when several are configured).
-    #[arg(long)]
+    /// Operator: owner's `sub`.
+    #[arg(long, required_unless_present = "api", conflicts_with = "api")]
+    pub user: Option<String>,
+    /// Operator: owner's issuer (default: the one configured issuer).
+    #[arg(long, conflicts_with = "api")]
     pub issuer: Option<String>,
+    /// `--api`: print the API's JSON instead of a table.
+    #[arg(long, requires = "api")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The token API's URL (see `token create --help`).
+    #[arg(long, value_name = "URL")]
+    pub api: Url,
+    /// Token id (uuid).
+    pub id: Uuid,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The token API's URL (see `token create --help`).
+    #[arg(long, value_name = "URL")]
+    pub api: Url,
+    /// Token id (uuid).
+    pub id: Uuid,
+    /// Lifetime of the new token, e.g. 30d (default: the old one's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires_in: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
+    #[command(flatten)]
+    pub api: ApiArg,
     #[command(flatten)]
     pub cfg: ConfigArgs,
     /// Token id (uuid).
     pub id: Uuid,
 }
 
-/// Opens the configured store and applies migrations.
-pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    if let Err(errs) = cfg.validate() {
-        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-        bail!("invalid configuration:\n{}", text.join("\n"));
-    }
-    let store = Store::connect(&cfg.store, &cfg.data_dir)
-        .await
-        .context("opening the token store")?;
-    store.migrate().await.context("applying migrations")?;
-    Ok(store)
-}
-
-/// The issuers tokens can belong to: `issuers[]`, plus with `--dev` the dev
-/// issuer `serve --dev` last used in the data dir.
-fn configured_issuers(args: &ConfigArgs, cfg: &Config) -> Vec<String> {
-    let mut v: Vec<String> = cfg.issuers.iter().map(|i| i.issuer.clone()).collect();
-    if args.dev
-        && let Ok(d) = crate::dev::DevIssuer::load_existing(&cfg.data_dir, None)
-    {
-        v.push(d.issuer().to_owned());
-    }
-    v
-}
-
-/// `--issuer`, or the one configured issuer. A user is (issuer, sub), so
-/// with several issuers guessing could act on another issuer's user.
-fn owner_issuer(flag: Option<String>, issuers: &[String]) -> anyhow::Result<String> {
-    match flag {
-        Some(i) if i.trim().is_empty() => bail!("--issuer: must not be empty"),
-        Some(i) => Ok(i),
-        None => match issuers {
-            [one] => Ok(one.clone()),
-            [] => bail!("--issuer: required (no issuer is configured to default to)"),
-            many => bail!(
-                "--issuer: required when several issuers are configured (one of: {})",
-                many.join(", ")
-            ),
-        },
-    }
-}
-
-pub async fn migrate(args: ConfigArgs) -> anyhow::Result<i32> {
-    let cfg = args.load()?;
-    let store = Store::connect(&cfg.store, &cfg.data_dir).await?;
-    let applied = store.migrate().await.context("applying migrations")?;
-    if applied.is_empty() {
-        println!("schema is up to date");
-    } else {
-        println!("applied migrations {applied:?}");
-    }
-    // As at `serve` start-up: pre-0004 rows belong to the one issuer, if one.
-    if let [issuer] = configured_issuers(&args, &cfg).as_slice() {
-        let n = store.claim_unowned(issuer).await?;
-        if n > 0 {
-            println!("gave {n} token(s) without an owner issuer to {issuer}");
-        }
-    }
-    Ok(0)
-}
-
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
     match cmd {
-        TokenCommand::Create(a) => create(a).await,
-        TokenCommand::List(a) => list(a).await,
-        TokenCommand::Revoke(a) => revoke(a).await,
-        TokenCommand::RevokeAll(a) => revoke_all(a).await,
-        TokenCommand::Rekey(a) => rekey(a).await,
-    }
-}
-
-async fn rekey(args: ConfigArgs) -> anyhow::Result<i32> {
-    let cfg = args.load()?;
-    let hasher = crate::pat::hasher::TokenHasher::new(cfg.pat.hash_key.as_deref());
-    if !hasher.is_keyed() {
-        anyhow::bail!(
-            "pat.hash_key is not set (PORTCULLIS__PAT__HASH_KEY): nothing to re-hash under"
-        );
-    }
-    let store = open_store(&cfg).await?;
-    let n = crate::pat::hasher::rekey_legacy(&store, &hasher).await?;
-    println!("re-hashed {n} legacy personal access token(s) under pat.hash_key");
-    Ok(0)
-}
-
-async fn create(a: CreateArgs) -> anyhow::Result<i32> {
-    let cfg = a.cfg.load()?;
-    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
-    let store = open_store(&cfg).await?;
-    let now = Utc::now();
-    let expires_at = match a.expires_in {
-        // Checked: an unchecked `+` past chrono's range panics.
-        Some(d) => Some(
-            chrono::Duration::from_std(d)
-                .ok()
-                .and_then(|d| now.checked_add_signed(d))
-                .with_context(|| {
-                    format!(
-                        "--expires-in is too large: at most {} days (pat.max_lifetime_days)",
-                        cfg.pat.max_lifetime_days
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let req = CreateRequest {
-        user_id: a.user,
-        user_issuer: issuer,
-        username: a.username,
-        name: a.name,
-        description: a.description,
-        scopes: a.scopes.split_whitespace().map(str::to_owned).collect(),
-        expires_at,
-        rotated_from: None,
-    };
-    match pat::create(&store, &cfg.pat, req, now).await {
-        Ok((raw, rec)) => {
-            eprintln!(
-                "created token {} ({}) expiring {}; it is shown once",
-                rec.id,
-                rec.display_hint,
-                rec.expires_at.to_rfc3339()
-            );
-            println!("{raw}");
-            // After printing: the token exists whatever happens here. Lets
-            // running replicas look it up at once (bus `new:`); otherwise
-            // their resync loop or lookup budget covers it.
-            match revoker_for(&cfg, store.clone()).await {
-                Ok(r) => r.announce_created(&rec).await,
-                Err(e) => tracing::warn!(error = %e, "announcing the new token failed"),
+        TokenCommand::Create(a) => match a.api.api.clone() {
+            Some(api) => create(api, a).await,
+            None => admin_token::create(operator_create(a)?).await,
+        },
+        TokenCommand::List(a) => match a.api.api.clone() {
+            Some(api) => list(api, a.json).await,
+            None => {
+                let Some(user) = a.user else {
+                    bail!("--user is required (or --api URL to list your own tokens)")
+                };
+                admin_token::list(admin_token::ListArgs {
+                    cfg: a.cfg,
+                    user,
+                    issuer: a.issuer,
+                })
+                .await
             }
-            Ok(0)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(1)
-        }
+        },
+        TokenCommand::Get(a) => get(a).await,
+        TokenCommand::Rotate(a) => rotate(a).await,
+        TokenCommand::Revoke(a) => match a.api.api.clone() {
+            Some(api) => revoke(api, a.id).await,
+            None => {
+                admin_token::revoke(admin_token::RevokeArgs {
+                    cfg: a.cfg,
+                    id: a.id,
+                })
+                .await
+            }
+        },
+        TokenCommand::RevokeAll(a) => admin_token::run(AdminTokenCommand::RevokeAll(a)).await,
+        TokenCommand::Rekey(a) => admin_token::run(AdminTokenCommand::Rekey(a)).await,
     }
 }
 
-async fn list(a: ListArgs) -> anyhow::Result<i32> {
-    let cfg = a.cfg.load()?;
-    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
-    let store = open_store(&cfg).await?;
-    let tokens = store.list_for_user(&issuer, &a.user).await?;
-    print!("{}", table(&tokens));
-    Ok(0)
+fn operator_create(a: CreateArgs) -> anyhow::Result<admin_token::CreateArgs> {
+    let (Some(user), Some(username)) = (a.user, a.username) else {
+        bail!("--user and --username are required (or --api URL to create a token for yourself)")
+    };
+    Ok(admin_token::CreateArgs {
+        cfg: a.cfg,
+        user,
+        issuer: a.issuer,
+        username,
+        name: a.name,
+        scopes: a.scopes,
+        expires_in: a.expires_in,
+        description: a.description,
+    })
 }
 
-async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
-    let cfg = a.cfg.load()?;
-    let store = open_store(&cfg).await?;
-    let revoker = revoker_for(&cfg, store).await?;
-    match revoker.revoke(a.id).await? {
-        Some(rec) => {
-            println!("revoked {} ({})", rec.id, rec.name);
-            Ok(0)
-        }
-        None => {
-            eprintln!("error: no token with id {}", a.id);
-            Ok(1)
-        }
+/// `now + d` as RFC 3339 for the API's `expires_at`; checked, since an
+/// unchecked `+` past chrono's range panics.
+fn expires_at(d: Option<Duration>) -> anyhow::Result<Option<String>> {
+    let Some(d) = d else { return Ok(None) };
+    let at = chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d));
+    match at {
+        Some(at) => Ok(Some(at.to_rfc3339())),
+        None => bail!("--expires-in {}: too large", humantime::format_duration(d)),
     }
 }
 
-async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
-    let cfg = a.cfg.load()?;
-    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
-    let store = open_store(&cfg).await?;
-    let revoker = revoker_for(&cfg, store).await?;
-    let revoked = revoker.revoke_all(&issuer, &a.user).await?;
-    println!(
-        "revoked {} token(s) of {} at {issuer}",
-        revoked.len(),
-        a.user
+/// Prints a new token: the raw token alone on stdout, the rest on stderr.
+fn print_created(c: &CreatedView, verb: &str) {
+    eprintln!(
+        "{verb} token {} \"{}\" ({}) with scopes {} expiring {}; it is shown once",
+        c.id,
+        c.name,
+        c.display_hint,
+        c.scopes.join(" "),
+        c.expires_at.to_rfc3339()
     );
+    println!("{}", c.token);
+}
+
+async fn create(api: Url, a: CreateArgs) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api).await?;
+    let mut body = serde_json::json!({
+        "name": a.name,
+        "scopes": a.scopes.split_whitespace().collect::<Vec<_>>(),
+    });
+    if let Some(d) = a.description {
+        body["description"] = d.into();
+    }
+    if let Some(at) = expires_at(a.expires_in)? {
+        body["expires_at"] = at.into();
+    }
+    let created: CreatedView = client.post("/api/v1/tokens", body).await?;
+    print_created(&created, "created");
     Ok(0)
 }
 
-/// The same revocation path the server uses (store first, then the bus).
-pub(super) async fn revoker_for(
-    cfg: &Config,
-    store: Store,
-) -> anyhow::Result<crate::revocation::Revoker> {
-    let pats = std::sync::Arc::new(crate::pat::PatValidator::new(store, &cfg.pat));
-    crate::revocation::Revoker::for_config(&cfg.revocation, pats)
+fn rows(tokens: &[TokenView]) -> String {
+    render_table(
+        tokens.iter().map(|t| TableRow {
+            id: t.id.to_string(),
+            name: &t.name,
+            hint: &t.display_hint,
+            scopes: &t.scopes,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
+            revoked: t.revoked_at.is_some(),
+        }),
+        Utc::now(),
+    )
 }
 
-/// A plain-text table; no raw tokens, no hashes.
-pub fn table(tokens: &[TokenRecord]) -> String {
-    let now = Utc::now();
-    let mut rows = vec![[
-        "ID".to_owned(),
-        "NAME".to_owned(),
-        "HINT".to_owned(),
-        "SCOPES".to_owned(),
-        "EXPIRES".to_owned(),
-        "LAST USED".to_owned(),
-        "STATUS".to_owned(),
-    ]];
-    for t in tokens {
-        let status = if t.revoked_at.is_some() {
-            "revoked"
-        } else if t.expires_at <= now {
-            "expired"
-        } else {
-            "active"
-        };
-        rows.push([
-            t.id.to_string(),
-            t.name.clone(),
-            t.display_hint.clone(),
-            t.scopes.join(" "),
-            t.expires_at.format("%Y-%m-%d %H:%M").to_string(),
-            t.last_used_at
-                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "never".to_owned()),
-            status.to_owned(),
-        ]);
+async fn list(api: Url, json: bool) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api).await?;
+    let tokens: Vec<TokenView> = client.get("/api/v1/tokens").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tokens)?);
+    } else {
+        print!("{}", rows(&tokens));
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::owner_issuer;
-
-    #[test]
-    fn item6_issuer_flag_defaults_to_the_single_issuer_and_is_required_with_several() {
-        let one = vec!["https://a".to_owned()];
-        let two = vec!["https://a".to_owned(), "https://b".to_owned()];
-        assert_eq!(owner_issuer(None, &one).unwrap(), "https://a");
-        assert_eq!(
-            owner_issuer(Some("https://b".into()), &two).unwrap(),
-            "https://b"
-        );
-        for (flag, issuers) in [(None, &two), (None, &vec![]), (Some(" ".to_owned()), &one)] {
-            let e = owner_issuer(flag, issuers).unwrap_err().to_string();
-            assert!(e.starts_with("--issuer: "), "{e}");
+async fn get(a: IdArgs) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(a.api).await?;
+    let t: TokenView = client.get(&format!("/api/v1/tokens/{}", a.id)).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        print!("{}", rows(std::slice::from_ref(&t)));
+        if let Some(d) = &t.description {
+            println!("description: {d}");
         }
+        println!("created: {}", t.created_at.to_rfc3339());
     }
+    Ok(0)
+}
+
+async fn rotate(a: RotateArgs) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(a.api).await?;
+    let mut body = serde_json::json!({});
+    if let Some(at) = expires_at(a.expires_in)? {
+        body["expires_at"] = at.into();
+    }
+    let created: CreatedView = client
+        .post(&format!("/api/v1/tokens/{}/rotate", a.id), body)
+        .await?;
+    print_created(&created, "rotated into");
+    Ok(0)
+}
+
+async fn revoke(api: Url, id: Uuid) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api).await?;
+    let t: TokenView = client.delete(&format!("/api/v1/tokens/{id}")).await?;
+    println!("revoked {} ({})", t.id, t.name);
+    Ok(0)
 }

@@ -112,6 +112,8 @@ impl Config {
         errs.extend(self.store.validate());
         errs.extend(self.revocation.validate());
         errs.extend(self.api.validate());
+        let issuers: Vec<&str> = self.issuers.iter().map(|i| i.issuer.as_str()).collect();
+        errs.extend(self.api.ui.validate(&issuers));
         errs.extend(self.policy.validate());
         errs.extend(self.credentials.validate());
         errs.extend(self.identity_headers.validate());

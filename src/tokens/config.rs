@@ -20,8 +20,10 @@ pub struct ApiConfig {
     /// Credential kinds that may manage tokens. Default `[jwt]` (user login
     /// tokens); `service_account` may be added; `pat` never.
     pub manage_kinds: Vec<CredentialKind>,
-    /// Serve the token-management web page at `/ui`. Default true.
-    pub ui: bool,
+    /// The token-management web page at `/ui`: `true` (default), `false`,
+    /// or `{enabled, oidc}` to sign users in through Keycloak
+    /// ([`super::UiConfig`]).
+    pub ui: super::UiConfig,
     /// HTTP port (`listen.http`): a client must send a request's headers
     /// within this time, or the connection is closed; also bounds how long an
     /// idle keep-alive connection is kept. Default `10s`.
@@ -50,7 +52,7 @@ impl Default for ApiConfig {
             manage_scope: "tokens:manage".into(),
             admin_scope: "tokens:admin".into(),
             manage_kinds: vec![CredentialKind::Jwt],
-            ui: true,
+            ui: Default::default(),
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 512,

@@ -27,6 +27,7 @@ pub mod exchange;
 pub mod resource_metadata;
 pub mod reuse;
 mod rotation;
+mod ui_config;
 mod view;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use config::ApiConfig;
 pub use error::ApiError;
 pub use exchange::ExchangeClient;
 pub use resource_metadata::ResourceMetadataConfig;
+pub use ui_config::{UiConfig, UiOidcConfig};
 pub use view::{CreateInput, CreatedView, RotateInput, TokenView, expiry};
 
 use crate::authz::Engine;
@@ -136,7 +138,7 @@ impl TokenService {
 
     /// Whether `/ui` is served.
     pub fn ui_enabled(&self) -> bool {
-        self.api.ui
+        self.api.ui.enabled
     }
 
     fn store(&self) -> Store {

@@ -39,7 +39,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// Checks an http(s) URL field; `https_only` refuses http except on loopback.
-fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError> {
+pub(super) fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError> {
     let url = Url::parse(raw).map_err(|e| {
         ConfigError::new(key, format!("{raw:?} is not a URL ({e}); accepted: an absolute https URL such as https://api.example.org"))
     })?;
@@ -77,7 +77,7 @@ fn check_url(key: &str, raw: &str, https_only: bool) -> Result<Url, ConfigError>
 }
 
 /// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
-fn is_scope_token(s: &str) -> bool {
+pub(super) fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))

@@ -1,9 +1,17 @@
 // portcullis token page: plain JS, no build step. The login token is kept
-// in memory only (never in localStorage); a new PAT is shown once.
+// in memory only (never in localStorage); a new PAT is shown once. With
+// api.ui.oidc the user signs in at Keycloak (oidc.js); otherwise, or behind
+// "Advanced", a login token can be pasted.
 "use strict";
 (function () {
-  let login = null;   // the bearer token used for API calls
+  const Oidc = window.PortcullisOidc;
+  let pasted = null;  // a pasted (or dev) login token
+  let viaOidc = false; // signed in through the provider
   let meta = null;    // GET /api/v1/meta
+  const WARN_DAYS = 7;
+  let renewals = 0;
+
+  function login() { return viaOidc ? Oidc.accessToken() : pasted; }
 
   const $ = (id) => document.getElementById(id);
 
@@ -15,7 +23,8 @@
 
   async function api(method, path, body) {
     const headers = { "Accept": "application/json" };
-    if (login) headers["Authorization"] = "Bearer " + login;
+    const bearer = login();
+    if (bearer) headers["Authorization"] = "Bearer " + bearer;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const resp = await fetch(path, {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -81,7 +90,14 @@
       cell(tr, "Name", t.name);
       cell(tr, "Scopes", t.scopes.join(" "));
       cell(tr, "Token", t.display_hint);
-      cell(tr, "Expires", fmt(t.expires_at));
+      const exp = cell(tr, "Expires", fmt(t.expires_at));
+      const left = (new Date(t.expires_at) - Date.now()) / 86400000;
+      if (t.active && left <= WARN_DAYS) {
+        const w = document.createElement("span");
+        w.className = "badge expiring";
+        w.textContent = left < 1 ? "expires today" : "expires in " + Math.ceil(left) + " days";
+        exp.append(" ", w);
+      }
       cell(tr, "Last used", fmt(t.last_used_at));
       const state = t.revoked_at ? "revoked" : (t.active ? "active" : "expired");
       const st = cell(tr, "Status");
@@ -116,12 +132,32 @@
     $("new-token-h").focus();
   }
 
+  // Pasted or dev token: use it from now on.
   async function signIn(token) {
-    login = token;
+    pasted = token;
+    viaOidc = false;
+    await signedIn();
+  }
+
+  function signedOut(reason, isError) {
+    pasted = null;
+    viaOidc = false;
+    meta = null;
+    $("create").hidden = true; $("list").hidden = true;
+    $("new-token").textContent = ""; $("new-token-box").hidden = true;
+    $("sign-out").hidden = true;
+    $("signin").hidden = false;
+    $("whoami").textContent = "Not signed in.";
+    status(reason, isError);
+  }
+
+  async function signedIn() {
     try {
       meta = await api("GET", "/api/v1/meta");
     } catch (e) {
-      login = null;
+      pasted = null;
+      // Still signed in at the provider: offer to sign out there.
+      $("sign-out").hidden = !viaOidc;
       status("Sign-in failed: " + e.message, true);
       return;
     }
@@ -130,6 +166,7 @@
     if (!c.can_manage) {
       status("This token cannot manage tokens: it needs the scope " + meta.manage_scope + ".", true);
       $("create").hidden = true; $("list").hidden = true;
+      $("sign-out").hidden = !viaOidc;
       return;
     }
     renderScopes();
@@ -162,11 +199,53 @@
     } catch (e) { status("Revoke failed: " + e.message, true); }
   }
 
+  // With api.ui.oidc: "Sign in" goes to the provider; the paste box moves
+  // behind "Advanced". Handles the browser's return from the provider.
+  async function setUpOidc(oidc) {
+    $("advanced").hidden = false;
+    $("advanced").appendChild($("token-form"));
+    $("sign-in-button").addEventListener("click", () => {
+      Oidc.signIn().catch((e) => status(e.message, true));
+    });
+    try {
+      await Oidc.init(oidc, (ok, why) => {
+        if (ok) {
+          renewals += 1;
+          $("renewed").textContent = "Session renewed " + renewals + (renewals === 1 ? " time" : " times") + ", last at " + new Date().toLocaleTimeString() + ".";
+          return;
+        }
+        signedOut(why, true);
+      });
+    } catch (e) {
+      status(e.message, true);
+      return;
+    }
+    // The button only once the provider is known (a click before would
+    // have nowhere to go).
+    $("oidc-signin").hidden = false;
+    try {
+      const r = await Oidc.handleReturn();
+      if (r === "signed-in") {
+        viaOidc = true;
+        await signedIn();
+      } else if (r === "signed-out") {
+        status("Signed out, also of Keycloak.");
+      }
+    } catch (e) {
+      status(e.message, true);
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", async () => {
     try {
       const m = await api("GET", "/api/v1/meta");
       $("dev-form").hidden = !m.dev;
     } catch (_) { /* the page still works with a pasted token */ }
+    let oidc = null;
+    try {
+      const c = await api("GET", "/ui/config.json");
+      oidc = c && c.oidc;
+    } catch (_) { oidc = null; }
 
     $("token-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -219,8 +298,13 @@
       $("new-name").focus();
     });
 
-    $("sign-out").addEventListener("click", () => { login = null; window.location.reload(); });
+    $("sign-out").addEventListener("click", () => {
+      if (viaOidc) { Oidc.signOut(); return; }
+      signedOut("Signed out.");
+    });
 
     $("refresh").addEventListener("click", () => refresh().catch((e) => status(e.message, true)));
+
+    if (oidc) await setUpOidc(oidc);
   });
 })();

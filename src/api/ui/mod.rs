@@ -1,6 +1,9 @@
 //! `GET /ui`: the token-management page. Plain HTML, CSS and JS embedded in
-//! the binary; the page talks to the REST API with the login token the user
-//! pastes (or, in `--dev`, mints through `POST /ui/dev-login`).
+//! the binary; the page talks to the REST API with a bearer login token:
+//! with `api.ui.oidc`, one it obtained by signing the user in at Keycloak
+//! (authorization code + PKCE, `oidc.js`; held in the page's memory only);
+//! otherwise one the user pastes (or, in `--dev`, mints through
+//! `POST /ui/dev-login`). `GET /ui/config.json` tells the page which.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,30 +16,76 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::limits::{BodyLimit, read_body};
 use super::rest::ErrorResponse;
 use crate::dev::{DevIssuer, DevTokenSpec};
 use crate::scope::{self, ScopeRole};
-use crate::tokens::ApiError;
+use crate::tokens::{ApiError, UiConfig, UiOidcConfig};
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const OIDC_JS: &str = include_str!("oidc.js");
 const STYLE: &str = include_str!("style.css");
 
-/// Content-Security-Policy: only our own files, no inline code.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+/// Content-Security-Policy: only our own files, no inline code; the page
+/// may connect to itself and, with `api.ui.oidc`, to the issuer's origin
+/// (discovery, token endpoint), nothing else.
+fn csp(ui: &UiConfig) -> String {
+    let issuer = ui
+        .oidc
+        .as_ref()
+        .and_then(|o| o.issuer_origin())
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'{issuer}; img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+/// What `GET /ui/config.json` tells the page.
+#[derive(Debug, Serialize)]
+struct PageConfig<'a> {
+    /// How to sign in; absent: paste a token (or the dev login).
+    oidc: Option<&'a UiOidcConfig>,
+}
 
 /// The page's routes; `dev` adds `POST /ui/dev-login`, answering only
 /// requests addressed to loopback on `http_addr`'s port; bodies are limited
 /// to `max_body` bytes.
-pub fn routes(dev: Option<Arc<DevIssuer>>, http_addr: SocketAddr, max_body: usize) -> Router {
+pub fn routes(
+    ui: &UiConfig,
+    dev: Option<Arc<DevIssuer>>,
+    http_addr: SocketAddr,
+    max_body: usize,
+) -> Router {
+    let csp: Arc<str> = csp(ui).into();
+    let config: Arc<str> = serde_json::to_string(&PageConfig {
+        oidc: ui.oidc.as_ref(),
+    })
+    .unwrap_or_else(|_| "{}".into())
+    .into();
+    let page = |ct: &'static str, body: &'static str| {
+        let csp = csp.clone();
+        get(move || async move { asset(ct, body, &csp) })
+    };
     let mut r = Router::new()
-        .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/app.js", get(app_js))
-        .route("/ui/style.css", get(style));
+        .route("/ui", page(HTML, INDEX))
+        .route("/ui/", page(HTML, INDEX))
+        .route("/ui/app.js", page(JS, APP_JS))
+        .route("/ui/oidc.js", page(JS, OIDC_JS))
+        .route("/ui/style.css", page("text/css; charset=utf-8", STYLE));
+    let c = csp.clone();
+    r = r.route(
+        "/ui/config.json",
+        get(move || async move {
+            let mut resp = asset("application/json", config.to_string(), &c);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }),
+    );
     if let Some(dev) = dev {
         let st = DevLoginState {
             dev,
@@ -56,13 +105,20 @@ struct DevLoginState {
     limit: BodyLimit,
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut resp = (StatusCode::OK, body).into_response();
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+fn asset(content_type: &'static str, body: impl Into<Body>, csp: &str) -> Response {
+    let mut resp = (StatusCode::OK, body.into()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The issuer origin was checked as a URL by `config check`; a value
+    // that still is no header value leaves the strictest policy.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_str(csp).unwrap_or_else(|_| {
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")
+        }),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -74,18 +130,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
-}
-
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-async fn style() -> Response {
-    asset("text/css; charset=utf-8", STYLE)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,12 @@ pub const USERS: &[(&str, &[&str])] = &[
     ("alice", &["uploads-reader"]),
     ("bob", &["uploads-writer"]),
     ("carol", &[]),
+    // Sign-in tests (tests/keycloak_signin*.rs, keycloak_device.rs): each
+    // its own user, so counting a user's sessions counts only its own.
+    ("dana", &["uploads-reader"]),
+    ("erin", &["uploads-reader"]),
+    ("frank", &["uploads-reader"]),
+    ("mallory", &["uploads-reader"]),
 ];
 
 /// Where the Keycloak of this test process lives.

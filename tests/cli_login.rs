@@ -1,0 +1,264 @@
+//! `portcullis login --client-credentials` (a service account, no person)
+//! against the real Keycloak 26, then `token create --api` for its own
+//! token: refused where `api.manage_kinds` leaves service accounts out,
+//! allowed where it lists them. And the clear, non-zero failures of the
+//! login commands: a wrong issuer URL, missing client credentials, the API
+//! unreachable, a credentials file others may read, an expired
+//! client-credentials login without the environment to renew it.
+//!
+//! Needs Keycloak: `scripts/test` starts it; alone, `cargo test --test
+//! cli_login` starts its own.
+
+use std::os::unix::fs::PermissionsExt;
+
+use portcullis::server::Running;
+use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
+use portcullis_testkit::cli::Cli;
+use portcullis_testkit::oidc::signin_config;
+use portcullis_testkit::real_keycloak::{READY, RealKeycloak, SHIPPED_SECRET};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+async fn server(kc: &RealKeycloak, manage_kinds: &str) -> (Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("  manage_kinds: {manage_kinds}");
+    let srv = serve_yaml(&signin_config(kc, &api, ""), dir.path(), false).await;
+    wait_ready(&srv, READY).await;
+    (srv, dir)
+}
+
+/// The shipped `automation` client, from the environment.
+fn service_account() -> Cli {
+    let mut cli = Cli::new(BIN);
+    cli.set_env("PORTCULLIS_CLIENT_ID", "automation");
+    cli.set_env("PORTCULLIS_CLIENT_SECRET", SHIPPED_SECRET);
+    cli
+}
+
+#[tokio::test]
+async fn service_account_manages_its_own_tokens_only_where_manage_kinds_allows() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    let out = cli
+        .run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await;
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains("as service-account-automation"),
+        "{out:?}"
+    );
+    let mode = std::fs::metadata(cli.credentials())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stored = std::fs::read_to_string(cli.credentials()).unwrap();
+    assert!(
+        !stored.contains(SHIPPED_SECRET),
+        "the client secret is never stored"
+    );
+
+    // api.manage_kinds: [jwt] (the default): refused, saying why.
+    let (users_only, _d1) = server(&kc, "[jwt]").await;
+    let api = format!("http://{}", users_only.http_addr);
+    let args = [
+        "token",
+        "create",
+        "--api",
+        &api,
+        "--name",
+        "nightly",
+        "--scopes",
+        "uploads:read",
+    ];
+    let out = cli.run(&args).await;
+    out.expect_err("credential kind service_account cannot manage tokens");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // [jwt, service_account]: its own token, through the API's rules.
+    let (both, _d2) = server(&kc, "[jwt, service_account]").await;
+    let api = format!("http://{}", both.http_addr);
+    let args = [
+        "token",
+        "create",
+        "--api",
+        &api,
+        "--name",
+        "nightly",
+        "--scopes",
+        "uploads:read",
+    ];
+    let out = cli.run(&args).await;
+    let pat = out.expect_ok().trim().to_owned();
+    assert_eq!(out.stdout, format!("{pat}\n"));
+    let (h, _) = allowed(&check(both.grpc_addr, &Req::get("/api/v1/uploads/1").bearer(&pat)).await);
+    assert_eq!(h["x-auth-username"], "service-account-automation");
+    assert_eq!(h["x-auth-method"], "pat");
+    let out = cli.run(&["token", "list", "--api", &api, "--json"]).await;
+    let list: Value = serde_json::from_str(out.expect_ok()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Expired: renewed with the environment's credentials (never stored)…
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    cli.run(&["token", "list", "--api", &api]).await.expect_ok();
+    // …and without them, a clear refusal.
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    let mut bare = service_account();
+    std::fs::create_dir_all(bare.credentials().parent().unwrap()).unwrap();
+    std::fs::copy(cli.credentials(), bare.credentials()).unwrap();
+    bare.unset_env("PORTCULLIS_CLIENT_ID");
+    bare.unset_env("PORTCULLIS_CLIENT_SECRET");
+    bare.run(&["token", "list", "--api", &api])
+        .await
+        .expect_err("client credentials are never stored");
+
+    // Logout forgets it (a client-credentials login has no session).
+    cli.run(&["logout"]).await.expect_ok();
+    assert!(!cli.credentials().exists());
+}
+
+#[tokio::test]
+async fn login_failures_are_clear_and_non_zero() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    // A realm that does not exist; a trailing slash (another issuer); a
+    // closed port; not a URL.
+    let nope = format!("{}/realms/nope", kc.base);
+    let slash = format!("{}/", kc.issuer());
+    for (issuer, needle) in [
+        (nope.as_str(), "HTTP 404"),
+        (slash.as_str(), "calls itself"),
+        ("http://127.0.0.1:1/realms/x", "cannot fetch"),
+        ("not a url", "not a URL"),
+    ] {
+        let out = cli
+            .run(&["login", "--issuer", issuer, "--client-credentials"])
+            .await;
+        out.expect_err(&format!("--issuer {issuer}: "));
+        out.expect_err(needle);
+        assert!(!cli.credentials().exists());
+    }
+    // A wrong secret: the provider's refusal, named.
+    let mut wrong = Cli::new(BIN);
+    wrong.set_env("PORTCULLIS_CLIENT_ID", "automation");
+    wrong.set_env("PORTCULLIS_CLIENT_SECRET", "wrong");
+    wrong
+        .run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_err("the provider refused the client credentials login: unauthorized_client");
+    // No client credentials in the environment.
+    Cli::new(BIN)
+        .run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_err("PORTCULLIS_CLIENT_ID is not set");
+}
+
+#[tokio::test]
+async fn token_commands_fail_clearly_when_not_logged_in_unreachable_or_the_file_is_open() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("not logged in");
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+
+    // The API unreachable.
+    let out = cli
+        .run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await;
+    out.expect_err("cannot reach the API at http://127.0.0.1:9");
+
+    // Something that is not the API.
+    let out = cli
+        .run(&["token", "list", "--api", &format!("{}/realms", kc.base)])
+        .await;
+    out.expect_err("is --api the portcullis HTTP address");
+
+    // A credentials file others may read is refused, by every command that
+    // would use it, and by login (which would overwrite it).
+    let path = cli.credentials();
+    for mode in [0o644, 0o640, 0o606] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = cli
+            .run(&["token", "list", "--api", "http://127.0.0.1:9"])
+            .await;
+        out.expect_err(&format!("has mode {mode:04o}"));
+        out.expect_err("chmod 600");
+        cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+            .await
+            .expect_err("must be 0600");
+    }
+    // Logout still removes it.
+    cli.run(&["logout"]).await.expect_ok();
+    assert!(!path.exists());
+}
+
+/// The operator commands under their new name and their old spelling
+/// write to the same store.
+#[tokio::test]
+async fn admin_token_and_the_older_token_spelling_are_the_same_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    // The dev issuer must exist for `--dev` to default the owner's issuer.
+    let srv = serve_yaml("", dir.path(), true).await;
+    let cli = Cli::new(BIN);
+    let mut pats = Vec::new();
+    for cmd in [&["admin", "token"][..], &["token"][..]] {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "create",
+            "--dev",
+            "--data-dir",
+            data,
+            "--user",
+            "alice",
+            "--username",
+            "alice",
+            "--name",
+            "ops",
+            "--scopes",
+            "a:read",
+        ]);
+        let out = cli.run(&args).await;
+        pats.push(out.expect_ok().trim().to_owned());
+    }
+    let out = cli
+        .run(&[
+            "admin",
+            "token",
+            "list",
+            "--dev",
+            "--data-dir",
+            data,
+            "--user",
+            "alice",
+        ])
+        .await;
+    assert_eq!(out.expect_ok().matches("ops").count(), 2, "{out:?}");
+    for pat in &pats {
+        allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(pat)).await);
+    }
+    // `--api` and the operator flags do not mix.
+    let out = cli
+        .run(&[
+            "token",
+            "create",
+            "--api",
+            "http://127.0.0.1:9",
+            "--user",
+            "alice",
+            "--name",
+            "x",
+            "--scopes",
+            "a:read",
+        ])
+        .await;
+    out.expect_err("cannot be used with");
+}
