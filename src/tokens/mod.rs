@@ -24,6 +24,7 @@ mod caller;
 mod config;
 mod error;
 pub mod exchange;
+mod lifecycle;
 pub mod resource_metadata;
 pub mod reuse;
 mod rotation;
@@ -37,9 +38,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use caller::{Caller, authenticate, bearer_token};
-pub use config::ApiConfig;
+pub use config::{ApiConfig, LeakSecret};
 pub use error::ApiError;
 pub use exchange::ExchangeClient;
+pub use lifecycle::{AuditPage, AuditParams, DeliveriesPage, DeliveryParams, LeakAuth, LeakReport};
 pub use resource_metadata::ResourceMetadataConfig;
 pub use view::{CreateInput, CreatedView, RotateInput, TokenView, expiry};
 
@@ -58,6 +60,8 @@ pub struct TokenService {
     api: Arc<ApiConfig>,
     exchange: Option<ExchangeClient>,
     dev: bool,
+    /// `audit.trusted_proxy_hops`: how the transports find the client address.
+    trusted_proxy_hops: u8,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -126,6 +130,7 @@ impl TokenService {
             api: Arc::new(api),
             exchange,
             dev,
+            trusted_proxy_hops: 0,
         })
     }
 
@@ -269,7 +274,7 @@ impl TokenService {
         let rec = self.own(c, id).await?;
         let revoked = self
             .revoker
-            .revoke(rec.id)
+            .revoke_by(rec.id, &c.cause("api"))
             .await?
             .ok_or_else(ApiError::not_found)?;
         tracing::info!(token_id = %rec.id, user = %rec.user_id, "token revoked through the API");
@@ -394,7 +399,10 @@ impl TokenService {
     ) -> Result<RevokedAll, ApiError> {
         self.require_admin(c)?;
         let issuer = self.admin_issuer(issuer)?;
-        let recs = self.revoker.revoke_all(&issuer, sub).await?;
+        let recs = self
+            .revoker
+            .revoke_all_by(&issuer, sub, &c.cause("admin"))
+            .await?;
         tracing::info!(
             user = %sub,
             issuer = %issuer,
@@ -464,7 +472,13 @@ impl TokenService {
             PatIssuerKind::KeycloakExchange => self.mint_exchanged(c).await?,
         };
         let hasher = self.engine.load().pats().hasher().clone();
-        let (raw, rec) = pat::store_minted(&store, &hasher, p, minted, now).await?;
+        let reason = if p.req.rotated_from.is_some() {
+            "rotation"
+        } else {
+            "api"
+        };
+        let (raw, rec) =
+            pat::store_minted(&store, &hasher, p, minted, now, &c.cause(reason)).await?;
         self.revoker.announce_created(&rec).await;
         Ok(CreatedView::of(raw, &rec))
     }

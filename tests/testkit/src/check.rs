@@ -18,7 +18,24 @@ use crate::wait::eventually;
 
 /// Starts a server from YAML (listen addresses forced to port 0).
 pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
-    let mut cfg = Config::from_yaml_str(yaml, &MapEnv::default()).expect("test config parses");
+    serve_yaml_env(yaml, data_dir, dev, &[]).await
+}
+
+/// [`serve_yaml`] with an environment for the loader (overrides and the
+/// secrets the config names by variable, such as webhook keys), without
+/// touching the process environment.
+pub async fn serve_yaml_env(
+    yaml: &str,
+    data_dir: &Path,
+    dev: bool,
+    env: &[(&str, &str)],
+) -> Running {
+    let env = MapEnv(
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    let mut cfg = Config::from_yaml_str(yaml, &env).expect("test config parses");
     cfg.listen.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.listen.http = "127.0.0.1:0".parse().unwrap();
     cfg.data_dir = data_dir.to_path_buf();

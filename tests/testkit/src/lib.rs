@@ -14,6 +14,8 @@
 //! - [`cluster`]: two replicas sharing one Postgres and one Redis;
 //! - [`envoy`], [`echo`]: a real Envoy and an upstream that records requests;
 //! - [`wrapped_store`]: a counting, gateable `TokenStore`;
+//! - [`webhook`]: a webhook receiver that records, verifies signatures
+//!   independently, answers chosen statuses or holds requests;
 //! - [`store_suite`]: run one store case against SQLite and Postgres
 //!   ([`store_suite!`]);
 //! - [`deploy`]: reading `deploy/` and the properties shipped Envoy configs keep;
@@ -36,6 +38,7 @@ pub mod real_keycloak;
 pub mod redis_server;
 pub mod store_suite;
 pub mod wait;
+pub mod webhook;
 pub mod wrapped_store;
 
 pub use check::Req;
