@@ -46,6 +46,8 @@ struct Inner {
     hits: Mutex<Vec<Hit>>,
     status: AtomicU16,
     hold: AtomicBool,
+    /// Milliseconds each answer waits (a slow receiver).
+    delay_ms: std::sync::atomic::AtomicU64,
     /// Notified when a held request has arrived.
     held: Notify,
 }
@@ -95,6 +97,10 @@ async fn hook(State(inner): State<Arc<Inner>>, h: HeaderMap, body: Bytes) -> Sta
         at: Instant::now(),
         received_at: chrono::Utc::now(),
     };
+    let delay = inner.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     inner.hits.lock().unwrap().push(hit);
     if inner.hold.load(Ordering::SeqCst) {
         inner.held.notify_one();
@@ -121,6 +127,7 @@ impl Receiver {
             hits: Mutex::default(),
             status: AtomicU16::new(204),
             hold: AtomicBool::new(false),
+            delay_ms: Default::default(),
             held: Notify::new(),
         });
         let app = Router::new()
@@ -140,6 +147,12 @@ impl Receiver {
     /// The status later requests get.
     pub fn answer(&self, status: u16) {
         self.inner.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Later requests are answered only after `d` (a slow receiver).
+    pub fn delay(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.inner.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Later requests are held unanswered.
