@@ -384,11 +384,13 @@ mod tests {
 
     #[test]
     fn secrets_come_from_the_environment() {
-        let mut c = NotifyConfig::default();
-        c.webhooks = vec![
-            hook("https://a.example/h", "S1", &["*"]),
-            hook("https://b.example", "S2", &["*"]),
-        ];
+        let mut c = NotifyConfig {
+            webhooks: vec![
+                hook("https://a.example/h", "S1", &["*"]),
+                hook("https://b.example", "S2", &["*"]),
+            ],
+            ..NotifyConfig::default()
+        };
         let env = |k: &str| match k {
             "S1" => Some("0123456789abcdef".to_owned()),
             "S2" => Some("short".to_owned()),

@@ -60,7 +60,7 @@ pub struct Receiver {
 }
 
 fn verify(secret: &[u8], ts: &str, body: &[u8], header: &str) -> bool {
-    let Some(sig) = header.strip_prefix("sha256=").and_then(|h| decode_hex(h)) else {
+    let Some(sig) = header.strip_prefix("sha256=").and_then(decode_hex) else {
         return false;
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -71,7 +71,7 @@ fn verify(secret: &[u8], ts: &str, body: &[u8], header: &str) -> bool {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
