@@ -6,8 +6,8 @@ use tonic::{Request, Response, Status};
 
 use crate::store::{DeliveryRecord, EventRecord};
 use crate::tokens::{
-    AuditParams, CreateInput, CreatedView, DeliveryParams, LeakAuth, RotateInput, TokenService,
-    TokenView,
+    AuditParams, CreateInput, CreatedView, DeliveryParams, InventoryParams, LeakAuth, RotateInput,
+    TokenService, TokenView,
 };
 
 /// Generated protobuf types and service traits.
@@ -344,6 +344,29 @@ impl pb::token_service_server::TokenService for GrpcTokens {
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::ListWebhookDeliveriesResponse {
             deliveries: page.deliveries.into_iter().map(delivery).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_all_tokens(
+        &self,
+        req: Request<pb::ListAllTokensRequest>,
+    ) -> Result<Response<pb::ListAllTokensResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let p = InventoryParams {
+            state: opt(&r.state),
+            expiring_within: opt(&r.expiring_within),
+            user: opt(&r.user_id),
+            issuer: opt(&r.issuer),
+            name_contains: opt(&r.name_contains),
+            last_used_before: opt(&r.last_used_before),
+            cursor: opt(&r.cursor),
+            limit: limit(r.limit),
+        };
+        let page = self.svc.inventory(&c, p).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListAllTokensResponse {
+            tokens: page.tokens.into_iter().map(info).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
         }))
     }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{BodyLimit, PeerAddr, read_body};
 use crate::tokens::{
-    ApiError, AuditParams, Caller, CreateInput, DeliveryParams, LeakAuth, RotateInput, TokenService,
+    ApiError, AuditParams, Caller, CreateInput, DeliveryParams, InventoryParams, LeakAuth,
+    RotateInput, TokenService,
 };
 
 /// The `/api/v1` routes; request bodies are limited to `max_body` bytes
@@ -28,6 +29,7 @@ pub fn routes(svc: TokenService, max_body: usize) -> Router {
         .route("/api/v1/tokens/revoke-leaked", post(revoke_leaked))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/admin/webhooks/deliveries", get(deliveries))
+        .route("/api/v1/admin/tokens", get(inventory))
         .route("/api/v1/tokens/{id}", get(get_one).delete(revoke))
         .route("/api/v1/tokens/{id}/rotate", post(rotate))
         .route(
@@ -273,4 +275,13 @@ async fn revoke_leaked(
         StatusCode::ACCEPTED,
         svc.revoke_leaked(&reporter, input.tokens, started).await?,
     )
+}
+
+async fn inventory(
+    State(svc): State<TokenService>,
+    Query(q): Query<InventoryParams>,
+    h: HeaderMap,
+) -> ApiResult {
+    let c = caller(&svc, &h).await?;
+    ok(StatusCode::OK, svc.inventory(&c, q).await?)
 }

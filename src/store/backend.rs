@@ -10,7 +10,7 @@ use super::events::{
 };
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError,
-    TokenHash, TokenRecord,
+    TokenHash, TokenQuery, TokenRecord,
 };
 
 fn unsupported<T>(what: &str) -> Result<T> {
@@ -288,5 +288,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Deletes events (and their deliveries) older than `before`.
     async fn purge_events(&self, _before: DateTime<Utc>) -> Result<u64> {
         unsupported("purge_events")
+    }
+    /// The admin inventory: tokens matching `q`, newest first.
+    async fn tokens(&self, _q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        unsupported("tokens")
     }
 }

@@ -12,7 +12,7 @@ use super::events::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
     EventRecord, HookFilter,
 };
-use super::{Cause, Result, Store, TokenHash, TokenRecord};
+use super::{Cause, Result, Store, TokenHash, TokenQuery, TokenRecord};
 
 impl Store {
     /// Passes `r` through, signalling [`Store::events_written`] when it is
@@ -125,5 +125,10 @@ impl Store {
     /// Deletes events older than `before` (retention), with their deliveries.
     pub async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
         self.call(self.backend.purge_events(before)).await
+    }
+
+    /// The admin inventory: tokens matching `q`, newest first.
+    pub async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        self.call(self.backend.tokens(q)).await
     }
 }

@@ -43,7 +43,7 @@ pub use events::{
 pub use handle::Store;
 pub use records::{
     DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
-    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenRecord,
+    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenQuery, TokenRecord, TokenState,
 };
 
 /// `(version, name, sqlite sql, postgres sql)`, applied in order.

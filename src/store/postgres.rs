@@ -16,11 +16,13 @@ use super::events::{
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenRecord, TokenStore,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore,
 };
 
 #[path = "postgres_deny.rs"]
 mod deny;
+#[path = "postgres_inventory.rs"]
+mod inventory;
 #[path = "postgres_outbox.rs"]
 mod outbox;
 #[path = "postgres_owners.rs"]
@@ -583,5 +585,9 @@ impl TokenStore for PgStore {
 
     async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge_events_sql(before).await
+    }
+
+    async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        self.tokens_sql(q).await
     }
 }

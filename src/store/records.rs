@@ -284,6 +284,55 @@ impl fmt::Debug for TokenRecord {
     }
 }
 
+/// A token's state at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenState {
+    /// Neither revoked nor expired.
+    Active,
+    Revoked,
+    /// Expired without being revoked.
+    Expired,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenState> {
+        match s {
+            "active" => Some(TokenState::Active),
+            "revoked" => Some(TokenState::Revoked),
+            "expired" => Some(TokenState::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// Filters of the admin inventory ([`Store::tokens`](super::Store::tokens)),
+/// newest first (`created_at`, then `id`). Every filter given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenQuery {
+    /// The moment states and expiry windows are judged at.
+    pub now: DateTime<Utc>,
+    pub state: Option<TokenState>,
+    /// Active tokens expiring at or before this.
+    pub expiring_before: Option<DateTime<Utc>>,
+    pub user_id: Option<String>,
+    pub user_issuer: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+    /// Tokens last used before this (never-used tokens do not match).
+    pub last_used_before: Option<DateTime<Utc>>,
+    /// The cursor: only tokens after this (`created_at`, `id`) in the order.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u32,
+}
+
 /// A token to insert.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewToken {

@@ -18,13 +18,15 @@ use uuid::Uuid;
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenRecord, TokenStore,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore,
 };
 
 #[path = "sqlite_chain.rs"]
 mod chain;
 #[path = "sqlite_deny.rs"]
 mod deny;
+#[path = "sqlite_inventory.rs"]
+mod inventory;
 #[path = "sqlite_outbox.rs"]
 mod outbox;
 #[path = "sqlite_owners.rs"]
@@ -580,5 +582,9 @@ impl TokenStore for SqliteStore {
 
     async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
         self.purge_events_sql(before).await
+    }
+
+    async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        self.tokens_sql(q.clone()).await
     }
 }
