@@ -144,6 +144,8 @@ fn info(v: TokenView) -> pb::TokenInfo {
         rotated_from: v.rotated_from.map(|u| u.to_string()).unwrap_or_default(),
         active: v.active,
         user_issuer: v.user_issuer,
+        last_used_ip: v.last_used_ip.unwrap_or_default(),
+        last_used_user_agent: v.last_used_user_agent.unwrap_or_default(),
     }
 }
 

@@ -10,7 +10,7 @@ use super::events::{
 };
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError,
-    TokenHash, TokenQuery, TokenRecord,
+    TokenHash, TokenQuery, TokenRecord, Usage,
 };
 
 fn unsupported<T>(what: &str) -> Result<T> {
@@ -292,5 +292,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// The admin inventory: tokens matching `q`, newest first.
     async fn tokens(&self, _q: &TokenQuery) -> Result<Vec<TokenRecord>> {
         unsupported("tokens")
+    }
+    /// A usage flush: `last_used_at` forward (never back) with the
+    /// client address and user agent of that use, one transaction; with
+    /// `new_ip`, a use from a network the token was not used from before
+    /// writes `token.new_ip` (the first network of a token is not new).
+    /// The default writes only `last_used_at`.
+    async fn touch_usage(&self, batch: &[Usage], _new_ip: bool) -> Result<u64> {
+        let at: Vec<(Uuid, DateTime<Utc>)> = batch.iter().map(|u| (u.id, u.at)).collect();
+        self.touch_last_used(&at).await
     }
 }

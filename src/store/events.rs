@@ -354,6 +354,28 @@ pub(super) fn leak_events(
     out
 }
 
+/// `token.new_ip`: token `r` was used from `network`, where it had not
+/// been used before. The actor is the token itself, from that address.
+pub fn new_ip_event(r: &TokenRecord, u: &super::Usage, network: &str) -> NewEvent {
+    let cause = Cause {
+        actor: Actor {
+            kind: ActorKind::Pat,
+            subject: r.user_id.clone(),
+            issuer: r.user_issuer.clone(),
+            token_id: Some(r.id),
+            client_addr: u.ip.map(|ip| ip.to_canonical().to_string()),
+        },
+        reason: "usage",
+    };
+    token_event(
+        EventKind::TokenNewIp,
+        r,
+        &cause,
+        u.at,
+        json!({ "network": network, "user_agent": u.user_agent.as_deref() }),
+    )
+}
+
 /// A webhook as the fan-out sees it: its key and which events it wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookFilter {

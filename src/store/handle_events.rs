@@ -12,7 +12,7 @@ use super::events::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
     EventRecord, HookFilter,
 };
-use super::{Cause, Result, Store, TokenHash, TokenQuery, TokenRecord};
+use super::{Cause, Result, Store, TokenHash, TokenQuery, TokenRecord, Usage};
 
 impl Store {
     /// Passes `r` through, signalling [`Store::events_written`] when it is
@@ -130,5 +130,27 @@ impl Store {
     /// The admin inventory: tokens matching `q`, newest first.
     pub async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
         self.call(self.backend.tokens(q)).await
+    }
+
+    /// Writes a usage flush in ONE backend call: `last_used_at` (forward
+    /// only), `last_used_ip`, `last_used_user_agent`, and with `new_ip` the
+    /// `token.new_ip` events. Duplicate ids are collapsed to their latest use.
+    pub async fn touch_usage(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut latest: std::collections::HashMap<Uuid, &Usage> = Default::default();
+        for u in batch {
+            let e = latest.entry(u.id).or_insert(u);
+            if u.at > e.at {
+                *e = u;
+            }
+        }
+        let dedup: Vec<Usage> = latest.into_values().cloned().collect();
+        let n = self.call(self.backend.touch_usage(&dedup, new_ip)).await?;
+        if new_ip {
+            self.events_written.notify_one();
+        }
+        Ok(n)
     }
 }

@@ -44,6 +44,7 @@ pub use handle::Store;
 pub use records::{
     DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
     OwnerState, Result, StoreError, TokenHash, TokenKind, TokenQuery, TokenRecord, TokenState,
+    Usage, network_of,
 };
 
 /// `(version, name, sqlite sql, postgres sql)`, applied in order.
@@ -89,5 +90,11 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         "token_events",
         include_str!("migrations/sqlite/0007_token_events.sql"),
         include_str!("migrations/postgres/0007_token_events.sql"),
+    ),
+    (
+        8,
+        "token_usage",
+        include_str!("migrations/sqlite/0008_token_usage.sql"),
+        include_str!("migrations/postgres/0008_token_usage.sql"),
     ),
 ];

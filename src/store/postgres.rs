@@ -16,7 +16,7 @@ use super::events::{
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
 };
 
 #[path = "postgres_deny.rs"]
@@ -589,5 +589,9 @@ impl TokenStore for PgStore {
 
     async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
         self.tokens_sql(q).await
+    }
+
+    async fn touch_usage(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        self.touch_usage_sql(batch, new_ip).await
     }
 }

@@ -10,7 +10,9 @@ use super::super::events::{
     self, EventKind, NewEvent, leak_events, reuse_events, rotation_events, token_event,
 };
 use super::super::row::{self, COLS, sort_newest_first};
-use super::super::{Cause, NewToken, OwnerRecord, Result, StoreError, TokenHash, TokenRecord};
+use super::super::{
+    Cause, NewToken, OwnerRecord, Result, StoreError, TokenHash, TokenRecord, Usage, network_of,
+};
 use super::{PgStore, col, insert_token, pg_err, record};
 
 /// Inserts `e` on `c` (inside the caller's transaction).
@@ -270,5 +272,62 @@ impl PgStore {
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(changed)
+    }
+
+    pub(super) async fn touch_usage_sql(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        let ids: Vec<Uuid> = batch.iter().map(|u| u.id).collect();
+        let ats: Vec<DateTime<Utc>> = batch.iter().map(|u| u.at).collect();
+        let ips: Vec<Option<String>> = batch
+            .iter()
+            .map(|u| u.ip.map(|ip| ip.to_canonical().to_string()))
+            .collect();
+        let uas: Vec<Option<&str>> = batch.iter().map(|u| u.user_agent.as_deref()).collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE personal_access_tokens AS t SET last_used_at = u.at, \
+                 last_used_ip = COALESCE(u.ip, t.last_used_ip), \
+                 last_used_user_agent = COALESCE(u.ua, t.last_used_user_agent) \
+                 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS u(id, at, ip, ua) \
+                 WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = tx
+            .execute(&stmt, &[&ids, &ats, &ips, &uas])
+            .await
+            .map_err(pg_err)?;
+        if new_ip {
+            for u in batch {
+                let Some(ip) = u.ip else { continue };
+                let net = network_of(ip);
+                let added = tx
+                    .execute(
+                        "INSERT INTO token_networks (token_id, network, first_seen) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&u.id, &net, &u.at],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let known: i64 = col(
+                    &tx.query_one(
+                        "SELECT COUNT(*) FROM token_networks WHERE token_id = $1",
+                        &[&u.id],
+                    )
+                    .await
+                    .map_err(pg_err)?,
+                    0,
+                )?;
+                if added == 1 && known > 1 {
+                    let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE id = $1");
+                    if let Some(rec) = records(&tx, &sql, &[&u.id]).await?.into_iter().next() {
+                        insert_event(&tx, &events::new_ip_event(&rec, u, &net)).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n)
     }
 }

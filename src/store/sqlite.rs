@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
     Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
 };
 
 #[path = "sqlite_chain.rs"]
@@ -586,5 +586,9 @@ impl TokenStore for SqliteStore {
 
     async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
         self.tokens_sql(q.clone()).await
+    }
+
+    async fn touch_usage(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        self.touch_usage_sql(batch.to_vec(), new_ip).await
     }
 }

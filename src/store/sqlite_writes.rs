@@ -10,7 +10,9 @@ use super::super::events::{
     self, EventKind, NewEvent, leak_events, reuse_events, rotation_events, token_event,
 };
 use super::super::row::{self, COLS, sort_newest_first};
-use super::super::{Cause, NewToken, OwnerRecord, Result, StoreError, TokenHash, TokenRecord};
+use super::super::{
+    Cause, NewToken, OwnerRecord, Result, StoreError, TokenHash, TokenRecord, Usage, network_of,
+};
 use super::{SqliteStore, insert_token, query_records, record, ts};
 
 fn to_sql_err(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
@@ -284,6 +286,61 @@ impl SqliteStore {
             }
             tx.commit()?;
             Ok(changed)
+        })
+        .await
+    }
+
+    pub(super) async fn touch_usage_sql(&self, batch: Vec<Usage>, new_ip: bool) -> Result<u64> {
+        let rows: Vec<(String, i64, Option<String>, Option<&str>)> = batch
+            .iter()
+            .map(|u| {
+                let ip = u.ip.map(|ip| ip.to_canonical().to_string());
+                (u.id.to_string(), ts(u.at), ip, u.user_agent.as_deref())
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Other(e.to_string()))?;
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE personal_access_tokens AS t SET last_used_at = u.at, \
+                     last_used_ip = COALESCE(u.ip, t.last_used_ip), \
+                     last_used_user_agent = COALESCE(u.ua, t.last_used_user_agent) \
+                     FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at, \
+                                  json_extract(value, '$[2]') AS ip, json_extract(value, '$[3]') AS ua \
+                           FROM json_each(?1)) AS u \
+                     WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)",
+                )?
+                .execute([json])?;
+            if new_ip {
+                for u in batch.iter().filter(|u| u.ip.is_some()) {
+                    let Some(ip) = u.ip else { continue };
+                    let net = network_of(ip);
+                    let added = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO token_networks (token_id, network, first_seen) \
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![u.id.to_string(), net, ts(u.at)])?;
+                    let known: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM token_networks WHERE token_id = ?1",
+                        [u.id.to_string()],
+                        |r| r.get(0),
+                    )?;
+                    if added == 1 && known > 1 {
+                        let sql = format!("SELECT {COLS} FROM personal_access_tokens WHERE id = ?1");
+                        if let Some(rec) = tx
+                            .prepare_cached(&sql)?
+                            .query_row([u.id.to_string()], record)
+                            .optional()?
+                        {
+                            insert_event(&tx, &events::new_ip_event(&rec, u, &net))?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(n as u64)
         })
         .await
     }
