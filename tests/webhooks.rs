@@ -353,3 +353,97 @@ async fn serve_refuses_a_webhook_whose_secret_is_not_in_the_environment() {
         assert!(!err.contains("short"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn expiry_notices_reach_the_webhook_with_a_controllable_clock() {
+    use portcullis::notify::expiry::ExpiryNotices;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (_, t) = token("judy", TimeDelta::days(10));
+    store.insert(t.clone()).await.unwrap();
+    let rx = Receiver::start(SECRET).await;
+    let mut cfg: NotifyConfig = serde_norway::from_str(&format!(
+        "webhooks:\n  - url: {}\n    secret: S\n    events: [token.expiring, token.expired]\n",
+        rx.url()
+    ))
+    .unwrap();
+    cfg.read_secrets(&|_| Some(SECRET.into()));
+    let d = Dispatcher::new(
+        store.clone(),
+        &cfg,
+        portcullis::notify::resolve_secrets(&cfg).unwrap(),
+    )
+    .unwrap();
+    let at = |days: i64| {
+        let when = Utc::now() + TimeDelta::days(days);
+        ExpiryNotices::new(store.clone(), &cfg).with_clock(Arc::new(move || when))
+    };
+    assert_eq!(at(0).once().await.unwrap(), 0);
+    assert_eq!(at(4).once().await.unwrap(), 1, "7 days before");
+    assert_eq!(at(4).once().await.unwrap(), 0, "once");
+    assert_eq!(
+        at(11).once().await.unwrap(),
+        1,
+        "expired (the 1-day window was skipped over)"
+    );
+    d.once().await.unwrap();
+    let hits = rx.wait_hits(2, Duration::from_secs(10)).await;
+    let mut got: Vec<(&str, Option<i64>)> = hits
+        .iter()
+        .map(|h| (h.event(), h.body["data"]["threshold_seconds"].as_i64()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("token.expired", None),
+            ("token.expiring", Some(7 * 86_400))
+        ]
+    );
+    assert!(
+        hits.iter()
+            .all(|h| h.signature_ok && h.body["token_id"] == t.id.to_string())
+    );
+    // token.created was not wanted by this webhook: no delivery for it.
+    let all = store
+        .deliveries(&DeliveryQuery {
+            limit: 10,
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+}
+
+#[tokio::test]
+async fn audit_retention_deletes_old_events_only() {
+    use portcullis::audit::{AuditConfig, Retention};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (_, mut old) = token("kim", TimeDelta::days(365));
+    old.created_at -= TimeDelta::days(100);
+    store.insert(old).await.unwrap();
+    let (_, fresh) = token("kim", TimeDelta::days(30));
+    store.insert(fresh.clone()).await.unwrap();
+    let r = Retention::new(store.clone(), &AuditConfig::default());
+    assert_eq!(
+        r.once().await.unwrap(),
+        1,
+        "the 100-day-old event, past 90d"
+    );
+    let left = store
+        .events(&portcullis::store::EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].token_id, Some(fresh.id));
+}
