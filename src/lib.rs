@@ -41,6 +41,12 @@
 //!   `TokenService`, and the `--dev` issuer endpoints.
 //! - [`tokens`]: token management shared by REST, gRPC and the page: who
 //!   may call, issuers (opaque, Keycloak exchange, local JWT), reuse detection.
+//! - [`notify`]: token events to the outside: the webhook dispatcher
+//!   (fan-out, leases in the store, signed POSTs, backoff, dead letters)
+//!   and the expiry notices, reading the outbox the store writes with
+//!   every token change ([`store::events`]).
+//! - [`audit`]: the audit trail's config, client addresses behind trusted
+//!   proxies, page cursors and the retention purge.
 //! - [`owners`]: PATs follow their owner (`pat.owner_sync`): Keycloak's
 //!   admin REST API read on a schedule, changes stored and propagated; Check
 //!   reads the result from memory ([`pat::OwnerStates`]).
@@ -58,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod config;
@@ -67,6 +74,7 @@ pub mod dpop;
 pub mod identity;
 pub mod jwt;
 pub mod metrics;
+pub mod notify;
 pub mod owners;
 pub mod pat;
 pub mod policy;

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub owner_sync_staleness: Gauge,
     /// Pre-resolved `cache_lookups` children: jwt hit/miss, pat hit/miss.
     cache_fast: [Counter; 4],
+    /// Webhook deliveries and the token-event backlog (`notify`).
+    pub webhooks: WebhookMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +152,7 @@ impl Metrics {
                 outcome: o,
             })
         };
+        let webhooks = WebhookMetrics::register(&mut registry);
         let cache_fast = [
             child("jwt", "hit"),
             child("jwt", "miss"),
@@ -170,6 +173,7 @@ impl Metrics {
             owner_sync_changes,
             owner_sync_staleness,
             cache_fast,
+            webhooks,
         }
     }
 
@@ -213,6 +217,27 @@ impl Metrics {
             .inc();
         let secs = i64::try_from(stale.as_secs()).unwrap_or(i64::MAX);
         self.owner_sync_staleness.set(secs);
+    }
+
+    /// A webhook attempt ended (`retry`) or deliveries were given up (`dead`).
+    pub fn webhook_outcome(&self, outcome: &'static str, n: u64) {
+        self.webhooks
+            .deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(n);
+    }
+
+    /// A webhook delivery succeeded, `lag` after its event happened.
+    pub fn webhook_delivered(&self, lag: std::time::Duration) {
+        self.webhook_outcome("delivered", 1);
+        self.webhooks.latency_seconds.observe(lag.as_secs_f64());
+    }
+
+    /// Pending and dead deliveries in the store.
+    pub fn webhook_backlog(&self, pending: u64, dead: u64) {
+        let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.webhooks.pending.set(g(pending));
+        self.webhooks.dead.set(g(dead));
     }
 
     pub fn reload(&self, ok: bool) {
@@ -263,6 +288,50 @@ fn register_logout_and_owner_sync(
         owner_sync_changes,
         owner_sync_staleness,
     )
+}
+
+/// Webhook delivery metrics (`notify`).
+#[derive(Debug)]
+pub struct WebhookMetrics {
+    /// Attempts and give-ups by outcome: `delivered`, `retry`, `dead`.
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    /// From an event to its successful delivery.
+    pub latency_seconds: Histogram,
+    pub pending: Gauge,
+    pub dead: Gauge,
+}
+
+impl WebhookMetrics {
+    fn register(registry: &mut Registry) -> WebhookMetrics {
+        WebhookMetrics {
+            deliveries: reg(
+                registry,
+                "webhook_deliveries",
+                "Webhook attempts by outcome (delivered, retry, dead)",
+                Family::<OutcomeLabels, Counter>::default(),
+            ),
+            // 1 ms … ~36 h: same-replica deliveries at the bottom, a
+            // receiver down for hours at the top.
+            latency_seconds: reg(
+                registry,
+                "webhook_delivery_latency_seconds",
+                "Time from a token event to its successful webhook delivery",
+                Histogram::new(exponential_buckets(1e-3, 2.0, 28)),
+            ),
+            pending: reg(
+                registry,
+                "webhook_pending_deliveries",
+                "Webhook deliveries not yet delivered (all replicas)",
+                Gauge::default(),
+            ),
+            dead: reg(
+                registry,
+                "webhook_dead_deliveries",
+                "Webhook deliveries given up after notify.delivery.max_age (all replicas)",
+                Gauge::default(),
+            ),
+        }
+    }
 }
 
 /// Registers `metric` under `name` and returns it (a handle to the same

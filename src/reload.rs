@@ -4,7 +4,7 @@
 //!
 //! What reloads: `issuers`, `jwt`, `policy`. What needs a restart (logged
 //! as a warning when it changes): `listen`, `data_dir`, `store`, `pat`,
-//! `revocation`, `api`, `log`. Key managers of unchanged issuers are kept, so a
+//! `revocation`, `api`, `notify`, `audit`, `log`. Key managers of unchanged issuers are kept, so a
 //! reload never drops loaded keys or resets the refetch rate limit.
 
 use std::collections::HashMap;
@@ -257,6 +257,8 @@ fn warn_restart_only(old: &Config, new: &Config) {
             ),
         ),
         ("api", old.api != new.api),
+        ("notify", old.notify != new.notify),
+        ("audit", old.audit != new.audit),
     ];
     for (key, did) in checks {
         if did {

@@ -76,6 +76,11 @@ pub struct Running {
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let cfg = opts.config;
     check_config(&cfg, opts.dev)?;
+    // Read when the config was loaded; refused before anything starts.
+    let secrets = crate::notify::resolve_secrets(&cfg.notify).map_err(|errs| {
+        let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
+    })?;
     let grpc_listener = TcpListener::bind(cfg.listen.grpc)
         .await
         .with_context(|| format!("binding gRPC listener on {} (listen.grpc)", cfg.listen.grpc))?;
@@ -116,7 +121,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         cfg.pat.clone(),
         cfg.api.clone(),
         opts.dev,
-    )?;
+    )?
+    .with_trusted_proxy_hops(cfg.audit.trusted_proxy_hops);
+    start_lifecycle(&cfg, secrets, &store, &mut bg)?;
     serve_grpc(
         grpc_listener,
         engine.clone(),
@@ -261,6 +268,26 @@ async fn start_revocation(
     }
     start_owner_sync(cfg, &shared.pats, &revoker, bg)?;
     Ok(revoker)
+}
+
+/// Token lifecycle background work: expiry notices, webhook delivery
+/// (when `notify.webhooks` is set) and the audit retention purge.
+fn start_lifecycle(
+    cfg: &Config,
+    secrets: Vec<Vec<u8>>,
+    store: &Store,
+    bg: &mut Background,
+) -> anyhow::Result<()> {
+    bg.tasks.extend(crate::notify::start(
+        &cfg.notify,
+        secrets,
+        store,
+        &bg.shutdown,
+    )?);
+    let retention = crate::audit::Retention::new(store.clone(), &cfg.audit);
+    bg.tasks
+        .push(tokio::spawn(retention.run(bg.shutdown.clone())));
+    Ok(())
 }
 
 /// `pat.owner_sync`: the periodic read of PAT owners from Keycloak.

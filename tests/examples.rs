@@ -19,12 +19,17 @@ use portcullis_testkit::envoy::repo_root;
 use serde::Deserialize;
 
 /// Secrets the Deployment hands portcullis from its Secret.
-const SECRET_ENV: [(&str, &str); 2] = [
+const SECRET_ENV: [(&str, &str); 3] = [
     (
         "PORTCULLIS__STORE__URL",
         "postgres://portcullis:pw@127.0.0.1:5432/portcullis",
     ),
     ("PORTCULLIS__PAT__EXCHANGE__CLIENT_SECRET", "s3cret"),
+    // The webhook key README's `notify.webhooks` example names.
+    (
+        "PORTCULLIS_WEBHOOK_SECRET",
+        "an-example-webhook-key-0123456789",
+    ),
 ];
 
 /// One example: where it comes from, its text, and whether it is meant for

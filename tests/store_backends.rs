@@ -177,6 +177,8 @@ fn token_record_debug_hides_hash() {
         kind: TokenKind::Opaque,
         jti: None,
         hash_version: Default::default(),
+        last_used_ip: None,
+        last_used_user_agent: None,
     };
     let s = format!("{r:?}");
     assert!(

@@ -4,7 +4,11 @@
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
-use crate::tokens::{CreateInput, CreatedView, RotateInput, TokenService, TokenView};
+use crate::store::{DeliveryRecord, EventRecord};
+use crate::tokens::{
+    AuditParams, CreateInput, CreatedView, DeliveryParams, InventoryParams, LeakAuth, RotateInput,
+    TokenService, TokenView,
+};
 
 /// Generated protobuf types and service traits.
 #[allow(missing_docs, clippy::all)]
@@ -34,8 +38,68 @@ impl GrpcTokens {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.svc.caller(auth).await.map_err(|e| e.to_status())
+        let c = self.svc.caller(auth).await.map_err(|e| e.to_status())?;
+        Ok(c.with_client_addr(self.client_addr(req)))
     }
+
+    /// The client address (`audit.trusted_proxy_hops`): `x-forwarded-for`
+    /// metadata and the TCP peer.
+    fn client_addr<T>(&self, req: &Request<T>) -> Option<String> {
+        let xff: Vec<&str> = req
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.svc.client_addr(&xff, req.remote_addr())
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn audit_event(e: EventRecord) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id.to_string(),
+        event: e.event,
+        at: Some(ts(e.at)),
+        token_id: e.token_id.map(|u| u.to_string()).unwrap_or_default(),
+        owner_issuer: e.owner_issuer,
+        owner_id: e.owner_id,
+        actor: Some(pb::Actor {
+            kind: e.actor.kind.as_str().to_owned(),
+            subject: e.actor.subject,
+            issuer: e.actor.issuer,
+            token_id: e.actor.token_id.map(|u| u.to_string()).unwrap_or_default(),
+            client_addr: e.actor.client_addr.unwrap_or_default(),
+        }),
+        data_json: e.data.to_string(),
+    }
+}
+
+fn delivery(d: DeliveryRecord) -> pb::WebhookDelivery {
+    pb::WebhookDelivery {
+        id: d.id.to_string(),
+        webhook: d.webhook,
+        event_id: d.event_id.to_string(),
+        event: d.event,
+        token_id: d.token_id.map(|u| u.to_string()).unwrap_or_default(),
+        state: d.state.as_str().to_owned(),
+        attempts: u32::try_from(d.attempts).unwrap_or(0),
+        created_at: Some(ts(d.created_at)),
+        next_attempt_at: Some(ts(d.next_attempt_at)),
+        finished_at: d.finished_at.map(ts),
+        last_status: d
+            .last_status
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(0),
+        last_error: d.last_error.unwrap_or_default(),
+    }
+}
+
+fn limit(l: u32) -> Option<u32> {
+    (l != 0).then_some(l)
 }
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -80,6 +144,8 @@ fn info(v: TokenView) -> pb::TokenInfo {
         rotated_from: v.rotated_from.map(|u| u.to_string()).unwrap_or_default(),
         active: v.active,
         user_issuer: v.user_issuer,
+        last_used_ip: v.last_used_ip.unwrap_or_default(),
+        last_used_user_agent: v.last_used_user_agent.unwrap_or_default(),
     }
 }
 
@@ -205,6 +271,105 @@ impl pb::token_service_server::TokenService for GrpcTokens {
         Ok(Response::new(pb::RevokeUserTokensResponse {
             revoked: u32::try_from(v.revoked).unwrap_or(u32::MAX),
             tokens: v.tokens.into_iter().map(info).collect(),
+        }))
+    }
+
+    async fn revoke_self(
+        &self,
+        req: Request<pb::RevokeSelfRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self.svc.revoke_self(&c).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(info(v)))
+    }
+
+    async fn revoke_leaked(
+        &self,
+        req: Request<pb::RevokeLeakedRequest>,
+    ) -> Result<Response<pb::RevokeLeakedResponse>, Status> {
+        let started = std::time::Instant::now();
+        let auth = match req.metadata().get(crate::api::rest::LEAK_SECRET_HEADER) {
+            Some(v) => LeakAuth::Secret {
+                presented: v.to_str().unwrap_or_default().to_owned(),
+                client_addr: self.client_addr(&req),
+            },
+            None => LeakAuth::Caller(self.caller(&req).await?),
+        };
+        let reporter = self.svc.leak_reporter(auth).map_err(|e| e.to_status())?;
+        let out = self
+            .svc
+            .revoke_leaked(&reporter, req.into_inner().tokens, started)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::RevokeLeakedResponse {
+            received: u32::try_from(out.received).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        req: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let p = AuditParams {
+            user: opt(&r.user_id),
+            issuer: opt(&r.issuer),
+            token_id: opt(&r.token_id),
+            event: opt(&r.event),
+            cursor: opt(&r.cursor),
+            limit: limit(r.limit),
+        };
+        let page = self.svc.audit(&c, p).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.events.into_iter().map(audit_event).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let p = DeliveryParams {
+            state: opt(&r.state),
+            webhook: opt(&r.webhook),
+            cursor: opt(&r.cursor),
+            limit: limit(r.limit),
+        };
+        let page = self
+            .svc
+            .deliveries(&c, p)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: page.deliveries.into_iter().map(delivery).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_all_tokens(
+        &self,
+        req: Request<pb::ListAllTokensRequest>,
+    ) -> Result<Response<pb::ListAllTokensResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let p = InventoryParams {
+            state: opt(&r.state),
+            expiring_within: opt(&r.expiring_within),
+            user: opt(&r.user_id),
+            issuer: opt(&r.issuer),
+            name_contains: opt(&r.name_contains),
+            last_used_before: opt(&r.last_used_before),
+            cursor: opt(&r.cursor),
+            limit: limit(r.limit),
+        };
+        let page = self.svc.inventory(&c, p).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ListAllTokensResponse {
+            tokens: page.tokens.into_iter().map(info).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
         }))
     }
 }

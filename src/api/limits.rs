@@ -28,6 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tokens::{ApiConfig, ApiError};
 
+/// The TCP peer of an HTTP request (a request extension), for the client
+/// address recorded in the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// The HTTP port's limits, from `api.*`.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -134,7 +139,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        let svc = TowerToHyperService::new(app.clone().layer(axum::Extension(PeerAddr(peer))));
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;

@@ -11,8 +11,11 @@ use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::limits::{BodyLimit, read_body};
-use crate::tokens::{ApiError, Caller, CreateInput, RotateInput, TokenService};
+use super::limits::{BodyLimit, PeerAddr, read_body};
+use crate::tokens::{
+    ApiError, AuditParams, Caller, CreateInput, DeliveryParams, InventoryParams, LeakAuth,
+    RotateInput, TokenService,
+};
 
 /// The `/api/v1` routes; request bodies are limited to `max_body` bytes
 /// (`api.max_body_bytes`) and read only after the caller is authenticated.
@@ -22,7 +25,11 @@ pub fn routes(svc: TokenService, max_body: usize) -> Router {
         .route("/api/v1/tokens", post(create).get(list))
         // The seeds' name for token creation; same handler and rules.
         .route("/api/v1/users/tokens", post(create).get(list))
-        .route("/api/v1/tokens/self", get(get_self))
+        .route("/api/v1/tokens/self", get(get_self).delete(revoke_self))
+        .route("/api/v1/tokens/revoke-leaked", post(revoke_leaked))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/admin/webhooks/deliveries", get(deliveries))
+        .route("/api/v1/admin/tokens", get(inventory))
         .route("/api/v1/tokens/{id}", get(get_one).delete(revoke))
         .route("/api/v1/tokens/{id}/rotate", post(rotate))
         .route(
@@ -73,8 +80,29 @@ fn authorization(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
+/// The client address of the call (`audit.trusted_proxy_hops`).
+fn client_addr(svc: &TokenService, h: &HeaderMap, peer: Option<&PeerAddr>) -> Option<String> {
+    let xff: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    svc.client_addr(&xff, peer.map(|p| p.0))
+}
+
 async fn caller(svc: &TokenService, h: &HeaderMap) -> Result<Caller, ErrorResponse> {
     Ok(svc.caller(authorization(h)).await?)
+}
+
+/// [`caller`] with its client address, for calls that change something.
+async fn acting(
+    svc: &TokenService,
+    h: &HeaderMap,
+    peer: Option<&PeerAddr>,
+) -> Result<Caller, ErrorResponse> {
+    Ok(caller(svc, h)
+        .await?
+        .with_client_addr(client_addr(svc, h, peer)))
 }
 
 /// JSON body → `T`; an empty body is `T::default()`. Errors are 400, or 413
@@ -104,10 +132,11 @@ async fn meta(State(svc): State<TokenService>, h: HeaderMap) -> ApiResult {
 async fn create(
     State(svc): State<TokenService>,
     Extension(limit): Extension<BodyLimit>,
+    peer: Option<Extension<PeerAddr>>,
     h: HeaderMap,
     b: Body,
 ) -> ApiResult {
-    let c = caller(&svc, &h).await?;
+    let c = acting(&svc, &h, peer.as_deref()).await?;
     let input: CreateInput = body(&h, b, limit).await?;
     ok(StatusCode::CREATED, svc.create(&c, input).await?)
 }
@@ -134,9 +163,10 @@ async fn get_one(
 async fn revoke(
     State(svc): State<TokenService>,
     Path(id): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     h: HeaderMap,
 ) -> ApiResult {
-    let c = caller(&svc, &h).await?;
+    let c = acting(&svc, &h, peer.as_deref()).await?;
     ok(StatusCode::OK, svc.revoke(&c, &id).await?)
 }
 
@@ -144,10 +174,11 @@ async fn rotate(
     State(svc): State<TokenService>,
     Path(id): Path<String>,
     Extension(limit): Extension<BodyLimit>,
+    peer: Option<Extension<PeerAddr>>,
     h: HeaderMap,
     b: Body,
 ) -> ApiResult {
-    let c = caller(&svc, &h).await?;
+    let c = acting(&svc, &h, peer.as_deref()).await?;
     let input: RotateInput = body(&h, b, limit).await?;
     ok(StatusCode::CREATED, svc.rotate(&c, &id, input).await?)
 }
@@ -175,11 +206,82 @@ async fn admin_revoke(
     State(svc): State<TokenService>,
     Path(sub): Path<String>,
     Query(q): Query<AdminQuery>,
+    peer: Option<Extension<PeerAddr>>,
     h: HeaderMap,
 ) -> ApiResult {
-    let c = caller(&svc, &h).await?;
+    let c = acting(&svc, &h, peer.as_deref()).await?;
     ok(
         StatusCode::OK,
         svc.admin_revoke(&c, &sub, q.issuer.as_deref()).await?,
     )
+}
+
+async fn revoke_self(
+    State(svc): State<TokenService>,
+    peer: Option<Extension<PeerAddr>>,
+    h: HeaderMap,
+) -> ApiResult {
+    let c = acting(&svc, &h, peer.as_deref()).await?;
+    ok(StatusCode::OK, svc.revoke_self(&c).await?)
+}
+
+async fn audit(
+    State(svc): State<TokenService>,
+    Query(q): Query<AuditParams>,
+    h: HeaderMap,
+) -> ApiResult {
+    let c = caller(&svc, &h).await?;
+    ok(StatusCode::OK, svc.audit(&c, q).await?)
+}
+
+async fn deliveries(
+    State(svc): State<TokenService>,
+    Query(q): Query<DeliveryParams>,
+    h: HeaderMap,
+) -> ApiResult {
+    let c = caller(&svc, &h).await?;
+    ok(StatusCode::OK, svc.deliveries(&c, q).await?)
+}
+
+/// Header a secret scanner sends instead of an admin login token.
+pub const LEAK_SECRET_HEADER: &str = "x-portcullis-leak-secret";
+
+/// `POST /api/v1/tokens/revoke-leaked` body: `{"tokens": ["pat_…", …]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeakBody {
+    #[serde(default)]
+    tokens: Vec<String>,
+}
+
+async fn revoke_leaked(
+    State(svc): State<TokenService>,
+    Extension(limit): Extension<BodyLimit>,
+    peer: Option<Extension<PeerAddr>>,
+    h: HeaderMap,
+    b: Body,
+) -> ApiResult {
+    let started = std::time::Instant::now();
+    let auth = match h.get(LEAK_SECRET_HEADER) {
+        Some(v) => LeakAuth::Secret {
+            presented: v.to_str().unwrap_or_default().to_owned(),
+            client_addr: client_addr(&svc, &h, peer.as_deref()),
+        },
+        None => LeakAuth::Caller(acting(&svc, &h, peer.as_deref()).await?),
+    };
+    let reporter = svc.leak_reporter(auth)?;
+    let input: LeakBody = body(&h, b, limit).await?;
+    ok(
+        StatusCode::ACCEPTED,
+        svc.revoke_leaked(&reporter, input.tokens, started).await?,
+    )
+}
+
+async fn inventory(
+    State(svc): State<TokenService>,
+    Query(q): Query<InventoryParams>,
+    h: HeaderMap,
+) -> ApiResult {
+    let c = caller(&svc, &h).await?;
+    ok(StatusCode::OK, svc.inventory(&c, q).await?)
 }

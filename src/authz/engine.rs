@@ -156,6 +156,9 @@ impl Engine {
             certificate: req.peer_certificate(),
         };
         let id = self.authenticate_as(token, &presented).await?;
+        if id.kind == CredentialKind::Pat {
+            self.note_client(&id, req);
+        }
         if let Credential::Basic { username, .. } = &cred {
             self.check_basic(username, &id)?;
         }
@@ -163,6 +166,20 @@ impl Engine {
             authorize(target, &envoy_all_of, &id)?;
         }
         Ok(Decision::Allow(id))
+    }
+
+    /// Where a PAT was used from (`last_used_ip`, `last_used_user_agent`):
+    /// into the usage tracker's pending entry, no I/O.
+    fn note_client(&self, id: &Identity, req: &RequestView<'_>) {
+        if let Some(tid) = id
+            .token_id
+            .as_deref()
+            .and_then(|t| uuid::Uuid::parse_str(t).ok())
+        {
+            self.pats
+                .usage()
+                .record_client(tid, req.client_ip(), req.user_agent());
+        }
     }
 
     /// Basic carries only PATs; with `credentials.basic.check_username`

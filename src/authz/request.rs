@@ -130,6 +130,22 @@ impl<'a> RequestView<'a> {
         self.http.map_or("", |h| h.scheme.as_str())
     }
 
+    /// The client address Envoy reports (`source.address`: the downstream
+    /// peer, or the `X-Forwarded-For` entry Envoy trusts under
+    /// `xff_num_trusted_hops`). Parsed, not copied.
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        use envoy_types::pb::envoy::config::core::v3::address::Address;
+        match self.source?.address.as_ref()?.address.as_ref()? {
+            Address::SocketAddress(sa) => sa.address.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The `User-Agent` header, as sent.
+    pub fn user_agent(&self) -> Option<&'a str> {
+        self.header_values("user-agent").next()
+    }
+
     /// The client certificate Envoy forwarded (URL-encoded PEM), or "".
     pub fn peer_certificate(&self) -> &'a str {
         self.source.map_or("", |p| p.certificate.as_str())

@@ -195,7 +195,7 @@ pub(super) async fn create(a: CreateArgs) -> anyhow::Result<i32> {
         expires_at,
         rotated_from: None,
     };
-    match pat::create(&store, &cfg.pat, req, now).await {
+    match pat::create_by(&store, &cfg.pat, req, now, &super::audit::cli_cause()).await {
         Ok((raw, rec)) => {
             eprintln!(
                 "created token {} ({}) expiring {}; it is shown once",
@@ -233,7 +233,7 @@ pub(super) async fn revoke(a: RevokeArgs) -> anyhow::Result<i32> {
     let cfg = a.cfg.load()?;
     let store = open_store(&cfg).await?;
     let revoker = revoker_for(&cfg, store).await?;
-    match revoker.revoke(a.id).await? {
+    match revoker.revoke_by(a.id, &super::audit::cli_cause()).await? {
         Some(rec) => {
             println!("revoked {} ({})", rec.id, rec.name);
             Ok(0)
@@ -250,7 +250,9 @@ async fn revoke_all(a: ListArgs) -> anyhow::Result<i32> {
     let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
     let store = open_store(&cfg).await?;
     let revoker = revoker_for(&cfg, store).await?;
-    let revoked = revoker.revoke_all(&issuer, &a.user).await?;
+    let revoked = revoker
+        .revoke_all_by(&issuer, &a.user, &super::audit::cli_cause())
+        .await?;
     println!(
         "revoked {} token(s) of {} at {issuer}",
         revoked.len(),

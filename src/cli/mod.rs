@@ -9,6 +9,7 @@
 
 mod admin_token;
 mod api_client;
+mod audit;
 mod check;
 mod credentials;
 mod login;
@@ -65,6 +66,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Deny-list IdP-signed JWTs by `jti` or session `sid` (every replica).
     RevokeJwt(revoke_jwt::RevokeJwtArgs),
+    /// Show the audit trail (token events) from the configured store.
+    Audit(audit::AuditArgs),
 }
 
 /// Where configuration comes from, shared by every command that needs it.
@@ -172,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Admin(AdminCommand::Token(cmd)) => admin_token::run(cmd).await,
         Command::Check(args) => check::run(args).await,
         Command::RevokeJwt(args) => revoke_jwt::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
     }
 }
 
@@ -244,10 +248,12 @@ fn config_check(args: ConfigArgs) -> anyhow::Result<i32> {
         }
     };
     let mode = cfg.validate_mode(args.dev).map_err(|e| vec![e]);
+    // Webhook secrets were read from the environment, as `serve` reads them.
+    let secrets = crate::notify::resolve_secrets(&cfg.notify).map(|_| ());
     for w in cfg.warnings() {
         eprintln!("warning: {w}");
     }
-    match cfg.validate().and(mode) {
+    match cfg.validate().and(mode).and(secrets) {
         Ok(()) => {
             println!("configuration is valid");
             Ok(0)

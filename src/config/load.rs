@@ -60,14 +60,23 @@ impl Config {
             reject_duplicate_keys(&text, &path.display().to_string())?;
             fig = fig.merge(Yaml::file_exact(path));
         }
-        Self::extract(overlay_env(fig, env))
+        Self::extract(overlay_env(fig, env)).map(|c| c.with_env_secrets(env))
     }
 
     /// Like [`Config::load`] but from YAML text (tests, `config check -`).
     pub fn from_yaml_str(yaml: &str, env: &dyn EnvSource) -> Result<Config, ConfigError> {
         reject_duplicate_keys(yaml, "<config>")?;
         let fig = Figment::from(Serialized::defaults(Config::default())).merge(Yaml::string(yaml));
-        Self::extract(overlay_env(fig, env))
+        Self::extract(overlay_env(fig, env)).map(|c| c.with_env_secrets(env))
+    }
+
+    /// Secrets the config names by environment variable (webhook keys),
+    /// read from the same environment as the overrides.
+    fn with_env_secrets(mut self, env: &dyn EnvSource) -> Config {
+        let vars = env.vars();
+        self.notify
+            .read_secrets(&|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+        self
     }
 
     fn extract(fig: Figment) -> Result<Config, ConfigError> {

@@ -56,6 +56,10 @@ pub struct Config {
     pub assertion: crate::authz::assertion::AssertionConfig,
     /// How DPoP proofs are checked (`issuers[].dpop` turns DPoP on).
     pub dpop: crate::dpop::DpopConfig,
+    /// Token event webhooks and expiry notices.
+    pub notify: crate::notify::NotifyConfig,
+    /// The audit trail: retention, client addresses behind proxies.
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for Config {
@@ -75,6 +79,8 @@ impl Default for Config {
             identity_headers: Default::default(),
             assertion: Default::default(),
             dpop: Default::default(),
+            notify: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -119,6 +125,9 @@ impl Config {
         errs.extend(self.identity_headers.validate());
         errs.extend(self.assertion.validate());
         errs.extend(self.dpop.validate());
+        errs.extend(self.notify.validate());
+        errs.extend(self.audit.validate());
+        errs.extend(self.audit.validate_with(self.notify.delivery.max_age));
         for (i, r) in self.policy.routes.iter().enumerate() {
             if let Some(a) = &r.assertion
                 && a.audience.trim().is_empty()
@@ -150,7 +159,9 @@ impl Config {
     /// Valid settings that are probably mistakes: `config check` prints
     /// them as warnings and `serve` logs them.
     pub fn warnings(&self) -> Vec<ConfigError> {
-        crate::jwt::config::issuer_warnings(&self.issuers)
+        let mut w = crate::jwt::config::issuer_warnings(&self.issuers);
+        w.extend(self.notify.warnings());
+        w
     }
 
     /// `pat.owner_sync.issuer` must be a configured issuer: its scope

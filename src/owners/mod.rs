@@ -135,7 +135,11 @@ impl OwnerSync {
         crate::metrics::global().owner_sync_changes.inc();
         self.revoker.owner_changed(&rec).await;
         if rec.state == OwnerState::Deleted {
-            let gone = self.revoker.revoke_all(&rec.issuer, &rec.user_id).await?;
+            let cause = crate::store::Cause::system("owner_deleted");
+            let gone = self
+                .revoker
+                .revoke_all_by(&rec.issuer, &rec.user_id, &cause)
+                .await?;
             tracing::info!(user = %rec.user_id, tokens = gone.len(), "PATs of a deleted owner revoked");
         }
         Ok(())

@@ -59,6 +59,11 @@ pub struct PatConfig {
     /// PATs follow their owner in Keycloak (off unless set; see `pat::owners`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_sync: Option<super::owners::OwnerSyncConfig>,
+    /// Write `token.new_ip` when a PAT is used from a network (/24 IPv4,
+    /// /48 IPv6) it was not used from before (its first network is not
+    /// new). Checked once per `last_used_flush` with the latest address.
+    /// Default false.
+    pub new_ip_events: bool,
 }
 
 impl std::fmt::Debug for PatConfig {
@@ -82,6 +87,7 @@ impl std::fmt::Debug for PatConfig {
             )
             .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
             .field("owner_sync", &self.owner_sync)
+            .field("new_ip_events", &self.new_ip_events)
             .finish()
     }
 }
@@ -172,6 +178,7 @@ impl Default for PatConfig {
             local_jwt_key: None,
             hash_key: None,
             owner_sync: None,
+            new_ip_events: false,
         }
     }
 }

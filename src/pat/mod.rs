@@ -15,7 +15,7 @@ pub mod validator;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::store::{HashVersion, NewToken, Store, StoreError, TokenKind, TokenRecord};
+use crate::store::{Cause, HashVersion, NewToken, Store, StoreError, TokenKind, TokenRecord};
 
 pub use config::{
     ExchangeConfig, JwtMarker, MAX_CACHE_TTL, MAX_LIFETIME_DAYS_LIMIT, PatConfig, PatIssuerKind,
@@ -118,13 +118,15 @@ pub async fn prepare(
 }
 
 /// Stores a prepared token's hash (rotating `rotated_from` in the same
-/// transaction when given). Returns the raw token and the record.
+/// transaction when given), with its events recording `cause`. Returns the
+/// raw token and the record.
 pub async fn store_minted(
     store: &Store,
     hasher: &TokenHasher,
     p: Prepared,
     minted: Minted,
     now: DateTime<Utc>,
+    cause: &Cause,
 ) -> Result<(String, TokenRecord), CreateError> {
     // Opaque PATs are peppered when a key is set; JWT-kind PATs stay on
     // SHA-256 (signed, and also found by `jti`; see `pat::hasher`).
@@ -153,8 +155,8 @@ pub async fn store_minted(
         hash_version,
     };
     let rec = match p.req.rotated_from {
-        Some(old) => store.rotate(old, new, now).await?,
-        None => store.insert(new).await?,
+        Some(old) => store.rotate_by(old, new, now, cause).await?,
+        None => store.insert_by(new, cause).await?,
     };
     tracing::info!(
         token_id = %rec.id,
@@ -176,6 +178,17 @@ pub async fn create(
     req: CreateRequest,
     now: DateTime<Utc>,
 ) -> Result<(String, TokenRecord), CreateError> {
+    create_by(store, cfg, req, now, &Cause::unspecified()).await
+}
+
+/// [`create`], recording `cause` with the token's events.
+pub async fn create_by(
+    store: &Store,
+    cfg: &PatConfig,
+    req: CreateRequest,
+    now: DateTime<Utc>,
+    cause: &Cause,
+) -> Result<(String, TokenRecord), CreateError> {
     let p = prepare(store, cfg, req, now).await?;
     let raw = format::generate(&cfg.prefix);
     let minted = Minted {
@@ -186,5 +199,5 @@ pub async fn create(
         expires_at: None,
     };
     let hasher = TokenHasher::new(cfg.hash_key.as_deref());
-    store_minted(store, &hasher, p, minted, now).await
+    store_minted(store, &hasher, p, minted, now, cause).await
 }

@@ -150,7 +150,8 @@ impl PatValidator {
             .build();
         let cap = usize::try_from(cfg.cache_capacity).unwrap_or(usize::MAX);
         PatValidator {
-            usage: UsageTracker::new(store.clone(), cfg.last_used_flush, cap),
+            usage: UsageTracker::new(store.clone(), cfg.last_used_flush, cap)
+                .with_new_ip_events(cfg.new_ip_events),
             store,
             prefix: cfg.prefix.as_str().into(),
             cache,

@@ -33,7 +33,9 @@ pub use resync::Resync;
 
 use crate::config_error::{ConfigError, Problems};
 use crate::pat::PatValidator;
-use crate::store::{DenylistKind, LogoutMark, OwnerRecord, StoreError, TokenKind, TokenRecord};
+use crate::store::{
+    Cause, DenylistKind, LogoutMark, OwnerRecord, StoreError, TokenKind, TokenRecord,
+};
 
 /// Default Redis channel.
 pub const DEFAULT_CHANNEL: &str = "portcullis:revocations";
@@ -218,9 +220,19 @@ impl Revoker {
         self.bus.publish(&[bus::Item::New(rec.token_hash)]).await;
     }
 
-    /// Revokes one token: store, then caches, then the bus.
+    /// Revokes one token: store, then caches, then the bus (cause
+    /// [`Cause::unspecified`]; product paths use [`Revoker::revoke_by`]).
     pub async fn revoke(&self, id: uuid::Uuid) -> Result<Option<TokenRecord>, StoreError> {
-        let rec = self.pats.store().revoke(id, Utc::now()).await?;
+        self.revoke_by(id, &Cause::unspecified()).await
+    }
+
+    /// Revokes one token, recording `cause` with its `token.revoked` event.
+    pub async fn revoke_by(
+        &self,
+        id: uuid::Uuid,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let rec = self.pats.store().revoke_by(id, Utc::now(), cause).await?;
         if let Some(r) = &rec {
             self.announce(std::slice::from_ref(r)).await;
         }
@@ -233,10 +245,21 @@ impl Revoker {
         issuer: &str,
         user_id: &str,
     ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.revoke_all_by(issuer, user_id, &Cause::unspecified())
+            .await
+    }
+
+    /// [`Revoker::revoke_all`], recording `cause` with its events.
+    pub async fn revoke_all_by(
+        &self,
+        issuer: &str,
+        user_id: &str,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
         let recs = self
             .pats
             .store()
-            .revoke_all_for_user(issuer, user_id, Utc::now())
+            .revoke_all_for_user_by(issuer, user_id, Utc::now(), cause)
             .await?;
         self.announce(&recs).await;
         Ok(recs)

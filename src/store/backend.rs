@@ -4,10 +4,20 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError, TokenHash,
-    TokenRecord,
+use super::events::{
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
+    EventRecord, HookFilter,
 };
+use super::{
+    Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError,
+    TokenHash, TokenQuery, TokenRecord, Usage,
+};
+
+fn unsupported<T>(what: &str) -> Result<T> {
+    Err(StoreError::Other(format!(
+        "this store does not support {what}"
+    )))
+}
 
 /// A storage backend. [`Store`](super::Store) adds timeouts and query counting on top;
 /// implement this for test doubles.
@@ -18,7 +28,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Applies pending migrations; returns the versions applied now.
     async fn migrate(&self) -> Result<Vec<u32>>;
     async fn ping(&self) -> Result<()>;
-    async fn insert(&self, token: NewToken) -> Result<TokenRecord>;
+    /// Inserts a token and its `token.created` event (one transaction).
+    async fn insert(&self, token: NewToken, cause: &Cause) -> Result<TokenRecord>;
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
     async fn find_by_jti(&self, jti: &str) -> Result<Option<TokenRecord>>;
     async fn get(&self, id: Uuid) -> Result<Option<TokenRecord>>;
@@ -26,15 +37,38 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn count_active(&self, issuer: &str, user_id: &str, now: DateTime<Utc>) -> Result<u64>;
     /// Gives rows with an empty `user_issuer` to `issuer`; returns how many.
     async fn claim_unowned(&self, issuer: &str) -> Result<u64>;
-    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>>;
+    /// Revokes one token with its `token.revoked` event (none when it was
+    /// already revoked).
+    async fn revoke(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>>;
+    /// Revokes a user's active tokens, one `token.revoked` event each.
     async fn revoke_all_for_user(
         &self,
         issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<TokenRecord>>;
-    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord>;
-    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>>;
+    /// Rotation with its `token.rotated` and `token.created` events.
+    async fn rotate(
+        &self,
+        old_id: Uuid,
+        new: NewToken,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<TokenRecord>;
+    /// Revokes a rotation chain with `token.reuse_detected` (about `id`)
+    /// and a `token.revoked` event per token revoked now.
+    async fn revoke_chain(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>>;
     /// `created_at` of the first token of `id`'s rotation chain (`id`'s own
     /// when it was never rotated into); `None` when `id` does not exist.
     /// The default refuses (rotating itself then answers 503).
@@ -158,7 +192,9 @@ pub trait TokenStore: Send + Sync + 'static {
         ))
     }
     /// Writes an owner's state; returns whether state or scopes changed
-    /// (a new owner counts as changed). The default refuses.
+    /// (a new owner counts as changed). A move to disabled writes
+    /// `owner.suspended`, back to enabled `owner.reinstated`, in the same
+    /// transaction. The default refuses.
     async fn put_owner(&self, _owner: &OwnerRecord) -> Result<bool> {
         Err(StoreError::Other(
             "this store does not support put_owner".into(),
@@ -176,5 +212,94 @@ pub trait TokenStore: Send + Sync + 'static {
         Err(StoreError::Other(
             "this store does not support owner".into(),
         ))
+    }
+
+    /// Revokes the tokens stored under any of `hashes` (a leak report):
+    /// `token.leaked` for each found, `token.revoked` for those revoked now,
+    /// one transaction. Returns the tokens found (as they now are). The
+    /// same statements run for every hash, found or not.
+    async fn revoke_hashes(
+        &self,
+        _hashes: &[TokenHash],
+        _now: DateTime<Utc>,
+        _cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        unsupported("revoke_hashes")
+    }
+    /// Writes the due `token.expiring` notices (thresholds in seconds, at
+    /// most one notice per token and threshold; only the most urgent one
+    /// when several are due) and `token.expired`. Returns how many.
+    async fn expiry_notices(&self, _now: DateTime<Utc>, _thresholds: &[i64]) -> Result<usize> {
+        unsupported("expiry_notices")
+    }
+    /// Creates the deliveries of up to `limit` events not fanned out yet,
+    /// one per webhook that wants each; returns how many events.
+    async fn fan_out(
+        &self,
+        _hooks: &[HookFilter],
+        _now: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<usize> {
+        unsupported("fan_out")
+    }
+    /// Leases up to `limit` due deliveries of `hooks` to `owner` until
+    /// `lease_until` (each claimed by one caller only), counting an attempt.
+    async fn claim_deliveries(
+        &self,
+        _owner: &str,
+        _hooks: &[String],
+        _now: DateTime<Utc>,
+        _lease_until: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        unsupported("claim_deliveries")
+    }
+    /// Records an attempt's outcome, if `owner` still holds the lease.
+    async fn finish_delivery(
+        &self,
+        _id: Uuid,
+        _owner: &str,
+        _outcome: &AttemptOutcome,
+        _now: DateTime<Utc>,
+    ) -> Result<bool> {
+        unsupported("finish_delivery")
+    }
+    /// Dead-letters pending, unleased deliveries of events older than
+    /// `older_than`; returns how many.
+    async fn expire_deliveries(
+        &self,
+        _older_than: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<u64> {
+        unsupported("expire_deliveries")
+    }
+    /// Deliveries, newest event first.
+    async fn deliveries(&self, _q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
+        unsupported("deliveries")
+    }
+    /// Pending and dead deliveries.
+    async fn delivery_counts(&self) -> Result<DeliveryCounts> {
+        unsupported("delivery_counts")
+    }
+    /// Events, newest first.
+    async fn events(&self, _q: &EventQuery) -> Result<Vec<EventRecord>> {
+        unsupported("events")
+    }
+    /// Deletes events (and their deliveries) older than `before`.
+    async fn purge_events(&self, _before: DateTime<Utc>) -> Result<u64> {
+        unsupported("purge_events")
+    }
+    /// The admin inventory: tokens matching `q`, newest first.
+    async fn tokens(&self, _q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        unsupported("tokens")
+    }
+    /// A usage flush: `last_used_at` forward (never back) with the
+    /// client address and user agent of that use, one transaction; with
+    /// `new_ip`, a use from a network the token was not used from before
+    /// writes `token.new_ip` (the first network of a token is not new).
+    /// The default writes only `last_used_at`.
+    async fn touch_usage(&self, batch: &[Usage], _new_ip: bool) -> Result<u64> {
+        let at: Vec<(Uuid, DateTime<Utc>)> = batch.iter().map(|u| (u.id, u.at)).collect();
+        self.touch_last_used(&at).await
     }
 }

@@ -10,9 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use tokio::sync::Notify;
+
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreConfig, StoreError,
-    StoreKind, TokenHash, TokenRecord, TokenStore, postgres, sqlite,
+    Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreConfig,
+    StoreError, StoreKind, TokenHash, TokenRecord, TokenStore, postgres, sqlite,
 };
 
 /// Handle on the token store: cheap to clone, every call bounded by
@@ -25,6 +27,10 @@ pub struct Store {
     /// Token lookups only (`find_by_hash`, `find_by_jti`): what the Check
     /// path costs, without background work such as resync or flushes.
     lookups: Arc<AtomicU64>,
+    /// Signalled after every write that stored events through this handle
+    /// (or a clone): this replica's webhook dispatcher starts at once
+    /// instead of at its next poll.
+    pub(super) events_written: Arc<Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -65,6 +71,7 @@ impl Store {
             timeout,
             queries: Arc::new(AtomicU64::new(0)),
             lookups: Arc::new(AtomicU64::new(0)),
+            events_written: Arc::new(Notify::new()),
         }
     }
 
@@ -99,9 +106,16 @@ impl Store {
         self.call(self.backend.ping()).await
     }
 
-    /// Inserts a token; a duplicate hash or jti is [`StoreError::Conflict`].
+    /// Inserts a token (and its `token.created` event, cause
+    /// [`Cause::unspecified`]); a duplicate hash or jti is
+    /// [`StoreError::Conflict`].
     pub async fn insert(&self, token: NewToken) -> Result<TokenRecord> {
-        self.call(self.backend.insert(token)).await
+        self.insert_by(token, &Cause::unspecified()).await
+    }
+
+    /// [`Store::insert`] recording `cause` with the event.
+    pub async fn insert_by(&self, token: NewToken, cause: &Cause) -> Result<TokenRecord> {
+        self.wrote(self.call(self.backend.insert(token, cause)).await)
     }
 
     pub async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -148,7 +162,17 @@ impl Store {
     /// Revokes one token (idempotent: keeps the first `revoked_at`). Returns the
     /// record, hash included, so the caller can evict/publish; `None` if unknown.
     pub async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
-        self.call(self.backend.revoke(id, now)).await
+        self.revoke_by(id, now, &Cause::unspecified()).await
+    }
+
+    /// [`Store::revoke`] recording `cause` with its `token.revoked` event.
+    pub async fn revoke_by(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>> {
+        self.wrote(self.call(self.backend.revoke(id, now, cause)).await)
     }
 
     /// Revokes every not-yet-revoked token of a user; returns those revoked now.
@@ -158,8 +182,25 @@ impl Store {
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<TokenRecord>> {
-        self.call(self.backend.revoke_all_for_user(issuer, user_id, now))
+        self.revoke_all_for_user_by(issuer, user_id, now, &Cause::unspecified())
             .await
+    }
+
+    /// [`Store::revoke_all_for_user`] recording `cause` with its events.
+    pub async fn revoke_all_for_user_by(
+        &self,
+        issuer: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        let r = self
+            .call(
+                self.backend
+                    .revoke_all_for_user(issuer, user_id, now, cause),
+            )
+            .await;
+        self.wrote(r)
     }
 
     /// In one transaction: revokes `old_id` and inserts `new` with
@@ -171,13 +212,39 @@ impl Store {
         new: NewToken,
         now: DateTime<Utc>,
     ) -> Result<TokenRecord> {
-        self.call(self.backend.rotate(old_id, new, now)).await
+        self.rotate_by(old_id, new, now, &Cause::unspecified())
+            .await
+    }
+
+    /// [`Store::rotate`] recording `cause` with its events.
+    pub async fn rotate_by(
+        &self,
+        old_id: Uuid,
+        new: NewToken,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<TokenRecord> {
+        self.wrote(
+            self.call(self.backend.rotate(old_id, new, now, cause))
+                .await,
+        )
     }
 
     /// Revokes every token linked to `id` through `rotated_from`, in both
     /// directions (refresh-reuse detection). Returns the whole chain.
     pub async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
-        self.call(self.backend.revoke_chain(id, now)).await
+        self.revoke_chain_by(id, now, &Cause::system("reuse_detected"))
+            .await
+    }
+
+    /// [`Store::revoke_chain`] recording `cause` with its events.
+    pub async fn revoke_chain_by(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.wrote(self.call(self.backend.revoke_chain(id, now, cause)).await)
     }
 
     /// Moves `last_used_at` forward (never back) for a batch, in ONE backend
@@ -249,9 +316,11 @@ impl Store {
         self.call(self.backend.active_owners(issuer, now)).await
     }
 
-    /// Writes an owner's state; true when state or scopes changed.
+    /// Writes an owner's state; true when state or scopes changed (with
+    /// `owner.suspended` / `owner.reinstated` when it moved between
+    /// enabled and disabled).
     pub async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
-        self.call(self.backend.put_owner(owner)).await
+        self.wrote(self.call(self.backend.put_owner(owner)).await)
     }
 
     /// Owners changed after `watermark`, oldest first.

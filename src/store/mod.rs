@@ -1,5 +1,7 @@
 //! Token store: personal access tokens, the JWT deny-list, back-channel
-//! logout marks and PAT owners' synced state, on SQLite or Postgres.
+//! logout marks, PAT owners' synced state, and the token events (outbox
+//! and audit trail, [`events`]) with their webhook deliveries, on SQLite
+//! or Postgres.
 //!
 //! Both backends run the same versioned migrations ([`MIGRATIONS`]); the SQL
 //! differs per dialect but versions move in lock-step. Column conventions:
@@ -23,7 +25,9 @@
 
 mod backend;
 mod config;
+pub mod events;
 mod handle;
+mod handle_events;
 mod known;
 mod postgres;
 mod records;
@@ -32,10 +36,15 @@ mod sqlite;
 
 pub use backend::TokenStore;
 pub use config::{StoreConfig, StoreKind, redact_url};
+pub use events::{
+    Actor, ActorKind, AttemptOutcome, Cause, ClaimedDelivery, DeliveryCounts, DeliveryQuery,
+    DeliveryRecord, DeliveryState, EventKind, EventQuery, EventRecord, HookFilter, NewEvent,
+};
 pub use handle::Store;
 pub use records::{
     DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
-    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenRecord,
+    OwnerState, Result, StoreError, TokenHash, TokenKind, TokenQuery, TokenRecord, TokenState,
+    Usage, network_of,
 };
 
 /// `(version, name, sqlite sql, postgres sql)`, applied in order.
@@ -75,5 +84,17 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         "pat_owners",
         include_str!("migrations/sqlite/0006_pat_owners.sql"),
         include_str!("migrations/postgres/0006_pat_owners.sql"),
+    ),
+    (
+        7,
+        "token_events",
+        include_str!("migrations/sqlite/0007_token_events.sql"),
+        include_str!("migrations/postgres/0007_token_events.sql"),
+    ),
+    (
+        8,
+        "token_usage",
+        include_str!("migrations/sqlite/0008_token_usage.sql"),
+        include_str!("migrations/postgres/0008_token_usage.sql"),
     ),
 ];

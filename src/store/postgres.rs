@@ -9,16 +9,26 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::row::{self, COLS, Columns, DENY_COLS, Param, hash32, sort_newest_first};
+use super::events::{
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
+    EventRecord, HookFilter,
+};
+use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result, StoreError,
-    TokenHash, TokenRecord, TokenStore,
+    Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
 };
 
 #[path = "postgres_deny.rs"]
 mod deny;
+#[path = "postgres_inventory.rs"]
+mod inventory;
+#[path = "postgres_outbox.rs"]
+mod outbox;
 #[path = "postgres_owners.rs"]
 mod owners;
+#[path = "postgres_writes.rs"]
+mod writes;
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -246,9 +256,8 @@ impl TokenStore for PgStore {
         c.simple_query("SELECT 1").await.map_err(pg_err).map(|_| ())
     }
 
-    async fn insert(&self, t: NewToken) -> Result<TokenRecord> {
-        let c = self.client().await?;
-        insert_token(&c, &t).await
+    async fn insert(&self, t: NewToken, cause: &Cause) -> Result<TokenRecord> {
+        self.insert_sql(&t, cause).await
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -301,12 +310,13 @@ impl TokenStore for PgStore {
         .map_err(pg_err)
     }
 
-    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
-        let sql = format!(
-            "UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, $2) \
-             WHERE id = $1 RETURNING {COLS}"
-        );
-        self.query_opt(&sql, &[&id, &now]).await
+    async fn revoke(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>> {
+        self.revoke_sql(id, now, cause).await
     }
 
     async fn revoke_all_for_user(
@@ -314,64 +324,28 @@ impl TokenStore for PgStore {
         issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<TokenRecord>> {
-        let sql = format!(
-            "UPDATE personal_access_tokens SET revoked_at = $3 \
-             WHERE user_issuer = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING {COLS}"
-        );
-        let mut v = self.query_records(&sql, &[&issuer, &user_id, &now]).await?;
-        sort_newest_first(&mut v);
-        Ok(v)
+        self.revoke_all_sql(issuer, user_id, now, cause).await
     }
 
-    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_err)?;
-        let old = tx
-            .query_opt(
-                "SELECT user_id, revoked_at, user_issuer FROM personal_access_tokens WHERE id = $1 FOR UPDATE",
-                &[&old_id],
-            )
-            .await
-            .map_err(pg_err)?;
-        let Some(old) = old else {
-            return Err(StoreError::NotFound);
-        };
-        // The owner is (issuer, sub): the same sub at another issuer is another user.
-        if col::<String>(&old, 0)? != new.user_id || col::<String>(&old, 2)? != new.user_issuer {
-            return Err(StoreError::NotFound);
-        }
-        if col::<Option<DateTime<Utc>>>(&old, 1)?.is_some() {
-            return Err(StoreError::Conflict("token already revoked".into()));
-        }
-        tx.execute(
-            "UPDATE personal_access_tokens SET revoked_at = $2 WHERE id = $1",
-            &[&old_id, &now],
-        )
-        .await
-        .map_err(pg_err)?;
-        let t = NewToken {
-            rotated_from: Some(old_id),
-            ..new
-        };
-        let rec = insert_token(&tx, &t).await?;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(rec)
+    async fn rotate(
+        &self,
+        old_id: Uuid,
+        new: NewToken,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<TokenRecord> {
+        self.rotate_sql(old_id, new, now, cause).await
     }
 
-    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
-        let sql = format!(
-            "WITH RECURSIVE chain(id, prev) AS ( \
-               SELECT id, rotated_from FROM personal_access_tokens WHERE id = $1 \
-               UNION \
-               SELECT t.id, t.rotated_from FROM personal_access_tokens t \
-               JOIN chain c ON t.rotated_from = c.id OR t.id = c.prev) \
-             UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, $2) \
-             WHERE id IN (SELECT id FROM chain) RETURNING {COLS}"
-        );
-        let mut v = self.query_records(&sql, &[&id, &now]).await?;
-        sort_newest_first(&mut v);
-        Ok(v)
+    async fn revoke_chain(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.revoke_chain_sql(id, now, cause).await
     }
 
     async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
@@ -406,21 +380,7 @@ impl TokenStore for PgStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (kind, value) DO UPDATE \
-                 SET created_at = CASE WHEN EXCLUDED.expires_at > jwt_denylist.expires_at \
-                                  THEN EXCLUDED.created_at ELSE jwt_denylist.created_at END, \
-                     expires_at = GREATEST(jwt_denylist.expires_at, EXCLUDED.expires_at)",
-            )
-            .await
-            .map_err(pg_err)?;
-        c.execute(&stmt, &[&kind.as_str(), &value, &expires_at, &now])
-            .await
-            .map_err(pg_err)
-            .map(|_| ())
+        self.deny_jwt_sql(kind, value, expires_at, now).await
     }
 
     async fn is_jwt_denied(
@@ -429,26 +389,11 @@ impl TokenStore for PgStore {
         sid: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM jwt_denylist WHERE expires_at > $3 AND \
-                 ((kind = 'jti' AND value = $1) OR (kind = 'sid' AND value = $2)))",
-            )
-            .await
-            .map_err(pg_err)?;
-        let row = c
-            .query_one(&stmt, &[&jti, &sid, &now])
-            .await
-            .map_err(pg_err)?;
-        col(&row, 0)
+        self.is_denied_sql(jti, sid, now).await
     }
 
     async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
-        let c = self.client().await?;
-        c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
-            .await
-            .map_err(pg_err)
+        self.purge_denylist_sql(now).await
     }
 
     async fn upgrade_hash(
@@ -535,19 +480,7 @@ impl TokenStore for PgStore {
         watermark: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<DenyEntry>> {
-        let c = self.client().await?;
-        let sql = format!(
-            "SELECT {DENY_COLS} FROM jwt_denylist \
-             WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value"
-        );
-        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = col(r, 0)?;
-                row::deny_entry(&kind, col(r, 1)?, col(r, 2)?, col(r, 3)?)
-            })
-            .collect()
+        self.denied_since_sql(watermark, now).await
     }
 
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
@@ -581,7 +514,7 @@ impl TokenStore for PgStore {
     }
 
     async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
-        self.put_owner_sql(owner).await
+        self.put_owner_events_sql(owner).await
     }
 
     async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
@@ -590,5 +523,75 @@ impl TokenStore for PgStore {
 
     async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
         self.owner_sql(issuer, user_id).await
+    }
+
+    async fn revoke_hashes(
+        &self,
+        hashes: &[TokenHash],
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.revoke_hashes_sql(hashes, now, cause).await
+    }
+
+    async fn expiry_notices(&self, now: DateTime<Utc>, thresholds: &[i64]) -> Result<usize> {
+        self.expiry_notices_sql(now, thresholds).await
+    }
+
+    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
+        self.fan_out_sql(hooks, now, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        hooks: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        self.claim_sql(owner, hooks, now, lease_until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        owner: &str,
+        outcome: &AttemptOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.finish_sql(id, owner, outcome, now).await
+    }
+
+    async fn expire_deliveries(
+        &self,
+        older_than: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.expire_deliveries_sql(older_than, now).await
+    }
+
+    async fn deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
+        self.deliveries_sql(q).await
+    }
+
+    async fn delivery_counts(&self) -> Result<DeliveryCounts> {
+        self.delivery_counts_sql().await
+    }
+
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventRecord>> {
+        self.events_sql(q).await
+    }
+
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.purge_events_sql(before).await
+    }
+
+    async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        self.tokens_sql(q).await
+    }
+
+    async fn touch_usage(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        self.touch_usage_sql(batch, new_ip).await
     }
 }

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 
-use super::super::row::{self, LOGOUT_COLS};
-use super::super::{LogoutMark, Result};
+use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
+use super::super::{DenyEntry, DenylistKind, LogoutMark, Result};
 use super::{PgStore, col, pg_err};
 
 fn mark(r: &tokio_postgres::Row) -> Result<LogoutMark> {
@@ -74,5 +74,77 @@ impl PgStore {
         c.execute("DELETE FROM logout_marks WHERE expires_at <= $1", &[&now])
             .await
             .map_err(pg_err)
+    }
+
+    pub(super) async fn deny_jwt_sql(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, value) DO UPDATE \
+                 SET created_at = CASE WHEN EXCLUDED.expires_at > jwt_denylist.expires_at \
+                                  THEN EXCLUDED.created_at ELSE jwt_denylist.created_at END, \
+                     expires_at = GREATEST(jwt_denylist.expires_at, EXCLUDED.expires_at)",
+            )
+            .await
+            .map_err(pg_err)?;
+        c.execute(&stmt, &[&kind.as_str(), &value, &expires_at, &now])
+            .await
+            .map_err(pg_err)
+            .map(|_| ())
+    }
+
+    pub(super) async fn is_denied_sql(
+        &self,
+        jti: Option<&str>,
+        sid: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jwt_denylist WHERE expires_at > $3 AND \
+                 ((kind = 'jti' AND value = $1) OR (kind = 'sid' AND value = $2)))",
+            )
+            .await
+            .map_err(pg_err)?;
+        let row = c
+            .query_one(&stmt, &[&jti, &sid, &now])
+            .await
+            .map_err(pg_err)?;
+        col(&row, 0)
+    }
+
+    pub(super) async fn purge_denylist_sql(&self, now: DateTime<Utc>) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM jwt_denylist WHERE expires_at <= $1", &[&now])
+            .await
+            .map_err(pg_err)
+    }
+
+    pub(super) async fn denied_since_sql(
+        &self,
+        watermark: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DenyEntry>> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {DENY_COLS} FROM jwt_denylist \
+             WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value"
+        );
+        let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
+        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = col(r, 0)?;
+                row::deny_entry(&kind, col(r, 1)?, col(r, 2)?, col(r, 3)?)
+            })
+            .collect()
     }
 }

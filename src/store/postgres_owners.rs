@@ -26,31 +26,6 @@ impl PgStore {
         rows.iter().map(|r| col(r, 0)).collect()
     }
 
-    pub(super) async fn put_owner_sql(&self, o: &OwnerRecord) -> Result<bool> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(&row::owner_upsert_sql('$', "IS DISTINCT FROM"))
-            .await
-            .map_err(pg_err)?;
-        let r = c
-            .query_one(
-                &stmt,
-                &[
-                    &o.issuer,
-                    &o.user_id,
-                    &o.state.as_str(),
-                    &o.scopes,
-                    &o.synced_at,
-                    &o.changed_at,
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        // timestamptz keeps microseconds.
-        let changed: DateTime<Utc> = col(&r, 0)?;
-        Ok(changed.timestamp_micros() == o.changed_at.timestamp_micros())
-    }
-
     pub(super) async fn owners_since_sql(
         &self,
         watermark: DateTime<Utc>,

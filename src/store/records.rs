@@ -244,6 +244,10 @@ pub struct TokenRecord {
     pub user_issuer: String,
     /// How `token_hash` was computed.
     pub hash_version: HashVersion,
+    /// The client address of the last use (as Envoy reported it).
+    pub last_used_ip: Option<String>,
+    /// The `User-Agent` of the last use.
+    pub last_used_user_agent: Option<String>,
 }
 
 impl TokenRecord {
@@ -280,8 +284,88 @@ impl fmt::Debug for TokenRecord {
             .field("jti", &self.jti)
             .field("user_issuer", &self.user_issuer)
             .field("hash_version", &self.hash_version)
+            .field("last_used_ip", &self.last_used_ip)
+            .field("last_used_user_agent", &self.last_used_user_agent)
             .finish()
     }
+}
+
+/// One token's latest use, written by a `last_used_at` flush
+/// ([`Store::touch_usage`](super::Store::touch_usage)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// The client address Envoy reported, when it reported one.
+    pub ip: Option<std::net::IpAddr>,
+    /// The `User-Agent` header, when sent.
+    pub user_agent: Option<std::sync::Arc<str>>,
+}
+
+/// The network a `token.new_ip` compares: the /24 of an IPv4 address, the
+/// /48 of an IPv6 one (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn network_of(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0);
+            format!("{net}/48")
+        }
+    }
+}
+
+/// A token's state at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenState {
+    /// Neither revoked nor expired.
+    Active,
+    Revoked,
+    /// Expired without being revoked.
+    Expired,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenState> {
+        match s {
+            "active" => Some(TokenState::Active),
+            "revoked" => Some(TokenState::Revoked),
+            "expired" => Some(TokenState::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// Filters of the admin inventory ([`Store::tokens`](super::Store::tokens)),
+/// newest first (`created_at`, then `id`). Every filter given must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenQuery {
+    /// The moment states and expiry windows are judged at.
+    pub now: DateTime<Utc>,
+    pub state: Option<TokenState>,
+    /// Active tokens expiring at or before this.
+    pub expiring_before: Option<DateTime<Utc>>,
+    pub user_id: Option<String>,
+    pub user_issuer: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+    /// Tokens last used before this (never-used tokens do not match).
+    pub last_used_before: Option<DateTime<Utc>>,
+    /// The cursor: only tokens after this (`created_at`, `id`) in the order.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u32,
 }
 
 /// A token to insert.

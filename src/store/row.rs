@@ -16,10 +16,10 @@ use super::{
 /// [`insert_values`] binds them.
 pub(super) const COLS: &str = "id, user_id, username, name, description, token_hash, display_hint, scopes, \
                     created_at, expires_at, last_used_at, revoked_at, rotated_from, kind, jti, \
-                    user_issuer, hash_version";
+                    user_issuer, hash_version, last_used_ip, last_used_user_agent";
 
 /// Number of columns in [`COLS`].
-pub(super) const NCOLS: usize = 17;
+pub(super) const NCOLS: usize = 19;
 
 /// The columns of a `jwt_denylist` row, in the order [`deny_entry`] takes them.
 pub(super) const DENY_COLS: &str = "kind, value, expires_at, created_at";
@@ -133,6 +133,8 @@ pub(super) fn insert_values(t: &NewToken) -> [Param<'_>; NCOLS] {
         Param::OptText(t.jti.as_deref()),
         Param::Text(&t.user_issuer),
         Param::SmallInt(t.hash_version.as_i16()),
+        Param::OptText(None), // last_used_ip: never used yet
+        Param::OptText(None), // last_used_user_agent
     ]
 }
 
@@ -189,6 +191,8 @@ pub(super) fn decode<R: Columns + ?Sized>(row: &R) -> Result<TokenRecord, R::Err
         user_issuer: row.text(15)?,
         hash_version: HashVersion::from_i16(row.small_int(16)?)
             .ok_or_else(|| row.invalid(16, "unknown hash_version"))?,
+        last_used_ip: row.opt_text(17)?,
+        last_used_user_agent: row.opt_text(18)?,
     })
 }
 

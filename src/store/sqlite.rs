@@ -8,22 +8,33 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::types::{Null, ToSqlOutput, Type};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::events::{
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
+    EventRecord, HookFilter,
+};
 use uuid::Uuid;
 
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
-    DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result, StoreError,
-    TokenHash, TokenRecord, TokenStore,
+    Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
+    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
 };
 
 #[path = "sqlite_chain.rs"]
 mod chain;
 #[path = "sqlite_deny.rs"]
 mod deny;
+#[path = "sqlite_inventory.rs"]
+mod inventory;
+#[path = "sqlite_outbox.rs"]
+mod outbox;
 #[path = "sqlite_owners.rs"]
 mod owners;
 #[path = "sqlite_rekey.rs"]
 mod rekey;
+#[path = "sqlite_writes.rs"]
+mod writes;
 
 pub(super) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -258,8 +269,8 @@ impl TokenStore for SqliteStore {
         self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 
-    async fn insert(&self, token: NewToken) -> Result<TokenRecord> {
-        self.run(move |c| insert_token(c, &token)).await
+    async fn insert(&self, token: NewToken, cause: &Cause) -> Result<TokenRecord> {
+        self.insert_sql(token, cause.clone()).await
     }
 
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -331,17 +342,13 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
-        self.run(move |c| {
-            let sql = format!(
-                "UPDATE personal_access_tokens SET revoked_at = COALESCE(revoked_at, ?2) \
-                 WHERE id = ?1 RETURNING {COLS}"
-            );
-            c.prepare_cached(&sql)?
-                .query_row(params![id.to_string(), ts(now)], record)
-                .optional()
-        })
-        .await
+    async fn revoke(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>> {
+        self.revoke_sql(id, now, cause.clone()).await
     }
 
     async fn revoke_all_for_user(
@@ -349,59 +356,29 @@ impl TokenStore for SqliteStore {
         issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<TokenRecord>> {
-        let owner = (issuer.to_owned(), user_id.to_owned());
-        let mut v = self
-            .run(move |c| {
-                let sql = format!(
-                    "UPDATE personal_access_tokens SET revoked_at = ?3 \
-                     WHERE user_issuer = ?1 AND user_id = ?2 AND revoked_at IS NULL RETURNING {COLS}"
-                );
-                query_records(c, &sql, params![owner.0, owner.1, ts(now)])
-            })
-            .await?;
-        sort_newest_first(&mut v);
-        Ok(v)
+        self.revoke_all_sql(issuer, user_id, now, cause.clone())
+            .await
     }
 
-    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let old: Option<(String, String, Option<i64>)> = tx
-                .query_row(
-                    "SELECT user_issuer, user_id, revoked_at FROM personal_access_tokens WHERE id = ?1",
-                    [old_id.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            match old {
-                // The owner is (issuer, sub): the same sub at another issuer is another user.
-                Some((iss, user, _)) if iss != new.user_issuer || user != new.user_id => {
-                    return Ok(Err(StoreError::NotFound));
-                }
-                None => return Ok(Err(StoreError::NotFound)),
-                Some((_, _, Some(_))) => {
-                    return Ok(Err(StoreError::Conflict("token already revoked".into())));
-                }
-                Some((_, _, None)) => {}
-            }
-            tx.execute(
-                "UPDATE personal_access_tokens SET revoked_at = ?2 WHERE id = ?1",
-                params![old_id.to_string(), ts(now)],
-            )?;
-            let new = NewToken {
-                rotated_from: Some(old_id),
-                ..new
-            };
-            let rec = insert_token(&tx, &new)?;
-            tx.commit()?;
-            Ok(Ok(rec))
-        })
-        .await?
+    async fn rotate(
+        &self,
+        old_id: Uuid,
+        new: NewToken,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<TokenRecord> {
+        self.rotate_sql(old_id, new, now, cause.clone()).await
     }
 
-    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
-        self.revoke_chain_sql(id, now).await
+    async fn revoke_chain(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.revoke_chain_sql(id, now, cause.clone()).await
     }
 
     async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
@@ -434,18 +411,7 @@ impl TokenStore for SqliteStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let value = value.to_owned();
-        self.run(move |c| {
-            c.prepare_cached(
-                "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (kind, value) DO UPDATE SET \
-                 created_at = CASE WHEN excluded.expires_at > expires_at THEN excluded.created_at ELSE created_at END, \
-                 expires_at = MAX(expires_at, excluded.expires_at)",
-            )?
-            .execute(params![kind.as_str(), value, ts(expires_at), ts(now)])
-            .map(|_| ())
-        })
-        .await
+        self.deny_jwt_sql(kind, value, expires_at, now).await
     }
 
     async fn is_jwt_denied(
@@ -458,12 +424,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64> {
-        self.run(move |c| {
-            c.prepare_cached("DELETE FROM jwt_denylist WHERE expires_at <= ?1")?
-                .execute([ts(now)])
-                .map(|n| n as u64)
-        })
-        .await
+        self.purge_denylist_sql(now).await
     }
 
     async fn upgrade_hash(
@@ -480,17 +441,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
-        let rows: Vec<Vec<u8>> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT token_hash FROM personal_access_tokens \
-                     WHERE revoked_at IS NULL AND expires_at > ?1",
-                )?;
-                let rows = stmt.query_map([ts(now)], |r| r.get(0))?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter().map(hash32).collect()
+        self.active_hashes_sql(now).await
     }
 
     async fn created_since(
@@ -498,19 +449,7 @@ impl TokenStore for SqliteStore {
         watermark: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        let rows: Vec<(Vec<u8>, i64)> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT token_hash, created_at FROM personal_access_tokens \
-                     WHERE created_at > ?1 AND revoked_at IS NULL AND expires_at > ?2 \
-                     ORDER BY created_at, id",
-                )?;
-                let rows =
-                    stmt.query_map([ts(watermark), ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter().map(hash_at).collect()
+        self.created_since_sql(watermark, now).await
     }
 
     async fn revoked_since(
@@ -569,7 +508,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {
-        self.put_owner_sql(owner).await
+        self.put_owner_events_sql(owner).await
     }
 
     async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
@@ -578,5 +517,78 @@ impl TokenStore for SqliteStore {
 
     async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
         self.owner_sql(issuer, user_id).await
+    }
+
+    async fn revoke_hashes(
+        &self,
+        hashes: &[TokenHash],
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.revoke_hashes_sql(hashes.to_vec(), now, cause.clone())
+            .await
+    }
+
+    async fn expiry_notices(&self, now: DateTime<Utc>, thresholds: &[i64]) -> Result<usize> {
+        self.expiry_notices_sql(now, thresholds.to_vec()).await
+    }
+
+    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
+        self.fan_out_sql(hooks.to_vec(), now, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        hooks: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        self.claim_sql(owner.to_owned(), hooks, now, lease_until, limit)
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        owner: &str,
+        outcome: &AttemptOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.finish_sql(id, owner.to_owned(), outcome.clone(), now)
+            .await
+    }
+
+    async fn expire_deliveries(
+        &self,
+        older_than: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.expire_deliveries_sql(older_than, now).await
+    }
+
+    async fn deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
+        self.deliveries_sql(q.clone()).await
+    }
+
+    async fn delivery_counts(&self) -> Result<DeliveryCounts> {
+        self.delivery_counts_sql().await
+    }
+
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventRecord>> {
+        self.events_sql(q.clone()).await
+    }
+
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.purge_events_sql(before).await
+    }
+
+    async fn tokens(&self, q: &TokenQuery) -> Result<Vec<TokenRecord>> {
+        self.tokens_sql(q.clone()).await
+    }
+
+    async fn touch_usage(&self, batch: &[Usage], new_ip: bool) -> Result<u64> {
+        self.touch_usage_sql(batch.to_vec(), new_ip).await
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
-use super::super::{DenyEntry, LogoutMark, Result};
+use super::super::{DenyEntry, DenylistKind, LogoutMark, Result};
 use super::{SqliteStore, micros, ts};
 
 type Raw = (String, String, String, i64, i64, i64);
@@ -146,6 +146,36 @@ impl SqliteStore {
     pub(super) async fn purge_marks(&self, now: DateTime<Utc>) -> Result<u64> {
         self.run(move |c| {
             c.prepare_cached("DELETE FROM logout_marks WHERE expires_at <= ?1")?
+                .execute([ts(now)])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn deny_jwt_sql(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let value = value.to_owned();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (kind, value) DO UPDATE SET \
+                 created_at = CASE WHEN excluded.expires_at > expires_at THEN excluded.created_at ELSE created_at END, \
+                 expires_at = MAX(expires_at, excluded.expires_at)",
+            )?
+            .execute(params![kind.as_str(), value, ts(expires_at), ts(now)])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub(super) async fn purge_denylist_sql(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM jwt_denylist WHERE expires_at <= ?1")?
                 .execute([ts(now)])
                 .map(|n| n as u64)
         })

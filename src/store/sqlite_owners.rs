@@ -49,33 +49,6 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn put_owner_sql(&self, o: &OwnerRecord) -> Result<bool> {
-        let o = o.clone();
-        let scopes = o
-            .scopes
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        let changed: i64 = self
-            .run(move |c| {
-                c.prepare_cached(&row::owner_upsert_sql('?', "IS NOT"))?
-                    .query_row(
-                        params![
-                            o.issuer,
-                            o.user_id,
-                            o.state.as_str(),
-                            scopes,
-                            ts(o.synced_at),
-                            ts(o.changed_at)
-                        ],
-                        |r| r.get(0),
-                    )
-            })
-            .await?;
-        Ok(changed == ts(o.changed_at))
-    }
-
     pub(super) async fn owners_since_sql(
         &self,
         watermark: DateTime<Utc>,

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::ApiError;
 use crate::authz::Engine;
 use crate::identity::{CredentialKind, Identity};
+use crate::store::{Actor, ActorKind, Cause};
 
 /// A verified API caller.
 #[derive(Clone)]
@@ -21,6 +22,9 @@ pub struct Caller {
     /// The presented credential: the `subject_token` of a token exchange.
     /// Never logged (see the `Debug` impl).
     bearer: String,
+    /// Where the call came from (`audit::client_addr`), recorded with the
+    /// events it causes; set by the transport.
+    pub client_addr: Option<String>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("identity", &self.identity)
             .field("pat_id", &self.pat_id)
+            .field("client_addr", &self.client_addr)
             .finish_non_exhaustive()
     }
 }
@@ -49,6 +54,30 @@ impl Caller {
 
     pub(crate) fn bearer(&self) -> &str {
         &self.bearer
+    }
+
+    /// The caller's address, as the transport determined it.
+    pub fn with_client_addr(mut self, addr: Option<String>) -> Self {
+        self.client_addr = addr;
+        self
+    }
+
+    /// This caller as the actor of a change made for `reason`.
+    pub fn cause(&self, reason: &'static str) -> Cause {
+        Cause {
+            actor: Actor {
+                kind: match self.identity.kind {
+                    CredentialKind::Jwt => ActorKind::Jwt,
+                    CredentialKind::ServiceAccount => ActorKind::ServiceAccount,
+                    CredentialKind::Pat => ActorKind::Pat,
+                },
+                subject: self.subject().to_owned(),
+                issuer: self.issuer().to_owned(),
+                token_id: self.pat_id,
+                client_addr: self.client_addr.clone(),
+            },
+            reason,
+        }
     }
 }
 
@@ -95,5 +124,6 @@ pub async fn authenticate(engine: &Engine, header: Option<&str>) -> Result<Calle
         identity,
         pat_id,
         bearer: token.to_owned(),
+        client_addr: None,
     })
 }

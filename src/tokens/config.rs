@@ -44,6 +44,30 @@ pub struct ApiConfig {
     /// `resource_metadata` parameter of Check's 401 challenges. Off while
     /// `resource` is unset.
     pub resource_metadata: super::resource_metadata::ResourceMetadataConfig,
+    /// Shared secret a secret scanner sends (`x-portcullis-leak-secret`)
+    /// to `POST /api/v1/tokens/revoke-leaked` instead of an admin login
+    /// token; at least 32 bytes. Unset: only `api.admin_scope` callers may
+    /// report leaks. Prefer `PORTCULLIS__API__LEAK_REPORT_SECRET`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak_report_secret: Option<LeakSecret>,
+    /// `revoke-leaked` answers no sooner than this after the request came
+    /// in, found tokens or not, so its timing does not tell whether a
+    /// token existed. Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub leak_report_floor: Duration,
+    /// Most tokens one leak report may carry. Default 100.
+    pub leak_report_max_tokens: usize,
+}
+
+/// `api.leak_report_secret`; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct LeakSecret(pub String);
+
+impl std::fmt::Debug for LeakSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for ApiConfig {
@@ -58,6 +82,9 @@ impl Default for ApiConfig {
             max_connections: 512,
             max_body_bytes: 16 * 1024,
             resource_metadata: Default::default(),
+            leak_report_secret: None,
+            leak_report_floor: Duration::from_millis(250),
+            leak_report_max_tokens: 100,
         }
     }
 }
@@ -91,6 +118,22 @@ impl ApiConfig {
             || "pat is not accepted; a personal access token may only read itself (GET /api/v1/tokens/self) and rotate itself".into(),
         );
         self.validate_limits(&mut p);
+        if let Some(s) = &self.leak_report_secret {
+            // Never echo it.
+            p.check(s.0.len() >= 32, "api.leak_report_secret", || {
+                format!("is {} bytes; at least 32 required", s.0.len())
+            });
+        }
+        p.check(
+            self.leak_report_floor <= Duration::from_secs(10),
+            "api.leak_report_floor",
+            || "must be at most 10s".into(),
+        );
+        p.check(
+            (1..=1000).contains(&self.leak_report_max_tokens),
+            "api.leak_report_max_tokens",
+            || "must be between 1 and 1000".into(),
+        );
         p.extend(self.resource_metadata.validate());
         p.into_vec()
     }

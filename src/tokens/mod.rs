@@ -24,6 +24,8 @@ mod caller;
 mod config;
 mod error;
 pub mod exchange;
+mod inventory;
+mod lifecycle;
 pub mod resource_metadata;
 pub mod reuse;
 mod rotation;
@@ -38,9 +40,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use caller::{Caller, authenticate, bearer_token};
-pub use config::ApiConfig;
+pub use config::{ApiConfig, LeakSecret};
 pub use error::ApiError;
 pub use exchange::ExchangeClient;
+pub use inventory::{InventoryPage, InventoryParams};
+pub use lifecycle::{AuditPage, AuditParams, DeliveriesPage, DeliveryParams, LeakAuth, LeakReport};
 pub use resource_metadata::ResourceMetadataConfig;
 pub use ui_config::{UiConfig, UiOidcConfig};
 pub use view::{CreateInput, CreatedView, RotateInput, TokenView, expiry};
@@ -60,6 +64,8 @@ pub struct TokenService {
     api: Arc<ApiConfig>,
     exchange: Option<ExchangeClient>,
     dev: bool,
+    /// `audit.trusted_proxy_hops`: how the transports find the client address.
+    trusted_proxy_hops: u8,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -128,6 +134,7 @@ impl TokenService {
             api: Arc::new(api),
             exchange,
             dev,
+            trusted_proxy_hops: 0,
         })
     }
 
@@ -271,7 +278,7 @@ impl TokenService {
         let rec = self.own(c, id).await?;
         let revoked = self
             .revoker
-            .revoke(rec.id)
+            .revoke_by(rec.id, &c.cause("api"))
             .await?
             .ok_or_else(ApiError::not_found)?;
         tracing::info!(token_id = %rec.id, user = %rec.user_id, "token revoked through the API");
@@ -396,7 +403,10 @@ impl TokenService {
     ) -> Result<RevokedAll, ApiError> {
         self.require_admin(c)?;
         let issuer = self.admin_issuer(issuer)?;
-        let recs = self.revoker.revoke_all(&issuer, sub).await?;
+        let recs = self
+            .revoker
+            .revoke_all_by(&issuer, sub, &c.cause("admin"))
+            .await?;
         tracing::info!(
             user = %sub,
             issuer = %issuer,
@@ -466,7 +476,13 @@ impl TokenService {
             PatIssuerKind::KeycloakExchange => self.mint_exchanged(c).await?,
         };
         let hasher = self.engine.load().pats().hasher().clone();
-        let (raw, rec) = pat::store_minted(&store, &hasher, p, minted, now).await?;
+        let reason = if p.req.rotated_from.is_some() {
+            "rotation"
+        } else {
+            "api"
+        };
+        let (raw, rec) =
+            pat::store_minted(&store, &hasher, p, minted, now, &c.cause(reason)).await?;
         self.revoker.announce_created(&rec).await;
         Ok(CreatedView::of(raw, &rec))
     }

@@ -59,7 +59,8 @@ pub async fn check(
     if !rotated {
         return Ok(0);
     }
-    let chain = store.revoke_chain(rec.id, Utc::now()).await?;
+    let cause = crate::store::Cause::system("reuse_detected");
+    let chain = store.revoke_chain_by(rec.id, Utc::now(), &cause).await?;
     revoker.announce(&chain).await;
     tracing::warn!(
         token_id = %rec.id,

@@ -25,6 +25,12 @@ pub struct TokenView {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The client address of the last use, as Envoy reported it.
+    #[serde(default)]
+    pub last_used_ip: Option<String>,
+    /// The `User-Agent` of the last use.
+    #[serde(default)]
+    pub last_used_user_agent: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub rotated_from: Option<Uuid>,
     /// Neither revoked nor expired now.
@@ -46,6 +52,8 @@ impl TokenView {
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
+            last_used_ip: r.last_used_ip.clone(),
+            last_used_user_agent: r.last_used_user_agent.clone(),
             revoked_at: r.revoked_at,
             rotated_from: r.rotated_from,
             active: r.is_active(now),

@@ -54,6 +54,12 @@ impl Api {
         }
     }
 
+    /// The full URL of `path` on this server (for requests the helpers
+    /// do not cover, e.g. with extra headers).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -18,7 +18,24 @@ use crate::wait::eventually;
 
 /// Starts a server from YAML (listen addresses forced to port 0).
 pub async fn serve_yaml(yaml: &str, data_dir: &Path, dev: bool) -> Running {
-    let mut cfg = Config::from_yaml_str(yaml, &MapEnv::default()).expect("test config parses");
+    serve_yaml_env(yaml, data_dir, dev, &[]).await
+}
+
+/// [`serve_yaml`] with an environment for the loader (overrides and the
+/// secrets the config names by variable, such as webhook keys), without
+/// touching the process environment.
+pub async fn serve_yaml_env(
+    yaml: &str,
+    data_dir: &Path,
+    dev: bool,
+    env: &[(&str, &str)],
+) -> Running {
+    let env = MapEnv(
+        env.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    let mut cfg = Config::from_yaml_str(yaml, &env).expect("test config parses");
     cfg.listen.grpc = "127.0.0.1:0".parse().unwrap();
     cfg.listen.http = "127.0.0.1:0".parse().unwrap();
     cfg.data_dir = data_dir.to_path_buf();
@@ -75,6 +92,8 @@ pub struct Req {
     pub context: HashMap<String, String>,
     /// `source.certificate` (URL-encoded PEM); empty: none.
     pub peer_certificate: String,
+    /// `source.address` (the client address Envoy reports); empty: none.
+    pub source_ip: String,
 }
 
 impl Req {
@@ -89,7 +108,14 @@ impl Req {
             pseudo_headers: false,
             context: HashMap::new(),
             peer_certificate: String::new(),
+            source_ip: String::new(),
         }
+    }
+
+    /// The client address Envoy reports (`source.address`).
+    pub fn source_ip(mut self, ip: &str) -> Req {
+        self.source_ip = ip.into();
+        self
     }
 
     /// The client certificate Envoy forwards with `include_peer_certificate`
@@ -207,13 +233,31 @@ impl Req {
                     http: Some(http),
                 }),
                 context_extensions: self.context.clone(),
-                source: (!self.peer_certificate.is_empty()).then(|| Peer {
-                    certificate: self.peer_certificate.clone(),
-                    ..Default::default()
-                }),
+                source: (!self.peer_certificate.is_empty() || !self.source_ip.is_empty()).then(
+                    || Peer {
+                        certificate: self.peer_certificate.clone(),
+                        address: (!self.source_ip.is_empty())
+                            .then(|| source_address(&self.source_ip)),
+                        ..Default::default()
+                    },
+                ),
                 ..Default::default()
             }),
         }
+    }
+}
+
+/// An Envoy `Address` for `ip` (port 40000).
+fn source_address(ip: &str) -> envoy_types::pb::envoy::config::core::v3::Address {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, SocketAddress, address, socket_address,
+    };
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.into(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(40000)),
+            ..Default::default()
+        })),
     }
 }
 

@@ -10,7 +10,7 @@ use portcullis::store::Store;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::check::{code, serve_yaml, wait_ready};
+use crate::check::{code, serve_yaml_env, wait_ready};
 use crate::keycloak::FakeKeycloak;
 use crate::pg::TempPostgres;
 use crate::redis_server::TempRedis;
@@ -27,6 +27,8 @@ pub struct Cluster {
     pub b: Running,
     pub yaml: String,
     pub resync: Duration,
+    /// The loader's environment of every replica (secrets the config names).
+    pub env: Vec<(String, String)>,
     dirs: Vec<tempfile::TempDir>,
 }
 
@@ -65,13 +67,24 @@ impl Cluster {
 
     /// [`Cluster::start`] with `issuer_extra` in the issuer entry (see [`yaml_with`]).
     pub async fn start_with(resync: &str, issuer_extra: &str, extra: &str) -> Cluster {
+        Cluster::start_env(resync, issuer_extra, extra, &[]).await
+    }
+
+    /// [`Cluster::start_with`] with an environment for the config loader
+    /// (e.g. the webhook secrets `notify.webhooks` names).
+    pub async fn start_env(
+        resync: &str,
+        issuer_extra: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let pg = TempPostgres::start().await;
         let redis = TempRedis::start().await;
         let kc = FakeKeycloak::start().await;
         let yaml = yaml_with(&kc, &pg.url, &redis.url, resync, issuer_extra, extra);
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let a = serve_yaml(&yaml, da.path(), false).await;
-        let b = serve_yaml(&yaml, db.path(), false).await;
+        let a = serve_yaml_env(&yaml, da.path(), false, env).await;
+        let b = serve_yaml_env(&yaml, db.path(), false, env).await;
         let c = Cluster {
             pg,
             redis,
@@ -80,6 +93,10 @@ impl Cluster {
             b,
             yaml,
             resync: humantime::parse_duration(resync).unwrap(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             dirs: vec![da, db],
         };
         wait_ready(&c.a, READY).await;
@@ -91,7 +108,12 @@ impl Cluster {
     /// Another replica with the same config.
     pub async fn replica(&mut self) -> Running {
         let d = tempfile::tempdir().unwrap();
-        let r = serve_yaml(&self.yaml, d.path(), false).await;
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = serve_yaml_env(&self.yaml, d.path(), false, &env).await;
         self.dirs.push(d);
         wait_ready(&r, READY).await;
         r

@@ -20,6 +20,8 @@
 //! - [`cluster`]: two replicas sharing one Postgres and one Redis;
 //! - [`envoy`], [`echo`]: a real Envoy and an upstream that records requests;
 //! - [`wrapped_store`]: a counting, gateable `TokenStore`;
+//! - [`webhook`]: a webhook receiver that records, verifies signatures
+//!   independently, answers chosen statuses or holds requests;
 //! - [`store_suite`]: run one store case against SQLite and Postgres
 //!   ([`store_suite!`]);
 //! - [`deploy`]: reading `deploy/` and the properties shipped Envoy configs keep;
@@ -46,6 +48,7 @@ pub mod redis_server;
 pub mod signin;
 pub mod store_suite;
 pub mod wait;
+pub mod webhook;
 pub mod wrapped_store;
 
 pub use check::Req;

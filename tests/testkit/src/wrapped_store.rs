@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use portcullis::store::{
-    DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, Store, TokenHash,
-    TokenRecord, TokenStore,
+    AttemptOutcome, Cause, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord,
+    DenyEntry, DenylistKind, EventQuery, EventRecord, HookFilter, LogoutMark, NewToken,
+    OwnerRecord, Result, Store, TokenHash, TokenRecord, TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -90,9 +91,9 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.ping().await
     }
-    async fn insert(&self, token: NewToken) -> Result<TokenRecord> {
+    async fn insert(&self, token: NewToken, cause: &Cause) -> Result<TokenRecord> {
         self.count();
-        self.inner.insert(token).await
+        self.inner.insert_by(token, cause).await
     }
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
         self.count();
@@ -125,30 +126,113 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.claim_unowned(issuer).await
     }
-    async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<TokenRecord>> {
+    async fn revoke(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Option<TokenRecord>> {
         self.count();
-        self.inner.revoke(id, now).await
+        self.inner.revoke_by(id, now, cause).await
     }
     async fn revoke_all_for_user(
         &self,
         issuer: &str,
         user_id: &str,
         now: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<Vec<TokenRecord>> {
         self.count();
-        self.inner.revoke_all_for_user(issuer, user_id, now).await
+        self.inner
+            .revoke_all_for_user_by(issuer, user_id, now, cause)
+            .await
     }
-    async fn rotate(&self, old_id: Uuid, new: NewToken, now: DateTime<Utc>) -> Result<TokenRecord> {
+    async fn rotate(
+        &self,
+        old_id: Uuid,
+        new: NewToken,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<TokenRecord> {
         self.count();
         let hook = self.before_rotate.lock().unwrap().take();
         if let Some(task) = hook {
             task.await;
         }
-        self.inner.rotate(old_id, new, now).await
+        self.inner.rotate_by(old_id, new, now, cause).await
     }
-    async fn revoke_chain(&self, id: Uuid, now: DateTime<Utc>) -> Result<Vec<TokenRecord>> {
+    async fn revoke_chain(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
         self.count();
-        self.inner.revoke_chain(id, now).await
+        self.inner.revoke_chain_by(id, now, cause).await
+    }
+    async fn revoke_hashes(
+        &self,
+        hashes: &[TokenHash],
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<Vec<TokenRecord>> {
+        self.count();
+        self.inner.revoke_hashes(hashes, now, cause).await
+    }
+    async fn expiry_notices(&self, now: DateTime<Utc>, thresholds: &[i64]) -> Result<usize> {
+        self.count();
+        self.inner.expiry_notices(now, thresholds).await
+    }
+    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
+        self.count();
+        self.inner.fan_out(hooks, now, limit).await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        hooks: &[String],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        self.count();
+        self.inner
+            .claim_deliveries(owner, hooks, now, lease_until, limit)
+            .await
+    }
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        owner: &str,
+        outcome: &AttemptOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.count();
+        self.inner.finish_delivery(id, owner, outcome, now).await
+    }
+    async fn expire_deliveries(
+        &self,
+        older_than: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        self.count();
+        self.inner.expire_deliveries(older_than, now).await
+    }
+    async fn deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>> {
+        self.count();
+        self.inner.deliveries(q).await
+    }
+    async fn delivery_counts(&self) -> Result<DeliveryCounts> {
+        self.count();
+        self.inner.delivery_counts().await
+    }
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventRecord>> {
+        self.count();
+        self.inner.events(q).await
+    }
+    async fn purge_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.count();
+        self.inner.purge_events(before).await
     }
     async fn touch_last_used(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {
         self.count();
