@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use portcullis::server::Running;
 use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
-use portcullis_testkit::cli::Cli;
+use portcullis_testkit::cli::{Cli, Tripwire};
 use portcullis_testkit::oidc::signin_config;
 use portcullis_testkit::real_keycloak::{READY, RealKeycloak, SHIPPED_SECRET};
 use serde_json::{Value, json};
@@ -195,9 +195,94 @@ async fn token_commands_fail_clearly_when_not_logged_in_unreachable_or_the_file_
             .await
             .expect_err("must be 0600");
     }
-    // Logout still removes it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("cannot reach the API");
+
+    // Logout still removes a too-open file.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     cli.run(&["logout"]).await.expect_ok();
     assert!(!path.exists());
+}
+
+/// Marks the stored login expired, so the next command renews it first.
+fn expire(cli: &Cli) {
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+}
+
+/// Plain http to a host other than this machine is refused before the
+/// login is read or renewed, for `--api` and `--issuer`; `--insecure-http`
+/// is the user's explicit way past it.
+#[tokio::test]
+async fn plain_http_off_this_machine_is_refused_before_anything_is_sent() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    // Expired: a renewal would post the client secret; the refusal comes first.
+    expire(&cli);
+    let needle = "refusing to send credentials over plain http";
+    for api in ["http://example.org", "http://10.0.0.1:9192/x"] {
+        let out = cli.run(&["token", "list", "--api", api]).await;
+        out.expect_err(needle);
+        out.expect_err("--insecure-http");
+    }
+    cli.run(&[
+        "login",
+        "--issuer",
+        "http://keycloak.example.org/realms/example",
+        "--client-credentials",
+    ])
+    .await
+    .expect_err(&format!(
+        "--issuer http://keycloak.example.org/realms/example: {needle}"
+    ));
+    let stored: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    assert_eq!(
+        stored["expires_at"],
+        json!("2020-01-01T00:00:00Z"),
+        "nothing was renewed"
+    );
+
+    // A listener on this machine's own network address sees nothing…
+    let Some(far) = Tripwire::start().await else {
+        eprintln!("no non-loopback address here: the far-listener half is not run");
+        return;
+    };
+    cli.run(&["token", "list", "--api", &far.url])
+        .await
+        .expect_err(needle);
+    cli.run(&[
+        "login",
+        "--issuer",
+        &format!("{}/realms/x", far.url),
+        "--client-credentials",
+    ])
+    .await
+    .expect_err(needle);
+    assert!(far.seen().is_empty(), "{:?}", far.seen());
+    // …unless the user says --insecure-http (the login is renewed first,
+    // at the loopback Keycloak, then the API call goes out in clear).
+    cli.run(&["token", "list", "--api", &far.url, "--insecure-http"])
+        .await
+        .expect_err("is --api the portcullis HTTP address");
+    let seen = far.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer "),
+        "{seen:?}"
+    );
+    // `--insecure-http` belongs to `--api`.
+    Cli::new(BIN)
+        .run(&["token", "list", "--user", "u", "--dev", "--insecure-http"])
+        .await
+        .expect_err("--insecure-http goes with --api URL");
 }
 
 /// The operator commands under their new name and their old spelling

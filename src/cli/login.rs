@@ -40,6 +40,11 @@ pub struct LoginArgs {
     /// none for a service account).
     #[arg(long)]
     pub scope: Option<String>,
+    /// Allow a plain-http issuer (and endpoints) on a host other than this
+    /// machine. Tokens and secrets then cross the network in clear: for a
+    /// test network only. Without it only https, or http on loopback.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -99,7 +104,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
         return Err(e.into());
     }
     let http = oidc::http();
-    let provider = oidc::discover(&http, &a.issuer).await?;
+    let provider = oidc::discover(&http, &a.issuer, a.insecure_http).await?;
     let scopes = |default: &[&str]| -> Vec<String> {
         match &a.scope {
             Some(s) => s.split_whitespace().map(str::to_owned).collect(),

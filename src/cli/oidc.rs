@@ -18,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::credentials::{Credentials, Grant};
+use super::transport::{InsecureUrl, require_secure};
 
 /// What went wrong talking to the provider, worded for the person at the
 /// terminal: what happened and what to do.
@@ -59,6 +60,8 @@ pub enum LoginError {
         "your login at {issuer} has expired and could not be renewed ({why}); run `portcullis login` again"
     )]
     SessionEnded { issuer: String, why: String },
+    #[error(transparent)]
+    Insecure(#[from] InsecureUrl),
 }
 
 /// The endpoints of the provider's discovery document we use.
@@ -95,8 +98,14 @@ fn why(e: &reqwest::Error) -> String {
 }
 
 /// Reads `<issuer>/.well-known/openid-configuration` and checks that the
-/// document names this very issuer.
-pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, LoginError> {
+/// document names this very issuer, and that the issuer and every endpoint
+/// credentials would be sent to are https (http only on loopback, unless
+/// `insecure_http`): nothing is fetched from a refused issuer.
+pub async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    insecure_http: bool,
+) -> Result<Provider, LoginError> {
     let wrong = |why: String| LoginError::WrongIssuer {
         issuer: issuer.to_owned(),
         why,
@@ -105,6 +114,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, 
     if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
         return Err(wrong("not an http(s) URL without a query".into()));
     }
+    require_secure("--issuer", &url, insecure_http)?;
     let doc = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -129,6 +139,22 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, 
             "the provider there calls itself {:?}",
             p.issuer
         )));
+    }
+    for (what, ep) in [
+        ("token_endpoint", Some(&p.token_endpoint)),
+        (
+            "device_authorization_endpoint",
+            p.device_authorization_endpoint.as_ref(),
+        ),
+        ("revocation_endpoint", p.revocation_endpoint.as_ref()),
+        ("end_session_endpoint", p.end_session_endpoint.as_ref()),
+    ] {
+        let Some(ep) = ep else { continue };
+        let u = Url::parse(ep).map_err(|e| LoginError::BadAnswer {
+            what: "discovery document",
+            why: format!("{what} {ep:?} is not a URL ({e})"),
+        })?;
+        require_secure(&format!("the provider's {what}"), &u, insecure_http)?;
     }
     Ok(p)
 }

@@ -189,3 +189,60 @@ impl DeviceLogin {
         }
     }
 }
+
+/// A plain-http listener on this machine's non-loopback address (the one
+/// its default route leaves from), recording the head of every request it
+/// gets: the far host a `--api`/`--issuer` over plain http must not reach.
+pub struct Tripwire {
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tripwire {
+    /// `None` when the machine has no non-loopback address to listen on.
+    pub async fn start() -> Option<Tripwire> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Connecting a UDP socket sends nothing; it picks the source address.
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        probe.connect("192.0.2.200:9").ok()?;
+        let ip = probe.local_addr().ok()?.ip();
+        if ip.is_loopback() || ip.is_unspecified() {
+            return None;
+        }
+        let l = tokio::net::TcpListener::bind((ip, 0)).await.ok()?;
+        let addr = l.local_addr().ok()?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        Some(Tripwire {
+            url: format!("http://{addr}"),
+            seen,
+            task,
+        })
+    }
+
+    /// The head (and start of the body) of each request received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
