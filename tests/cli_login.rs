@@ -200,6 +200,27 @@ async fn token_commands_fail_clearly_when_not_logged_in_unreachable_or_the_file_
         .await
         .expect_err("cannot reach the API");
 
+    // A 0600 file in a directory others may write (they could swap it).
+    let dir = path.parent().unwrap().to_owned();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("chmod 700");
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_err("chmod 700");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A symbolic link, even to a good 0600 file of the user's.
+    let real = dir.join("elsewhere");
+    std::fs::rename(&path, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &path).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("is a symbolic link");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&real, &path).unwrap();
+
     // Logout still removes a too-open file.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     cli.run(&["logout"]).await.expect_ok();

@@ -100,7 +100,9 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
     // Fail on the file's place (or an unsafe existing file) before asking
     // anyone to approve anything.
     let path = credentials::path()?;
-    if let Err(e @ credentials::CredentialsError::TooOpen { .. }) = credentials::load(&path) {
+    if let Err(e) = credentials::load(&path)
+        && e.is_unsafe()
+    {
         return Err(e.into());
     }
     let http = oidc::http();
