@@ -306,6 +306,39 @@ async fn plain_http_off_this_machine_is_refused_before_anything_is_sent() {
         .expect_err("--insecure-http goes with --api URL");
 }
 
+/// A renewal never posts to a token endpoint only the credentials file
+/// names: the issuer is asked again, and a file naming another endpoint is
+/// refused with nothing sent (here the client secret from the environment).
+#[tokio::test]
+async fn renewal_refuses_a_token_endpoint_the_issuer_does_not_name() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    let other = Tripwire::loopback().await;
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    let real = c["token_endpoint"].clone();
+    c["token_endpoint"] = json!(format!("{}/token", other.url));
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    let out = cli
+        .run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await;
+    out.expect_err("cannot renew your login");
+    out.expect_err("the credentials file names the token endpoint");
+    assert!(other.seen().is_empty(), "{:?}", other.seen());
+    // Put back, the same file renews at the issuer's endpoint.
+    c["token_endpoint"] = real;
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("cannot reach the API");
+    let renewed: Value =
+        serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    assert_ne!(renewed["expires_at"], json!("2020-01-01T00:00:00Z"));
+}
+
 /// The operator commands under their new name and their old spelling
 /// write to the same store.
 #[tokio::test]

@@ -92,6 +92,10 @@ pub struct Credentials {
     /// Scopes asked for at login (asked again on a client-credentials renewal).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// `login --insecure-http` was given: renewals may use a plain-http
+    /// issuer off this machine too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -312,6 +316,7 @@ mod tests {
             refresh_token: Some("secret-refresh".into()),
             expires_at: Utc::now(),
             scopes: vec![],
+            insecure_http: false,
         }
     }
 

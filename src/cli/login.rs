@@ -113,7 +113,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
             None => default.iter().map(|s| (*s).to_owned()).collect(),
         }
     };
-    let creds = if a.client_credentials {
+    let mut creds = if a.client_credentials {
         let id = match a.client_id {
             Some(id) => id,
             None => env(ENV_CLIENT_ID)?,
@@ -124,6 +124,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
         let id = a.client_id.unwrap_or_else(|| "cli".to_owned());
         oidc::device_login(&http, &provider, &id, &scopes(&["openid"]), show).await?
     };
+    creds.insecure_http = a.insecure_http;
     credentials::save(&path, &creds)?;
     eprintln!(
         "Logged in to {} as {} (client {}); credentials saved in {}",
@@ -140,7 +141,7 @@ pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
     // A file others could read is removed all the same; its tokens are
     // revoked only when it can be trusted to be ours.
     match credentials::load(&path) {
-        Ok(c) => match oidc::end(&oidc::http(), &c).await {
+        Ok(c) => match end(&c).await {
             Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
             Ok(false) => {}
             Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),
@@ -171,10 +172,28 @@ pub async fn current_access_token() -> anyhow::Result<String> {
     Ok(fresh.access_token)
 }
 
+/// Ends the login at its issuer's current endpoints (see [`oidc::rediscover`]).
+async fn end(c: &Credentials) -> Result<bool, LoginError> {
+    let http = oidc::http();
+    let p = oidc::rediscover(&http, c).await?;
+    oidc::end(&http, &p, c).await
+}
+
 async fn renew(c: &Credentials) -> Result<Credentials, LoginError> {
     let http = oidc::http();
+    let mut fresh = renew_at(&http, c).await?;
+    fresh.insecure_http = c.insecure_http;
+    Ok(fresh)
+}
+
+/// The renewal itself, at the endpoints the issuer names now: the stored
+/// ones are compared, never used.
+async fn renew_at(http: &reqwest::Client, c: &Credentials) -> Result<Credentials, LoginError> {
     match c.grant {
-        Grant::DeviceCode => oidc::refresh(&http, c).await,
+        Grant::DeviceCode => {
+            let p = oidc::rediscover(http, c).await?;
+            oidc::refresh(http, &p, c).await
+        }
         Grant::ClientCredentials => {
             let ended = |why: String| LoginError::SessionEnded {
                 issuer: c.issuer.clone(),
@@ -192,8 +211,8 @@ async fn renew(c: &Credentials) -> Result<Credentials, LoginError> {
                 )));
             }
             let secret = env(ENV_CLIENT_SECRET)?;
-            let p = oidc::stored(c);
-            oidc::client_credentials(&http, &p, &id, &secret, &c.scopes).await
+            let p = oidc::rediscover(http, c).await?;
+            oidc::client_credentials(http, &p, &id, &secret, &c.scopes).await
         }
     }
 }

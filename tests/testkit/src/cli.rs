@@ -202,7 +202,6 @@ pub struct Tripwire {
 impl Tripwire {
     /// `None` when the machine has no non-loopback address to listen on.
     pub async fn start() -> Option<Tripwire> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Connecting a UDP socket sends nothing; it picks the source address.
         let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
         probe.connect("192.0.2.200:9").ok()?;
@@ -210,6 +209,19 @@ impl Tripwire {
         if ip.is_loopback() || ip.is_unspecified() {
             return None;
         }
+        Tripwire::listen(ip).await
+    }
+
+    /// The same on 127.0.0.1: an endpoint of another origin than the
+    /// provider's that must not be sent anything.
+    pub async fn loopback() -> Tripwire {
+        Tripwire::listen(std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .expect("listen on 127.0.0.1")
+    }
+
+    async fn listen(ip: std::net::IpAddr) -> Option<Tripwire> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let l = tokio::net::TcpListener::bind((ip, 0)).await.ok()?;
         let addr = l.local_addr().ok()?;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
