@@ -10,12 +10,14 @@
 //! cli_login` starts its own.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use portcullis::server::Running;
 use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
 use portcullis_testkit::cli::{Cli, Tripwire};
 use portcullis_testkit::oidc::signin_config;
 use portcullis_testkit::real_keycloak::{READY, RealKeycloak, SHIPPED_SECRET};
+use portcullis_testkit::wait::eventually;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -337,6 +339,48 @@ async fn renewal_refuses_a_token_endpoint_the_issuer_does_not_name() {
     let renewed: Value =
         serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
     assert_ne!(renewed["expires_at"], json!("2020-01-01T00:00:00Z"));
+}
+
+/// Two commands never renew at once: a second waits for the first's lock
+/// and then reads the file again, finding the renewed login (here put
+/// there by the test while the command waits; without the lock and the
+/// second read it would try to renew, which fails without the client
+/// secret in the environment).
+#[tokio::test]
+async fn a_renewal_waits_for_the_lock_and_reads_the_file_again() {
+    let kc = RealKeycloak::get().await;
+    let mut cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    let fresh = std::fs::read(cli.credentials()).unwrap();
+    expire(&cli);
+    cli.unset_env("PORTCULLIS_CLIENT_ID");
+    cli.unset_env("PORTCULLIS_CLIENT_SECRET");
+    let held = cli.hold_credentials_lock();
+    let holder = async {
+        eventually(
+            Duration::from_secs(20),
+            "token list waits on the lock",
+            async || {
+                if cli.someone_waits_on_credentials_lock() {
+                    Ok(())
+                } else {
+                    Err("nobody waits")
+                }
+            },
+        )
+        .await;
+        // What the process we stand for would have written: a renewed login.
+        std::fs::write(cli.credentials(), &fresh).unwrap();
+        drop(held);
+    };
+    let ((), out) = tokio::join!(
+        holder,
+        cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+    );
+    // Past the login (read again, fresh): on to the (absent) API.
+    out.expect_err("cannot reach the API at http://127.0.0.1:9");
 }
 
 /// The operator commands under their new name and their old spelling

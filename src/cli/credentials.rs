@@ -257,6 +257,90 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
     parse(path, f)
 }
 
+/// For `logout`: reads a file that would be refused only for being too
+/// open (or in a directory others may write), returning why as a warning.
+/// Such a file may have been read by someone else, which is exactly when
+/// its session should be ended; a link or someone else's file is still
+/// refused (it is not this user's login to end).
+pub fn load_for_logout(
+    path: &Path,
+) -> Result<(Credentials, Option<CredentialsError>), CredentialsError> {
+    let dir_warning = match checked_parent(path) {
+        Ok(()) => None,
+        Err(e @ CredentialsError::UnsafeDir { .. }) => Some(e),
+        Err(e) => return Err(e),
+    };
+    let (f, mode) = open_checked(path)?;
+    let warning = if mode & 0o077 != 0 {
+        Some(CredentialsError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        })
+    } else {
+        dir_warning
+    };
+    Ok((parse(path, f)?, warning))
+}
+
+/// An exclusive `flock` on `credentials.lock` beside the file, held until
+/// dropped: one process at a time renews, logs in or logs out, so two
+/// commands never spend the same refresh token (Keycloak rotates them: the
+/// second would get `invalid_grant`). The lock file is never removed
+/// (removing it would let two processes lock two different files).
+pub struct Lock {
+    _file: File,
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+fn lock_blocking(path: &Path, create_dir: bool) -> Result<Lock, CredentialsError> {
+    if let Some(dir) = path.parent() {
+        if create_dir {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
+        }
+        checked_parent(path)?;
+    }
+    let lp = lock_path(path);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(no_follow())
+        .open(&lp)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                CredentialsError::Symlink(lp.clone())
+            } else {
+                io(&lp)(e)
+            }
+        })?;
+    let meta = f.metadata().map_err(io(&lp))?;
+    if !meta.file_type().is_file() {
+        return Err(CredentialsError::NotAFile(lp));
+    }
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io(&lp)(e.into()))?;
+    Ok(Lock { _file: f })
+}
+
+/// Waits for the lock (off the async threads). `create_dir`: make the
+/// directory first (login); otherwise a missing one is [`CredentialsError::Missing`].
+pub async fn lock(path: &Path, create_dir: bool) -> Result<Lock, CredentialsError> {
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || lock_blocking(&p, create_dir))
+        .await
+        .map_err(|e| io(path)(std::io::Error::other(e)))?
+}
+
 /// Writes the file atomically: a new 0600 file beside it, then a rename,
 /// so a reader never sees half a file and the mode is never wider. The
 /// directory is created 0700 when missing, and refused when it exists but
@@ -403,6 +487,61 @@ mod tests {
         save(&p, &sample()).unwrap();
         assert!(!fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
         assert!(!real.exists());
+    }
+
+    #[test]
+    fn logout_reads_a_too_open_file_with_a_warning_but_not_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("credentials");
+        save(&p, &sample()).unwrap();
+        let (_, w) = load_for_logout(&p).unwrap();
+        assert!(w.is_none());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let (c, w) = load_for_logout(&p).unwrap();
+        assert_eq!(c.refresh_token.as_deref(), Some("secret-refresh"));
+        assert!(matches!(w, Some(CredentialsError::TooOpen { .. })), "{w:?}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let (_, w) = load_for_logout(&p).unwrap();
+        assert!(
+            matches!(w, Some(CredentialsError::UnsafeDir { .. })),
+            "{w:?}"
+        );
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&p, &l).unwrap();
+        assert!(matches!(
+            load_for_logout(&l),
+            Err(CredentialsError::Symlink(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_lock_is_exclusive_and_a_linked_lock_file_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("portcullis").join("credentials");
+        assert!(matches!(
+            lock(&p, false).await,
+            Err(CredentialsError::Missing(_))
+        ));
+        let held = lock(&p, true).await.unwrap();
+        // Another open file description cannot take it while it is held…
+        let other = File::open(lock_path(&p)).unwrap();
+        let try_lock =
+            || rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        assert_eq!(try_lock(), Err(rustix::io::Errno::WOULDBLOCK));
+        drop(held);
+        // …and can once it is dropped.
+        try_lock().unwrap();
+        drop(other);
+        lock(&p, false).await.unwrap();
+        let lp = lock_path(&p);
+        fs::remove_file(&lp).unwrap();
+        std::os::unix::fs::symlink(d.path().join("x"), &lp).unwrap();
+        assert!(matches!(
+            lock(&p, false).await,
+            Err(CredentialsError::Symlink(_))
+        ));
     }
 
     #[test]

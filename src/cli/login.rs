@@ -125,6 +125,8 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
         oidc::device_login(&http, &provider, &id, &scopes(&["openid"]), show).await?
     };
     creds.insecure_http = a.insecure_http;
+    // Not while a renewal of the old login is between its read and its save.
+    let _lock = credentials::lock(&path, true).await?;
     credentials::save(&path, &creds)?;
     eprintln!(
         "Logged in to {} as {} (client {}); credentials saved in {}",
@@ -138,19 +140,39 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
 
 pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
     let path = credentials::path()?;
-    // A file others could read is removed all the same; its tokens are
-    // revoked only when it can be trusted to be ours.
-    match credentials::load(&path) {
-        Ok(c) => match end(&c).await {
-            Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
-            Ok(false) => {}
-            Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),
-        },
+    let _lock = match credentials::lock(&path, false).await {
+        Ok(l) => Some(l),
         Err(credentials::CredentialsError::Missing(_)) => {
             eprintln!("Not logged in.");
             return Ok(0);
         }
-        Err(e) => eprintln!("warning: {e}"),
+        Err(e) => {
+            eprintln!("warning: {e}; going on without the lock");
+            None
+        }
+    };
+    // A file others could read (or swap) is where the refresh token may
+    // have leaked: its session is ended all the same, with a warning, as
+    // long as it is a regular file of this user's. A link or someone
+    // else's file is not used, only removed.
+    match credentials::load_for_logout(&path) {
+        Ok((c, warning)) => {
+            if let Some(w) = warning {
+                eprintln!(
+                    "warning: {w}; ending its session all the same, since the refresh token in it may have been read"
+                );
+            }
+            match end(&c).await {
+                Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
+                Ok(false) => {}
+                Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),
+            }
+        }
+        Err(credentials::CredentialsError::Missing(_)) => {
+            eprintln!("Not logged in.");
+            return Ok(0);
+        }
+        Err(e) => eprintln!("warning: {e}; not used to end a session"),
     }
     credentials::remove(&path)?;
     eprintln!("Logged out; removed {}.", path.display());
@@ -162,9 +184,17 @@ pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
 /// client credentials after a client-credentials login.
 pub async fn current_access_token() -> anyhow::Result<String> {
     let path = credentials::path()?;
+    let fresh_enough =
+        |c: &Credentials| (c.expires_at - Utc::now()).to_std().unwrap_or_default() > RENEW_BEFORE;
     let c = credentials::load(&path)?;
-    let left = (c.expires_at - Utc::now()).to_std().unwrap_or_default();
-    if left > RENEW_BEFORE {
+    if fresh_enough(&c) {
+        return Ok(c.access_token);
+    }
+    // One renewal at a time; read again once the lock is ours, since the
+    // process we waited for has probably renewed it already.
+    let _lock = credentials::lock(&path, false).await?;
+    let c = credentials::load(&path)?;
+    if fresh_enough(&c) {
         return Ok(c.access_token);
     }
     let fresh = renew(&c).await?;

@@ -76,6 +76,36 @@ impl Cli {
         self.home.path().join("config/portcullis/credentials")
     }
 
+    /// Takes the lock the CLI takes around a renewal (`credentials.lock`
+    /// beside the file, `flock` exclusive), held until the file is dropped.
+    pub fn hold_credentials_lock(&self) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(self.credentials().with_file_name("credentials.lock"))
+            .expect("open credentials.lock");
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+        f
+    }
+
+    /// Whether some process is blocked waiting for the lock
+    /// [`Cli::hold_credentials_lock`] holds (a `->` line of /proc/locks on
+    /// the lock file's inode): the kernel's own word that a command waits.
+    pub fn someone_waits_on_credentials_lock(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(self.credentials().with_file_name("credentials.lock")) else {
+            return false;
+        };
+        let inode = format!(":{} ", m.ino());
+        std::fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("-> FLOCK") && l.contains(&inode))
+    }
+
     pub fn home(&self) -> &Path {
         self.home.path()
     }
