@@ -313,6 +313,7 @@ fn lock_blocking(path: &Path, create_dir: bool) -> Result<Lock, CredentialsError
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .custom_flags(no_follow())
         .open(&lp)

@@ -84,6 +84,7 @@ impl Cli {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(self.credentials().with_file_name("credentials.lock"))
             .expect("open credentials.lock");
