@@ -10,12 +10,14 @@
 //! cli_login` starts its own.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use portcullis::server::Running;
 use portcullis_testkit::check::{Req, allowed, check, serve_yaml, wait_ready};
-use portcullis_testkit::cli::Cli;
+use portcullis_testkit::cli::{Cli, Tripwire};
 use portcullis_testkit::oidc::signin_config;
 use portcullis_testkit::real_keycloak::{READY, RealKeycloak, SHIPPED_SECRET};
+use portcullis_testkit::wait::eventually;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -195,9 +197,190 @@ async fn token_commands_fail_clearly_when_not_logged_in_unreachable_or_the_file_
             .await
             .expect_err("must be 0600");
     }
-    // Logout still removes it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("cannot reach the API");
+
+    // A 0600 file in a directory others may write (they could swap it).
+    let dir = path.parent().unwrap().to_owned();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("chmod 700");
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_err("chmod 700");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A symbolic link, even to a good 0600 file of the user's.
+    let real = dir.join("elsewhere");
+    std::fs::rename(&path, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &path).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("is a symbolic link");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&real, &path).unwrap();
+
+    // Logout still removes a too-open file.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     cli.run(&["logout"]).await.expect_ok();
     assert!(!path.exists());
+}
+
+/// Marks the stored login expired, so the next command renews it first.
+fn expire(cli: &Cli) {
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+}
+
+/// Plain http to a host other than this machine is refused before the
+/// login is read or renewed, for `--api` and `--issuer`; `--insecure-http`
+/// is the user's explicit way past it.
+#[tokio::test]
+async fn plain_http_off_this_machine_is_refused_before_anything_is_sent() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    // Expired: a renewal would post the client secret; the refusal comes first.
+    expire(&cli);
+    let needle = "refusing to send credentials over plain http";
+    for api in ["http://example.org", "http://10.0.0.1:9192/x"] {
+        let out = cli.run(&["token", "list", "--api", api]).await;
+        out.expect_err(needle);
+        out.expect_err("--insecure-http");
+    }
+    cli.run(&[
+        "login",
+        "--issuer",
+        "http://keycloak.example.org/realms/example",
+        "--client-credentials",
+    ])
+    .await
+    .expect_err(&format!(
+        "--issuer http://keycloak.example.org/realms/example: {needle}"
+    ));
+    let stored: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    assert_eq!(
+        stored["expires_at"],
+        json!("2020-01-01T00:00:00Z"),
+        "nothing was renewed"
+    );
+
+    // A listener on this machine's own network address sees nothing…
+    let Some(far) = Tripwire::start().await else {
+        eprintln!("no non-loopback address here: the far-listener half is not run");
+        return;
+    };
+    cli.run(&["token", "list", "--api", &far.url])
+        .await
+        .expect_err(needle);
+    cli.run(&[
+        "login",
+        "--issuer",
+        &format!("{}/realms/x", far.url),
+        "--client-credentials",
+    ])
+    .await
+    .expect_err(needle);
+    assert!(far.seen().is_empty(), "{:?}", far.seen());
+    // …unless the user says --insecure-http (the login is renewed first,
+    // at the loopback Keycloak, then the API call goes out in clear).
+    cli.run(&["token", "list", "--api", &far.url, "--insecure-http"])
+        .await
+        .expect_err("is --api the portcullis HTTP address");
+    let seen = far.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer "),
+        "{seen:?}"
+    );
+    // `--insecure-http` belongs to `--api`.
+    Cli::new(BIN)
+        .run(&["token", "list", "--user", "u", "--dev", "--insecure-http"])
+        .await
+        .expect_err("--insecure-http goes with --api URL");
+}
+
+/// A renewal never posts to a token endpoint only the credentials file
+/// names: the issuer is asked again, and a file naming another endpoint is
+/// refused with nothing sent (here the client secret from the environment).
+#[tokio::test]
+async fn renewal_refuses_a_token_endpoint_the_issuer_does_not_name() {
+    let kc = RealKeycloak::get().await;
+    let cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    let other = Tripwire::loopback().await;
+    let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    let real = c["token_endpoint"].clone();
+    c["token_endpoint"] = json!(format!("{}/token", other.url));
+    c["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    let out = cli
+        .run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await;
+    out.expect_err("cannot renew your login");
+    out.expect_err("the credentials file names the token endpoint");
+    assert!(other.seen().is_empty(), "{:?}", other.seen());
+    // Put back, the same file renews at the issuer's endpoint.
+    c["token_endpoint"] = real;
+    std::fs::write(cli.credentials(), serde_json::to_vec(&c).unwrap()).unwrap();
+    cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+        .await
+        .expect_err("cannot reach the API");
+    let renewed: Value =
+        serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();
+    assert_ne!(renewed["expires_at"], json!("2020-01-01T00:00:00Z"));
+}
+
+/// Two commands never renew at once: a second waits for the first's lock
+/// and then reads the file again, finding the renewed login (here put
+/// there by the test while the command waits; without the lock and the
+/// second read it would try to renew, which fails without the client
+/// secret in the environment).
+#[tokio::test]
+async fn a_renewal_waits_for_the_lock_and_reads_the_file_again() {
+    let kc = RealKeycloak::get().await;
+    let mut cli = service_account();
+    cli.run(&["login", "--issuer", &kc.issuer(), "--client-credentials"])
+        .await
+        .expect_ok();
+    let fresh = std::fs::read(cli.credentials()).unwrap();
+    expire(&cli);
+    cli.unset_env("PORTCULLIS_CLIENT_ID");
+    cli.unset_env("PORTCULLIS_CLIENT_SECRET");
+    let held = cli.hold_credentials_lock();
+    let holder = async {
+        eventually(
+            Duration::from_secs(20),
+            "token list waits on the lock",
+            async || {
+                if cli.someone_waits_on_credentials_lock() {
+                    Ok(())
+                } else {
+                    Err("nobody waits")
+                }
+            },
+        )
+        .await;
+        // What the process we stand for would have written: a renewed login.
+        std::fs::write(cli.credentials(), &fresh).unwrap();
+        drop(held);
+    };
+    let ((), out) = tokio::join!(
+        holder,
+        cli.run(&["token", "list", "--api", "http://127.0.0.1:9"])
+    );
+    // Past the login (read again, fresh): on to the (absent) API.
+    out.expect_err("cannot reach the API at http://127.0.0.1:9");
 }
 
 /// The operator commands under their new name and their old spelling

@@ -245,10 +245,29 @@ async fn approved() {
         .await;
     out.expect_err("404");
 
-    // Logout ends the Keycloak session and forgets the tokens.
+    // Two commands at once on an expired login: one renews, the other
+    // waits for its lock and uses the result (Keycloak rotates refresh
+    // tokens, so two renewals with the same one would fail the second).
+    let mut stored = read_json(&creds);
+    stored["expires_at"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(&creds, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let list = ["token", "list", "--api", api];
+    let (a, b) = tokio::join!(cli.run(&list), cli.run(&list));
+    a.expect_ok();
+    b.expect_ok();
+    cli.run(&["token", "list", "--api", api]).await.expect_ok();
+
+    // Logout ends the Keycloak session and forgets the tokens, even (above
+    // all) when the file turned out readable by others.
     assert!(!sessions(&e.kc, "erin").await.is_empty());
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = cli.run(&["logout"]).await;
     assert!(out.ok(), "{out:?}");
+    assert!(out.stderr.contains("has mode 0644"), "{out:?}");
+    assert!(
+        out.stderr.contains("ending its session all the same"),
+        "{out:?}"
+    );
     let left = sessions(&e.kc, "erin").await;
     assert!(left.is_empty(), "session left: {left:?}");
     assert!(!creds.exists());

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use portcullis_testkit::browser::{browser, start_driver, target_file, visible};
+use portcullis_testkit::browser::{browser, start_driver, target_file, visible, wait_text};
 use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, serve_yaml};
 
 const YAML: &str = "policy:\n  default: authenticated\n";
@@ -111,5 +111,48 @@ async fn flow() {
         &check(srv.grpc_addr, &Req::get("/x").bearer(&raw)).await,
         "token revoked",
     );
+    c.close().await.unwrap();
+}
+
+/// A sign-in answer (`?code=…&state=…`) leaves the address bar and history
+/// as the page loads, whatever happens next: here the provider cannot be
+/// reached (its discovery fails), and a page with no `api.ui.oidc` at all
+/// never handles an answer. Either way the code must not stay in the
+/// history for whoever opens the browser next.
+#[tokio::test]
+async fn a_sign_in_answer_leaves_the_address_bar_even_when_the_page_cannot_sign_in() {
+    tokio::time::timeout(Duration::from_secs(120), answer_cleared())
+        .await
+        .expect("browser test timed out");
+}
+
+async fn answer_cleared() {
+    // An issuer nobody answers for (port 1 on loopback).
+    let iss = "http://127.0.0.1:1/realms/gone";
+    let yaml = format!(
+        "issuers:\n  - issuer: {iss}\n    audiences: [portcullis]\napi:\n  ui:\n    oidc:\n      issuer: {iss}\n      client_id: web\npolicy:\n  default: authenticated\n"
+    );
+    let d1 = tempfile::tempdir().unwrap();
+    let unreachable = serve_yaml(&yaml, d1.path(), false).await;
+    let d2 = tempfile::tempdir().unwrap();
+    let no_oidc = serve_yaml(YAML, d2.path(), true).await;
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    let answer = "?code=c0de-from-the-provider&state=st4te&session_state=s&iss=x";
+
+    c.goto(&format!("http://{}/ui{answer}", unreachable.http_addr))
+        .await
+        .unwrap();
+    wait_text(&c, "#status", "Cannot reach the sign-in service").await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.query(), None, "{url}");
+    assert_eq!(url.path(), "/ui");
+
+    c.goto(&format!("http://{}/ui{answer}", no_oidc.http_addr))
+        .await
+        .unwrap();
+    visible(&c, "#dev-form:not([hidden])").await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.query(), None, "{url}");
     c.close().await.unwrap();
 }

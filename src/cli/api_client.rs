@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::login;
+use super::transport::require_secure;
 
 /// Why an API call failed, worded for the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +40,10 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// Reads the login (renewing it when it has expired) for calls to `api`.
-    pub async fn logged_in(api: Url) -> anyhow::Result<ApiClient> {
+    /// Reads the login (renewing it when it has expired) for calls to
+    /// `api`: https, or http on loopback unless `insecure_http`. The URL is
+    /// checked before anything is read or sent.
+    pub async fn logged_in(api: Url, insecure_http: bool) -> anyhow::Result<ApiClient> {
         if !matches!(api.scheme(), "http" | "https") || api.host().is_none() {
             return Err(ApiCallError::BadUrl(
                 api,
@@ -48,6 +51,7 @@ impl ApiClient {
             )
             .into());
         }
+        require_secure("--api", &api, insecure_http)?;
         let token = login::current_access_token().await?;
         Ok(ApiClient {
             base: api,

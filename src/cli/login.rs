@@ -40,6 +40,11 @@ pub struct LoginArgs {
     /// none for a service account).
     #[arg(long)]
     pub scope: Option<String>,
+    /// Allow a plain-http issuer (and endpoints) on a host other than this
+    /// machine. Tokens and secrets then cross the network in clear: for a
+    /// test network only. Without it only https, or http on loopback.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -95,18 +100,20 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
     // Fail on the file's place (or an unsafe existing file) before asking
     // anyone to approve anything.
     let path = credentials::path()?;
-    if let Err(e @ credentials::CredentialsError::TooOpen { .. }) = credentials::load(&path) {
+    if let Err(e) = credentials::load(&path)
+        && e.is_unsafe()
+    {
         return Err(e.into());
     }
     let http = oidc::http();
-    let provider = oidc::discover(&http, &a.issuer).await?;
+    let provider = oidc::discover(&http, &a.issuer, a.insecure_http).await?;
     let scopes = |default: &[&str]| -> Vec<String> {
         match &a.scope {
             Some(s) => s.split_whitespace().map(str::to_owned).collect(),
             None => default.iter().map(|s| (*s).to_owned()).collect(),
         }
     };
-    let creds = if a.client_credentials {
+    let mut creds = if a.client_credentials {
         let id = match a.client_id {
             Some(id) => id,
             None => env(ENV_CLIENT_ID)?,
@@ -117,6 +124,9 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
         let id = a.client_id.unwrap_or_else(|| "cli".to_owned());
         oidc::device_login(&http, &provider, &id, &scopes(&["openid"]), show).await?
     };
+    creds.insecure_http = a.insecure_http;
+    // Not while a renewal of the old login is between its read and its save.
+    let _lock = credentials::lock(&path, true).await?;
     credentials::save(&path, &creds)?;
     eprintln!(
         "Logged in to {} as {} (client {}); credentials saved in {}",
@@ -130,19 +140,39 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<i32> {
 
 pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
     let path = credentials::path()?;
-    // A file others could read is removed all the same; its tokens are
-    // revoked only when it can be trusted to be ours.
-    match credentials::load(&path) {
-        Ok(c) => match oidc::end(&oidc::http(), &c).await {
-            Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
-            Ok(false) => {}
-            Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),
-        },
+    let _lock = match credentials::lock(&path, false).await {
+        Ok(l) => Some(l),
         Err(credentials::CredentialsError::Missing(_)) => {
             eprintln!("Not logged in.");
             return Ok(0);
         }
-        Err(e) => eprintln!("warning: {e}"),
+        Err(e) => {
+            eprintln!("warning: {e}; going on without the lock");
+            None
+        }
+    };
+    // A file others could read (or swap) is where the refresh token may
+    // have leaked: its session is ended all the same, with a warning, as
+    // long as it is a regular file of this user's. A link or someone
+    // else's file is not used, only removed.
+    match credentials::load_for_logout(&path) {
+        Ok((c, warning)) => {
+            if let Some(w) = warning {
+                eprintln!(
+                    "warning: {w}; ending its session all the same, since the refresh token in it may have been read"
+                );
+            }
+            match end(&c).await {
+                Ok(true) => eprintln!("Ended the session at {}.", c.issuer),
+                Ok(false) => {}
+                Err(e) => eprintln!("warning: could not end the session at {}: {e}", c.issuer),
+            }
+        }
+        Err(credentials::CredentialsError::Missing(_)) => {
+            eprintln!("Not logged in.");
+            return Ok(0);
+        }
+        Err(e) => eprintln!("warning: {e}; not used to end a session"),
     }
     credentials::remove(&path)?;
     eprintln!("Logged out; removed {}.", path.display());
@@ -154,9 +184,17 @@ pub async fn logout(_: LogoutArgs) -> anyhow::Result<i32> {
 /// client credentials after a client-credentials login.
 pub async fn current_access_token() -> anyhow::Result<String> {
     let path = credentials::path()?;
+    let fresh_enough =
+        |c: &Credentials| (c.expires_at - Utc::now()).to_std().unwrap_or_default() > RENEW_BEFORE;
     let c = credentials::load(&path)?;
-    let left = (c.expires_at - Utc::now()).to_std().unwrap_or_default();
-    if left > RENEW_BEFORE {
+    if fresh_enough(&c) {
+        return Ok(c.access_token);
+    }
+    // One renewal at a time; read again once the lock is ours, since the
+    // process we waited for has probably renewed it already.
+    let _lock = credentials::lock(&path, false).await?;
+    let c = credentials::load(&path)?;
+    if fresh_enough(&c) {
         return Ok(c.access_token);
     }
     let fresh = renew(&c).await?;
@@ -164,10 +202,28 @@ pub async fn current_access_token() -> anyhow::Result<String> {
     Ok(fresh.access_token)
 }
 
+/// Ends the login at its issuer's current endpoints (see [`oidc::rediscover`]).
+async fn end(c: &Credentials) -> Result<bool, LoginError> {
+    let http = oidc::http();
+    let p = oidc::rediscover(&http, c).await?;
+    oidc::end(&http, &p, c).await
+}
+
 async fn renew(c: &Credentials) -> Result<Credentials, LoginError> {
     let http = oidc::http();
+    let mut fresh = renew_at(&http, c).await?;
+    fresh.insecure_http = c.insecure_http;
+    Ok(fresh)
+}
+
+/// The renewal itself, at the endpoints the issuer names now: the stored
+/// ones are compared, never used.
+async fn renew_at(http: &reqwest::Client, c: &Credentials) -> Result<Credentials, LoginError> {
     match c.grant {
-        Grant::DeviceCode => oidc::refresh(&http, c).await,
+        Grant::DeviceCode => {
+            let p = oidc::rediscover(http, c).await?;
+            oidc::refresh(http, &p, c).await
+        }
         Grant::ClientCredentials => {
             let ended = |why: String| LoginError::SessionEnded {
                 issuer: c.issuer.clone(),
@@ -185,8 +241,8 @@ async fn renew(c: &Credentials) -> Result<Credentials, LoginError> {
                 )));
             }
             let secret = env(ENV_CLIENT_SECRET)?;
-            let p = oidc::stored(c);
-            oidc::client_credentials(&http, &p, &id, &secret, &c.scopes).await
+            let p = oidc::rediscover(http, c).await?;
+            oidc::client_credentials(http, &p, &id, &secret, &c.scopes).await
         }
     }
 }

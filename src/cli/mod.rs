@@ -16,6 +16,7 @@ mod login;
 mod oidc;
 mod revoke_jwt;
 mod token;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

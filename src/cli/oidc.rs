@@ -18,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::credentials::{Credentials, Grant};
+use super::transport::{InsecureUrl, require_secure};
 
 /// What went wrong talking to the provider, worded for the person at the
 /// terminal: what happened and what to do.
@@ -59,6 +60,12 @@ pub enum LoginError {
         "your login at {issuer} has expired and could not be renewed ({why}); run `portcullis login` again"
     )]
     SessionEnded { issuer: String, why: String },
+    #[error(transparent)]
+    Insecure(#[from] InsecureUrl),
+    #[error(
+        "cannot renew your login at {issuer}: {why}; nothing was sent to the token endpoint; run `portcullis login` again"
+    )]
+    Renewal { issuer: String, why: String },
 }
 
 /// The endpoints of the provider's discovery document we use.
@@ -95,8 +102,14 @@ fn why(e: &reqwest::Error) -> String {
 }
 
 /// Reads `<issuer>/.well-known/openid-configuration` and checks that the
-/// document names this very issuer.
-pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, LoginError> {
+/// document names this very issuer, and that the issuer and every endpoint
+/// credentials would be sent to are https (http only on loopback, unless
+/// `insecure_http`): nothing is fetched from a refused issuer.
+pub async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    insecure_http: bool,
+) -> Result<Provider, LoginError> {
     let wrong = |why: String| LoginError::WrongIssuer {
         issuer: issuer.to_owned(),
         why,
@@ -105,6 +118,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, 
     if !matches!(url.scheme(), "https" | "http") || url.query().is_some() {
         return Err(wrong("not an http(s) URL without a query".into()));
     }
+    require_secure("--issuer", &url, insecure_http)?;
     let doc = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -129,6 +143,22 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Provider, 
             "the provider there calls itself {:?}",
             p.issuer
         )));
+    }
+    for (what, ep) in [
+        ("token_endpoint", Some(&p.token_endpoint)),
+        (
+            "device_authorization_endpoint",
+            p.device_authorization_endpoint.as_ref(),
+        ),
+        ("revocation_endpoint", p.revocation_endpoint.as_ref()),
+        ("end_session_endpoint", p.end_session_endpoint.as_ref()),
+    ] {
+        let Some(ep) = ep else { continue };
+        let u = Url::parse(ep).map_err(|e| LoginError::BadAnswer {
+            what: "discovery document",
+            why: format!("{what} {ep:?} is not a URL ({e})"),
+        })?;
+        require_secure(&format!("the provider's {what}"), &u, insecure_http)?;
     }
     Ok(p)
 }
@@ -209,6 +239,7 @@ fn credentials(
             .or(old_refresh),
         expires_at: expiry(Utc::now(), life),
         scopes: scopes.to_vec(),
+        insecure_http: false,
     }
 }
 
@@ -318,19 +349,38 @@ pub async fn client_credentials(
     ))
 }
 
-/// The stored provider endpoints, without a new discovery.
-pub fn stored(c: &Credentials) -> Provider {
-    Provider {
+/// The provider of a stored login, discovered again from its issuer: a
+/// renewal (which sends the refresh token, or the environment's client
+/// secret) or a logout never goes to an endpoint only the file names. A
+/// file whose token endpoint is not the issuer's own is refused, since it
+/// was changed by someone or something other than `portcullis login`.
+pub async fn rediscover(http: &reqwest::Client, c: &Credentials) -> Result<Provider, LoginError> {
+    let renewal = |why: String| LoginError::Renewal {
         issuer: c.issuer.clone(),
-        token_endpoint: c.token_endpoint.clone(),
-        device_authorization_endpoint: None,
-        revocation_endpoint: c.revocation_endpoint.clone(),
-        end_session_endpoint: c.end_session_endpoint.clone(),
+        why,
+    };
+    let p = discover(http, &c.issuer, c.insecure_http)
+        .await
+        .map_err(|e| match e {
+            LoginError::WrongIssuer { why, .. } => renewal(format!("its discovery failed ({why})")),
+            other => other,
+        })?;
+    if p.token_endpoint != c.token_endpoint {
+        return Err(renewal(format!(
+            "the credentials file names the token endpoint {:?}, but the issuer's discovery document names {:?}",
+            c.token_endpoint, p.token_endpoint
+        )));
     }
+    Ok(p)
 }
 
-/// New tokens for a device login, with its refresh token.
-pub async fn refresh(http: &reqwest::Client, c: &Credentials) -> Result<Credentials, LoginError> {
+/// New tokens for a device login, with its refresh token, at `p` (from
+/// [`rediscover`]).
+pub async fn refresh(
+    http: &reqwest::Client,
+    p: &Provider,
+    c: &Credentials,
+) -> Result<Credentials, LoginError> {
     let ended = |why: String| LoginError::SessionEnded {
         issuer: c.issuer.clone(),
         why,
@@ -338,7 +388,6 @@ pub async fn refresh(http: &reqwest::Client, c: &Credentials) -> Result<Credenti
     let Some(rt) = c.refresh_token.clone() else {
         return Err(ended("no refresh token was issued".into()));
     };
-    let p = stored(c);
     let client = BasicClient::new(ClientId::new(c.client_id.clone())).set_token_uri(url_of(
         "token endpoint",
         &p.token_endpoint,
@@ -360,7 +409,7 @@ pub async fn refresh(http: &reqwest::Client, c: &Credentials) -> Result<Credenti
             },
         )?;
     Ok(credentials(
-        &p,
+        p,
         &c.client_id,
         c.grant,
         &token,
@@ -369,13 +418,18 @@ pub async fn refresh(http: &reqwest::Client, c: &Credentials) -> Result<Credenti
     ))
 }
 
-/// Ends the login at the provider: the session it belongs to when the
-/// provider takes a refresh token at its end-session endpoint (Keycloak:
-/// the user session the device approval made ends, with every token of
-/// it), else RFC 7009 revocation of the refresh token. `Ok(false)`: there
-/// was nothing to end (a client-credentials login has no session).
-pub async fn end(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginError> {
-    if let (Some(rt), Some(ep)) = (&c.refresh_token, &c.end_session_endpoint) {
+/// Ends the login at the provider `p` (from [`rediscover`]): the session
+/// it belongs to when the provider takes a refresh token at its
+/// end-session endpoint (Keycloak: the user session the device approval
+/// made ends, with every token of it), else RFC 7009 revocation of the
+/// refresh token. `Ok(false)`: there was nothing to end (a
+/// client-credentials login has no session).
+pub async fn end(
+    http: &reqwest::Client,
+    p: &Provider,
+    c: &Credentials,
+) -> Result<bool, LoginError> {
+    if let (Some(rt), Some(ep)) = (&c.refresh_token, &p.end_session_endpoint) {
         let r = http
             .post(ep)
             .form(&[
@@ -388,13 +442,13 @@ pub async fn end(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginE
             return Ok(true);
         }
     }
-    revoke(http, c).await
+    revoke(http, p, c).await
 }
 
 /// RFC 7009: revokes the refresh token. `Ok(false)`: nothing to revoke,
 /// or no endpoint.
-async fn revoke(http: &reqwest::Client, c: &Credentials) -> Result<bool, LoginError> {
-    let (Some(rt), Some(ep)) = (c.refresh_token.clone(), c.revocation_endpoint.as_deref()) else {
+async fn revoke(http: &reqwest::Client, p: &Provider, c: &Credentials) -> Result<bool, LoginError> {
+    let (Some(rt), Some(ep)) = (c.refresh_token.clone(), p.revocation_endpoint.as_deref()) else {
         return Ok(false);
     };
     let client = BasicClient::new(ClientId::new(c.client_id.clone())).set_revocation_url(url_of(

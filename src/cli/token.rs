@@ -45,6 +45,11 @@ pub struct ApiArg {
     /// front of it) as the user `portcullis login` signed in.
     #[arg(long, value_name = "URL", conflicts_with_all = ["config", "dev", "data_dir"])]
     pub api: Option<Url>,
+    /// Allow `--api` to be plain http on a host other than this machine
+    /// (the login's access token then crosses the network in clear: for a
+    /// test network only).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +103,9 @@ pub struct IdArgs {
     /// The token API's URL (see `token create --help`).
     #[arg(long, value_name = "URL")]
     pub api: Url,
+    /// Allow a plain-http `--api` off this machine (see `token create --help`).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Token id (uuid).
     pub id: Uuid,
     /// Print the API's JSON instead of a table.
@@ -110,6 +118,9 @@ pub struct RotateArgs {
     /// The token API's URL (see `token create --help`).
     #[arg(long, value_name = "URL")]
     pub api: Url,
+    /// Allow a plain-http `--api` off this machine (see `token create --help`).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Token id (uuid).
     pub id: Uuid,
     /// Lifetime of the new token, e.g. 30d (default: the old one's).
@@ -127,14 +138,32 @@ pub struct RevokeArgs {
     pub id: Uuid,
 }
 
+/// `--insecure-http` only loosens `--api`: alone it is a mistake, said so.
+fn operator(api: &ApiArg) -> anyhow::Result<()> {
+    if api.insecure_http {
+        bail!("--insecure-http goes with --api URL (the operator commands do not call an API)");
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
+    match &cmd {
+        TokenCommand::Create(CreateArgs { api, .. })
+        | TokenCommand::List(ListArgs { api, .. })
+        | TokenCommand::Revoke(RevokeArgs { api, .. })
+            if api.api.is_none() =>
+        {
+            operator(api)?
+        }
+        _ => {}
+    }
     match cmd {
         TokenCommand::Create(a) => match a.api.api.clone() {
-            Some(api) => create(api, a).await,
+            Some(api) => create(api, a.api.insecure_http, a).await,
             None => admin_token::create(operator_create(a)?).await,
         },
         TokenCommand::List(a) => match a.api.api.clone() {
-            Some(api) => list(api, a.json).await,
+            Some(api) => list(api, a.api.insecure_http, a.json).await,
             None => {
                 let Some(user) = a.user else {
                     bail!("--user is required (or --api URL to list your own tokens)")
@@ -150,7 +179,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
         TokenCommand::Get(a) => get(a).await,
         TokenCommand::Rotate(a) => rotate(a).await,
         TokenCommand::Revoke(a) => match a.api.api.clone() {
-            Some(api) => revoke(api, a.id).await,
+            Some(api) => revoke(api, a.api.insecure_http, a.id).await,
             None => {
                 admin_token::revoke(admin_token::RevokeArgs {
                     cfg: a.cfg,
@@ -206,8 +235,8 @@ fn print_created(c: &CreatedView, verb: &str) {
     println!("{}", c.token);
 }
 
-async fn create(api: Url, a: CreateArgs) -> anyhow::Result<i32> {
-    let client = ApiClient::logged_in(api).await?;
+async fn create(api: Url, insecure_http: bool, a: CreateArgs) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api, insecure_http).await?;
     let mut body = serde_json::json!({
         "name": a.name,
         "scopes": a.scopes.split_whitespace().collect::<Vec<_>>(),
@@ -238,8 +267,8 @@ fn rows(tokens: &[TokenView]) -> String {
     )
 }
 
-async fn list(api: Url, json: bool) -> anyhow::Result<i32> {
-    let client = ApiClient::logged_in(api).await?;
+async fn list(api: Url, insecure_http: bool, json: bool) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api, insecure_http).await?;
     let tokens: Vec<TokenView> = client.get("/api/v1/tokens").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&tokens)?);
@@ -250,7 +279,7 @@ async fn list(api: Url, json: bool) -> anyhow::Result<i32> {
 }
 
 async fn get(a: IdArgs) -> anyhow::Result<i32> {
-    let client = ApiClient::logged_in(a.api).await?;
+    let client = ApiClient::logged_in(a.api, a.insecure_http).await?;
     let t: TokenView = client.get(&format!("/api/v1/tokens/{}", a.id)).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&t)?);
@@ -265,7 +294,7 @@ async fn get(a: IdArgs) -> anyhow::Result<i32> {
 }
 
 async fn rotate(a: RotateArgs) -> anyhow::Result<i32> {
-    let client = ApiClient::logged_in(a.api).await?;
+    let client = ApiClient::logged_in(a.api, a.insecure_http).await?;
     let mut body = serde_json::json!({});
     if let Some(at) = expires_at(a.expires_in)? {
         body["expires_at"] = at.into();
@@ -277,8 +306,8 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn revoke(api: Url, id: Uuid) -> anyhow::Result<i32> {
-    let client = ApiClient::logged_in(api).await?;
+async fn revoke(api: Url, insecure_http: bool, id: Uuid) -> anyhow::Result<i32> {
+    let client = ApiClient::logged_in(api, insecure_http).await?;
     let t: TokenView = client.delete(&format!("/api/v1/tokens/{id}")).await?;
     println!("revoked {} ({})", t.id, t.name);
     Ok(0)

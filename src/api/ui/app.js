@@ -15,6 +15,16 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // The provider's answer (`code`, `state`, `error`, `iss`) leaves the
+  // address bar and history before anything can fail: copied into memory
+  // here, as the script runs, then handled once the provider is known. A
+  // page that cannot load its config or reach the provider must not leave
+  // a code in the history for whoever opens it next.
+  const returned = new URLSearchParams(location.search);
+  if (returned.has("code") || returned.has("error") || returned.has("state")) {
+    history.replaceState(null, "", location.pathname);
+  }
+
   function status(msg, isError) {
     const s = $("status");
     s.textContent = msg || "";
@@ -224,7 +234,7 @@
     // have nowhere to go).
     $("oidc-signin").hidden = false;
     try {
-      const r = await Oidc.handleReturn();
+      const r = await Oidc.handleReturn(returned);
       if (r === "signed-in") {
         viaOidc = true;
         await signedIn();

@@ -180,14 +180,13 @@ window.PortcullisOidc = (function () {
 
   // Handles the browser's return from the provider: the sign-in answer
   // (`code` or `error`, with `state`), or the end of a sign-out (`state`
-  // only). Returns "signed-in", "signed-out" or null (nothing to handle);
-  // throws SignInError when an answer is refused.
-  async function handleReturn() {
-    const q = new URLSearchParams(location.search);
+  // only), from `q`: the page's query as it was on load (app.js copies it
+  // and clears the address bar first thing). Returns "signed-in",
+  // "signed-out" or null (nothing to handle); throws SignInError when an
+  // answer is refused.
+  async function handleReturn(q) {
     const isAnswer = q.has("code") || q.has("error");
     if (!isAnswer && !q.has("state")) return null;
-    // First of all: no code or state stays in the address bar or history.
-    history.replaceState(null, "", location.pathname);
     if (!isAnswer) {
       const want = sessionStorage.getItem(LOGOUT);
       sessionStorage.removeItem(LOGOUT);

@@ -76,6 +76,37 @@ impl Cli {
         self.home.path().join("config/portcullis/credentials")
     }
 
+    /// Takes the lock the CLI takes around a renewal (`credentials.lock`
+    /// beside the file, `flock` exclusive), held until the file is dropped.
+    pub fn hold_credentials_lock(&self) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.credentials().with_file_name("credentials.lock"))
+            .expect("open credentials.lock");
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+        f
+    }
+
+    /// Whether some process is blocked waiting for the lock
+    /// [`Cli::hold_credentials_lock`] holds (a `->` line of /proc/locks on
+    /// the lock file's inode): the kernel's own word that a command waits.
+    pub fn someone_waits_on_credentials_lock(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(self.credentials().with_file_name("credentials.lock")) else {
+            return false;
+        };
+        let inode = format!(":{} ", m.ino());
+        std::fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("-> FLOCK") && l.contains(&inode))
+    }
+
     pub fn home(&self) -> &Path {
         self.home.path()
     }
@@ -187,5 +218,74 @@ impl DeviceLogin {
             stdout: String::new(),
             stderr: self.stderr.borrow().clone(),
         }
+    }
+}
+
+/// A plain-http listener on this machine's non-loopback address (the one
+/// its default route leaves from), recording the head of every request it
+/// gets: the far host a `--api`/`--issuer` over plain http must not reach.
+pub struct Tripwire {
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tripwire {
+    /// `None` when the machine has no non-loopback address to listen on.
+    pub async fn start() -> Option<Tripwire> {
+        // Connecting a UDP socket sends nothing; it picks the source address.
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        probe.connect("192.0.2.200:9").ok()?;
+        let ip = probe.local_addr().ok()?.ip();
+        if ip.is_loopback() || ip.is_unspecified() {
+            return None;
+        }
+        Tripwire::listen(ip).await
+    }
+
+    /// The same on 127.0.0.1: an endpoint of another origin than the
+    /// provider's that must not be sent anything.
+    pub async fn loopback() -> Tripwire {
+        Tripwire::listen(std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .expect("listen on 127.0.0.1")
+    }
+
+    async fn listen(ip: std::net::IpAddr) -> Option<Tripwire> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind((ip, 0)).await.ok()?;
+        let addr = l.local_addr().ok()?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        Some(Tripwire {
+            url: format!("http://{addr}"),
+            seen,
+            task,
+        })
+    }
+
+    /// The head (and start of the body) of each request received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
