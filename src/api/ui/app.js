@@ -66,6 +66,78 @@
     return td;
   }
 
+  // "Last used": when, from which address (as Envoy reported it), and
+  // the User-Agent in the tooltip and a muted second line.
+  function lastUsedCell(tr, t) {
+    const td = cell(tr, "Last used", fmt(t.last_used_at));
+    if (t.last_used_at && t.last_used_ip) {
+      td.append(" from ");
+      const ip = document.createElement("span");
+      ip.className = "last-ip";
+      ip.textContent = t.last_used_ip;
+      td.appendChild(ip);
+    }
+    if (t.last_used_user_agent) {
+      td.title = t.last_used_user_agent;
+      const ua = document.createElement("div");
+      ua.className = "muted last-ua";
+      ua.textContent = t.last_used_user_agent.length > 60
+        ? t.last_used_user_agent.slice(0, 59) + "\u2026" : t.last_used_user_agent;
+      td.appendChild(ua);
+    }
+    return td;
+  }
+
+  // Admins (api.admin_scope) see every token: GET /api/v1/admin/tokens
+  // with the form's filters, newest first, one page at a time.
+  let adminCursor = null;
+  function adminQuery(cursor) {
+    const q = new URLSearchParams();
+    const state = $("admin-state").value;
+    if (state) q.set("state", state);
+    const user = $("admin-user").value.trim();
+    if (user) q.set("user", user);
+    const name = $("admin-name").value.trim();
+    if (name) q.set("name~", name);
+    const within = $("admin-expiring").value.trim();
+    if (within) q.set("expiring_within", within);
+    if (cursor) q.set("cursor", cursor);
+    return "/api/v1/admin/tokens?" + q.toString();
+  }
+
+  // Only the latest listing draws: a slow answer to an older search must
+  // not mix its rows into a newer one.
+  let adminSeq = 0;
+  async function loadInventory(more) {
+    const body = $("all-tokens").querySelector("tbody");
+    const seq = ++adminSeq;
+    if (!more) adminCursor = null;
+    try {
+      const page = await api("GET", adminQuery(more ? adminCursor : null));
+      if (seq !== adminSeq) return;
+      if (!more) body.replaceChildren();
+      for (const t of page.tokens) {
+        const tr = document.createElement("tr");
+        tr.dataset.id = t.id;
+        cell(tr, "Owner", t.username || t.user_id);
+        cell(tr, "Name", t.name);
+        cell(tr, "Scopes", t.scopes.join(" "));
+        cell(tr, "Token", t.display_hint);
+        cell(tr, "Expires", fmt(t.expires_at));
+        lastUsedCell(tr, t);
+        const state = t.revoked_at ? "revoked" : (t.active ? "active" : "expired");
+        const badge = document.createElement("span");
+        badge.className = "badge " + state;
+        badge.textContent = state;
+        cell(tr, "Status").appendChild(badge);
+        body.appendChild(tr);
+      }
+      adminCursor = page.next_cursor || null;
+      $("admin-more").hidden = !adminCursor;
+      $("admin-empty").hidden = body.children.length > 0;
+    } catch (e) { status("Listing all tokens failed: " + e.message, true); }
+  }
+
   function renderScopes() {
     const box = $("scope-boxes");
     box.querySelectorAll(".check").forEach((n) => n.remove());
@@ -89,7 +161,9 @@
     days.value = String(meta.default_lifetime_days);
   }
 
+  // The caller's tokens, and (admins) the inventory with its filters.
   async function refresh() {
+    if (meta && meta.caller && meta.caller.is_admin) loadInventory(false);
     const tokens = await api("GET", "/api/v1/tokens");
     const body = $("tokens").querySelector("tbody");
     body.replaceChildren();
@@ -108,7 +182,7 @@
         w.textContent = left < 1 ? "expires today" : "expires in " + Math.ceil(left) + " days";
         exp.append(" ", w);
       }
-      cell(tr, "Last used", fmt(t.last_used_at));
+      lastUsedCell(tr, t);
       const state = t.revoked_at ? "revoked" : (t.active ? "active" : "expired");
       const st = cell(tr, "Status");
       const badge = document.createElement("span");
@@ -153,7 +227,8 @@
     pasted = null;
     viaOidc = false;
     meta = null;
-    $("create").hidden = true; $("list").hidden = true;
+    $("create").hidden = true; $("list").hidden = true; $("admin").hidden = true;
+    $("all-tokens").querySelector("tbody").replaceChildren();
     $("new-token").textContent = ""; $("new-token-box").hidden = true;
     $("sign-out").hidden = true;
     $("signin").hidden = false;
@@ -184,6 +259,7 @@
     $("sign-out").hidden = false;
     $("create").hidden = false;
     $("list").hidden = false;
+    $("admin").hidden = !c.is_admin;
     status("Signed in.");
     await refresh();
     $("new-name").focus();
@@ -314,6 +390,8 @@
     });
 
     $("refresh").addEventListener("click", () => refresh().catch((e) => status(e.message, true)));
+    $("admin-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadInventory(false); });
+    $("admin-more").addEventListener("click", () => loadInventory(true));
 
     if (oidc) await setUpOidc(oidc);
   });
