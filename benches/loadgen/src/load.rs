@@ -55,6 +55,11 @@ impl Clients {
     pub fn first(&self) -> AuthorizationClient<Channel> {
         self.0[0].clone()
     }
+
+    /// The `i`-th client, round-robin.
+    pub fn pick(&self, i: usize) -> AuthorizationClient<Channel> {
+        self.0[i % self.0.len()].clone()
+    }
 }
 
 /// Latency histograms (nanoseconds) and error counts of one phase.
