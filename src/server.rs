@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::limits::HttpLimits;
 use crate::api::logout::LogoutState;
 use crate::api::{HttpState, router};
-use crate::authz::{CheckService, DpopState, Engine, SharedParts};
+use crate::authz::{CheckServer, CheckService, DpopState, Engine, SharedParts};
 use crate::config::Config;
 use crate::dev::{self, DevIssuer};
 use crate::pat::PatValidator;
@@ -297,7 +296,7 @@ async fn serve_grpc(
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<AuthorizationServer<CheckService>>()
+        .set_serving::<CheckServer>()
         .await;
     health_reporter
         .set_serving::<TokenServiceServer<GrpcTokens>>()
@@ -317,7 +316,7 @@ async fn serve_grpc(
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(AuthorizationServer::new(check))
+            .add_service(CheckServer::new(check))
             .add_service(GrpcTokens::new(tokens).into_server())
             .serve_with_incoming_shutdown(grpc_incoming(listener), shutdown.cancelled_owned())
             .await;

@@ -253,9 +253,9 @@ pub async fn handler_phase(
             continue;
         };
         let t = Instant::now();
-        let (_, resp) = svc.respond(&req).await;
+        let (_, reply) = svc.reply(&req).await;
         let ns = t.elapsed().as_nanos().max(1) as u64;
-        let code = resp.status.as_ref().map_or(-1, |s| s.code);
+        let code = reply.code();
         if code != kind.expected_code() {
             *rec.errors
                 .entry(format!("{kind}: status {code}"))

@@ -204,7 +204,10 @@ async fn plan(
         }];
         for b in &bases {
             lines.push(plot::Line {
-                label: format!("no-op Check server, {} ({:.0} rps)", b.server, b.offered_rps),
+                label: format!(
+                    "no-op Check server, {} ({:.0} rps)",
+                    b.server, b.offered_rps
+                ),
                 points: &b.curve,
             });
         }
