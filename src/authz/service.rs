@@ -14,7 +14,7 @@ use super::engine::{Checked, Engine};
 use super::reply::CheckReply;
 use super::request::RequestView;
 use super::response;
-use crate::metrics::{self, DecisionLabels, Label};
+use crate::metrics::{self, Label};
 
 /// The Check service. Holds the engine behind an `ArcSwap` so a config
 /// reload replaces it atomically between requests.
@@ -69,7 +69,7 @@ impl CheckService {
                 tracing::error!("panic while checking a request; denying");
                 Checked {
                     decision: Decision::Deny(Denial::unavailable("internal error")),
-                    label: Label(Arc::from("(panic)")),
+                    label: Label::new("(panic)"),
                     route: None,
                 }
             });
@@ -87,11 +87,11 @@ impl CheckService {
         };
         let landed = response::Landed {
             route,
-            label: &label.0,
+            label: label.name(),
             assertion: assertion.as_deref(),
         };
         let resp = response::reply_for(&decision, &view, &landed, engine.surface(), &self.response);
-        record(&view, &decision, label, started);
+        record(&view, &decision, &label, started);
         log_decision(&view, &decision);
         (decision, resp)
     }
@@ -119,7 +119,7 @@ fn assertion(
         ));
     };
     signer
-        .assertion(id, &label.0, audience)
+        .assertion(id, label.name(), audience)
         .map(Some)
         .map_err(|e| {
             tracing::error!(error = %e, "signing the identity assertion failed");
@@ -127,9 +127,10 @@ fn assertion(
         })
 }
 
-fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: std::time::Instant) {
-    let m = metrics::global();
-    m.check_seconds.observe(started.elapsed().as_secs_f64());
+/// Latency and the decision counter: atomics only (the counter is resolved
+/// once per route, result and method, and kept on the route's label).
+fn record(view: &RequestView<'_>, decision: &Decision, route: &Label, started: std::time::Instant) {
+    metrics::global().check_seconds.observe(started.elapsed());
     let result = match decision {
         Decision::Allow(_) | Decision::AllowAnonymous => "allow",
         Decision::Deny(d) => match d.kind {
@@ -138,13 +139,7 @@ fn record(view: &RequestView<'_>, decision: &Decision, route: Label, started: st
             DenyKind::Unavailable => "unavailable",
         },
     };
-    m.decisions
-        .get_or_create(&DecisionLabels {
-            result,
-            method: metrics::method_label(view.method()),
-            route,
-        })
-        .inc();
+    route.count_decision(result, view.method());
 }
 
 fn log_decision(view: &RequestView<'_>, decision: &Decision) {
