@@ -46,7 +46,8 @@
 //!   reads the result from memory ([`pat::OwnerStates`]).
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
-//! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
+//! - [`server`]: wiring, listeners, background tasks, graceful shutdown;
+//!   [`listen`]: `listen.grpc` as TCP or a Unix socket.
 //! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
 //! - [`cli`], [`telemetry`]: command line and logging.
 //!
@@ -64,6 +65,7 @@ pub mod dev;
 pub mod dpop;
 pub mod identity;
 pub mod jwt;
+pub mod listen;
 pub mod metrics;
 pub mod owners;
 pub mod pat;
