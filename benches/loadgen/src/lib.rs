@@ -164,6 +164,10 @@ pub struct NoopArgs {
     /// The same as `--shape identity` (kept for older scripts).
     #[arg(long, hide = true)]
     pub identity_headers: bool,
+    /// Print each CheckRequest's HTTP attributes and header names (never
+    /// values) on stderr: what an Envoy config sends.
+    #[arg(long)]
+    pub show_requests: bool,
 }
 
 /// Runs the load; the exit code is 0 unless the harness itself failed
@@ -190,7 +194,10 @@ pub async fn run_noop(args: NoopArgs) -> anyhow::Result<i32> {
         true => noop::Shape::Identity,
         false => args.shape,
     };
-    let check = noop::NoopCheck::new(shape);
+    let mut check = noop::NoopCheck::new(shape);
+    if args.show_requests {
+        check = check.showing_requests();
+    }
     let addr = noop::start(args.addr, check, stop.clone()).await?;
     eprintln!("no-op Check server on {addr}");
     portcullis::server::wait_for_signal().await;

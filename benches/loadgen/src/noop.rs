@@ -42,6 +42,9 @@ pub enum Shape {
 #[derive(Debug, Clone)]
 pub struct NoopCheck {
     answer: Arc<CheckResponse>,
+    /// Print what each CheckRequest carries (header names, method, host,
+    /// path): to see what an Envoy config sends.
+    show: bool,
 }
 
 impl Default for NoopCheck {
@@ -68,7 +71,14 @@ impl NoopCheck {
         };
         NoopCheck {
             answer: Arc::new(answer),
+            show: false,
         }
+    }
+
+    /// Prints each request's header names and HTTP attributes on stderr.
+    pub fn showing_requests(mut self) -> NoopCheck {
+        self.show = true;
+        self
     }
 
     /// The answer every Check gets.
@@ -103,10 +113,45 @@ fn identity_allow() -> CheckResponse {
 impl Authorization for NoopCheck {
     async fn check(
         &self,
-        _request: Request<CheckRequest>,
+        request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        if self.show {
+            show(request.get_ref());
+        }
         Ok(Response::new(CheckResponse::clone(&self.answer)))
     }
+}
+
+/// One line per request: the HTTP attributes Envoy filled in and the
+/// header names it sent (values never: they carry credentials).
+fn show(req: &CheckRequest) {
+    let attrs = req.attributes.as_ref();
+    let Some(h) = attrs
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        eprintln!("check: no http attributes");
+        return;
+    };
+    let mut names: Vec<&str> = h.headers.keys().map(String::as_str).collect();
+    if let Some(m) = &h.header_map {
+        names.extend(m.headers.iter().map(|v| v.key.as_str()));
+    }
+    names.sort_unstable();
+    eprintln!(
+        "check: method={:?} host={:?} path={:?} scheme={:?} protocol={:?} size={} \
+         source_cert={} context={:?} headers={names:?}",
+        h.method,
+        h.host,
+        h.path,
+        h.scheme,
+        h.protocol,
+        h.size,
+        attrs
+            .and_then(|a| a.source.as_ref())
+            .is_some_and(|p| !p.certificate.is_empty()),
+        attrs.map(|a| a.context_extensions.keys().collect::<Vec<_>>()),
+    );
 }
 
 /// Binds `addr` and serves on the current runtime until `stop` fires.
