@@ -63,6 +63,11 @@ pub struct CallsArgs {
     /// Accept any answer (no-op servers allow what portcullis denies).
     #[arg(long)]
     pub any_outcome: bool,
+    /// Wait this long after creating PATs: the target learns of PATs
+    /// created elsewhere at its next resync (`revocation.resync_interval`,
+    /// 5 s), and until then looks them up within its lookup budget only.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub settle: std::time::Duration,
 }
 
 /// Runs the calls; fails if any call errs or (unless `--any-outcome`)
@@ -82,6 +87,13 @@ pub async fn run(args: CallsArgs) -> anyhow::Result<i32> {
     }
     let sources = sources(&args).await?;
     let reqs = requests(&args, &sources).await?;
+    if !args.settle.is_zero() {
+        eprintln!(
+            "waiting {:?} for the target to learn of the new PATs",
+            args.settle
+        );
+        tokio::time::sleep(args.settle).await;
+    }
     let clients = Clients::connect(&args.target, args.connections).await?;
     let warm = args.warmup_calls.max(if args.any_outcome {
         0
