@@ -35,9 +35,9 @@ use portcullis::dpop::{DpopConfig, ProofInput, ReplayCache};
 use portcullis::jwt::IssuerKeys;
 use portcullis::jwt::keys::parse_jwks;
 use portcullis_testkit::Req;
-use prost::Message;
 use portcullis_testkit::dpop::DpopClient;
 use portcullis_testkit::pg::ScratchDb;
+use prost::Message;
 
 const ISS: &str = "https://kc.example.org/realms/bench";
 

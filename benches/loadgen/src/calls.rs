@@ -63,11 +63,6 @@ pub struct CallsArgs {
     /// Accept any answer (no-op servers allow what portcullis denies).
     #[arg(long)]
     pub any_outcome: bool,
-    /// Wait this long after creating PATs: the target learns of PATs
-    /// created elsewhere at its next resync (`revocation.resync_interval`,
-    /// 5 s), and until then looks them up within its lookup budget only.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    pub settle: std::time::Duration,
 }
 
 /// Runs the calls; fails if any call errs or (unless `--any-outcome`)
@@ -87,13 +82,6 @@ pub async fn run(args: CallsArgs) -> anyhow::Result<i32> {
     }
     let sources = sources(&args).await?;
     let reqs = requests(&args, &sources).await?;
-    if !args.settle.is_zero() {
-        eprintln!(
-            "waiting {:?} for the target to learn of the new PATs",
-            args.settle
-        );
-        tokio::time::sleep(args.settle).await;
-    }
     let clients = Clients::connect(&args.target, args.connections).await?;
     let warm = args.warmup_calls.max(if args.any_outcome {
         0
@@ -123,7 +111,12 @@ async fn sources(args: &CallsArgs) -> anyhow::Result<Sources> {
         .with_context(|| format!("loading the dev key from {}", args.data_dir.display()))?;
     let needs_store = args.mix.0.iter().any(|(k, _)| *k == Kind::PatWarm);
     let store = if needs_store {
-        let mut cfg = portcullis::store::StoreConfig::default();
+        let mut cfg = portcullis::store::StoreConfig {
+            // Our own inserts, not the server's Checks: a slow insert on a
+            // busy machine is no reason to stop.
+            timeout: std::time::Duration::from_secs(10),
+            ..Default::default()
+        };
         if let Some(u) = &args.store_url {
             cfg.kind = portcullis::store::StoreKind::Postgres;
             cfg.url = Some(u.clone());
