@@ -25,5 +25,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    check_server();
     Ok(())
+}
+
+/// The server side of Envoy's `Authorization/Check` with our own reply
+/// type: `envoy-types`' generated server is tied to `CheckResponse`, while
+/// portcullis answers with `authz::CheckReply` (the same message on the
+/// wire, an allow spliced from pre-encoded bytes). tonic's own code
+/// generator writes the glue, with tonic's prost codec.
+fn check_server() {
+    let check = tonic_build::manual::Method::builder()
+        .name("check")
+        .route_name("Check")
+        .input_type("envoy_types::ext_authz::v3::pb::CheckRequest")
+        .output_type("crate::authz::reply::CheckReply")
+        .codec_path("tonic_prost::ProstCodec")
+        .build();
+    let service = tonic_build::manual::Service::builder()
+        .name("Authorization")
+        .package("envoy.service.auth.v3")
+        .method(check)
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[service]);
 }

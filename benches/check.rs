@@ -6,9 +6,10 @@
 //! - `pat/uncached_postgres`: the same PAT with its cache entry evicted every
 //!   iteration, against real Postgres (`PORTCULLIS_BENCH_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`; skipped if unreachable);
-//! - `response/allow`, `response/deny`: decision → CheckResponse alone
-//!   (the allow includes the dynamic metadata; its identity part is rendered
-//!   once per identity, so this is the cached-render cost);
+//! - `response/allow`, `response/deny`: decision → the answer's bytes
+//!   (what tonic writes): the allow includes the dynamic metadata; its
+//!   identity part is rendered and encoded once per identity, so this is
+//!   the cached-render cost;
 //! - `assertion/hit`: a cached signed identity assertion (hash + lookup);
 //!   `assertion/sign`: signing one (ES256), what a miss costs;
 //! - `dpop/warm`: a cached DPoP-bound JWT (`cnf.jkt`) with a fresh ES256
@@ -36,6 +37,7 @@ use portcullis::jwt::keys::parse_jwks;
 use portcullis_testkit::Req;
 use portcullis_testkit::dpop::DpopClient;
 use portcullis_testkit::pg::ScratchDb;
+use prost::Message;
 
 const ISS: &str = "https://kc.example.org/realms/bench";
 
@@ -218,12 +220,12 @@ fn pat_benches(c: &mut Criterion) {
         let (raw, _) = insert_pat(&store).await;
         let (svc, pats) = service_with_store(&[&rs], store);
         let req = request(&raw);
-        assert!(matches!(svc.respond(&req).await.0, Decision::Allow(_)));
+        assert!(matches!(svc.reply(&req).await.0, Decision::Allow(_)));
         ((svc, req), pats)
     });
     let (svc, req) = svc;
     c.bench_function("pat/cached", |b| {
-        b.to_async(&rt).iter(|| async { svc.respond(&req).await })
+        b.to_async(&rt).iter(|| async { svc.reply(&req).await })
     });
 
     let admin_url = std::env::var("PORTCULLIS_BENCH_PG_URL")
@@ -253,7 +255,7 @@ fn pat_benches(c: &mut Criterion) {
     c.bench_function("pat/uncached_postgres", |b| {
         b.to_async(&rt).iter(|| async {
             pats.evict(&hash).await;
-            let (d, _) = svc.respond(&req).await;
+            let (d, _) = svc.reply(&req).await;
             assert!(matches!(d, Decision::Allow(_)));
         })
     });
@@ -282,9 +284,9 @@ fn benches(c: &mut Criterion) {
     let svc = service(&[&rs, &es, &ed]);
 
     let warm = request(&mint(&rs, 0));
-    rt.block_on(svc.respond(&warm));
+    rt.block_on(svc.reply(&warm));
     c.bench_function("jwt/warm", |b| {
-        b.iter(|| rt.block_on(svc.respond(&warm)));
+        b.iter(|| rt.block_on(svc.reply(&warm)));
     });
 
     let mut g = c.benchmark_group("jwt/cold");
@@ -297,7 +299,7 @@ fn benches(c: &mut Criterion) {
                     request(&mint(s, n))
                 },
                 |req| {
-                    let (d, _) = rt.block_on(svc.respond(&req));
+                    let (d, _) = rt.block_on(svc.reply(&req));
                     assert!(matches!(d, Decision::Allow(_)));
                 },
                 BatchSize::SmallInput,
@@ -306,15 +308,15 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
-    let (allow, _) = rt.block_on(svc.respond(&warm));
+    let (allow, _) = rt.block_on(svc.reply(&warm));
     let view_req = request("x");
     let view = RequestView::new(&view_req);
     let deny = Decision::Deny(Denial::unauthenticated("invalid_token", "token expired"));
     c.bench_function("response/allow", |b| {
-        b.iter(|| response::build(&allow, &view))
+        b.iter(|| response::reply(&allow, &view).encode_to_vec())
     });
     c.bench_function("response/deny", |b| {
-        b.iter(|| response::build(&deny, &view))
+        b.iter(|| response::reply(&deny, &view).encode_to_vec())
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -352,7 +354,7 @@ fn dpop_benches(c: &mut Criterion) {
     let token = mint_with(&rs, 0, serde_json::json!({"cnf": {"jkt": client.jkt()}}));
     let url = dpop_request(&token, "").url();
     let with_proof = || dpop_request(&token, &client.proof("GET", &url, &token)).build();
-    let (first, _) = rt.block_on(svc.respond(&with_proof()));
+    let (first, _) = rt.block_on(svc.reply(&with_proof()));
     assert!(matches!(first, Decision::Allow(_)), "{first:?}");
 
     let mut g = c.benchmark_group("dpop");
@@ -360,7 +362,7 @@ fn dpop_benches(c: &mut Criterion) {
         b.iter_batched(
             with_proof,
             |req| {
-                let (d, _) = rt.block_on(svc.respond(&req));
+                let (d, _) = rt.block_on(svc.reply(&req));
                 assert!(matches!(d, Decision::Allow(_)));
             },
             BatchSize::SmallInput,

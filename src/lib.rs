@@ -52,7 +52,8 @@
 //!   reads the result from memory ([`pat::OwnerStates`]).
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
-//! - [`server`]: wiring, listeners, background tasks, graceful shutdown.
+//! - [`server`]: wiring, listeners, background tasks, graceful shutdown;
+//!   [`listen`]: `listen.grpc` as TCP or a Unix socket.
 //! - [`reload`]: hot reload of issuers and policy (file change, SIGHUP).
 //! - [`cli`]: command line, including `login`/`logout` (device grant,
 //!   client credentials) and `token … --api` as the logged-in user;
@@ -73,6 +74,7 @@ pub mod dev;
 pub mod dpop;
 pub mod identity;
 pub mod jwt;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod owners;

@@ -2,23 +2,181 @@
 //! `prometheus-client` crate. One process-wide registry: call sites across
 //! modules record without plumbing, and label values are `'static` strings
 //! or shared `Arc<str>`s, so recording never allocates per request.
+//!
+//! The Check path records without a lock or a hash: a route's decision
+//! counters are resolved once per (result, method) and kept on its
+//! [`Label`], and the latency histogram is atomic ([`AtomicHistogram`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-/// A shared label value (route names, issuers), cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Label(pub Arc<str>);
+/// A shared label value (route names, issuers), cheap to clone. A route's
+/// label also holds its `decisions` counters, resolved on first use, so
+/// recording a decision needs no family lookup.
+#[derive(Clone)]
+pub struct Label(Arc<LabelInner>);
+
+struct LabelInner {
+    name: Arc<str>,
+    /// `decisions{result, method, route=name}`, by
+    /// `result index * METHODS.len() + method index`.
+    decisions: [OnceLock<Counter>; RESULTS.len() * METHODS.len()],
+}
+
+impl Label {
+    pub fn new(name: &str) -> Label {
+        Label(Arc::new(LabelInner {
+            name: Arc::from(name),
+            decisions: std::array::from_fn(|_| OnceLock::new()),
+        }))
+    }
+
+    /// The label value.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Counts one decision on this route: `result` is one of [`RESULTS`],
+    /// `method` the request's (folded by [`method_label`]).
+    pub fn count_decision(&self, result: &'static str, method: &str) {
+        let r = RESULTS.iter().position(|x| *x == result).unwrap_or(0);
+        let m = method_index(method);
+        self.0.decisions[r * METHODS.len() + m]
+            .get_or_init(|| {
+                global().decisions.get_or_create_owned(&DecisionLabels {
+                    result: RESULTS[r],
+                    method: METHODS[m],
+                    route: self.clone(),
+                })
+            })
+            .inc();
+    }
+}
+
+impl std::fmt::Debug for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Label").field(&self.name()).finish()
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
 
 impl EncodeLabelValue for Label {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&&*self.0, encoder)
+        EncodeLabelValue::encode(&self.name(), encoder)
+    }
+}
+
+/// Values of the `result` label of `decisions`.
+pub const RESULTS: [&str; 4] = ["allow", "unauthenticated", "forbidden", "unavailable"];
+
+/// Values of the `method` label: request methods folded into a fixed set.
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+fn method_index(m: &str) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|k| k.eq_ignore_ascii_case(m))
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// A histogram that records with three relaxed atomic adds (the bucket,
+/// the count, the sum in nanoseconds): no lock on the Check path.
+/// prometheus-client's `Histogram` takes a mutex per observation. A scrape
+/// reads the atomics one by one, so it may see an observation in the
+/// count but not yet in its bucket; the next scrape agrees.
+/// Clones share the series.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    /// Upper bounds, ascending; the last bucket (+Inf) is implicit.
+    bounds: Box<[f64]>,
+    /// One more than `bounds`: the last counts observations above them all.
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: impl Iterator<Item = f64>) -> AtomicHistogram {
+        let bounds: Box<[f64]> = bounds.collect();
+        let buckets = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        AtomicHistogram(Arc::new(HistogramCells {
+            bounds,
+            buckets,
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }))
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let h = &*self.0;
+        let secs = d.as_secs_f64();
+        let i = h
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(h.bounds.len());
+        h.buckets[i].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        h.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &*self.0;
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(h.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, self.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }
 
@@ -70,7 +228,7 @@ pub struct LogoutLabels {
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
-    pub check_seconds: Histogram,
+    pub check_seconds: AtomicHistogram,
     pub cache: Family<CacheLabels, Counter>,
     pub jwks_fetches: Family<IssuerLabels, Counter>,
     pub backend_errors: Family<ComponentLabels, Counter>,
@@ -112,7 +270,7 @@ impl Metrics {
             &mut registry,
             "check_duration_seconds",
             "Time to decide one Check",
-            Histogram::new(exponential_buckets(5e-6, 2.0, 18)),
+            AtomicHistogram::new(exponential_buckets(5e-6, 2.0, 18)),
         );
         let cache = reg(
             &mut registry,
@@ -344,14 +502,59 @@ where
     metric
 }
 
-/// Folds a request method into a bounded label set.
+/// Folds a request method into a bounded label set ([`METHODS`]).
 pub fn method_label(m: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(m))
-        .copied()
-        .unwrap_or("OTHER")
+    METHODS[method_index(m)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route label's counters are the `decisions` family's series: the
+    /// exposition shows each (result, method, route) with its count.
+    #[test]
+    fn route_counters_feed_the_decisions_family() {
+        let l = Label::new("metrics-test-route");
+        l.count_decision("allow", "get");
+        l.count_decision("allow", "GET");
+        l.count_decision("forbidden", "BREW");
+        let text = global().encode();
+        for line in [
+            r#"portcullis_decisions_total{result="allow",method="GET",route="metrics-test-route"} 2"#,
+            r#"portcullis_decisions_total{result="forbidden",method="OTHER",route="metrics-test-route"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Another label with the same name counts into the same series.
+        Label::new("metrics-test-route").count_decision("allow", "GET");
+        assert!(global().encode().contains(
+            r#"portcullis_decisions_total{result="allow",method="GET",route="metrics-test-route"} 3"#
+        ));
+    }
+
+    /// The atomic histogram encodes as a Prometheus histogram: cumulative
+    /// buckets, count and sum.
+    #[test]
+    fn atomic_histogram_encodes_cumulative_buckets_count_and_sum() {
+        let mut registry = Registry::default();
+        let h = AtomicHistogram::new([0.001, 0.01].into_iter());
+        registry.register("t", "test", h.clone());
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_millis(5));
+        h.observe(Duration::from_secs(2));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("encodes");
+        for line in [
+            "# TYPE t histogram",
+            r#"t_bucket{le="0.001"} 1"#,
+            r#"t_bucket{le="0.01"} 3"#,
+            r#"t_bucket{le="+Inf"} 4"#,
+            "t_count 4",
+            "t_sum 2.0105",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+    }
 }

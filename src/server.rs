@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +19,10 @@ use crate::api::grpc::{GrpcTokens, TokenServiceServer};
 use crate::api::limits::HttpLimits;
 use crate::api::logout::LogoutState;
 use crate::api::{HttpState, router};
-use crate::authz::{CheckService, DpopState, Engine, SharedParts};
+use crate::authz::{CheckServer, CheckService, DpopState, Engine, SharedParts};
 use crate::config::Config;
 use crate::dev::{self, DevIssuer};
+use crate::listen::{GrpcListen, UnixSocket};
 use crate::pat::PatValidator;
 use crate::reload::{Loader, Reloader};
 use crate::revocation::{Bus, JwtDenyList, Resync, Revoker};
@@ -58,7 +58,11 @@ pub struct ServeOptions {
 /// A running server.
 #[derive(Debug)]
 pub struct Running {
+    /// The gRPC TCP address; with `listen.grpc: unix:…`, `0.0.0.0:0` (see
+    /// `grpc_socket`).
     pub grpc_addr: SocketAddr,
+    /// The gRPC Unix socket, with `listen.grpc: unix:…`.
+    pub grpc_socket: Option<std::path::PathBuf>,
     pub http_addr: SocketAddr,
     pub engine: Arc<ArcSwap<Engine>>,
     /// The one revocation path (store, then caches, then the bus).
@@ -81,13 +85,13 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         let text: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
         anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
     })?;
-    let grpc_listener = TcpListener::bind(cfg.listen.grpc)
+    let grpc_listener = GrpcListener::bind(&cfg.listen.grpc)
         .await
         .with_context(|| format!("binding gRPC listener on {} (listen.grpc)", cfg.listen.grpc))?;
     let http_listener = TcpListener::bind(cfg.listen.http)
         .await
         .with_context(|| format!("binding HTTP listener on {} (listen.http)", cfg.listen.http))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_addr, grpc_socket) = grpc_listener.local()?;
     let http_addr = http_listener.local_addr()?;
     let dev = dev_issuer(opts.dev, &cfg, http_addr)?;
     let mut bg = Background {
@@ -144,6 +148,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     tracing::info!(grpc = %grpc_addr, http = %http_addr, "portcullis serving");
     Ok(Running {
         grpc_addr,
+        grpc_socket,
         http_addr,
         engine,
         revoker,
@@ -313,9 +318,39 @@ fn start_owner_sync(
     Ok(())
 }
 
+/// The bound gRPC listener: TCP, or a Unix socket (removed when the
+/// server stops).
+enum GrpcListener {
+    Tcp(TcpListener),
+    Unix(tokio::net::UnixListener, UnixSocket),
+}
+
+impl GrpcListener {
+    async fn bind(at: &GrpcListen) -> std::io::Result<GrpcListener> {
+        Ok(match at {
+            GrpcListen::Tcp(a) => GrpcListener::Tcp(TcpListener::bind(a).await?),
+            GrpcListen::Unix(p) => {
+                let (l, guard) = UnixSocket::bind(p)?;
+                GrpcListener::Unix(l, guard)
+            }
+        })
+    }
+
+    /// The TCP address (unspecified for a socket) and the socket path.
+    fn local(&self) -> std::io::Result<(SocketAddr, Option<std::path::PathBuf>)> {
+        Ok(match self {
+            GrpcListener::Tcp(l) => (l.local_addr()?, None),
+            GrpcListener::Unix(_, s) => (
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                Some(s.path().to_path_buf()),
+            ),
+        })
+    }
+}
+
 /// gRPC: Check, health, reflection and the TokenService.
 async fn serve_grpc(
-    listener: TcpListener,
+    listener: GrpcListener,
     engine: Arc<ArcSwap<Engine>>,
     resource_metadata_url: Option<String>,
     dpop_algs: String,
@@ -323,9 +358,7 @@ async fn serve_grpc(
     bg: &mut Background,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AuthorizationServer<CheckService>>()
-        .await;
+    health_reporter.set_serving::<CheckServer>().await;
     health_reporter
         .set_serving::<TokenServiceServer<GrpcTokens>>()
         .await;
@@ -340,14 +373,25 @@ async fn serve_grpc(
         .with_dpop_algs(dpop_algs);
     let shutdown = bg.shutdown.clone();
     bg.tasks.push(tokio::spawn(async move {
-        let res = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(AuthorizationServer::new(check))
-            .add_service(GrpcTokens::new(tokens).into_server())
-            .serve_with_incoming_shutdown(grpc_incoming(listener), shutdown.cancelled_owned())
-            .await;
+            .add_service(CheckServer::new(check))
+            .add_service(GrpcTokens::new(tokens).into_server());
+        let stop = shutdown.cancelled_owned();
+        let res = match listener {
+            GrpcListener::Tcp(l) => {
+                router
+                    .serve_with_incoming_shutdown(grpc_incoming(l), stop)
+                    .await
+            }
+            GrpcListener::Unix(l, _socket) => {
+                // `_socket` lives until the server stops, then removes the file.
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        };
         if let Err(e) = res {
             tracing::error!(error = %e, "gRPC server failed");
         }

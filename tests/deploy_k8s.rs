@@ -156,10 +156,23 @@ fn k8s_manifests_keep_their_guarantees() {
 
     // portcullis config: shape we promise in the manifests.
     let cfg = yaml(s(cm, "/data/config.yaml"), "config.yaml");
-    assert!(
-        s(&cfg, "/listen/grpc").starts_with("127.0.0.1:"),
-        "gRPC stays on loopback"
-    );
+    // gRPC on a Unix socket in an emptyDir both portcullis and Envoy mount.
+    let sock = s(&cfg, "/listen/grpc")
+        .strip_prefix("unix:")
+        .expect("gRPC on a Unix socket");
+    let dir = std::path::Path::new(sock)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let vols = dep.pointer("/spec/template/spec/volumes").unwrap();
+    let run = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v.get("emptyDir").is_some() && mounted_at(dep, &v["name"], dir) == 2)
+        .unwrap_or_else(|| panic!("no emptyDir mounted at {dir} in portcullis and envoy"));
+    assert!(run["name"].is_string());
     assert_eq!(s(&cfg, "/listen/http"), "0.0.0.0:9192", "kubelet probes");
     assert_eq!(s(&cfg, "/data_dir"), "/var/lib/portcullis");
     assert_eq!(s(&cfg, "/store/kind"), "postgres");
@@ -179,17 +192,37 @@ fn k8s_manifests_keep_their_guarantees() {
     // The route Envoy names in context_extensions exists in the policy.
     named(&cfg["policy"]["routes"], "uploads");
     let envoy_cfg = yaml(s(cm, "/data/envoy.yaml"), "envoy.yaml");
-    let grpc_port = envoy_cfg
-        .pointer("/static_resources/clusters")
-        .map(|c| {
-            named(c, "portcullis")
-                .pointer("/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/socket_address/port_value")
-                .unwrap()
-                .as_i64()
-                .unwrap()
+    let clusters = envoy_cfg.pointer("/static_resources/clusters").unwrap();
+    let pc = named(clusters, "portcullis");
+    assert_eq!(
+        s(
+            pc,
+            "/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/pipe/path"
+        ),
+        sock,
+        "Envoy's portcullis cluster is the socket portcullis listens on"
+    );
+    assert_eq!(
+        s(pc, "/type"),
+        "STATIC",
+        "a pipe address takes a STATIC cluster"
+    );
+}
+
+/// How many containers (init containers included) mount volume `name` at `path`.
+fn mounted_at(dep: &Value, name: &Value, path: &str) -> usize {
+    let spec = dep.pointer("/spec/template/spec").unwrap();
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec[*k].as_array())
+        .flatten()
+        .filter(|c| {
+            c["volumeMounts"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| &m["name"] == name && m["mountPath"].as_str() == Some(path))
+            })
         })
-        .unwrap();
-    assert!(s(&cfg, "/listen/grpc").ends_with(&format!(":{grpc_port}")));
+        .count()
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub(super) enum Target<'p> {
 }
 
 fn static_label(cell: &'static OnceLock<Label>, name: &str) -> Label {
-    cell.get_or_init(|| Label(Arc::from(name))).clone()
+    cell.get_or_init(|| Label::new(name)).clone()
 }
 
 fn no_route_label() -> Label {

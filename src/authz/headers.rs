@@ -4,15 +4,18 @@
 //! Both depend only on the identity (plus the route name in the metadata),
 //! so they are rendered once per [`Identity`] and kept in it
 //! ([`crate::identity::RenderCache`]): a cached JWT's identity is rendered on its first
-//! allow, later allows clone the ready-made values. A render is tagged with
-//! the configuration it was made for, so a reload never serves stale names.
+//! allow, straight to protobuf bytes, and later allows send those bytes as
+//! they are (`authz::reply`): no header is cloned, formatted or encoded
+//! again. A render is tagged with the configuration it was made for, so a
+//! reload never serves stale names.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::ext_authz::v3::pb::HeaderValueOption;
+use envoy_types::ext_authz::v3::pb::OkHttpResponse;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::config_error::ConfigError;
@@ -259,7 +262,8 @@ impl IdentityHeaders {
     fn render(&self, id: &Identity) -> Rendered {
         let scopes = id.scopes.join(" ");
         let mut headers = Vec::with_capacity(self.fields.len() + self.claims.len());
-        for (f, name) in &self.fields {
+        let mut set = Vec::with_capacity(headers.capacity());
+        for (i, (f, name)) in self.fields.iter().enumerate() {
             let value = match f {
                 IdentityField::Subject => Some(id.subject.as_str()),
                 IdentityField::Issuer => id.issuer.as_deref(),
@@ -272,12 +276,14 @@ impl IdentityHeaders {
             };
             if let Some(v) = value {
                 headers.push(super::response::overwrite(name, v));
+                set.push(i);
             }
         }
         let mut claims = HashMap::new();
-        for (claim, header) in &self.claims {
+        for (j, (claim, header)) in self.claims.iter().enumerate() {
             if let Some((_, v)) = id.claims.iter().find(|(c, _)| c == claim) {
                 headers.push(super::response::overwrite(header, v));
+                set.push(self.fields.len() + j);
                 claims.insert(claim.to_string(), string(v));
             }
         }
@@ -302,34 +308,68 @@ impl IdentityHeaders {
                 },
             );
         }
+        let ok = OkHttpResponse {
+            headers,
+            ..Default::default()
+        };
+        let metadata = Struct { fields: metadata };
+        let mut wire = Vec::with_capacity(ok.encoded_len() + metadata.encoded_len());
+        ok.encode_raw(&mut wire);
+        let ok_len = wire.len();
+        metadata.encode_raw(&mut wire);
         Rendered {
             generation: self.generation,
-            headers,
-            metadata,
+            set: set.into_iter().collect(),
+            wire: wire.into_boxed_slice(),
+            ok_len,
         }
+    }
+
+    /// Is `name` (lower-case) among the headers `r` sets?
+    pub(super) fn sets(&self, r: &Rendered, name: &str) -> bool {
+        r.set.iter().any(|&i| {
+            let n = match self.fields.get(i) {
+                Some((_, n)) => n,
+                None => match self.claims.get(i - self.fields.len()) {
+                    Some((_, n)) => n,
+                    None => return false,
+                },
+            };
+            **n == *name
+        })
     }
 }
 
-fn string(v: &str) -> Value {
+pub(super) fn string(v: &str) -> Value {
     Value {
         kind: Some(Kind::StringValue(v.to_owned())),
     }
 }
 
-/// One identity's headers and metadata fields (without `route`).
+/// One identity's headers and metadata fields (without `route`), encoded:
+/// what every allow of this identity sends. Only bytes are kept (the
+/// message form would cost several times the memory per cached token).
 #[derive(Debug, PartialEq)]
 pub struct Rendered {
     generation: u64,
-    pub headers: Vec<HeaderValueOption>,
-    pub metadata: HashMap<String, Value>,
+    /// Which headers it sets: indexes into the compiled built-in fields,
+    /// then the claim headers.
+    set: Box<[usize]>,
+    /// `OkHttpResponse { headers }` then `Struct { fields }`, encoded.
+    wire: Box<[u8]>,
+    /// Where the `OkHttpResponse` part ends.
+    ok_len: usize,
 }
 
 impl Rendered {
-    /// The dynamic metadata of an allow on `route`.
-    pub fn metadata_for(&self, route: &str) -> Struct {
-        let mut fields = self.metadata.clone();
-        fields.insert("route".to_owned(), string(route));
-        Struct { fields }
+    /// The encoded `OkHttpResponse` fields (the identity headers).
+    pub(super) fn ok_wire(&self) -> &[u8] {
+        &self.wire[..self.ok_len]
+    }
+
+    /// The encoded `Struct` fields of the dynamic metadata (no `route`).
+    pub(super) fn metadata_wire(&self) -> &[u8] {
+        &self.wire[self.ok_len..]
     }
 }
 

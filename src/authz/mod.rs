@@ -3,9 +3,11 @@
 //! [`request`] reads what Envoy sent, [`engine`] decides ([`Engine::decide`]
 //! is the one entry point), [`authenticate`] classifies a bearer token once
 //! and verifies it, [`deny`] is the single error → denial mapping and
-//! [`response`] the single decision → `CheckResponse` builder. [`service`]
-//! is the tonic glue that can only ever answer `Ok(CheckResponse{status:
-//! Some(..)})`. [`build`] makes an engine from a config.
+//! [`response`] the single decision → `CheckResponse` builder ([`reply`]:
+//! the same answer as sent, an allow spliced from pre-encoded identity
+//! bytes). [`service`] is the tonic glue that can only ever answer
+//! `Ok(CheckResponse{status: Some(..)})`. [`build`] makes an engine from a
+//! config.
 
 pub mod assertion;
 pub mod authenticate;
@@ -16,6 +18,7 @@ pub mod deny;
 pub mod engine;
 pub mod explain;
 pub mod headers;
+pub mod reply;
 pub mod request;
 pub mod response;
 pub mod service;
@@ -27,5 +30,6 @@ pub use build::{DpopState, EngineConfig, SharedParts};
 pub use decision::{Challenge, Decision, Denial, DenyKind};
 pub use engine::{Checked, Engine};
 pub use explain::RouteExplanation;
-pub use service::CheckService;
+pub use reply::CheckReply;
+pub use service::{CheckServer, CheckService};
 pub use surface::Surface;

@@ -7,15 +7,21 @@
 //! allow also carries the caller as dynamic metadata (namespace
 //! `envoy.filters.http.ext_authz`): `subject`, `issuer`, `username`,
 //! `client`, `method`, `token_id`, `scopes`, `route` (and mapped `claims`).
+//!
+//! [`reply_for`] is what the gRPC server sends: an allow for an identity
+//! splices its pre-encoded headers and metadata ([`CheckReply`]).
+//! [`build_for`] is the same answer as a `CheckResponse` message (decoded
+//! from those bytes), so tests of one test the other.
 
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct};
 use envoy_types::pb::google::rpc::Status;
 
 use super::decision::{Challenge, Decision, Denial, DenyKind};
+use super::reply::CheckReply;
 use super::request::RequestView;
 use super::surface::Surface;
 use crate::identity::Identity;
@@ -48,6 +54,11 @@ impl Default for ResponseOptions {
 /// `identity_headers`, no route and no server options. `request` supplies
 /// the client's header names so spoofed identity headers can be stripped.
 pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
+    reply(decision, request).into_response()
+}
+
+/// [`build`]'s answer as sent ([`CheckReply`]).
+pub fn reply(decision: &Decision, request: &RequestView<'_>) -> CheckReply {
     static DEFAULT: std::sync::OnceLock<Surface> = std::sync::OnceLock::new();
     let surface = DEFAULT.get_or_init(Surface::default);
     let landed = Landed {
@@ -55,7 +66,7 @@ pub fn build(decision: &Decision, request: &RequestView<'_>) -> CheckResponse {
         label: "(none)",
         assertion: None,
     };
-    build_for(
+    reply_for(
         decision,
         request,
         &landed,
@@ -76,7 +87,8 @@ pub struct Landed<'a> {
 }
 
 /// Builds the response for a decision on `landed`, with `surface`'s
-/// identity headers and credential sources and the server-wide `opts`.
+/// identity headers and credential sources and the server-wide `opts`:
+/// [`reply_for`]'s answer as a message.
 pub fn build_for(
     decision: &Decision,
     request: &RequestView<'_>,
@@ -84,10 +96,21 @@ pub fn build_for(
     surface: &Surface,
     opts: &ResponseOptions,
 ) -> CheckResponse {
+    reply_for(decision, request, landed, surface, opts).into_response()
+}
+
+/// The answer to send for a decision on `landed` (see [`build_for`]).
+pub fn reply_for(
+    decision: &Decision,
+    request: &RequestView<'_>,
+    landed: &Landed<'_>,
+    surface: &Surface,
+    opts: &ResponseOptions,
+) -> CheckReply {
     match decision {
         Decision::Allow(id) => allow(Some(id), request, landed, surface),
         Decision::AllowAnonymous => allow(None, request, landed, surface),
-        Decision::Deny(d) => deny(d, opts),
+        Decision::Deny(d) => deny(d, opts).into(),
     }
 }
 
@@ -96,31 +119,21 @@ fn allow(
     request: &RequestView<'_>,
     landed: &Landed<'_>,
     surface: &Surface,
-) -> CheckResponse {
-    // Rendered once per identity: a cached JWT costs clones, not formatting.
-    let (mut headers, metadata) = match id {
-        Some(id) => {
-            let r = surface.headers.rendered(id);
-            (r.headers.clone(), r.metadata_for(landed.label))
-        }
-        None => {
-            let mut fields = std::collections::HashMap::with_capacity(1);
-            fields.insert(
-                "route".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue(landed.label.to_owned())),
-                },
-            );
-            (Vec::new(), Struct { fields })
-        }
-    };
+) -> CheckReply {
+    // Rendered (and encoded) once per identity: a cached JWT's headers and
+    // metadata cost a copy of ready bytes.
+    let rendered = id.map(|id| surface.headers.rendered(id));
+    let mut headers = Vec::new();
     if let Some(jwt) = landed.assertion {
         headers.push(overwrite(surface.headers.assertion_header(), jwt));
     }
     let set = |n: &str| {
-        headers
-            .iter()
-            .any(|h| h.header.as_ref().is_some_and(|h| h.key == n))
+        rendered
+            .as_ref()
+            .is_some_and(|r| surface.headers.sets(r, n))
+            || headers
+                .iter()
+                .any(|h| h.header.as_ref().is_some_and(|h| h.key == n))
     };
     let mut headers_to_remove: Vec<String> = Vec::new();
     let mut remove = |n: String| {
@@ -152,19 +165,27 @@ fn allow(
         Some(r) if r.query_credential && request.has_query_param(param) => vec![param.to_owned()],
         _ => Vec::new(),
     };
-    CheckResponse {
-        status: Some(Status {
-            code: 0,
-            message: String::new(),
-            details: Vec::new(),
-        }),
-        dynamic_metadata: Some(metadata),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers,
-            headers_to_remove,
-            query_parameters_to_remove,
-            ..Default::default()
-        })),
+    let ok = OkHttpResponse {
+        headers,
+        headers_to_remove,
+        query_parameters_to_remove,
+        ..Default::default()
+    };
+    let mut fields = std::collections::HashMap::with_capacity(1);
+    fields.insert("route".to_owned(), super::headers::string(landed.label));
+    let metadata = Struct { fields };
+    match rendered {
+        Some(r) => CheckReply::allow(r, ok, metadata),
+        None => CheckResponse {
+            status: Some(Status {
+                code: 0,
+                message: String::new(),
+                details: Vec::new(),
+            }),
+            dynamic_metadata: Some(metadata),
+            http_response: Some(HttpResponse::OkResponse(ok)),
+        }
+        .into(),
     }
 }
 

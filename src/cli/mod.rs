@@ -89,9 +89,9 @@ pub struct ConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub cfg: ConfigArgs,
-    /// gRPC listen address (overrides `listen.grpc`).
+    /// gRPC listen address, `HOST:PORT` or `unix:/path` (overrides `listen.grpc`).
     #[arg(long)]
-    pub grpc_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<crate::listen::GrpcListen>,
     /// HTTP listen address (overrides `listen.http`).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
@@ -183,13 +183,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result<i32> {
     let mut cfg = args.cfg.load()?;
     crate::telemetry::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
-    if let Some(a) = args.grpc_addr {
+    if let Some(a) = args.grpc_addr.clone() {
         cfg.listen.grpc = a;
     }
     if let Some(a) = args.http_addr {
         cfg.listen.http = a;
     }
-    if args.cfg.dev && !(cfg.listen.grpc.ip().is_loopback() && cfg.listen.http.ip().is_loopback()) {
+    if args.cfg.dev && !(cfg.listen.grpc.is_local() && cfg.listen.http.ip().is_loopback()) {
         bail!(
             "--dev binds only to loopback; listen.grpc={} listen.http={} are not loopback addresses",
             cfg.listen.grpc,
@@ -204,7 +204,7 @@ async fn serve(args: ServeArgs, log_format: Option<LogFormat>) -> anyhow::Result
     let (cfg_args, grpc, http) = (args.cfg.clone(), args.grpc_addr, args.http_addr);
     let loader: crate::reload::Loader = std::sync::Arc::new(move || {
         let mut c = cfg_args.load()?;
-        if let Some(a) = grpc {
+        if let Some(a) = grpc.clone() {
             c.listen.grpc = a;
         }
         if let Some(a) = http {

@@ -90,7 +90,9 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// gRPC: Envoy's `Authorization/Check`, health, reflection, TokenService.
-    pub grpc: SocketAddr,
+    /// `HOST:PORT`, or `unix:/path` for a Unix socket shared with Envoy
+    /// (an Envoy `pipe` address).
+    pub grpc: crate::listen::GrpcListen,
     /// HTTP: `/healthz`, `/readyz`, the REST API and (in `--dev`) the dev issuer.
     pub http: SocketAddr,
 }
@@ -98,7 +100,7 @@ pub struct ListenConfig {
 impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
-            grpc: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 9191)).into(),
             http: SocketAddr::from(([127, 0, 0, 1], 9192)),
         }
     }

@@ -123,7 +123,7 @@ impl IssuerKeys {
     fn build(cfg: &IssuerConfig, http: reqwest::Client, keys: KeySet, fixed: bool) -> Self {
         IssuerKeys {
             issuer: cfg.issuer.clone(),
-            label: crate::metrics::Label(Arc::from(cfg.issuer.as_str())),
+            label: crate::metrics::Label::new(&cfg.issuer),
             jwks_uri: Mutex::new(cfg.jwks_uri.clone()),
             fixed,
             keys: ArcSwap::from_pointee(keys),

@@ -10,7 +10,6 @@
 //! [`hash_prefix`] or the token id, never the raw token.
 
 use rand::{RngCore, TryRngCore, rngs::OsRng};
-use sha2::{Digest, Sha256};
 
 /// SHA-256 of a whole token: the only form in which a token is stored.
 pub type TokenHash = [u8; 32];
@@ -107,9 +106,14 @@ pub fn parse(prefix: &str, token: &str) -> Result<(), Malformed> {
     check(prefix, token)
 }
 
-/// SHA-256 of the whole token (prefix included).
+/// SHA-256 of the whole token (prefix included), with aws-lc's assembly
+/// (see `jwt::token_hash`).
 pub fn hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    // SHA-256 output is 32 bytes by definition.
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// First 8 hex characters of a token hash: safe to log.
@@ -127,6 +131,21 @@ pub fn display_hint(prefix: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stored PAT hashes are plain SHA-256 (FIPS 180-2 test vectors):
+    /// changing the implementation must not change a byte.
+    #[test]
+    fn hash_is_sha256() {
+        assert_eq!(
+            hex::encode(hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let long = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+        assert_eq!(
+            hex::encode(hash(long)),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+    }
 
     #[test]
     fn generate_then_check() {

@@ -108,7 +108,7 @@ fn compile_route(
         methods,
         hosts: hosts.clone(),
         index: i,
-        label: crate::metrics::Label(std::sync::Arc::from(rc.name.as_str())),
+        label: crate::metrics::Label::new(&rc.name),
     };
     (route, (hosts, path_kind))
 }

@@ -12,10 +12,13 @@
 //! - [`load`]: the pacer and the histograms;
 //! - [`search`]: the run plan (warm-up, handler, find-max, measurement);
 //! - [`report`], [`plot`]: tables, JSON, targets, SVG;
-//! - [`noop`]: the no-op Check server (`--baseline noop`, `portcullis-bench noop`).
+//! - [`noop`]: the no-op Check server (`--baseline noop`, `portcullis-bench noop`);
+//! - [`calls`]: a fixed number of Checks with hooks (`portcullis-bench calls`),
+//!   for instruction counts and cache fills.
 
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod cpu;
 pub mod load;
 pub mod noop;
@@ -84,13 +87,15 @@ pub struct BenchArgs {
     /// Use a scratch database: the harness leaves its PATs there.
     #[arg(long)]
     pub store_url: Option<String>,
-    /// Run the same load against a baseline server and print ratios.
-    #[arg(long, value_enum)]
-    pub baseline: Option<Baseline>,
+    /// Run the same load against baseline servers and print ratios:
+    /// `noop` (OK with one header), `noop-shaped` (OK shaped like
+    /// portcullis' JWT allow). Repeat or separate with commas for both.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub baseline: Vec<Baseline>,
     /// The baseline at this URL (e.g. `portcullis-bench noop` in another
-    /// process) instead of in-process.
-    #[arg(long)]
-    pub baseline_target: Option<String>,
+    /// process) instead of in-process; one per --baseline, in order.
+    #[arg(long, value_delimiter = ',')]
+    pub baseline_target: Vec<String>,
     /// Search the saturation rate (per server), then measure at 50 % of it.
     #[arg(long)]
     pub find_max: bool,
@@ -121,8 +126,28 @@ pub struct BenchArgs {
 /// `--baseline`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
-    /// A Check server on the same tonic stack that answers OK at once.
+    /// A Check server on the same tonic stack that answers OK at once,
+    /// with one header.
     Noop,
+    /// The same, answering with portcullis' response shape for a JWT
+    /// allow (identity headers, a header to remove, dynamic metadata).
+    NoopShaped,
+}
+
+impl Baseline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Noop => "noop",
+            Baseline::NoopShaped => "noop-shaped",
+        }
+    }
+
+    pub fn shape(self) -> noop::Shape {
+        match self {
+            Baseline::Noop => noop::Shape::Single,
+            Baseline::NoopShaped => noop::Shape::Identity,
+        }
+    }
 }
 
 /// `portcullis-bench noop`: serve only the no-op Check server.
@@ -131,9 +156,18 @@ pub struct NoopArgs {
     /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:9300")]
     pub addr: SocketAddr,
-    /// Allow with the six `x-auth-*` headers a JWT allow carries.
-    #[arg(long)]
+    /// What every Check gets: `single` (OK with one header) or
+    /// `identity` (portcullis' JWT allow: seven identity headers, a header
+    /// to remove, dynamic metadata).
+    #[arg(long, value_enum, default_value = "single")]
+    pub shape: noop::Shape,
+    /// The same as `--shape identity` (kept for older scripts).
+    #[arg(long, hide = true)]
     pub identity_headers: bool,
+    /// Print each CheckRequest's HTTP attributes and header names (never
+    /// values) on stderr: what an Envoy config sends.
+    #[arg(long)]
+    pub show_requests: bool,
 }
 
 /// Runs the load; the exit code is 0 unless the harness itself failed
@@ -156,9 +190,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 pub async fn run_noop(args: NoopArgs) -> anyhow::Result<i32> {
     portcullis::telemetry::init(portcullis::config::LogFormat::Human, "info");
     let stop = CancellationToken::new();
-    let check = noop::NoopCheck {
-        identity_headers: args.identity_headers,
+    let shape = match args.identity_headers {
+        true => noop::Shape::Identity,
+        false => args.shape,
     };
+    let mut check = noop::NoopCheck::new(shape);
+    if args.show_requests {
+        check = check.showing_requests();
+    }
     let addr = noop::start(args.addr, check, stop.clone()).await?;
     eprintln!("no-op Check server on {addr}");
     portcullis::server::wait_for_signal().await;
@@ -176,8 +215,8 @@ fn validate(a: &BenchArgs) -> anyhow::Result<()> {
     if a.server_threads == 0 || a.client_threads == 0 {
         bail!("--server-threads and --client-threads must be at least 1");
     }
-    if a.baseline_target.is_some() && a.baseline.is_none() {
-        bail!("--baseline-target needs --baseline noop");
+    if !a.baseline_target.is_empty() && a.baseline_target.len() != a.baseline.len() {
+        bail!("--baseline-target takes one URL per --baseline, in the same order");
     }
     if a.target.is_some() && a.config.is_some() && a.store_url.is_some() {
         bail!("with --target, give the store as --config or --store-url, not both");

@@ -55,6 +55,11 @@ impl Clients {
     pub fn first(&self) -> AuthorizationClient<Channel> {
         self.0[0].clone()
     }
+
+    /// The `i`-th client, round-robin.
+    pub fn pick(&self, i: usize) -> AuthorizationClient<Channel> {
+        self.0[i % self.0.len()].clone()
+    }
 }
 
 /// Latency histograms (nanoseconds) and error counts of one phase.
@@ -248,9 +253,9 @@ pub async fn handler_phase(
             continue;
         };
         let t = Instant::now();
-        let (_, resp) = svc.respond(&req).await;
+        let (_, reply) = svc.reply(&req).await;
         let ns = t.elapsed().as_nanos().max(1) as u64;
-        let code = resp.status.as_ref().map_or(-1, |s| s.code);
+        let code = reply.code();
         if code != kind.expected_code() {
             *rec.errors
                 .entry(format!("{kind}: status {code}"))

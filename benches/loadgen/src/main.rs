@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use portcullis_bench::calls::CallsArgs;
 use portcullis_bench::{BenchArgs, NoopArgs};
 
 /// Open-loop Check load generator for portcullis, with a no-op baseline
@@ -24,6 +25,9 @@ enum Command {
     /// Serve a no-op Check server (answers OK at once), for baselines
     /// (what `portcullis bench-noop` did).
     Noop(NoopArgs),
+    /// A fixed number of Checks against a running server, closed loop,
+    /// with hooks around the counted ones (instruction counts, cache fills).
+    Calls(CallsArgs),
 }
 
 #[tokio::main]
@@ -32,6 +36,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         None => portcullis_bench::run(cli.run).await,
         Some(Command::Noop(args)) => portcullis_bench::run_noop(args).await,
+        Some(Command::Calls(args)) => portcullis_bench::calls::run(args).await,
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),

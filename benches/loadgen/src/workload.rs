@@ -322,9 +322,13 @@ impl Sources {
             );
         };
         let run = Uuid::new_v4().simple().to_string();
-        let now = Utc::now();
         let made: Vec<anyhow::Result<String>> = futures::stream::iter(0..n)
             .map(|i| {
+                // Stamped as it is made: the server's resync picks up PATs
+                // created after its watermark (minus a small overlap), so
+                // one timestamp for a batch that takes a minute to insert
+                // would leave most of it unknown.
+                let now = Utc::now();
                 let raw = format::generate(&self.pat_prefix);
                 let user = format!("bench-{tag}-{}-{}", &run[..8], i / 50);
                 let t = NewToken {
@@ -352,7 +356,14 @@ impl Sources {
             .buffer_unordered(16)
             .collect()
             .await;
-        made.into_iter().collect()
+        let made: Vec<String> = made.into_iter().collect::<anyhow::Result<_>>()?;
+        // They went straight into the store: the server adds them to its
+        // known hashes at its next resync (`revocation.resync_interval`,
+        // 5 s); until then it looks unknown PATs up within a small budget
+        // and denies the rest as unknown, which no PAT kind means to measure.
+        eprintln!("  {n} PATs created; waiting 6 s for the server's resync to learn of them");
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        Ok(made)
     }
 }
 

@@ -1,5 +1,5 @@
 //! `portcullis-bench` end to end at a low rate for about a second: the CLI,
-//! the in-process server, every workload kind, the no-op baseline, the
+//! the in-process server, every workload kind, both no-op baselines, the
 //! handler phase, and the JSON and SVG outputs. No timing assertions.
 
 use std::process::Command;
@@ -24,7 +24,7 @@ fn bench_runs_end_to_end() {
             "--mix",
             "jwt-warm=4,jwt-cold=2,pat-warm=2,pat-cold=1,deny=1",
             "--baseline",
-            "noop",
+            "noop,noop-shaped",
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -41,7 +41,8 @@ fn bench_runs_end_to_end() {
         "## Latency",
         "| jwt-cold |",
         "| pat-cold |",
-        "portcullis vs no-op",
+        "portcullis vs no-op (noop)",
+        "portcullis vs no-op (noop-shaped)",
         "## Targets",
     ] {
         assert!(
@@ -54,8 +55,8 @@ fn bench_runs_end_to_end() {
     let phases = report["phases"].as_array().unwrap();
     assert_eq!(
         phases.len(),
-        3,
-        "handler, portcullis and noop phases: {report:#}"
+        4,
+        "handler, portcullis, noop and noop-shaped phases: {report:#}"
     );
     for p in phases {
         assert_eq!(

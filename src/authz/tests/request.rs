@@ -366,3 +366,25 @@ fn two_credentials_are_refused_never_chosen_between() {
             .is_err()
     );
 }
+
+/// The lookup table accepts exactly RFC 6750's b64token alphabet, byte by
+/// byte, with `=` only as trailing padding.
+#[test]
+fn b64token_table_matches_the_grammar() {
+    for b in 0..=255u8 {
+        let expected =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        let mut v = vec![b'a', b, b'z'];
+        if let Ok(s) = std::str::from_utf8(&v) {
+            assert_eq!(is_b64token(s), expected, "byte {b:#04x}");
+        } else {
+            assert!(!expected, "byte {b:#04x}");
+        }
+        v.truncate(1);
+        assert!(is_b64token(std::str::from_utf8(&v).unwrap()));
+    }
+    assert!(is_b64token("abc=="));
+    assert!(!is_b64token("a=b"));
+    assert!(!is_b64token("=="));
+    assert!(!is_b64token("é"));
+}

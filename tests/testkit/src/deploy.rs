@@ -163,6 +163,7 @@ pub fn assert_envoy_properties(root: &Value, what: &str) {
         "{what}: errors must be 503"
     );
     assert_eq!(a["include_peer_certificate"], false, "{what}");
+    assert_allowed_headers(a, what);
     assert!(a.get("with_request_body").is_none(), "{what}");
     assert_eq!(
         a["grpc_service"]["envoy_grpc"]["cluster_name"], "portcullis",
@@ -261,3 +262,39 @@ pub fn assert_envoy_properties(root: &Value, what: &str) {
 }
 
 // --- tests -----------------------------------------------------------------
+
+/// ext_authz sends only the headers portcullis reads, and every header
+/// with the identity prefix (a client copy must reach portcullis to be
+/// removed).
+fn assert_allowed_headers(ext_authz: &Value, what: &str) {
+    let patterns = ext_authz
+        .pointer("/allowed_headers/patterns")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{what}: ext_authz has no allowed_headers.patterns"));
+    let exact: Vec<&str> = patterns
+        .iter()
+        .filter_map(|p| p["exact"].as_str())
+        .collect();
+    for h in [
+        "authorization",
+        "dpop",
+        "x-request-id",
+        "x-forwarded-for",
+        "user-agent",
+    ] {
+        assert!(
+            exact.contains(&h),
+            "{what}: allowed_headers lacks {h}: {exact:?}"
+        );
+    }
+    assert!(
+        patterns
+            .iter()
+            .any(|p| p["prefix"].as_str() == Some(portcullis::authz::headers::DEFAULT_PREFIX)),
+        "{what}: allowed_headers must send every x-auth-* header: {patterns:?}"
+    );
+    assert!(
+        !exact.contains(&"cookie"),
+        "{what}: cookies are not portcullis' business"
+    );
+}
