@@ -143,10 +143,13 @@ async fn backchannel_logout(
         Err(e) => return refused(&e),
     };
     let key = format!("{}\n{}", lt.issuer, lt.jti);
+    // `or_insert_with`: moka's per-key initializer lets one of two
+    // concurrent deliveries of the same token through (`or_insert` is a
+    // get then an insert, so both could be "fresh").
     if !st
         .replay
         .entry(key.clone())
-        .or_insert(lt.replay_window)
+        .or_insert_with(|| lt.replay_window)
         .is_fresh()
     {
         return refused(&LogoutTokenError::Replayed);

@@ -37,10 +37,14 @@ impl ReplayCache {
 
     /// True the first time (`jkt`, `jti`) is offered within the window;
     /// false for a replay. Atomic: of two concurrent offers, one wins.
+    /// `or_insert_with`, not `or_insert`: moka's `or_insert` is a get then
+    /// an insert, so two concurrent offers of one proof could both be
+    /// "fresh"; `or_insert_with` runs through moka's per-key initializer,
+    /// which lets exactly one caller insert.
     pub fn first_use(&self, jkt: &str, jti: &str) -> bool {
         self.seen
             .entry((jkt.to_owned(), jti.to_owned()))
-            .or_insert(())
+            .or_insert_with(|| ())
             .is_fresh()
     }
 }
@@ -61,13 +65,24 @@ mod tests {
 
     #[test]
     fn concurrent_offers_have_one_winner() {
-        let c = ReplayCache::new(100, Duration::from_secs(60));
-        let wins: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| c.first_use("k", "same") as usize))
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(wins, 1);
+        // Many rounds: with `or_insert` (get, then insert) two threads won
+        // a round now and then, so one round alone passed by luck.
+        let c = ReplayCache::new(100_000, Duration::from_secs(60));
+        let barrier = std::sync::Barrier::new(8);
+        for round in 0..300 {
+            let jti = format!("jti-{round}");
+            let wins: usize = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            c.first_use("k", &jti) as usize
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(wins, 1, "round {round}");
+        }
     }
 }
