@@ -386,3 +386,84 @@ async fn a_pat_revokes_itself() {
     assert_eq!((info.id.as_str(), info.active), (id2.as_str(), false));
     srv.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A malformed report is refused without quoting the token back (serde's
+/// message would), and every refusal takes as long as a success
+/// (`api.leak_report_floor`, 150 ms here), so a refusal tells nothing.
+#[tokio::test]
+async fn leak_report_refusals_neither_echo_tokens_nor_answer_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    let (_, pat) = api.create(&alice, "leaky", &["api:read"]).await;
+    let http = reqwest::Client::new();
+    let floor = Duration::from_millis(150);
+    let raw = |body: String, secret: Option<&str>, bearer: Option<&str>| {
+        let mut rb = http
+            .post(api.url("/api/v1/tokens/revoke-leaked"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = secret {
+            rb = rb.header("x-portcullis-leak-secret", s);
+        }
+        if let Some(t) = bearer {
+            rb = rb.bearer_auth(t);
+        }
+        async move {
+            let t0 = Instant::now();
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap(), t0.elapsed())
+        }
+    };
+    for body in [
+        format!(r#"{{"tokens":"{pat}"}}"#),
+        format!(r#"{{"tokens":["{pat}"], "{pat}": 1}}"#),
+        format!(r#"{{"tokens":[{pat}]}}"#),
+    ] {
+        let (s, text, took) = raw(body, Some(LEAK_SECRET), None).await;
+        assert_eq!(s, 400, "{text}");
+        assert!(text.contains("line 1, column"), "{text}");
+        assert!(
+            !text.contains(&pat) && !text.contains(&pat[4..12]),
+            "the 400 quotes the token: {text}"
+        );
+        assert!(took >= floor, "a bad body answered early: {took:?}");
+    }
+    let ok_body = || format!(r#"{{"tokens":["{pat}x"]}}"#);
+    let refusals = [
+        (raw(ok_body(), None, None).await, 401),
+        (
+            raw(ok_body(), Some("wrong-secret-wrong-secret-wrong"), None).await,
+            401,
+        ),
+        (raw(ok_body(), None, Some(&alice)).await, 403),
+        (
+            raw(r#"{"tokens":[]}"#.into(), Some(LEAK_SECRET), None).await,
+            400,
+        ),
+    ];
+    for ((s, text, took), want) in refusals {
+        assert_eq!(s, want, "{text}");
+        assert!(took >= floor, "a {s} answered early ({took:?}): {text}");
+    }
+    // gRPC: the same floor on a refusal.
+    let mut g = TokenServiceClient::connect(format!("http://{}", srv.grpc_addr))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let e = g
+        .revoke_leaked(pb::RevokeLeakedRequest {
+            tokens: vec![pat.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(
+        t0.elapsed() >= floor,
+        "gRPC refusal early: {:?}",
+        t0.elapsed()
+    );
+    srv.shutdown(Duration::from_secs(5)).await;
+}

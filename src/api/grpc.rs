@@ -288,22 +288,25 @@ impl pb::token_service_server::TokenService for GrpcTokens {
         req: Request<pb::RevokeLeakedRequest>,
     ) -> Result<Response<pb::RevokeLeakedResponse>, Status> {
         let started = std::time::Instant::now();
-        let auth = match req.metadata().get(crate::api::rest::LEAK_SECRET_HEADER) {
-            Some(v) => LeakAuth::Secret {
-                presented: v.to_str().unwrap_or_default().to_owned(),
-                client_addr: self.client_addr(&req),
-            },
-            None => LeakAuth::Caller(self.caller(&req).await?),
+        let work = async {
+            let auth = match req.metadata().get(crate::api::rest::LEAK_SECRET_HEADER) {
+                Some(v) => LeakAuth::Secret {
+                    presented: v.to_str().unwrap_or_default().to_owned(),
+                    client_addr: self.client_addr(&req),
+                },
+                None => LeakAuth::Caller(self.caller(&req).await?),
+            };
+            let reporter = self.svc.leak_reporter(auth).map_err(|e| e.to_status())?;
+            let out = self
+                .svc
+                .revoke_leaked(&reporter, req.into_inner().tokens)
+                .await
+                .map_err(|e| e.to_status())?;
+            Ok(Response::new(pb::RevokeLeakedResponse {
+                received: u32::try_from(out.received).unwrap_or(u32::MAX),
+            }))
         };
-        let reporter = self.svc.leak_reporter(auth).map_err(|e| e.to_status())?;
-        let out = self
-            .svc
-            .revoke_leaked(&reporter, req.into_inner().tokens, started)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::RevokeLeakedResponse {
-            received: u32::try_from(out.received).unwrap_or(u32::MAX),
-        }))
+        self.svc.leak_padded(started, work).await
     }
 
     async fn list_audit_events(
