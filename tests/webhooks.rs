@@ -194,35 +194,60 @@ async fn the_readme_receiver_verifies_signatures_and_refuses_tampering() {
     let printed: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(printed["type"], "token.created");
     assert_eq!(printed["token_id"], id);
-    // Tampered, stale and unsigned requests are refused with 401.
+    // Tampered, stale, replayed-under-a-new-id and unsigned requests are
+    // refused with 401.
     let http = reqwest::Client::new();
     let body = br#"{"id":"x","type":"token.revoked"}"#;
     let now = Utc::now().timestamp();
-    let good = sign::signature(SECRET.as_bytes(), now, body);
-    let post = |ts: i64, sig: String, body: &'static [u8]| {
+    let id1 = "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f60";
+    let good = sign::signature(SECRET.as_bytes(), now, id1, body);
+    let post = |ts: i64, delivery: &'static str, sig: String, body: &'static [u8]| {
         http.post(&url)
             .header("x-portcullis-timestamp", ts.to_string())
+            .header("x-portcullis-delivery", delivery)
             .header("x-portcullis-signature", sig)
             .body(body)
             .send()
     };
-    let ok = post(now, good.clone(), body).await.unwrap();
+    let ok = post(now, id1, good.clone(), body).await.unwrap();
     assert_eq!(ok.status(), 204);
-    let tampered = post(now, good.clone(), br#"{"id":"x","type":"token.created"}"#)
-        .await
-        .unwrap();
+    let tampered = post(
+        now,
+        id1,
+        good.clone(),
+        br#"{"id":"x","type":"token.created"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(tampered.status(), 401);
-    let stale_sig = sign::signature(SECRET.as_bytes(), now - 3600, body);
+    // The same request with only the delivery id changed (to get past the
+    // receiver's deduplication): refused.
+    let replayed = post(
+        now,
+        "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f61",
+        good.clone(),
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed.status(), 401);
+    let stale_sig = sign::signature(SECRET.as_bytes(), now - 3600, id1, body);
     assert_eq!(
-        post(now - 3600, stale_sig, body).await.unwrap().status(),
+        post(now - 3600, id1, stale_sig, body)
+            .await
+            .unwrap()
+            .status(),
         401
     );
     assert_eq!(
-        post(now, "sha256=00".into(), body).await.unwrap().status(),
+        post(now, id1, "sha256=00".into(), body)
+            .await
+            .unwrap()
+            .status(),
         401
     );
-    let other = sign::signature(b"another-secret-0123456789", now, body);
-    assert_eq!(post(now, other, body).await.unwrap().status(), 401);
+    let other = sign::signature(b"another-secret-0123456789", now, id1, body);
+    assert_eq!(post(now, id1, other, body).await.unwrap().status(), 401);
     let _ = py.kill();
     let _ = py.wait();
     srv.shutdown(Duration::from_secs(5)).await;

@@ -247,14 +247,15 @@ impl Dispatcher {
             }
         };
         let ts = (self.clock)().timestamp();
-        let sig = sign::signature(&hook.secret, ts, &body);
+        let delivery = d.id.to_string();
+        let sig = sign::signature(&hook.secret, ts, &delivery, &body);
         let res = self
             .http
             .post(hook.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(sign::SIGNATURE_HEADER, sig)
             .header(sign::TIMESTAMP_HEADER, ts.to_string())
-            .header(sign::DELIVERY_HEADER, d.id.to_string())
+            .header(sign::DELIVERY_HEADER, delivery)
             .header(sign::EVENT_HEADER, d.event.event.as_str())
             .body(body)
             .send()
