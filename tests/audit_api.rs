@@ -22,7 +22,7 @@ const LEAK_SECRET: &str = "scanner-shared-secret-0123456789abcdef";
 fn yaml() -> String {
     format!(
         "policy:\n  default: authenticated\n\
-         audit:\n  trusted_proxy_hops: 1\n\
+         audit:\n  trusted_proxy_hops: 1\n  trusted_proxies: [127.0.0.1]\n\
          api:\n  leak_report_secret: {LEAK_SECRET}\n  leak_report_floor: 150ms\n"
     )
 }
@@ -46,8 +46,9 @@ async fn the_audit_trail_records_who_what_which_when_and_where_from() {
     let alice = dev_login(dir.path(), "alice", MANAGER);
     let bob = dev_login(dir.path(), "bob", MANAGER);
     let admin = dev_login(dir.path(), "root", ADMIN);
-    // Created through "Envoy": the client spoofs an entry, Envoy appends
-    // the address it saw; one trusted hop picks Envoy's.
+    // Created through "Envoy" (a trusted proxy on 127.0.0.1): the client
+    // spoofs an entry, Envoy appends the address it saw; one trusted hop
+    // picks Envoy's.
     let created: Value = reqwest::Client::new()
         .post(api.url("/api/v1/tokens"))
         .bearer_auth(&alice)
@@ -466,4 +467,84 @@ async fn leak_report_refusals_neither_echo_tokens_nor_answer_early() {
         t0.elapsed()
     );
     srv.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `X-Forwarded-For` is believed only from a peer in
+/// `audit.trusted_proxies`: a client connecting directly (127.0.0.1, not a
+/// listed proxy) is recorded as itself, whatever header it sends; and the
+/// gRPC port (`audit.grpc_trusted_proxy_hops`, default 0) never believes it.
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_not_believed() {
+    let created_from = |srv_http, token: String, xff: &'static str| async move {
+        let api = Api::new(srv_http);
+        let r = reqwest::Client::new()
+            .post(api.url("/api/v1/tokens"))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", xff)
+            .json(&json!({"name": "direct", "scopes": ["api:read"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let trail = events(&api.get("/api/v1/audit?event=token.created", &token).await);
+        trail[0]["actor"]["client_addr"].clone()
+    };
+    // Only 192.0.2.10 is a proxy.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(
+        "policy:\n  default: authenticated\n\
+         audit:\n  trusted_proxy_hops: 1\n  trusted_proxies: [192.0.2.10/32]\n",
+        dir.path(),
+        true,
+    )
+    .await;
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    assert_eq!(
+        created_from(srv.http_addr, alice.clone(), "6.6.6.6").await,
+        "127.0.0.1"
+    );
+    srv.shutdown(Duration::from_secs(5)).await;
+    // 127.0.0.1 is a proxy for HTTP; gRPC still records the peer.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    assert_eq!(
+        created_from(srv.http_addr, alice.clone(), "6.6.6.6").await,
+        "6.6.6.6"
+    );
+    let mut g = TokenServiceClient::connect(format!("http://{}", srv.grpc_addr))
+        .await
+        .unwrap();
+    let mut req = with_auth(
+        pb::CreateTokenRequest {
+            name: "over-grpc".into(),
+            scopes: vec!["api:read".into()],
+            ..Default::default()
+        },
+        &alice,
+    );
+    req.metadata_mut()
+        .insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    g.create_token(req).await.unwrap();
+    let api = Api::new(srv.http_addr);
+    let trail = events(&api.get("/api/v1/audit?event=token.created", &alice).await);
+    assert_eq!(trail[0]["data"]["token"]["name"], "over-grpc");
+    assert_eq!(trail[0]["actor"]["client_addr"], "127.0.0.1");
+    srv.shutdown(Duration::from_secs(5)).await;
+    // A hop count without a proxy list is refused, naming the key.
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg({
+            let p = dir.path().join("bad.yaml");
+            std::fs::write(&p, "audit:\n  trusted_proxy_hops: 1\n").unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit.trusted_proxies")
+            || String::from_utf8_lossy(&out.stdout).contains("audit.trusted_proxies"),
+        "{out:?}"
+    );
 }

@@ -42,8 +42,9 @@ impl GrpcTokens {
         Ok(c.with_client_addr(self.client_addr(req)))
     }
 
-    /// The client address (`audit.trusted_proxy_hops`): `x-forwarded-for`
-    /// metadata and the TCP peer.
+    /// The client address (`audit.grpc_trusted_proxy_hops`,
+    /// `audit.trusted_proxies`): `x-forwarded-for` metadata, believed only
+    /// from a trusted peer, and the TCP peer.
     fn client_addr<T>(&self, req: &Request<T>) -> Option<String> {
         let xff: Vec<&str> = req
             .metadata()
@@ -51,7 +52,7 @@ impl GrpcTokens {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        self.svc.client_addr(&xff, req.remote_addr())
+        self.svc.grpc_client_addr(&xff, req.remote_addr())
     }
 }
 

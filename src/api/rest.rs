@@ -80,7 +80,8 @@ fn authorization(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
-/// The client address of the call (`audit.trusted_proxy_hops`).
+/// The client address of the call (`audit.trusted_proxies`,
+/// `audit.trusted_proxy_hops`).
 fn client_addr(svc: &TokenService, h: &HeaderMap, peer: Option<&PeerAddr>) -> Option<String> {
     let xff: Vec<&str> = h
         .get_all("x-forwarded-for")

@@ -110,20 +110,34 @@ fn cursor(c: Option<&str>) -> Result<Option<Cursor>, ApiError> {
 }
 
 impl TokenService {
-    /// Sets `audit.trusted_proxy_hops` (default 0: the TCP peer).
-    pub fn with_trusted_proxy_hops(mut self, hops: u8) -> Self {
-        self.trusted_proxy_hops = hops;
+    /// Kept for callers written when the service held the hop count. The
+    /// client-address settings (`audit.trusted_proxies` and both hop
+    /// counts) now come with the engine, from the same config, so that the
+    /// proxy list and the hops are read together and follow a reload;
+    /// `hops` is not used.
+    pub fn with_trusted_proxy_hops(self, hops: u8) -> Self {
+        let _ = hops;
         self
     }
 
-    /// The client address of a call: `X-Forwarded-For` values and the
-    /// TCP peer, read per `audit.trusted_proxy_hops`.
+    /// The client address of a call on the HTTP port: `X-Forwarded-For`
+    /// values and the TCP peer, read per `audit.trusted_proxies` and
+    /// `audit.trusted_proxy_hops`.
     pub fn client_addr(
         &self,
         forwarded_for: &[&str],
         peer: Option<std::net::SocketAddr>,
     ) -> Option<String> {
-        crate::audit::client_addr(forwarded_for, peer, self.trusted_proxy_hops)
+        self.engine.load().client_addrs().http(forwarded_for, peer)
+    }
+
+    /// The same on the gRPC port (`audit.grpc_trusted_proxy_hops`).
+    pub fn grpc_client_addr(
+        &self,
+        forwarded_for: &[&str],
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<String> {
+        self.engine.load().client_addrs().grpc(forwarded_for, peer)
     }
 
     /// `GET /api/v1/audit`: the caller's own events (about their tokens or
