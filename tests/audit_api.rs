@@ -548,3 +548,41 @@ async fn forwarded_for_from_an_untrusted_peer_is_not_believed() {
         "{out:?}"
     );
 }
+
+/// An owner's trail names who acted on their tokens but keeps another
+/// person's address private (an admin's, a scanner's); admins see it.
+#[tokio::test]
+async fn an_owner_does_not_see_where_an_admin_acted_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    let admin = dev_login(dir.path(), "root", ADMIN);
+    let (id, _) = api.create(&alice, "ci", &["api:read"]).await;
+    let r = reqwest::Client::new()
+        .delete(api.url("/api/v1/admin/users/alice/tokens"))
+        .bearer_auth(&admin)
+        .header("x-forwarded-for", "198.51.100.77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mine = events(
+        &api.get(&format!("/api/v1/audit?token_id={id}"), &alice)
+            .await,
+    );
+    assert_eq!(names(&mine), ["token.revoked", "token.created"]);
+    assert_eq!(mine[0]["actor"]["subject"], "root", "who acted is shown");
+    assert!(
+        mine[0]["actor"]["client_addr"].is_null(),
+        "the admin's address leaked to the owner: {}",
+        mine[0]["actor"]
+    );
+    assert_eq!(mine[1]["actor"]["client_addr"], "127.0.0.1", "her own call");
+    let seen = events(
+        &api.get(&format!("/api/v1/audit?token_id={id}"), &admin)
+            .await,
+    );
+    assert_eq!(seen[0]["actor"]["client_addr"], "198.51.100.77");
+    srv.shutdown(Duration::from_secs(5)).await;
+}

@@ -109,6 +109,18 @@ fn cursor(c: Option<&str>) -> Result<Option<Cursor>, ApiError> {
         .map_err(|e| ApiError::invalid_request(e.to_string()))
 }
 
+/// Where another person acted from is theirs, not the token owner's: a
+/// non-admin reading their trail sees who acted on their token (its
+/// accountability) but not the address of an admin, a scanner or anyone
+/// else; only their own calls keep `client_addr`.
+fn hide_others_address(e: &mut EventRecord, c: &Caller) {
+    let a = &e.actor;
+    let own = a.subject == c.subject() && a.issuer == c.issuer();
+    if !own {
+        e.actor.client_addr = None;
+    }
+}
+
 impl TokenService {
     /// Kept for callers written when the service held the hop count. The
     /// client-address settings (`audit.trusted_proxies` and both hop
@@ -186,7 +198,12 @@ impl TokenService {
             before_seq: cursor(p.cursor.as_deref())?.map(|c| c.seq),
             limit,
         };
-        let events = self.store().events(&q).await?;
+        let mut events = self.store().events(&q).await?;
+        if !admin {
+            for e in &mut events {
+                hide_others_address(e, c);
+            }
+        }
         let next_cursor = (events.len() == limit as usize)
             .then(|| events.last())
             .flatten()
