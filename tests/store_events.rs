@@ -19,6 +19,7 @@ store_suite!(
     expiry_notices_skip_windows_longer_than_the_token_and_send_only_the_most_urgent,
     deliveries_fan_out_per_webhook_and_lease_to_one_claimer,
     failed_deliveries_retry_then_dead_letter_and_purge_cascades,
+    a_late_success_is_not_left_dead,
 );
 
 const ISS: &str = "https://idp.example";
@@ -573,4 +574,79 @@ async fn failed_deliveries_retry_then_dead_letter_and_purge_cascades(store: Stor
     assert!(all(&store).await.is_empty());
     let counts = store.delivery_counts().await.unwrap();
     assert_eq!((counts.pending, counts.dead), (0, 0));
+}
+
+/// An attempt whose 2xx is recorded after the max_age sweep dead-lettered
+/// its delivery (the lease ran out meanwhile) is listed as delivered: the
+/// receiver has it. A late failure does not revive it.
+async fn a_late_success_is_not_left_dead(store: Store) {
+    setup(&store).await;
+    let n = now();
+    let (_, t) = token("ivan", secs(3600));
+    store.insert(t).await.expect("insert");
+    let hooks = vec![HookFilter {
+        key: "h".into(),
+        events: vec!["token.*".into()],
+    }];
+    store.fan_out(&hooks, n, 10).await.expect("fan out");
+    let keys = ["h".to_owned()];
+    let d = store
+        .claim_deliveries("r", &keys, n, n + secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    // The sweep runs after the lease ran out, the event now past max_age.
+    assert_eq!(
+        store
+            .expire_deliveries(n + secs(60), n + secs(61))
+            .await
+            .unwrap(),
+        1
+    );
+    let retry = AttemptOutcome::Retry {
+        status: Some(503),
+        error: "late failure".into(),
+        next_attempt_at: n + secs(90),
+    };
+    assert!(
+        !store
+            .finish_delivery(d[0].id, "r", &retry, n + secs(62))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_delivery(
+                d[0].id,
+                "other",
+                &AttemptOutcome::Delivered { status: 200 },
+                n
+            )
+            .await
+            .unwrap(),
+        "only the replica that made the attempt"
+    );
+    assert!(
+        store
+            .finish_delivery(
+                d[0].id,
+                "r",
+                &AttemptOutcome::Delivered { status: 204 },
+                n + secs(62)
+            )
+            .await
+            .unwrap()
+    );
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (0, 0));
+    let listed = store
+        .deliveries(&DeliveryQuery {
+            state: Some(DeliveryState::Delivered),
+            limit: 10,
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_status, Some(204));
 }

@@ -176,6 +176,10 @@ impl Dispatcher {
                 "webhook deliveries dead-lettered (notify.delivery.max_age)"
             );
         }
+        // The lease starts now, not when the pass began: fanning out and
+        // dead-lettering may have taken a while, and a lease counted from
+        // then would run out early.
+        let now = (self.clock)();
         let claimed = self
             .store
             .claim_deliveries(

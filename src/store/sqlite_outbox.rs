@@ -178,11 +178,15 @@ impl SqliteStore {
                 AttemptOutcome::Dead { status, error } => ("dead", None, status, Some(error)),
             };
             let finished = (state != "pending").then(|| ts(now));
+            // A 2xx recorded after the max_age sweep dead-lettered the delivery
+            // (its lease ran out while the outcome was on its way) still wins:
+            // the receiver has the event, so it must never be listed as dead.
             c.prepare_cached(
                 "UPDATE webhook_deliveries SET state = ?3, \
                  next_attempt_at = COALESCE(?4, next_attempt_at), finished_at = ?5, \
                  last_status = ?6, last_error = ?7, lease_until = NULL \
-                 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
+                 WHERE id = ?1 AND lease_owner = ?2 \
+                   AND (state = 'pending' OR (state = 'dead' AND ?3 = 'delivered'))",
             )?
             .execute(params![
                 id.to_string(),
