@@ -260,8 +260,6 @@ async fn deliveries_past_max_age_are_dead_lettered_with_a_controllable_clock() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let (_, t) = token("ivy", TimeDelta::hours(1));
-    store.insert(t).await.unwrap();
     let url = format!("http://127.0.0.1:{}/hook", free_port());
     let mut cfg: NotifyConfig = serde_norway::from_str(&format!(
         "webhooks:\n  - url: {url}\n    secret: S\n    name: down\ndelivery:\n  max_age: 1h\n  timeout: 1s\n  lease: 5s\n"
@@ -270,6 +268,9 @@ async fn deliveries_past_max_age_are_dead_lettered_with_a_controllable_clock() {
     cfg.read_secrets(&|_| Some(SECRET.into()));
     let secrets = portcullis::notify::resolve_secrets(&cfg).unwrap();
     let d = Dispatcher::new(store.clone(), &cfg, secrets.clone()).unwrap();
+    // Written after the webhook was first seen: it is the webhook's.
+    let (_, t) = token("ivy", TimeDelta::hours(1));
+    store.insert(t).await.unwrap();
     // Young: a failed attempt is retried later.
     let pass = d.once().await.unwrap();
     assert_eq!((pass.fanned_out, pass.attempted, pass.delivered), (1, 1, 0));

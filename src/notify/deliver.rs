@@ -50,6 +50,10 @@ pub struct Dispatcher {
     /// This replica's lease owner name.
     owner: Arc<str>,
     clock: Clock,
+    /// When this dispatcher was built: a webhook no replica has fanned out
+    /// for yet starts with the events written since then (its first
+    /// sighting), not the whole retained history.
+    since: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -111,6 +115,7 @@ impl Dispatcher {
             http,
             owner: owner.into(),
             clock: Arc::new(Utc::now),
+            since: Utc::now(),
         })
     }
 
@@ -165,7 +170,7 @@ impl Dispatcher {
         let now = (self.clock)();
         let fanned_out = self
             .store
-            .fan_out(&self.filters, now, FAN_OUT_BATCH)
+            .fan_out(&self.filters, now, self.since, FAN_OUT_BATCH)
             .await?;
         let max_age = delta(self.cfg.max_age);
         let dead = self.store.expire_deliveries(now - max_age, now).await?;
