@@ -473,3 +473,33 @@ async fn audit_retention_deletes_old_events_only() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].token_id, Some(fresh.id));
 }
+
+/// Two replicas in a rolling deploy: A still has only `ops`, B also has
+/// `siem`. A fanning an event out first must not cost `siem` its delivery.
+#[tokio::test]
+async fn a_replica_without_a_webhook_does_not_make_it_lose_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (ops, siem) = (Receiver::start(SECRET).await, Receiver::start(SECRET).await);
+    let hook =
+        |name: &str, url: String| format!("  - url: {url}\n    secret: S\n    name: {name}\n");
+    let config = |hooks: String| {
+        let mut cfg: NotifyConfig = serde_norway::from_str(&format!("webhooks:\n{hooks}")).unwrap();
+        cfg.read_secrets(&|_| Some(SECRET.into()));
+        let secrets = portcullis::notify::resolve_secrets(&cfg).unwrap();
+        Dispatcher::new(store.clone(), &cfg, secrets).unwrap()
+    };
+    let a = config(hook("ops", ops.url()));
+    let b = config(hook("ops", ops.url()) + &hook("siem", siem.url()));
+    let (_, t) = token("kim", TimeDelta::hours(1));
+    store.insert(t.clone()).await.unwrap();
+    a.once().await.unwrap();
+    b.once().await.unwrap();
+    let got = siem.wait_hits(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body["token_id"], t.id.to_string());
+    assert!(got[0].signature_ok);
+    assert_eq!(ops.wait_hits(1, Duration::from_secs(10)).await.len(), 1);
+}
