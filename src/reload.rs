@@ -2,9 +2,10 @@
 //! issuers atomically. An invalid new config is logged and ignored; the old
 //! one keeps serving.
 //!
-//! What reloads: `issuers`, `jwt`, `policy`. What needs a restart (logged
-//! as a warning when it changes): `listen`, `data_dir`, `store`, `pat`,
-//! `revocation`, `api`, `notify`, `audit`, `log`. Key managers of unchanged issuers are kept, so a
+//! What reloads: `issuers`, `jwt`, `policy`, and the client-address
+//! settings of `audit` (`trusted_proxies`, the hop counts). What needs a
+//! restart (logged as a warning when it changes): `listen`, `data_dir`,
+//! `store`, `pat`, `revocation`, `api`, `notify`, the rest of `audit`, `log`. Key managers of unchanged issuers are kept, so a
 //! reload never drops loaded keys or resets the refetch rate limit.
 
 use std::collections::HashMap;
@@ -258,7 +259,12 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ),
         ("api", old.api != new.api),
         ("notify", old.notify != new.notify),
-        ("audit", old.audit != new.audit),
+        // The proxy list and hop counts reload with the engine.
+        (
+            "audit",
+            old.audit.retention != new.audit.retention
+                || old.audit.purge_interval != new.audit.purge_interval,
+        ),
     ];
     for (key, did) in checks {
         if did {

@@ -22,7 +22,7 @@ const LEAK_SECRET: &str = "scanner-shared-secret-0123456789abcdef";
 fn yaml() -> String {
     format!(
         "policy:\n  default: authenticated\n\
-         audit:\n  trusted_proxy_hops: 1\n\
+         audit:\n  trusted_proxy_hops: 1\n  trusted_proxies: [127.0.0.1]\n\
          api:\n  leak_report_secret: {LEAK_SECRET}\n  leak_report_floor: 150ms\n"
     )
 }
@@ -46,8 +46,9 @@ async fn the_audit_trail_records_who_what_which_when_and_where_from() {
     let alice = dev_login(dir.path(), "alice", MANAGER);
     let bob = dev_login(dir.path(), "bob", MANAGER);
     let admin = dev_login(dir.path(), "root", ADMIN);
-    // Created through "Envoy": the client spoofs an entry, Envoy appends
-    // the address it saw; one trusted hop picks Envoy's.
+    // Created through "Envoy" (a trusted proxy on 127.0.0.1): the client
+    // spoofs an entry, Envoy appends the address it saw; one trusted hop
+    // picks Envoy's.
     let created: Value = reqwest::Client::new()
         .post(api.url("/api/v1/tokens"))
         .bearer_auth(&alice)
@@ -384,5 +385,204 @@ async fn a_pat_revokes_itself() {
         .unwrap()
         .into_inner();
     assert_eq!((info.id.as_str(), info.active), (id2.as_str(), false));
+    srv.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A malformed report is refused without quoting the token back (serde's
+/// message would), and every refusal takes as long as a success
+/// (`api.leak_report_floor`, 150 ms here), so a refusal tells nothing.
+#[tokio::test]
+async fn leak_report_refusals_neither_echo_tokens_nor_answer_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    let (_, pat) = api.create(&alice, "leaky", &["api:read"]).await;
+    let http = reqwest::Client::new();
+    let floor = Duration::from_millis(150);
+    let raw = |body: String, secret: Option<&str>, bearer: Option<&str>| {
+        let mut rb = http
+            .post(api.url("/api/v1/tokens/revoke-leaked"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = secret {
+            rb = rb.header("x-portcullis-leak-secret", s);
+        }
+        if let Some(t) = bearer {
+            rb = rb.bearer_auth(t);
+        }
+        async move {
+            let t0 = Instant::now();
+            let r = rb.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap(), t0.elapsed())
+        }
+    };
+    for body in [
+        format!(r#"{{"tokens":"{pat}"}}"#),
+        format!(r#"{{"tokens":["{pat}"], "{pat}": 1}}"#),
+        format!(r#"{{"tokens":[{pat}]}}"#),
+    ] {
+        let (s, text, took) = raw(body, Some(LEAK_SECRET), None).await;
+        assert_eq!(s, 400, "{text}");
+        assert!(text.contains("line 1, column"), "{text}");
+        assert!(
+            !text.contains(&pat) && !text.contains(&pat[4..12]),
+            "the 400 quotes the token: {text}"
+        );
+        assert!(took >= floor, "a bad body answered early: {took:?}");
+    }
+    let ok_body = || format!(r#"{{"tokens":["{pat}x"]}}"#);
+    let refusals = [
+        (raw(ok_body(), None, None).await, 401),
+        (
+            raw(ok_body(), Some("wrong-secret-wrong-secret-wrong"), None).await,
+            401,
+        ),
+        (raw(ok_body(), None, Some(&alice)).await, 403),
+        (
+            raw(r#"{"tokens":[]}"#.into(), Some(LEAK_SECRET), None).await,
+            400,
+        ),
+    ];
+    for ((s, text, took), want) in refusals {
+        assert_eq!(s, want, "{text}");
+        assert!(took >= floor, "a {s} answered early ({took:?}): {text}");
+    }
+    // gRPC: the same floor on a refusal.
+    let mut g = TokenServiceClient::connect(format!("http://{}", srv.grpc_addr))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let e = g
+        .revoke_leaked(pb::RevokeLeakedRequest {
+            tokens: vec![pat.clone()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(
+        t0.elapsed() >= floor,
+        "gRPC refusal early: {:?}",
+        t0.elapsed()
+    );
+    srv.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `X-Forwarded-For` is believed only from a peer in
+/// `audit.trusted_proxies`: a client connecting directly (127.0.0.1, not a
+/// listed proxy) is recorded as itself, whatever header it sends; and the
+/// gRPC port (`audit.grpc_trusted_proxy_hops`, default 0) never believes it.
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_not_believed() {
+    let created_from = |srv_http, token: String, xff: &'static str| async move {
+        let api = Api::new(srv_http);
+        let r = reqwest::Client::new()
+            .post(api.url("/api/v1/tokens"))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", xff)
+            .json(&json!({"name": "direct", "scopes": ["api:read"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let trail = events(&api.get("/api/v1/audit?event=token.created", &token).await);
+        trail[0]["actor"]["client_addr"].clone()
+    };
+    // Only 192.0.2.10 is a proxy.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(
+        "policy:\n  default: authenticated\n\
+         audit:\n  trusted_proxy_hops: 1\n  trusted_proxies: [192.0.2.10/32]\n",
+        dir.path(),
+        true,
+    )
+    .await;
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    assert_eq!(
+        created_from(srv.http_addr, alice.clone(), "6.6.6.6").await,
+        "127.0.0.1"
+    );
+    srv.shutdown(Duration::from_secs(5)).await;
+    // 127.0.0.1 is a proxy for HTTP; gRPC still records the peer.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    assert_eq!(
+        created_from(srv.http_addr, alice.clone(), "6.6.6.6").await,
+        "6.6.6.6"
+    );
+    let mut g = TokenServiceClient::connect(format!("http://{}", srv.grpc_addr))
+        .await
+        .unwrap();
+    let mut req = with_auth(
+        pb::CreateTokenRequest {
+            name: "over-grpc".into(),
+            scopes: vec!["api:read".into()],
+            ..Default::default()
+        },
+        &alice,
+    );
+    req.metadata_mut()
+        .insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    g.create_token(req).await.unwrap();
+    let api = Api::new(srv.http_addr);
+    let trail = events(&api.get("/api/v1/audit?event=token.created", &alice).await);
+    assert_eq!(trail[0]["data"]["token"]["name"], "over-grpc");
+    assert_eq!(trail[0]["actor"]["client_addr"], "127.0.0.1");
+    srv.shutdown(Duration::from_secs(5)).await;
+    // A hop count without a proxy list is refused, naming the key.
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg({
+            let p = dir.path().join("bad.yaml");
+            std::fs::write(&p, "audit:\n  trusted_proxy_hops: 1\n").unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit.trusted_proxies")
+            || String::from_utf8_lossy(&out.stdout).contains("audit.trusted_proxies"),
+        "{out:?}"
+    );
+}
+
+/// An owner's trail names who acted on their tokens but keeps another
+/// person's address private (an admin's, a scanner's); admins see it.
+#[tokio::test]
+async fn an_owner_does_not_see_where_an_admin_acted_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(&yaml(), dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let alice = dev_login(dir.path(), "alice", MANAGER);
+    let admin = dev_login(dir.path(), "root", ADMIN);
+    let (id, _) = api.create(&alice, "ci", &["api:read"]).await;
+    let r = reqwest::Client::new()
+        .delete(api.url("/api/v1/admin/users/alice/tokens"))
+        .bearer_auth(&admin)
+        .header("x-forwarded-for", "198.51.100.77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mine = events(
+        &api.get(&format!("/api/v1/audit?token_id={id}"), &alice)
+            .await,
+    );
+    assert_eq!(names(&mine), ["token.revoked", "token.created"]);
+    assert_eq!(mine[0]["actor"]["subject"], "root", "who acted is shown");
+    assert!(
+        mine[0]["actor"]["client_addr"].is_null(),
+        "the admin's address leaked to the owner: {}",
+        mine[0]["actor"]
+    );
+    assert_eq!(mine[1]["actor"]["client_addr"], "127.0.0.1", "her own call");
+    let seen = events(
+        &api.get(&format!("/api/v1/audit?token_id={id}"), &admin)
+            .await,
+    );
+    assert_eq!(seen[0]["actor"]["client_addr"], "198.51.100.77");
     srv.shutdown(Duration::from_secs(5)).await;
 }

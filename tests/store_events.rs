@@ -19,6 +19,8 @@ store_suite!(
     expiry_notices_skip_windows_longer_than_the_token_and_send_only_the_most_urgent,
     deliveries_fan_out_per_webhook_and_lease_to_one_claimer,
     failed_deliveries_retry_then_dead_letter_and_purge_cascades,
+    a_late_success_is_not_left_dead,
+    each_webhook_fans_out_from_its_own_cursor,
 );
 
 const ISS: &str = "https://idp.example";
@@ -374,9 +376,18 @@ async fn deliveries_fan_out_per_webhook_and_lease_to_one_claimer(store: Store) {
     store.insert(t.clone()).await.expect("insert");
     store.revoke(t.id, n).await.expect("revoke");
     // created → "all"; revoked → "all" and "revocations".
-    assert_eq!(store.fan_out(&hooks(), n, 100).await.expect("fan out"), 2);
     assert_eq!(
-        store.fan_out(&hooks(), n, 100).await.expect("again"),
+        store
+            .fan_out(&hooks(), n, n - secs(3600), 100)
+            .await
+            .expect("fan out"),
+        2
+    );
+    assert_eq!(
+        store
+            .fan_out(&hooks(), n, n - secs(3600), 100)
+            .await
+            .expect("again"),
         0,
         "once"
     );
@@ -491,7 +502,10 @@ async fn failed_deliveries_retry_then_dead_letter_and_purge_cascades(store: Stor
         key: "h".into(),
         events: vec!["token.*".into()],
     }];
-    store.fan_out(&hooks, n, 10).await.expect("fan out");
+    store
+        .fan_out(&hooks, n, n - secs(3600), 10)
+        .await
+        .expect("fan out");
     let keys = ["h".to_owned()];
     let d = store
         .claim_deliveries("r", &keys, n, n + secs(30), 10)
@@ -536,7 +550,7 @@ async fn failed_deliveries_retry_then_dead_letter_and_purge_cascades(store: Stor
     // A pending delivery of an old event is dead-lettered by the sweep.
     let (_, u) = token("hank", secs(3600));
     store.insert(u).await.expect("u");
-    store.fan_out(&hooks, n, 10).await.unwrap();
+    store.fan_out(&hooks, n, n - secs(3600), 10).await.unwrap();
     assert_eq!(
         store.expire_deliveries(n - secs(60), n).await.unwrap(),
         0,
@@ -573,4 +587,132 @@ async fn failed_deliveries_retry_then_dead_letter_and_purge_cascades(store: Stor
     assert!(all(&store).await.is_empty());
     let counts = store.delivery_counts().await.unwrap();
     assert_eq!((counts.pending, counts.dead), (0, 0));
+}
+
+/// An attempt whose 2xx is recorded after the max_age sweep dead-lettered
+/// its delivery (the lease ran out meanwhile) is listed as delivered: the
+/// receiver has it. A late failure does not revive it.
+async fn a_late_success_is_not_left_dead(store: Store) {
+    setup(&store).await;
+    let n = now();
+    let (_, t) = token("ivan", secs(3600));
+    store.insert(t).await.expect("insert");
+    let hooks = vec![HookFilter {
+        key: "h".into(),
+        events: vec!["token.*".into()],
+    }];
+    store
+        .fan_out(&hooks, n, n - secs(3600), 10)
+        .await
+        .expect("fan out");
+    let keys = ["h".to_owned()];
+    let d = store
+        .claim_deliveries("r", &keys, n, n + secs(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(d.len(), 1);
+    // The sweep runs after the lease ran out, the event now past max_age.
+    assert_eq!(
+        store
+            .expire_deliveries(n + secs(60), n + secs(61))
+            .await
+            .unwrap(),
+        1
+    );
+    let retry = AttemptOutcome::Retry {
+        status: Some(503),
+        error: "late failure".into(),
+        next_attempt_at: n + secs(90),
+    };
+    assert!(
+        !store
+            .finish_delivery(d[0].id, "r", &retry, n + secs(62))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_delivery(
+                d[0].id,
+                "other",
+                &AttemptOutcome::Delivered { status: 200 },
+                n
+            )
+            .await
+            .unwrap(),
+        "only the replica that made the attempt"
+    );
+    assert!(
+        store
+            .finish_delivery(
+                d[0].id,
+                "r",
+                &AttemptOutcome::Delivered { status: 204 },
+                n + secs(62)
+            )
+            .await
+            .unwrap()
+    );
+    let counts = store.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (0, 0));
+    let listed = store
+        .deliveries(&DeliveryQuery {
+            state: Some(DeliveryState::Delivered),
+            limit: 10,
+            ..DeliveryQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_status, Some(204));
+}
+
+/// Fan-out follows each webhook, not the config of whichever replica runs
+/// it: replica A (knowing only `ops`) fanning out first must not leave
+/// `siem` (known to replica B, rolled out meanwhile) without its delivery.
+/// And a webhook seen for the first time starts at its first sighting
+/// instead of replaying the whole retained history.
+async fn each_webhook_fans_out_from_its_own_cursor(store: Store) {
+    setup(&store).await;
+    let n = now();
+    let started = n - secs(3600);
+    let hook = |key: &str| HookFilter {
+        key: key.into(),
+        events: vec!["token.*".into()],
+    };
+    let (a, b) = (vec![hook("ops")], vec![hook("ops"), hook("siem")]);
+    let (_, t) = token("jane", secs(3600));
+    store.insert(t).await.expect("insert");
+    assert_eq!(store.fan_out(&a, n, started, 10).await.unwrap(), 1);
+    assert_eq!(
+        store.fan_out(&b, n, started, 10).await.unwrap(),
+        1,
+        "siem's turn"
+    );
+    assert_eq!(store.fan_out(&b, n, started, 10).await.unwrap(), 0, "once");
+    let of = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .deliveries(&DeliveryQuery {
+                    webhook: Some(key.into()),
+                    limit: 100,
+                    ..DeliveryQuery::default()
+                })
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!((of("ops").await, of("siem").await), (1, 1));
+    // A webhook first seen now: the existing event is history, not replayed.
+    let later = now() + secs(1);
+    let c = vec![hook("late")];
+    assert_eq!(store.fan_out(&c, later, later, 10).await.unwrap(), 0);
+    assert_eq!(of("late").await, 0);
+    let (_, u) = token("jane", secs(3600));
+    store.insert(u).await.expect("insert");
+    // Events written after the first sighting are its.
+    assert_eq!(store.fan_out(&c, later, later, 10).await.unwrap(), 1);
+    assert_eq!(of("late").await, 1);
 }

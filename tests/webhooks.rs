@@ -194,35 +194,60 @@ async fn the_readme_receiver_verifies_signatures_and_refuses_tampering() {
     let printed: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(printed["type"], "token.created");
     assert_eq!(printed["token_id"], id);
-    // Tampered, stale and unsigned requests are refused with 401.
+    // Tampered, stale, replayed-under-a-new-id and unsigned requests are
+    // refused with 401.
     let http = reqwest::Client::new();
     let body = br#"{"id":"x","type":"token.revoked"}"#;
     let now = Utc::now().timestamp();
-    let good = sign::signature(SECRET.as_bytes(), now, body);
-    let post = |ts: i64, sig: String, body: &'static [u8]| {
+    let id1 = "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f60";
+    let good = sign::signature(SECRET.as_bytes(), now, id1, body);
+    let post = |ts: i64, delivery: &'static str, sig: String, body: &'static [u8]| {
         http.post(&url)
             .header("x-portcullis-timestamp", ts.to_string())
+            .header("x-portcullis-delivery", delivery)
             .header("x-portcullis-signature", sig)
             .body(body)
             .send()
     };
-    let ok = post(now, good.clone(), body).await.unwrap();
+    let ok = post(now, id1, good.clone(), body).await.unwrap();
     assert_eq!(ok.status(), 204);
-    let tampered = post(now, good.clone(), br#"{"id":"x","type":"token.created"}"#)
-        .await
-        .unwrap();
+    let tampered = post(
+        now,
+        id1,
+        good.clone(),
+        br#"{"id":"x","type":"token.created"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(tampered.status(), 401);
-    let stale_sig = sign::signature(SECRET.as_bytes(), now - 3600, body);
+    // The same request with only the delivery id changed (to get past the
+    // receiver's deduplication): refused.
+    let replayed = post(
+        now,
+        "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f61",
+        good.clone(),
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed.status(), 401);
+    let stale_sig = sign::signature(SECRET.as_bytes(), now - 3600, id1, body);
     assert_eq!(
-        post(now - 3600, stale_sig, body).await.unwrap().status(),
+        post(now - 3600, id1, stale_sig, body)
+            .await
+            .unwrap()
+            .status(),
         401
     );
     assert_eq!(
-        post(now, "sha256=00".into(), body).await.unwrap().status(),
+        post(now, id1, "sha256=00".into(), body)
+            .await
+            .unwrap()
+            .status(),
         401
     );
-    let other = sign::signature(b"another-secret-0123456789", now, body);
-    assert_eq!(post(now, other, body).await.unwrap().status(), 401);
+    let other = sign::signature(b"another-secret-0123456789", now, id1, body);
+    assert_eq!(post(now, id1, other, body).await.unwrap().status(), 401);
     let _ = py.kill();
     let _ = py.wait();
     srv.shutdown(Duration::from_secs(5)).await;
@@ -235,8 +260,6 @@ async fn deliveries_past_max_age_are_dead_lettered_with_a_controllable_clock() {
         .await
         .unwrap();
     store.migrate().await.unwrap();
-    let (_, t) = token("ivy", TimeDelta::hours(1));
-    store.insert(t).await.unwrap();
     let url = format!("http://127.0.0.1:{}/hook", free_port());
     let mut cfg: NotifyConfig = serde_norway::from_str(&format!(
         "webhooks:\n  - url: {url}\n    secret: S\n    name: down\ndelivery:\n  max_age: 1h\n  timeout: 1s\n  lease: 5s\n"
@@ -245,6 +268,9 @@ async fn deliveries_past_max_age_are_dead_lettered_with_a_controllable_clock() {
     cfg.read_secrets(&|_| Some(SECRET.into()));
     let secrets = portcullis::notify::resolve_secrets(&cfg).unwrap();
     let d = Dispatcher::new(store.clone(), &cfg, secrets.clone()).unwrap();
+    // Written after the webhook was first seen: it is the webhook's.
+    let (_, t) = token("ivy", TimeDelta::hours(1));
+    store.insert(t).await.unwrap();
     // Young: a failed attempt is retried later.
     let pass = d.once().await.unwrap();
     assert_eq!((pass.fanned_out, pass.attempted, pass.delivered), (1, 1, 0));
@@ -446,4 +472,34 @@ async fn audit_retention_deletes_old_events_only() {
         .unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].token_id, Some(fresh.id));
+}
+
+/// Two replicas in a rolling deploy: A still has only `ops`, B also has
+/// `siem`. A fanning an event out first must not cost `siem` its delivery.
+#[tokio::test]
+async fn a_replica_without_a_webhook_does_not_make_it_lose_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&StoreConfig::default(), dir.path())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let (ops, siem) = (Receiver::start(SECRET).await, Receiver::start(SECRET).await);
+    let hook =
+        |name: &str, url: String| format!("  - url: {url}\n    secret: S\n    name: {name}\n");
+    let config = |hooks: String| {
+        let mut cfg: NotifyConfig = serde_norway::from_str(&format!("webhooks:\n{hooks}")).unwrap();
+        cfg.read_secrets(&|_| Some(SECRET.into()));
+        let secrets = portcullis::notify::resolve_secrets(&cfg).unwrap();
+        Dispatcher::new(store.clone(), &cfg, secrets).unwrap()
+    };
+    let a = config(hook("ops", ops.url()));
+    let b = config(hook("ops", ops.url()) + &hook("siem", siem.url()));
+    let (_, t) = token("kim", TimeDelta::hours(1));
+    store.insert(t.clone()).await.unwrap();
+    a.once().await.unwrap();
+    b.once().await.unwrap();
+    let got = siem.wait_hits(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body["token_id"], t.id.to_string());
+    assert!(got[0].signature_ok);
+    assert_eq!(ops.wait_hits(1, Duration::from_secs(10)).await.len(), 1);
 }

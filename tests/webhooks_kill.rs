@@ -88,7 +88,7 @@ async fn kill_9_mid_delivery_loses_nothing() {
         format!(
             "policy:\n  default: authenticated\n\
              notify:\n  webhooks:\n    - url: {}\n      secret: KILL_WEBHOOK_SECRET\n      name: held\n\
-             \x20 delivery:\n    poll_interval: 100ms\n    timeout: 2s\n    lease: 3s\n    initial_backoff: 200ms\n",
+             \x20 delivery:\n    poll_interval: 100ms\n    timeout: 2s\n    lease: 4s\n    initial_backoff: 200ms\n",
             rx.url()
         ),
     )

@@ -42,8 +42,9 @@ impl GrpcTokens {
         Ok(c.with_client_addr(self.client_addr(req)))
     }
 
-    /// The client address (`audit.trusted_proxy_hops`): `x-forwarded-for`
-    /// metadata and the TCP peer.
+    /// The client address (`audit.grpc_trusted_proxy_hops`,
+    /// `audit.trusted_proxies`): `x-forwarded-for` metadata, believed only
+    /// from a trusted peer, and the TCP peer.
     fn client_addr<T>(&self, req: &Request<T>) -> Option<String> {
         let xff: Vec<&str> = req
             .metadata()
@@ -51,7 +52,7 @@ impl GrpcTokens {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        self.svc.client_addr(&xff, req.remote_addr())
+        self.svc.grpc_client_addr(&xff, req.remote_addr())
     }
 }
 
@@ -288,22 +289,25 @@ impl pb::token_service_server::TokenService for GrpcTokens {
         req: Request<pb::RevokeLeakedRequest>,
     ) -> Result<Response<pb::RevokeLeakedResponse>, Status> {
         let started = std::time::Instant::now();
-        let auth = match req.metadata().get(crate::api::rest::LEAK_SECRET_HEADER) {
-            Some(v) => LeakAuth::Secret {
-                presented: v.to_str().unwrap_or_default().to_owned(),
-                client_addr: self.client_addr(&req),
-            },
-            None => LeakAuth::Caller(self.caller(&req).await?),
+        let work = async {
+            let auth = match req.metadata().get(crate::api::rest::LEAK_SECRET_HEADER) {
+                Some(v) => LeakAuth::Secret {
+                    presented: v.to_str().unwrap_or_default().to_owned(),
+                    client_addr: self.client_addr(&req),
+                },
+                None => LeakAuth::Caller(self.caller(&req).await?),
+            };
+            let reporter = self.svc.leak_reporter(auth).map_err(|e| e.to_status())?;
+            let out = self
+                .svc
+                .revoke_leaked(&reporter, req.into_inner().tokens)
+                .await
+                .map_err(|e| e.to_status())?;
+            Ok(Response::new(pb::RevokeLeakedResponse {
+                received: u32::try_from(out.received).unwrap_or(u32::MAX),
+            }))
         };
-        let reporter = self.svc.leak_reporter(auth).map_err(|e| e.to_status())?;
-        let out = self
-            .svc
-            .revoke_leaked(&reporter, req.into_inner().tokens, started)
-            .await
-            .map_err(|e| e.to_status())?;
-        Ok(Response::new(pb::RevokeLeakedResponse {
-            received: u32::try_from(out.received).unwrap_or(u32::MAX),
-        }))
+        self.svc.leak_padded(started, work).await
     }
 
     async fn list_audit_events(

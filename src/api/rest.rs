@@ -80,7 +80,8 @@ fn authorization(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
-/// The client address of the call (`audit.trusted_proxy_hops`).
+/// The client address of the call (`audit.trusted_proxies`,
+/// `audit.trusted_proxy_hops`).
 fn client_addr(svc: &TokenService, h: &HeaderMap, peer: Option<&PeerAddr>) -> Option<String> {
     let xff: Vec<&str> = h
         .get_all("x-forwarded-for")
@@ -113,12 +114,22 @@ async fn body<T: DeserializeOwned + Default>(
     b: Body,
     limit: BodyLimit,
 ) -> Result<T, ErrorResponse> {
+    body_with(h, b, limit, |e| format!("request body: {e}")).await
+}
+
+/// [`body`] with the 400's text made by `describe` (serde's own message
+/// quotes the offending input, which may be a secret).
+async fn body_with<T: DeserializeOwned + Default>(
+    h: &HeaderMap,
+    b: Body,
+    limit: BodyLimit,
+    describe: fn(&serde_json::Error) -> String,
+) -> Result<T, ErrorResponse> {
     let b: Bytes = read_body(h, b, limit).await?;
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&b)
-        .map_err(|e| ApiError::invalid_request(format!("request body: {e}")).into())
+    serde_json::from_slice(&b).map_err(|e| ApiError::invalid_request(describe(&e)).into())
 }
 
 async fn meta(State(svc): State<TokenService>, h: HeaderMap) -> ApiResult {
@@ -247,11 +258,30 @@ async fn deliveries(
 pub const LEAK_SECRET_HEADER: &str = "x-portcullis-leak-secret";
 
 /// `POST /api/v1/tokens/revoke-leaked` body: `{"tokens": ["pat_…", …]}`.
-#[derive(Debug, Default, Deserialize)]
+/// Its `Debug` prints how many tokens, never them.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LeakBody {
     #[serde(default)]
     tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for LeakBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeakBody")
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .finish()
+    }
+}
+
+/// The 400 for a malformed leak report: where, never what (serde would
+/// quote the reported token).
+fn leak_body_error(e: &serde_json::Error) -> String {
+    format!(
+        "request body: expected {{\"tokens\": [\"<token>\", ...]}}; not valid at line {}, column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 async fn revoke_leaked(
@@ -262,19 +292,22 @@ async fn revoke_leaked(
     b: Body,
 ) -> ApiResult {
     let started = std::time::Instant::now();
-    let auth = match h.get(LEAK_SECRET_HEADER) {
-        Some(v) => LeakAuth::Secret {
-            presented: v.to_str().unwrap_or_default().to_owned(),
-            client_addr: client_addr(&svc, &h, peer.as_deref()),
-        },
-        None => LeakAuth::Caller(acting(&svc, &h, peer.as_deref()).await?),
+    let work = async {
+        let auth = match h.get(LEAK_SECRET_HEADER) {
+            Some(v) => LeakAuth::Secret {
+                presented: v.to_str().unwrap_or_default().to_owned(),
+                client_addr: client_addr(&svc, &h, peer.as_deref()),
+            },
+            None => LeakAuth::Caller(acting(&svc, &h, peer.as_deref()).await?),
+        };
+        let reporter = svc.leak_reporter(auth)?;
+        let input: LeakBody = body_with(&h, b, limit, leak_body_error).await?;
+        ok(
+            StatusCode::ACCEPTED,
+            svc.revoke_leaked(&reporter, input.tokens).await?,
+        )
     };
-    let reporter = svc.leak_reporter(auth)?;
-    let input: LeakBody = body(&h, b, limit).await?;
-    ok(
-        StatusCode::ACCEPTED,
-        svc.revoke_leaked(&reporter, input.tokens, started).await?,
-    )
+    svc.leak_padded(started, work).await
 }
 
 async fn inventory(

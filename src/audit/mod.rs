@@ -4,16 +4,17 @@
 //! (`store::events`; the same rows feed the webhooks). This module owns
 //! what is audit-specific:
 //!
-//! - `audit:` config ([`AuditConfig`]): retention and how many proxies in
-//!   front of portcullis append to `X-Forwarded-For`;
-//! - [`client_addr`]: the client address recorded with an API change;
+//! - `audit:` config ([`AuditConfig`]): retention, and which proxies in
+//!   front of portcullis are believed about `X-Forwarded-For`;
+//! - [`client`]: the client address recorded with an API change;
 //! - [`Cursor`]: the opaque page cursor of `GET /api/v1/audit`;
 //! - [`Retention`]: deletes events past `audit.retention`.
 //!
 //! The API never changes or deletes an event (append-only); only the
 //! retention purge removes them.
 
-use std::net::{IpAddr, SocketAddr};
+pub mod client;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config_error::{ConfigError, Problems};
 use crate::store::Store;
 
+pub use client::ClientAddrs;
+
 /// `audit:`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,13 +35,21 @@ pub struct AuditConfig {
     /// Must exceed `notify.delivery.max_age`. Default `90d`.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How many proxies in front of portcullis's HTTP and gRPC ports
-    /// append the address they saw to `X-Forwarded-For` (Envoy with
+    /// How many proxies in front of portcullis's HTTP port append the
+    /// address they saw to `X-Forwarded-For` (Envoy with
     /// `use_remote_address: true` is one). 0 (default): the TCP peer is
     /// the client and `X-Forwarded-For` is ignored (anyone can send one).
-    /// N: the N-th address from the right of `X-Forwarded-For` is the
-    /// client (the one the outermost trusted proxy saw).
+    /// N: the header is walked from the right, one entry per hop, while
+    /// the hop handing it over (first the TCP peer) is in
+    /// `trusted_proxies`, at most N entries.
     pub trusted_proxy_hops: u8,
+    /// The same for the gRPC port (usually reached directly, not through
+    /// Envoy). Default 0.
+    pub grpc_trusted_proxy_hops: u8,
+    /// The proxies whose `X-Forwarded-For` is believed: CIDRs
+    /// (`10.0.0.0/8`) or addresses (`127.0.0.1`). Required when a hop
+    /// count is above 0; a peer outside the list is the client.
+    pub trusted_proxies: Vec<String>,
     /// How often the retention purge runs. Default `1h`.
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
@@ -49,6 +60,8 @@ impl Default for AuditConfig {
         AuditConfig {
             retention: Duration::from_secs(90 * 86_400),
             trusted_proxy_hops: 0,
+            grpc_trusted_proxy_hops: 0,
+            trusted_proxies: Vec::new(),
             purge_interval: Duration::from_secs(3600),
         }
     }
@@ -65,11 +78,33 @@ impl AuditConfig {
             "audit.retention",
             || "must be between 1h and 36500d".into(),
         );
-        p.check(
-            self.trusted_proxy_hops <= 10,
-            "audit.trusted_proxy_hops",
-            || "must be at most 10".into(),
-        );
+        for (key, hops) in [
+            ("audit.trusted_proxy_hops", self.trusted_proxy_hops),
+            (
+                "audit.grpc_trusted_proxy_hops",
+                self.grpc_trusted_proxy_hops,
+            ),
+        ] {
+            p.check(hops <= 10, key, || "must be at most 10".into());
+            p.check(
+                hops == 0 || !self.trusted_proxies.is_empty(),
+                "audit.trusted_proxies",
+                || {
+                    format!(
+                        "must list the proxies' addresses when {key} is {hops}: X-Forwarded-For \
+                         is believed only from them; accepted: CIDRs or addresses, e.g. \
+                         [\"10.0.0.0/8\", \"127.0.0.1\"]"
+                    )
+                },
+            );
+        }
+        for (i, s) in self.trusted_proxies.iter().enumerate() {
+            p.check(
+                client::parse_net(s).is_some(),
+                &format!("audit.trusted_proxies[{i}]"),
+                || format!("{s:?} is not a CIDR or an IP address; accepted: e.g. 10.0.0.0/8, 192.0.2.1, ::1/128"),
+            );
+        }
         p.check(
             self.purge_interval >= Duration::from_secs(1)
                 && self.purge_interval <= Duration::from_secs(86_400),
@@ -92,44 +127,6 @@ impl AuditConfig {
         });
         p.into_vec()
     }
-}
-
-/// The client address of an API call: with `hops` trusted proxies, the
-/// `hops`-th address from the right of `X-Forwarded-For` (every value of
-/// the header, in order, joined); with 0, or when the header holds fewer
-/// addresses than that (the call did not pass every proxy), the TCP
-/// `peer`. An entry that is not an IP address is recorded as `None` rather
-/// than trusted.
-pub fn client_addr(forwarded_for: &[&str], peer: Option<SocketAddr>, hops: u8) -> Option<String> {
-    let peer_ip = peer.map(|p| p.ip().to_canonical().to_string());
-    if hops == 0 {
-        return peer_ip;
-    }
-    let entries: Vec<&str> = forwarded_for
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let n = usize::from(hops);
-    if entries.len() < n {
-        return peer_ip;
-    }
-    parse_ip(entries[entries.len() - n]).map(|ip| ip.to_string())
-}
-
-/// An `X-Forwarded-For` entry as an address: a bare IP, `[v6]`, or either
-/// with a port.
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip.to_canonical());
-    }
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Some(sa.ip().to_canonical());
-    }
-    s.strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .and_then(|r| r.parse::<IpAddr>().ok())
 }
 
 /// An opaque page cursor: the position after the last item of a page.
@@ -213,38 +210,39 @@ impl Retention {
 mod tests {
     use super::*;
 
-    fn peer() -> Option<SocketAddr> {
-        Some("10.0.0.9:5555".parse().unwrap())
-    }
-
     #[test]
-    fn client_address_respects_trusted_hops() {
-        let xff = ["203.0.113.7, 198.51.100.2", "10.1.1.1"];
-        assert_eq!(client_addr(&xff, peer(), 0).as_deref(), Some("10.0.0.9"));
-        assert_eq!(client_addr(&xff, peer(), 1).as_deref(), Some("10.1.1.1"));
-        assert_eq!(
-            client_addr(&xff, peer(), 2).as_deref(),
-            Some("198.51.100.2")
+    fn proxy_settings_are_checked() {
+        let bad = AuditConfig {
+            trusted_proxy_hops: 1,
+            ..AuditConfig::default()
+        };
+        let errs = bad.validate();
+        assert!(
+            errs.iter()
+                .any(|e| e.to_string().contains("audit.trusted_proxies")),
+            "{errs:?}"
         );
-        assert_eq!(client_addr(&xff, peer(), 3).as_deref(), Some("203.0.113.7"));
-        // Fewer entries than hops: the call skipped a proxy; the peer.
-        assert_eq!(client_addr(&xff, peer(), 4).as_deref(), Some("10.0.0.9"));
-        assert_eq!(client_addr(&[], peer(), 1).as_deref(), Some("10.0.0.9"));
-        // A spoofed leftmost entry never wins with hops = 1.
-        let spoofed = ["1.2.3.4, 203.0.113.7"];
-        assert_eq!(
-            client_addr(&spoofed, peer(), 1).as_deref(),
-            Some("203.0.113.7")
+        let bad = AuditConfig {
+            grpc_trusted_proxy_hops: 11,
+            trusted_proxies: vec!["10.0.0.0/8".into(), "ten".into()],
+            ..AuditConfig::default()
+        };
+        let errs: Vec<String> = bad.validate().iter().map(|e| e.to_string()).collect();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("audit.grpc_trusted_proxy_hops")),
+            "{errs:?}"
         );
-        assert_eq!(
-            client_addr(&["[2001:db8::1]:443"], peer(), 1).as_deref(),
-            Some("2001:db8::1")
+        assert!(
+            errs.iter().any(|e| e.contains("audit.trusted_proxies[1]")),
+            "{errs:?}"
         );
-        assert_eq!(
-            client_addr(&["::ffff:192.0.2.1"], peer(), 1).as_deref(),
-            Some("192.0.2.1")
-        );
-        assert_eq!(client_addr(&["unknown"], peer(), 1), None);
+        let good = AuditConfig {
+            trusted_proxy_hops: 1,
+            trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into()],
+            ..AuditConfig::default()
+        };
+        assert!(good.validate().is_empty());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct EngineConfig<'a> {
     pub data_dir: &'a Path,
     /// `dpop:` (for a fresh [`DpopState`]; a reload keeps the running one).
     pub dpop: &'a DpopConfig,
+    /// `audit:`: which proxies' `X-Forwarded-For` the token API believes
+    /// (held here so a reload applies a changed proxy list).
+    pub audit: &'a crate::audit::AuditConfig,
 }
 
 /// The parts of an engine that outlive a config: a reload hands them to
@@ -143,6 +146,7 @@ impl Engine {
             policy: Arc::new(policy),
             surface: Arc::new(surface),
             dpop: shared.dpop,
+            client_addrs: Arc::new(crate::audit::ClientAddrs::from_config(cfg.audit)),
         })
     }
 

@@ -47,6 +47,9 @@ pub struct Engine {
     pub(super) surface: Arc<Surface>,
     /// DPoP proof settings and replay cache, shared across reloads.
     pub(super) dpop: Arc<super::build::DpopState>,
+    /// How the token API finds a caller's address (`audit.trusted_proxies`
+    /// and the hop counts).
+    pub(super) client_addrs: Arc<crate::audit::ClientAddrs>,
 }
 
 /// The outcome of one Check: the decision, and where the request landed.
@@ -251,6 +254,11 @@ impl Engine {
     /// JWT verification for the configured issuers.
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
+    }
+
+    /// How the token API finds a caller's address (`audit:`).
+    pub fn client_addrs(&self) -> &crate::audit::ClientAddrs {
+        &self.client_addrs
     }
 
     /// PAT lookups (cache → store), shared across config reloads.

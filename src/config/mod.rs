@@ -228,6 +228,7 @@ impl Config {
             assertion: &self.assertion,
             data_dir: &self.data_dir,
             dpop: &self.dpop,
+            audit: &self.audit,
         }
     }
 

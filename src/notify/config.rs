@@ -257,13 +257,21 @@ impl NotifyConfig {
             "notify.delivery.timeout",
             || "must be between 100ms and 5m".into(),
         );
-        p.check(d.lease > d.timeout, "notify.delivery.lease", || {
-            format!(
-                "must exceed notify.delivery.timeout ({}), or a slow attempt could be sent again \
-                 by another replica while it runs",
-                humantime::format_duration(d.timeout)
-            )
-        });
+        // Twice the timeout: an attempt runs at most `timeout` (connect and
+        // response both bounded by it) and its outcome is recorded right
+        // after; the margin absorbs a slow store write and clock skew
+        // between replicas before another replica may take the lease over.
+        p.check(
+            d.lease >= d.timeout.saturating_mul(2),
+            "notify.delivery.lease",
+            || {
+                format!(
+                    "must be at least twice notify.delivery.timeout ({}), or a slow attempt \
+                     could be sent again by another replica while it runs",
+                    humantime::format_duration(d.timeout)
+                )
+            },
+        );
         p.check(
             d.poll_interval >= Duration::from_millis(10)
                 && d.poll_interval <= Duration::from_secs(60),
@@ -368,7 +376,7 @@ mod tests {
             hook("https://a.example/h", "OK_NAME", &["token.*", "*"]),
             hook("https://a.example/h", "OK_NAME", &["owner.suspended"]),
         ];
-        c.delivery.lease = c.delivery.timeout;
+        c.delivery.lease = c.delivery.timeout * 2 - Duration::from_millis(1);
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.key).collect();
         assert_eq!(
             keys,

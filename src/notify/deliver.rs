@@ -50,6 +50,10 @@ pub struct Dispatcher {
     /// This replica's lease owner name.
     owner: Arc<str>,
     clock: Clock,
+    /// When this dispatcher was built: a webhook no replica has fanned out
+    /// for yet starts with the events written since then (its first
+    /// sighting), not the whole retained history.
+    since: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -111,6 +115,7 @@ impl Dispatcher {
             http,
             owner: owner.into(),
             clock: Arc::new(Utc::now),
+            since: Utc::now(),
         })
     }
 
@@ -165,7 +170,7 @@ impl Dispatcher {
         let now = (self.clock)();
         let fanned_out = self
             .store
-            .fan_out(&self.filters, now, FAN_OUT_BATCH)
+            .fan_out(&self.filters, now, self.since, FAN_OUT_BATCH)
             .await?;
         let max_age = delta(self.cfg.max_age);
         let dead = self.store.expire_deliveries(now - max_age, now).await?;
@@ -176,6 +181,10 @@ impl Dispatcher {
                 "webhook deliveries dead-lettered (notify.delivery.max_age)"
             );
         }
+        // The lease starts now, not when the pass began: fanning out and
+        // dead-lettering may have taken a while, and a lease counted from
+        // then would run out early.
+        let now = (self.clock)();
         let claimed = self
             .store
             .claim_deliveries(
@@ -247,14 +256,15 @@ impl Dispatcher {
             }
         };
         let ts = (self.clock)().timestamp();
-        let sig = sign::signature(&hook.secret, ts, &body);
+        let delivery = d.id.to_string();
+        let sig = sign::signature(&hook.secret, ts, &delivery, &body);
         let res = self
             .http
             .post(hook.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(sign::SIGNATURE_HEADER, sig)
             .header(sign::TIMESTAMP_HEADER, ts.to_string())
-            .header(sign::DELIVERY_HEADER, d.id.to_string())
+            .header(sign::DELIVERY_HEADER, delivery)
             .header(sign::EVENT_HEADER, d.event.event.as_str())
             .body(body)
             .send()

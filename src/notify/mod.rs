@@ -5,7 +5,9 @@
 //! reads that outbox:
 //!
 //! - [`deliver`]: the webhook dispatcher. Each replica fans new events out
-//!   to one delivery per interested webhook, leases due deliveries in the
+//!   to one delivery per interested webhook, for the webhooks it knows and
+//!   from each webhook's own cursor (so replicas with different webhook
+//!   lists never lose each other's events), leases due deliveries in the
 //!   store (`SELECT … FOR UPDATE SKIP LOCKED` on Postgres, an IMMEDIATE
 //!   transaction on SQLite), POSTs them signed ([`sign`]), and records the
 //!   outcome: delivered on a 2xx, else retried with exponential backoff

@@ -1,12 +1,16 @@
 //! What a webhook request carries: the JSON body of an event and its
 //! signature.
 //!
-//! The signature is `HMAC-SHA256(secret, "{timestamp}.{body}")`, hex,
-//! sent as `x-portcullis-signature: sha256=<hex>` with the timestamp (Unix
-//! seconds) in `x-portcullis-timestamp`: the bytes signed are the decimal
-//! timestamp, one `.` and the exact request body. Signing the timestamp
-//! lets a receiver refuse replays of old requests (it should, beyond a few
-//! minutes), and a fresh timestamp on every attempt keeps retries valid.
+//! The signature is `HMAC-SHA256(secret, "{timestamp}.{delivery}.{body}")`,
+//! hex, sent as `x-portcullis-signature: sha256=<hex>` with the timestamp
+//! (Unix seconds) in `x-portcullis-timestamp` and the delivery id in
+//! `x-portcullis-delivery`: the bytes signed are the decimal timestamp, a
+//! `.`, the delivery id as sent, a `.` and the exact request body. Signing
+//! the timestamp lets a receiver refuse replays of old requests (it should,
+//! beyond a few minutes), and a fresh timestamp on every attempt keeps
+//! retries valid. Signing the delivery id makes the receiver's
+//! deduplication on it safe: a replay inside the freshness window with a
+//! new id no longer verifies.
 
 use aws_lc_rs::hmac;
 use serde_json::{Value, json};
@@ -35,19 +39,23 @@ pub fn body(e: &EventRecord) -> Value {
     })
 }
 
-/// `sha256=<hex>` of `"{timestamp}.{body}"` under `secret`.
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+/// The bytes signed: `"{timestamp}.{delivery}.{body}"`.
+fn message(timestamp: i64, delivery: &str, body: &[u8]) -> Vec<u8> {
+    let mut msg = format!("{timestamp}.{delivery}.").into_bytes();
+    msg.extend_from_slice(body);
+    msg
+}
+
+/// `sha256=<hex>` of `"{timestamp}.{delivery}.{body}"` under `secret`.
+pub fn signature(secret: &[u8], timestamp: i64, delivery: &str, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(timestamp.to_string().as_bytes());
-    ctx.update(b".");
-    ctx.update(body);
-    format!("sha256={}", hex::encode(ctx.sign().as_ref()))
+    let tag = hmac::sign(&key, &message(timestamp, delivery, body));
+    format!("sha256={}", hex::encode(tag.as_ref()))
 }
 
 /// Checks a signature the way a receiver should (constant time). For
 /// tests and for Rust receivers.
-pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], header: &str) -> bool {
+pub fn verify(secret: &[u8], timestamp: i64, delivery: &str, body: &[u8], header: &str) -> bool {
     let Some(hex_sig) = header.strip_prefix("sha256=") else {
         return false;
     };
@@ -55,10 +63,7 @@ pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], header: &str) -> bool 
         return false;
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut msg = timestamp.to_string().into_bytes();
-    msg.push(b'.');
-    msg.extend_from_slice(body);
-    hmac::verify(&key, &msg, &sig).is_ok()
+    hmac::verify(&key, &message(timestamp, delivery, body), &sig).is_ok()
 }
 
 #[cfg(test)]
@@ -66,18 +71,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signs_timestamp_dot_body() {
-        // Computed independently with Python's hmac module:
-        // hmac.new(b"0123456789abcdef", b"1700000000.{}", hashlib.sha256).
-        let s = signature(b"0123456789abcdef", 1_700_000_000, b"{}");
+    fn signs_timestamp_delivery_and_body() {
+        // Computed independently with Python's hmac module: hmac.new(
+        // b"0123456789abcdef", b"1700000000.<id>.{}", hashlib.sha256).
+        let k = b"0123456789abcdef";
+        let id = "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f60";
+        let s = signature(k, 1_700_000_000, id, b"{}");
         assert_eq!(
             s,
-            "sha256=e4f8e2ecae2295b2ddb2f0b5584c8275e226c0ebe9b3b819e70156bb67122e3e"
+            "sha256=38c267ff5c54c77ae13b2989159d41fd6c5d3e14a7e5b3238d5e0543b1f736ac"
         );
-        assert!(verify(b"0123456789abcdef", 1_700_000_000, b"{}", &s));
-        assert!(!verify(b"0123456789abcdef", 1_700_000_001, b"{}", &s));
-        assert!(!verify(b"0123456789abcdef", 1_700_000_000, b"{ }", &s));
-        assert!(!verify(b"another key 0000", 1_700_000_000, b"{}", &s));
-        assert!(!verify(b"0123456789abcdef", 1_700_000_000, b"{}", "md5=00"));
+        assert!(verify(k, 1_700_000_000, id, b"{}", &s));
+        assert!(!verify(k, 1_700_000_001, id, b"{}", &s));
+        assert!(!verify(k, 1_700_000_000, id, b"{ }", &s));
+        // A replay under a new delivery id (to pass deduplication) fails.
+        let other = "0190f3a2-7d4e-7c11-9a55-1b2c3d4e5f61";
+        assert!(!verify(k, 1_700_000_000, other, b"{}", &s));
+        assert!(!verify(b"another key 0000", 1_700_000_000, id, b"{}", &s));
+        assert!(!verify(k, 1_700_000_000, id, b"{}", "md5=00"));
     }
 }

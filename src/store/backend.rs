@@ -232,12 +232,15 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn expiry_notices(&self, _now: DateTime<Utc>, _thresholds: &[i64]) -> Result<usize> {
         unsupported("expiry_notices")
     }
-    /// Creates the deliveries of up to `limit` events not fanned out yet,
-    /// one per webhook that wants each; returns how many events.
+    /// Advances each of `hooks` by up to `limit` events from its own
+    /// cursor (created at the webhook's first sighting: the events written
+    /// since `since`), creating a delivery for each event it wants; returns
+    /// the most events any webhook advanced by.
     async fn fan_out(
         &self,
         _hooks: &[HookFilter],
         _now: DateTime<Utc>,
+        _since: DateTime<Utc>,
         _limit: u32,
     ) -> Result<usize> {
         unsupported("fan_out")

@@ -58,14 +58,17 @@ impl Store {
         Ok(n)
     }
 
-    /// Creates the deliveries of up to `limit` events not fanned out yet.
+    /// Advances each webhook's fan-out cursor (created at its first
+    /// sighting: events written since `since`) by up to `limit` events.
     pub async fn fan_out(
         &self,
         hooks: &[HookFilter],
         now: DateTime<Utc>,
+        since: DateTime<Utc>,
         limit: u32,
     ) -> Result<usize> {
-        self.call(self.backend.fan_out(hooks, now, limit)).await
+        self.call(self.backend.fan_out(hooks, now, since, limit))
+            .await
     }
 
     /// Leases up to `limit` due deliveries of `hooks` to `owner`.

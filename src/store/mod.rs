@@ -97,4 +97,10 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         include_str!("migrations/sqlite/0008_token_usage.sql"),
         include_str!("migrations/postgres/0008_token_usage.sql"),
     ),
+    (
+        9,
+        "webhook_cursors",
+        include_str!("migrations/sqlite/0009_webhook_cursors.sql"),
+        include_str!("migrations/postgres/0009_webhook_cursors.sql"),
+    ),
 ];

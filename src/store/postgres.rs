@@ -538,8 +538,14 @@ impl TokenStore for PgStore {
         self.expiry_notices_sql(now, thresholds).await
     }
 
-    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
-        self.fan_out_sql(hooks, now, limit).await
+    async fn fan_out(
+        &self,
+        hooks: &[HookFilter],
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<usize> {
+        self.fan_out_sql(hooks, now, since, limit).await
     }
 
     async fn claim_deliveries(

@@ -64,20 +64,53 @@ fn delivery(r: &Row) -> Result<DeliveryRecord> {
     })
 }
 
+/// The advisory lock event writers hold shared for their transaction and
+/// fan-out takes exclusively to find the committed high-water mark.
+pub(super) const FAN_OUT_BARRIER: i64 = 0x706f_7274_6f75_7401;
+
 impl PgStore {
+    /// Per-webhook fan-out (see migration 9): each of `hooks` is advanced
+    /// from its own cursor, created at its first sighting (the events
+    /// written since `since`), up to a high-water mark below which every
+    /// event is committed (a `bigserial` is handed out before commit, so a
+    /// later `seq` can be visible before an earlier one: event writers hold
+    /// [`FAN_OUT_BARRIER`] shared, and taking it exclusively waits them out).
+    /// Another replica advancing the same webhook is skipped (SKIP LOCKED).
     pub(super) async fn fan_out_sql(
         &self,
         hooks: &[HookFilter],
         now: DateTime<Utc>,
+        since: DateTime<Utc>,
         limit: u32,
     ) -> Result<usize> {
         let mut c = self.client().await?;
+        let high: i64 = {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FAN_OUT_BARRIER])
+                .await
+                .map_err(pg_err)?;
+            let r = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM token_events", &[])
+                .await
+                .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+            col(&r, 0)?
+        };
+        let keys: Vec<&str> = hooks.iter().map(|h| h.key.as_str()).collect();
         let tx = c.transaction().await.map_err(pg_err)?;
-        let due = tx
+        tx.execute(
+            "INSERT INTO webhook_cursors (webhook, last_seq) \
+             SELECT k, (SELECT COALESCE(MAX(seq), 0) FROM token_events WHERE at < $2 AND seq <= $3) \
+             FROM unnest($1::text[]) AS k ON CONFLICT DO NOTHING",
+            &[&keys, &since, &high],
+        )
+        .await
+        .map_err(pg_err)?;
+        let cursors = tx
             .query(
-                "SELECT seq, event FROM token_events WHERE NOT fanned_out \
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&i64::from(limit)],
+                "SELECT webhook, last_seq FROM webhook_cursors WHERE webhook = ANY($1) \
+                 FOR UPDATE SKIP LOCKED",
+                &[&keys],
             )
             .await
             .map_err(pg_err)?;
@@ -89,24 +122,42 @@ impl PgStore {
             )
             .await
             .map_err(pg_err)?;
-        let mut seqs = Vec::with_capacity(due.len());
-        for r in &due {
-            let (seq, name): (i64, String) = (col(r, 0)?, col(r, 1)?);
-            for h in hooks.iter().filter(|h| h.wants(&name)) {
-                tx.execute(&insert, &[&Uuid::new_v4(), &seq, &h.key, &now])
-                    .await
-                    .map_err(pg_err)?;
+        let mut most = 0;
+        for r in &cursors {
+            let (key, last): (String, i64) = (col(r, 0)?, col(r, 1)?);
+            let Some(h) = hooks.iter().find(|h| h.key == key) else {
+                continue;
+            };
+            let due = tx
+                .query(
+                    "SELECT seq, event FROM token_events WHERE seq > $1 AND seq <= $2 \
+                     ORDER BY seq LIMIT $3",
+                    &[&last, &high, &i64::from(limit)],
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut upto = high;
+            for r in &due {
+                let (seq, name): (i64, String) = (col(r, 0)?, col(r, 1)?);
+                if h.wants(&name) {
+                    tx.execute(&insert, &[&Uuid::new_v4(), &seq, &h.key, &now])
+                        .await
+                        .map_err(pg_err)?;
+                }
+                if due.len() == limit as usize {
+                    upto = seq;
+                }
             }
-            seqs.push(seq);
+            tx.execute(
+                "UPDATE webhook_cursors SET last_seq = $2 WHERE webhook = $1 AND last_seq < $2",
+                &[&key, &upto],
+            )
+            .await
+            .map_err(pg_err)?;
+            most = most.max(due.len());
         }
-        tx.execute(
-            "UPDATE token_events SET fanned_out = true WHERE seq = ANY($1)",
-            &[&seqs],
-        )
-        .await
-        .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(seqs.len())
+        Ok(most)
     }
 
     pub(super) async fn claim_sql(
@@ -186,12 +237,16 @@ impl PgStore {
         let finished = (state != "pending").then_some(now);
         let status = status.map(i32::from);
         let c = self.client().await?;
+        // A 2xx recorded after the max_age sweep dead-lettered the delivery
+        // (its lease ran out while the outcome was on its way) still wins:
+        // the receiver has the event, so it must never be listed as dead.
         let n = c
             .execute(
                 "UPDATE webhook_deliveries SET state = $3, \
                  next_attempt_at = COALESCE($4, next_attempt_at), finished_at = $5, \
                  last_status = $6, last_error = $7, lease_until = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                 WHERE id = $1 AND lease_owner = $2 \
+                   AND (state = 'pending' OR (state = 'dead' AND $3 = 'delivered'))",
                 &[&id, &owner, &state, &next, &finished, &status, &error],
             )
             .await

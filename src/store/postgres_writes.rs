@@ -15,13 +15,16 @@ use super::super::{
 };
 use super::{PgStore, col, insert_token, pg_err, record};
 
-/// Inserts `e` on `c` (inside the caller's transaction).
+/// Inserts `e` on `c` (inside the caller's transaction), holding the
+/// fan-out barrier shared until that transaction ends, so that fan-out
+/// never passes this event's `seq` before it is committed.
 pub(super) async fn insert_event(c: &impl GenericClient, e: &NewEvent) -> Result<()> {
     let stmt = c
         .prepare_cached(
             "INSERT INTO token_events (id, event, at, token_id, owner_issuer, owner_id, actor_kind, \
              actor_subject, actor_issuer, actor_token_id, client_addr, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+             FROM (SELECT pg_advisory_xact_lock_shared($13)) AS fan_out_barrier",
         )
         .await
         .map_err(pg_err)?;
@@ -40,6 +43,7 @@ pub(super) async fn insert_event(c: &impl GenericClient, e: &NewEvent) -> Result
             &e.actor.token_id,
             &e.actor.client_addr,
             &e.data,
+            &super::outbox::FAN_OUT_BARRIER,
         ],
     )
     .await

@@ -533,8 +533,14 @@ impl TokenStore for SqliteStore {
         self.expiry_notices_sql(now, thresholds.to_vec()).await
     }
 
-    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
-        self.fan_out_sql(hooks.to_vec(), now, limit).await
+    async fn fan_out(
+        &self,
+        hooks: &[HookFilter],
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<usize> {
+        self.fan_out_sql(hooks.to_vec(), now, since, limit).await
     }
 
     async fn claim_deliveries(

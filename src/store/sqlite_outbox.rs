@@ -79,35 +79,68 @@ fn json_list(v: &[String]) -> Result<String> {
 }
 
 impl SqliteStore {
+    /// Per-webhook fan-out (see migration 9): each of `hooks` is advanced
+    /// from its own cursor, created at its first sighting (the events
+    /// written since `since`). The IMMEDIATE transaction makes this the only
+    /// writer, so every event up to `MAX(seq)` is committed.
     pub(super) async fn fan_out_sql(
         &self,
         hooks: Vec<HookFilter>,
         now: DateTime<Utc>,
+        since: DateTime<Utc>,
         limit: u32,
     ) -> Result<usize> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let due: Vec<(i64, String)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, event FROM token_events WHERE fanned_out = 0 ORDER BY seq LIMIT ?1",
-                )?;
-                let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for (seq, name) in &due {
-                for h in hooks.iter().filter(|h| h.wants(name)) {
+            let high: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM token_events", [], |r| {
+                    r.get(0)
+                })?;
+            let mut most = 0;
+            for h in &hooks {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO webhook_cursors (webhook, last_seq) \
+                     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) FROM token_events \
+                                  WHERE at < ?2 AND seq <= ?3))",
+                )?
+                .execute(params![h.key, ts(since), high])?;
+                let last: i64 = tx
+                    .prepare_cached("SELECT last_seq FROM webhook_cursors WHERE webhook = ?1")?
+                    .query_row([&h.key], |r| r.get(0))?;
+                let due: Vec<(i64, String)> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT seq, event FROM token_events WHERE seq > ?1 AND seq <= ?2 \
+                         ORDER BY seq LIMIT ?3",
+                    )?;
+                    let rows =
+                        stmt.query_map(params![last, high, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                for (seq, _) in due.iter().filter(|(_, name)| h.wants(name)) {
                     tx.prepare_cached(
                         "INSERT OR IGNORE INTO webhook_deliveries \
                          (id, event_seq, webhook, state, attempts, created_at, next_attempt_at) \
                          VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)",
                     )?
-                    .execute(params![Uuid::new_v4().to_string(), seq, h.key, ts(now)])?;
+                    .execute(params![
+                        Uuid::new_v4().to_string(),
+                        seq,
+                        h.key,
+                        ts(now)
+                    ])?;
                 }
-                tx.prepare_cached("UPDATE token_events SET fanned_out = 1 WHERE seq = ?1")?
-                    .execute([seq])?;
+                let upto = match due.last() {
+                    Some((seq, _)) if due.len() == limit as usize => *seq,
+                    _ => high,
+                };
+                tx.prepare_cached(
+                    "UPDATE webhook_cursors SET last_seq = ?2 WHERE webhook = ?1 AND last_seq < ?2",
+                )?
+                .execute(params![h.key, upto])?;
+                most = most.max(due.len());
             }
             tx.commit()?;
-            Ok(due.len())
+            Ok(most)
         })
         .await
     }
@@ -178,11 +211,15 @@ impl SqliteStore {
                 AttemptOutcome::Dead { status, error } => ("dead", None, status, Some(error)),
             };
             let finished = (state != "pending").then(|| ts(now));
+            // A 2xx recorded after the max_age sweep dead-lettered the delivery
+            // (its lease ran out while the outcome was on its way) still wins:
+            // the receiver has the event, so it must never be listed as dead.
             c.prepare_cached(
                 "UPDATE webhook_deliveries SET state = ?3, \
                  next_attempt_at = COALESCE(?4, next_attempt_at), finished_at = ?5, \
                  last_status = ?6, last_error = ?7, lease_until = NULL \
-                 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
+                 WHERE id = ?1 AND lease_owner = ?2 \
+                   AND (state = 'pending' OR (state = 'dead' AND ?3 = 'delivered'))",
             )?
             .execute(params![
                 id.to_string(),

@@ -61,8 +61,8 @@ pub struct DeliveriesPage {
     pub next_cursor: Option<String>,
 }
 
-/// Who reports leaked tokens.
-#[derive(Debug)]
+/// Who reports leaked tokens. Its `Debug` never prints the presented
+/// secret (a wrong one may be a real secret sent to the wrong place).
 pub enum LeakAuth {
     /// An API caller; must hold `api.admin_scope`.
     Caller(Caller),
@@ -71,6 +71,19 @@ pub enum LeakAuth {
         presented: String,
         client_addr: Option<String>,
     },
+}
+
+impl std::fmt::Debug for LeakAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeakAuth::Caller(c) => f.debug_tuple("Caller").field(c).finish(),
+            LeakAuth::Secret { client_addr, .. } => f
+                .debug_struct("Secret")
+                .field("presented", &"<redacted>")
+                .field("client_addr", client_addr)
+                .finish(),
+        }
+    }
 }
 
 /// The answer to a leak report: the same whether any token existed.
@@ -96,21 +109,47 @@ fn cursor(c: Option<&str>) -> Result<Option<Cursor>, ApiError> {
         .map_err(|e| ApiError::invalid_request(e.to_string()))
 }
 
+/// Where another person acted from is theirs, not the token owner's: a
+/// non-admin reading their trail sees who acted on their token (its
+/// accountability) but not the address of an admin, a scanner or anyone
+/// else; only their own calls keep `client_addr`.
+fn hide_others_address(e: &mut EventRecord, c: &Caller) {
+    let a = &e.actor;
+    let own = a.subject == c.subject() && a.issuer == c.issuer();
+    if !own {
+        e.actor.client_addr = None;
+    }
+}
+
 impl TokenService {
-    /// Sets `audit.trusted_proxy_hops` (default 0: the TCP peer).
-    pub fn with_trusted_proxy_hops(mut self, hops: u8) -> Self {
-        self.trusted_proxy_hops = hops;
+    /// Kept for callers written when the service held the hop count. The
+    /// client-address settings (`audit.trusted_proxies` and both hop
+    /// counts) now come with the engine, from the same config, so that the
+    /// proxy list and the hops are read together and follow a reload;
+    /// `hops` is not used.
+    pub fn with_trusted_proxy_hops(self, hops: u8) -> Self {
+        let _ = hops;
         self
     }
 
-    /// The client address of a call: `X-Forwarded-For` values and the
-    /// TCP peer, read per `audit.trusted_proxy_hops`.
+    /// The client address of a call on the HTTP port: `X-Forwarded-For`
+    /// values and the TCP peer, read per `audit.trusted_proxies` and
+    /// `audit.trusted_proxy_hops`.
     pub fn client_addr(
         &self,
         forwarded_for: &[&str],
         peer: Option<std::net::SocketAddr>,
     ) -> Option<String> {
-        crate::audit::client_addr(forwarded_for, peer, self.trusted_proxy_hops)
+        self.engine.load().client_addrs().http(forwarded_for, peer)
+    }
+
+    /// The same on the gRPC port (`audit.grpc_trusted_proxy_hops`).
+    pub fn grpc_client_addr(
+        &self,
+        forwarded_for: &[&str],
+        peer: Option<std::net::SocketAddr>,
+    ) -> Option<String> {
+        self.engine.load().client_addrs().grpc(forwarded_for, peer)
     }
 
     /// `GET /api/v1/audit`: the caller's own events (about their tokens or
@@ -159,7 +198,12 @@ impl TokenService {
             before_seq: cursor(p.cursor.as_deref())?.map(|c| c.seq),
             limit,
         };
-        let events = self.store().events(&q).await?;
+        let mut events = self.store().events(&q).await?;
+        if !admin {
+            for e in &mut events {
+                hide_others_address(e, c);
+            }
+        }
         let next_cursor = (events.len() == limit as usize)
             .then(|| events.last())
             .flatten()
@@ -261,17 +305,32 @@ impl TokenService {
         }
     }
 
+    /// Runs a whole leak report (`work`: authentication, reading the body,
+    /// [`TokenService::revoke_leaked`]) and answers no earlier than
+    /// `api.leak_report_floor` after `started`, whatever the outcome: a
+    /// refusal or a bad body answered sooner than a success would time
+    /// apart the paths, and the store's work on a found token from an
+    /// unknown one. Transports wrap every path of the call in this.
+    pub async fn leak_padded<F: std::future::Future>(
+        &self,
+        started: Instant,
+        work: F,
+    ) -> F::Output {
+        let out = work.await;
+        tokio::time::sleep_until((started + self.api.leak_report_floor).into()).await;
+        out
+    }
+
     /// `POST /api/v1/tokens/revoke-leaked`: revokes each reported token
     /// that exists, with `token.leaked`, for `reporter` (see
-    /// [`TokenService::leak_reporter`]). The answer, and (padded to
-    /// `api.leak_report_floor` after `started`) its timing, are the same
-    /// whether any token existed, so the endpoint tells a caller nothing
-    /// about a token.
+    /// [`TokenService::leak_reporter`]). The answer is the same whether any
+    /// token existed; callers pad its timing with
+    /// [`TokenService::leak_padded`], so the endpoint tells a caller
+    /// nothing about a token.
     pub async fn revoke_leaked(
         &self,
         reporter: &Cause,
         tokens: Vec<String>,
-        started: Instant,
     ) -> Result<LeakReport, ApiError> {
         let cause = reporter;
         let max = self.api.leak_report_max_tokens;
@@ -294,7 +353,6 @@ impl TokenService {
             let revoker = self.revoker.clone();
             tokio::spawn(async move { revoker.announce(&found).await });
         }
-        tokio::time::sleep_until((started + self.api.leak_report_floor).into()).await;
         Ok(LeakReport {
             received: tokens.len(),
         })
@@ -331,5 +389,24 @@ impl TokenService {
             .map_err(|_| ApiError::internal("random key"))?;
         let tag = hmac::sign(&key, expected.0.as_bytes());
         hmac::verify(&key, presented.as_bytes(), tag.as_ref()).map_err(|_| refused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeakAuth;
+
+    #[test]
+    fn leak_auth_debug_never_prints_the_secret() {
+        let a = LeakAuth::Secret {
+            presented: "s3cret-scanner-value".into(),
+            client_addr: Some("192.0.2.1".into()),
+        };
+        let text = format!("{a:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("redacted") && text.contains("192.0.2.1"),
+            "{text}"
+        );
     }
 }

@@ -64,8 +64,6 @@ pub struct TokenService {
     api: Arc<ApiConfig>,
     exchange: Option<ExchangeClient>,
     dev: bool,
-    /// `audit.trusted_proxy_hops`: how the transports find the client address.
-    trusted_proxy_hops: u8,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -134,7 +132,6 @@ impl TokenService {
             api: Arc::new(api),
             exchange,
             dev,
-            trusted_proxy_hops: 0,
         })
     }
 

@@ -59,13 +59,13 @@ pub struct Receiver {
     task: JoinHandle<()>,
 }
 
-fn verify(secret: &[u8], ts: &str, body: &[u8], header: &str) -> bool {
+/// `header` is `sha256=` + HMAC-SHA256 of `"{ts}.{delivery}.{body}"`.
+fn verify(secret: &[u8], ts: &str, delivery: &str, body: &[u8], header: &str) -> bool {
     let Some(sig) = header.strip_prefix("sha256=").and_then(decode_hex) else {
         return false;
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut msg = ts.as_bytes().to_vec();
-    msg.push(b'.');
+    let mut msg = format!("{ts}.{delivery}.").into_bytes();
     msg.extend_from_slice(body);
     hmac::verify(&key, &msg, &sig).is_ok()
 }
@@ -88,11 +88,18 @@ async fn hook(State(inner): State<Arc<Inner>>, h: HeaderMap, body: Bytes) -> Sta
             .to_owned()
     };
     let ts = header("x-portcullis-timestamp");
+    let delivery = header("x-portcullis-delivery");
     let hit = Hit {
-        delivery: header("x-portcullis-delivery"),
+        signature_ok: verify(
+            &inner.secret,
+            &ts,
+            &delivery,
+            &body,
+            &header("x-portcullis-signature"),
+        ),
+        delivery,
         event_header: header("x-portcullis-event"),
         timestamp: ts.parse().unwrap_or(0),
-        signature_ok: verify(&inner.secret, &ts, &body, &header("x-portcullis-signature")),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         at: Instant::now(),
         received_at: chrono::Utc::now(),

@@ -183,9 +183,15 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.expiry_notices(now, thresholds).await
     }
-    async fn fan_out(&self, hooks: &[HookFilter], now: DateTime<Utc>, limit: u32) -> Result<usize> {
+    async fn fan_out(
+        &self,
+        hooks: &[HookFilter],
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<usize> {
         self.count();
-        self.inner.fan_out(hooks, now, limit).await
+        self.inner.fan_out(hooks, now, since, limit).await
     }
     async fn claim_deliveries(
         &self,
