@@ -125,8 +125,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         cfg.pat.clone(),
         cfg.api.clone(),
         opts.dev,
-    )?
-    .with_trusted_proxy_hops(cfg.audit.trusted_proxy_hops);
+    )?;
     start_lifecycle(&cfg, secrets, &store, &mut bg)?;
     serve_grpc(
         grpc_listener,

@@ -122,16 +122,6 @@ fn hide_others_address(e: &mut EventRecord, c: &Caller) {
 }
 
 impl TokenService {
-    /// Kept for callers written when the service held the hop count. The
-    /// client-address settings (`audit.trusted_proxies` and both hop
-    /// counts) now come with the engine, from the same config, so that the
-    /// proxy list and the hops are read together and follow a reload;
-    /// `hops` is not used.
-    pub fn with_trusted_proxy_hops(self, hops: u8) -> Self {
-        let _ = hops;
-        self
-    }
-
     /// The client address of a call on the HTTP port: `X-Forwarded-For`
     /// values and the TCP peer, read per `audit.trusted_proxies` and
     /// `audit.trusted_proxy_hops`.
