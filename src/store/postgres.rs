@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::error::SqlState;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
@@ -21,6 +20,8 @@ use super::{
 
 #[path = "postgres_deny.rs"]
 mod deny;
+#[path = "postgres_errors.rs"]
+mod errors;
 #[path = "postgres_inventory.rs"]
 mod inventory;
 #[path = "postgres_outbox.rs"]
@@ -29,6 +30,7 @@ mod outbox;
 mod owners;
 #[path = "postgres_writes.rs"]
 mod writes;
+use errors::{pg_err, pool_err};
 
 /// Advisory lock key serialising concurrent `migrate()` calls across replicas.
 const MIGRATE_LOCK: i64 = 0x706f_7274_6375_6c6c; // "portcull"
@@ -93,33 +95,6 @@ impl PgStore {
             .map(record)
             .transpose()
     }
-}
-
-fn pool_err(e: PoolError) -> StoreError {
-    match e {
-        PoolError::Backend(e) => pg_err(e),
-        other => StoreError::Unavailable(format!("postgres pool: {other}")),
-    }
-}
-
-fn pg_err(e: tokio_postgres::Error) -> StoreError {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        if *code == SqlState::UNIQUE_VIOLATION {
-            return StoreError::Conflict(format!(
-                "unique constraint {} violated",
-                db.constraint().unwrap_or("?")
-            ));
-        }
-        // Class 08 (connection), 53 (resources), 57 (operator intervention: shutdown).
-        let class = &code.code()[..2];
-        if matches!(class, "08" | "53" | "57") {
-            return StoreError::Unavailable(format!("postgres {}: {}", code.code(), db.message()));
-        }
-        return StoreError::Other(format!("postgres {}: {}", code.code(), db.message()));
-    }
-    // No SQLSTATE: I/O, closed connection, protocol, or a timeout.
-    StoreError::Unavailable(format!("postgres: {e}"))
 }
 
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
