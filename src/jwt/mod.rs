@@ -2,8 +2,8 @@
 //!
 //! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
 //! fitting type → signature and registered claims (jsonwebtoken) → our own
-//! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: SHA-256 of
-//! the token → cache hit → `exp` re-check → is the signing key still in the
+//! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: keyed BLAKE3
+//! of the token ([`CacheKeys`]) → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
 
 pub mod claims;
@@ -187,6 +187,8 @@ struct IssuerRuntime {
 pub struct Verifier {
     issuers: HashMap<String, IssuerRuntime>,
     cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
+    /// How a token becomes its cache key.
+    keys: CacheKeys,
     /// Name of the PAT marker claim, captured into `VerifiedJwt::token_use`.
     marker_claim: Arc<str>,
     /// Claims captured into `Identity::claims` (`identity_headers.claims`).
@@ -223,7 +225,48 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// SHA-256 of a credential: the only form in which tokens are keyed or stored.
+/// The verified-token cache's key for a token: BLAKE3 keyed with a secret
+/// drawn at start-up.
+///
+/// Why not [`token_hash`]: every warm Check hashes the whole token (a
+/// Keycloak JWT is about a kilobyte), and SHA-256 costs about 40
+/// instructions a byte on CPUs without SHA-NI (the Skylake and Cascade Lake
+/// Xeons many clusters still run), BLAKE3 about a tenth of that. The key
+/// never leaves memory, is never stored and is never compared across
+/// replicas, so it need not be SHA-256. It must not collide: BLAKE3 is a
+/// 256-bit cryptographic hash, and keyed by a secret no client sees, nobody
+/// can even search for a token that shares another's key offline.
+#[derive(Clone)]
+pub struct CacheKeys {
+    secret: [u8; 32],
+}
+
+impl CacheKeys {
+    /// A fresh secret from the operating system's CSPRNG.
+    pub fn random() -> CacheKeys {
+        let mut secret = [0u8; 32];
+        // The system RNG fails only when the kernel has no entropy source
+        // at all; a fixed key then still leaves BLAKE3's collision
+        // resistance, which is what the cache relies on.
+        let _ = aws_lc_rs::rand::fill(&mut secret);
+        CacheKeys { secret }
+    }
+
+    /// The cache key of `token`.
+    pub fn of(&self, token: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.secret, token.as_bytes()).as_bytes()
+    }
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for CacheKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKeys(<secret>)")
+    }
+}
+
+/// SHA-256 of a credential: the only form in which tokens are stored or
+/// compared across replicas.
 /// aws-lc's assembly (SHA-NI, AVX2 or SSSE3 by what the CPU has): on every
 /// warm Check, and several times cheaper than `sha2`'s portable code on
 /// CPUs without SHA-NI.
@@ -267,6 +310,7 @@ impl Verifier {
                 .max_capacity(jwt.cache_capacity)
                 .expire_after(UntilExp)
                 .build(),
+            keys: CacheKeys::random(),
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
             captured_claims: Vec::new(),
         }
@@ -303,7 +347,7 @@ impl Verifier {
 
     /// Verifies `token`, from cache when possible.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedJwt>, JwtError> {
-        let hash = token_hash(token);
+        let hash = self.keys.of(token);
         let cached = self.cache.get(&hash);
         crate::metrics::global().cache("jwt", cached.is_some());
         if let Some(hit) = cached {
@@ -415,9 +459,9 @@ impl Verifier {
         })
     }
 
-    /// Drops a cached verification (deny-listing, tests).
-    pub fn forget(&self, token_hash: &[u8; 32]) {
-        self.cache.invalidate(token_hash);
+    /// Drops `token`'s cached verification (tests, fuzzing).
+    pub fn forget(&self, token: &str) {
+        self.cache.invalidate(&self.keys.of(token));
     }
 
     /// Number of cached verifications, after pending evictions.
