@@ -29,18 +29,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The server side of Envoy's `Authorization/Check` with our own reply
-/// type: `envoy-types`' generated server is tied to `CheckResponse`, while
-/// portcullis answers with `authz::CheckReply` (the same message on the
-/// wire, an allow spliced from pre-encoded bytes). tonic's own code
-/// generator writes the glue, with tonic's prost codec.
+/// The server side of Envoy's `Authorization/Check` with our own request
+/// and reply types: `envoy-types`' generated server is tied to
+/// `CheckRequest`/`CheckResponse`, while portcullis decodes only what it
+/// reads (`authz::CheckInput`) and answers with `authz::CheckReply` (the
+/// same message on the wire, an allow spliced from pre-encoded bytes).
+/// tonic's own code generator writes the glue, with our codec
+/// (`authz::input::CheckCodec`: prost's encoder, our decoder).
 fn check_server() {
     let check = tonic_build::manual::Method::builder()
         .name("check")
         .route_name("Check")
-        .input_type("envoy_types::ext_authz::v3::pb::CheckRequest")
+        .input_type("crate::authz::input::CheckInput")
         .output_type("crate::authz::reply::CheckReply")
-        .codec_path("tonic_prost::ProstCodec")
+        .codec_path("crate::authz::input::CheckCodec")
         .build();
     let service = tonic_build::manual::Service::builder()
         .name("Authorization")

@@ -30,7 +30,7 @@ async fn random_pat_flood_is_bounded() {
         t.replace_range(4..5, if t.as_bytes()[4] == b'A' { "B" } else { "A" });
         let resp = engine
             .decide(&portcullis::authz::request::RequestView::new(
-                &Req::get("/").bearer(&t).build(),
+                &Req::get("/").bearer(&t).input(),
             ))
             .await
             .decision;
@@ -48,7 +48,7 @@ async fn random_pat_flood_is_bounded() {
         let t = portcullis::pat::format::generate("pat_");
         let d = engine
             .decide(&portcullis::authz::request::RequestView::new(
-                &Req::get("/").bearer(&t).build(),
+                &Req::get("/").bearer(&t).input(),
             ))
             .await
             .decision;

@@ -1,6 +1,7 @@
 //! The Envoy side: `envoy.service.auth.v3.Authorization/Check`.
 //!
-//! [`request`] reads what Envoy sent, [`engine`] decides ([`Engine::decide`]
+//! [`input`] decodes what Envoy sent (only the fields read, strings not
+//! copied), [`request`] reads it, [`engine`] decides ([`Engine::decide`]
 //! is the one entry point), [`authenticate`] classifies a bearer token once
 //! and verifies it, [`deny`] is the single error → denial mapping and
 //! [`response`] the single decision → `CheckResponse` builder ([`reply`]:
@@ -18,6 +19,7 @@ pub mod deny;
 pub mod engine;
 pub mod explain;
 pub mod headers;
+pub mod input;
 pub mod reply;
 pub mod request;
 pub mod response;
@@ -30,6 +32,7 @@ pub use build::{DpopState, EngineConfig, SharedParts};
 pub use decision::{Challenge, Decision, Denial, DenyKind};
 pub use engine::{Checked, Engine};
 pub use explain::RouteExplanation;
+pub use input::CheckInput;
 pub use reply::CheckReply;
 pub use service::{CheckServer, CheckService};
 pub use surface::Surface;

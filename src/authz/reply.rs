@@ -308,7 +308,7 @@ mod tests {
         for pass in ["first render", "cached render"] {
             let reply = reply_for(
                 &decision,
-                &RequestView::new(&req),
+                &RequestView::new(&crate::authz::CheckInput::from_request(&req)),
                 &landed,
                 &surface,
                 &ResponseOptions::default(),

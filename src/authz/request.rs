@@ -9,21 +9,15 @@
 //! with exactly one `DPoP` proof header (RFC 9449).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-
-use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
 
 use super::decision::Denial;
+use super::input::{CheckInput, HttpInput};
 use super::sources::CredentialSources;
 
-/// Borrowed view of the parts of a CheckRequest we use.
+/// Borrowed view of the parts of a Check request we use.
 pub struct RequestView<'a> {
-    http: Option<&'a HttpRequest>,
-    context: Option<&'a HashMap<String, String>>,
-    /// The downstream peer (its TLS client certificate, with
-    /// `include_peer_certificate`).
-    source: Option<&'a Peer>,
+    http: Option<&'a HttpInput>,
+    input: &'a CheckInput,
 }
 
 /// A credential as found in the request.
@@ -114,31 +108,23 @@ impl std::fmt::Debug for RequestView<'_> {
 // === impl RequestView ===
 
 impl<'a> RequestView<'a> {
-    pub fn new(req: &'a CheckRequest) -> Self {
-        let attrs = req.attributes.as_ref();
+    pub fn new(input: &'a CheckInput) -> Self {
         RequestView {
-            http: attrs
-                .and_then(|a| a.request.as_ref())
-                .and_then(|r| r.http.as_ref()),
-            context: attrs.map(|a| &a.context_extensions),
-            source: attrs.and_then(|a| a.source.as_ref()),
+            http: input.http.as_ref(),
+            input,
         }
     }
 
     /// `http` or `https`, as Envoy saw the request (empty when unknown).
     pub fn scheme(&self) -> &'a str {
-        self.http.map_or("", |h| h.scheme.as_str())
+        self.http.map_or("", |h| &h.scheme)
     }
 
     /// The client address Envoy reports (`source.address`: the downstream
     /// peer, or the `X-Forwarded-For` entry Envoy trusts under
     /// `xff_num_trusted_hops`). Parsed, not copied.
     pub fn client_ip(&self) -> Option<std::net::IpAddr> {
-        use envoy_types::pb::envoy::config::core::v3::address::Address;
-        match self.source?.address.as_ref()?.address.as_ref()? {
-            Address::SocketAddress(sa) => sa.address.parse().ok(),
-            _ => None,
-        }
+        self.input.source_address.as_ref()?.parse().ok()
     }
 
     /// The `User-Agent` header, as sent.
@@ -148,7 +134,7 @@ impl<'a> RequestView<'a> {
 
     /// The client certificate Envoy forwarded (URL-encoded PEM), or "".
     pub fn peer_certificate(&self) -> &'a str {
-        self.source.map_or("", |p| p.certificate.as_str())
+        &self.input.certificate
     }
 
     pub fn has_http(&self) -> bool {
@@ -156,16 +142,16 @@ impl<'a> RequestView<'a> {
     }
 
     pub fn method(&self) -> &'a str {
-        self.http.map_or("", |h| h.method.as_str())
+        self.http.map_or("", |h| &h.method)
     }
 
     pub fn host(&self) -> &'a str {
-        self.http.map_or("", |h| h.host.as_str())
+        self.http.map_or("", |h| &h.host)
     }
 
     /// Raw request target, including the query string.
     pub fn path(&self) -> &'a str {
-        self.http.map_or("", |h| h.path.as_str())
+        self.http.map_or("", |h| &h.path)
     }
 
     /// The path for logs: without the query string or fragment, which may
@@ -198,9 +184,16 @@ impl<'a> RequestView<'a> {
         Cow::Owned(out)
     }
 
-    /// A per-route `context_extensions` value.
+    /// A per-route `context_extensions` value (the last of a repeated key,
+    /// as a protobuf map keeps).
     pub fn context(&self, key: &str) -> Option<&'a str> {
-        self.context.and_then(|c| c.get(key)).map(String::as_str)
+        let input: &'a CheckInput = self.input;
+        input
+            .context
+            .iter()
+            .rev()
+            .find(|(k, _)| **k == *key)
+            .map(|(_, v)| &**v)
     }
 
     /// Every header name the client sent (either representation).
@@ -208,16 +201,18 @@ impl<'a> RequestView<'a> {
         let http = self.http;
         let map = http
             .into_iter()
-            .flat_map(|h| h.headers.keys().map(String::as_str));
+            .flat_map(|h| h.headers.iter().map(|(k, _)| &**k));
         let raw = http
-            .and_then(|h| h.header_map.as_ref())
             .into_iter()
-            .flat_map(|m| m.headers.iter().map(|hv| hv.key.as_str()));
+            .flat_map(|h| h.raw_headers.iter().map(|hv| &*hv.key));
         map.chain(raw)
     }
 
     /// All values of one header (case-insensitive name), from both forms.
     /// Lazily, so the Check path allocates nothing to look a header up.
+    /// The `headers` map arrives as a list: a name repeated on the wire
+    /// yields every value (a protobuf map would keep the last), so a
+    /// repeated `authorization` is refused as two credentials.
     fn header_values<'n>(&self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n
     where
         'a: 'n,
@@ -227,11 +222,10 @@ impl<'a> RequestView<'a> {
             .into_iter()
             .flat_map(|h| h.headers.iter())
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| &**v);
         let raw = http
-            .and_then(|h| h.header_map.as_ref())
             .into_iter()
-            .flat_map(|m| m.headers.iter())
+            .flat_map(|h| h.raw_headers.iter())
             .filter(move |hv| hv.key.eq_ignore_ascii_case(name))
             .map(|hv| {
                 if hv.value.is_empty() {
@@ -239,7 +233,7 @@ impl<'a> RequestView<'a> {
                     // request is denied, never read as "no credential".
                     std::str::from_utf8(&hv.raw_value).unwrap_or("\u{0}")
                 } else {
-                    hv.value.as_str()
+                    &*hv.value
                 }
             });
         map.chain(raw)

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::decision::{Decision, Denial, DenyKind};
 use super::engine::{Checked, Engine};
+use super::input::CheckInput;
 use super::reply::CheckReply;
 use super::request::RequestView;
 use super::response;
@@ -45,16 +46,17 @@ impl CheckService {
         self
     }
 
-    /// [`CheckService::reply`] with the answer as a message (tests).
+    /// [`CheckService::reply`] to `envoy-types`' request message, with the
+    /// answer as a message (tests).
     pub async fn respond(&self, req: &CheckRequest) -> (Decision, CheckResponse) {
-        let (decision, reply) = self.reply(req).await;
+        let (decision, reply) = self.reply(&CheckInput::from_request(req)).await;
         (decision, reply.into_response())
     }
 
     /// The whole handler without gRPC (what the server sends; benches):
     /// [`Engine::decide`] behind a panic guard, then metrics, the log line
     /// and the answer.
-    pub async fn reply(&self, req: &CheckRequest) -> (Decision, CheckReply) {
+    pub async fn reply(&self, req: &CheckInput) -> (Decision, CheckReply) {
         let view = RequestView::new(req);
         let engine = self.engine.load_full();
         // A panic must still produce a deny: an Err or a dropped stream is an
@@ -186,7 +188,7 @@ pub type CheckServer = glue::authorization_server::AuthorizationServer<CheckServ
 
 #[tonic::async_trait]
 impl glue::authorization_server::Authorization for CheckService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckReply>, Status> {
+    async fn check(&self, request: Request<CheckInput>) -> Result<Response<CheckReply>, Status> {
         let (_, reply) = self.reply(request.get_ref()).await;
         Ok(Response::new(reply))
     }

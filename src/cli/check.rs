@@ -77,7 +77,7 @@ pub async fn run(a: CheckArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let req = build_request(&a);
+    let req = crate::authz::CheckInput::from_request(&build_request(&a));
     let view = RequestView::new(&req);
     let route = engine.explain(&view);
     let decision = engine.decide(&view).await.decision;

