@@ -2,11 +2,95 @@
 //! (`listen.grpc: unix:/path`) for a sidecar that shares a volume with
 //! Envoy (an Envoy cluster reaches it through a `pipe` address). A socket
 //! exposes no TCP port in the pod and skips the loopback TCP stack.
+//! Accepted connections are [`Coalescing`], so answers leave in few writes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::{Stream, TryStreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{Connected, TcpIncoming};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A gRPC connection that tells h2 it has no vectored writes.
+///
+/// Why: h2 keeps a DATA frame bigger than 256 bytes out of its write buffer
+/// when the socket can write vectored (it is sent from its own buffer, with
+/// `writev`), and buffers nothing more until that frame is written. An
+/// allow with its identity headers is a 400–600 byte message, so every
+/// answer cost a `writev` of its own, even with many Checks in flight on
+/// one connection: 1.75 `writev` per Check against 0.78 for a no-op with a
+/// one-header answer (`perf stat`, benches/BENCHMARKS.md). Without vectored
+/// writes h2 copies frames up to 1 KiB into its buffer, so answers that are
+/// ready together leave in one write. Everything else is passed through.
+#[derive(Debug)]
+pub struct Coalescing<T>(T);
+
+// === impl Coalescing ===
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalescing<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// The peer address (`remote_addr()`, audit) is the socket's own.
+impl<T: Connected> Connected for Coalescing<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
+
+/// A TCP gRPC listener as tonic's stream of connections, with `TCP_NODELAY`
+/// on every accepted socket: without it, Nagle holds back a response
+/// written in more than one segment until Envoy's delayed ACK (up to 40 ms).
+pub fn tcp_incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = std::io::Result<Coalescing<TcpStream>>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map_ok(Coalescing)
+}
+
+/// A Unix-socket gRPC listener as tonic's stream of connections.
+pub fn unix_incoming(
+    listener: UnixListener,
+) -> impl Stream<Item = std::io::Result<Coalescing<UnixStream>>> {
+    UnixListenerStream::new(listener).map_ok(Coalescing)
+}
 
 /// `listen.grpc`: `HOST:PORT` or `unix:/absolute/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +230,31 @@ mod tests {
         assert_eq!(u.to_string(), "unix:/run/pc/grpc.sock");
         assert!(u.is_local());
         assert!(!"0.0.0.0:9191".parse::<GrpcListen>().unwrap().is_local());
+    }
+
+    /// What h2 reads to decide whether to buffer an answer or write it on
+    /// its own; and the bytes and the peer address still pass through.
+    #[tokio::test]
+    async fn accepted_connections_coalesce_and_pass_everything_through() {
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut incoming = Box::pin(tcp_incoming(l));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut conn = incoming.next().await.unwrap().unwrap();
+        assert!(client.is_write_vectored(), "tokio's own stream is vectored");
+        assert!(!conn.is_write_vectored());
+        assert_eq!(
+            conn.connect_info().remote_addr(),
+            Some(client.local_addr().unwrap())
+        );
+        conn.write_all(b"answer").await.unwrap();
+        client.write_all(b"check").await.unwrap();
+        let (mut a, mut b) = ([0u8; 6], [0u8; 5]);
+        client.read_exact(&mut a).await.unwrap();
+        conn.read_exact(&mut b).await.unwrap();
+        assert_eq!((&a, &b), (b"answer", b"check"));
     }
 
     #[tokio::test]

@@ -387,7 +387,7 @@ async fn serve_grpc(
             }
             GrpcListener::Unix(l, _socket) => {
                 // `_socket` lives until the server stops, then removes the file.
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                let incoming = crate::listen::unix_incoming(l);
                 router.serve_with_incoming_shutdown(incoming, stop).await
             }
         };
@@ -441,12 +441,14 @@ fn serve_http(
     )));
 }
 
-/// The gRPC listener as tonic's stream of connections, with `TCP_NODELAY`
-/// on every accepted socket (also used by the bench's no-op server, so both
-/// run the same stack). Without it, Nagle holds back a response written in
-/// more than one segment until Envoy's delayed ACK (up to 40 ms).
-pub fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The gRPC listener as tonic's stream of connections
+/// ([`crate::listen::tcp_incoming`]; also used by the bench's no-op server,
+/// so both run the same stack).
+pub fn grpc_incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<crate::listen::Coalescing<tokio::net::TcpStream>>>
+{
+    crate::listen::tcp_incoming(listener)
 }
 
 /// Applies migrations now; if the store is down, keeps retrying in the
