@@ -9,6 +9,10 @@
 //!
 //! The path of one Check, top to bottom:
 //!
+//! - [`listen::Coalescing`]: the accepted gRPC connection (answers batched
+//!   into few writes).
+//! - [`authz::input`]: the Check codec; decodes only what is read into
+//!   [`authz::CheckInput`], strings sliced from the received frame.
 //! - [`authz::service`]: tonic `Authorization/Check`; catches panics as denials.
 //! - [`authz::request`]: reads method, host, path, `context_extensions` and
 //!   the bearer credential (from `headers` or raw `header_map`).
