@@ -106,7 +106,7 @@ impl TryFrom<wire::CheckRequest> for CheckInput {
         };
         let source = attrs.source.unwrap_or_default();
         let source_address = match source.address.and_then(|a| a.address) {
-            Some(wire::address::Address::SocketAddress(sa)) => Some(text(sa.address)?),
+            Some(wire::address::Address::Socket(sa)) => Some(text(sa.address)?),
             _ => None,
         };
         Ok(CheckInput {
@@ -242,11 +242,12 @@ mod wire {
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub enum Address {
             #[prost(message, tag = "1")]
-            SocketAddress(super::SocketAddress),
+            Socket(super::SocketAddress),
             #[prost(message, tag = "2")]
             Pipe(super::Skipped),
+            /// `envoy_internal_address`.
             #[prost(message, tag = "3")]
-            EnvoyInternalAddress(super::Skipped),
+            Internal(super::Skipped),
         }
     }
 

@@ -194,3 +194,112 @@ fn a_later_pipe_address_replaces_the_socket_address() {
     let got = CheckInput::decode(&bytes[..]).expect("decodes");
     assert_eq!(got.source_address, None);
 }
+
+/// What the generated type holds of the fields portcullis reads, in the
+/// light type's shape (headers sorted; a map keeps the last of a key).
+fn kept_by_generated(req: &CheckRequest) -> CheckInput {
+    let attrs = req.attributes.clone().unwrap_or_default();
+    let peer = attrs.source.unwrap_or_default();
+    let s = |v: &str| ByteString::from(v.to_owned());
+    let sorted = |m: &std::collections::HashMap<String, String>| {
+        let mut v: Vec<_> = m.iter().map(|(k, v)| (s(k), s(v))).collect();
+        v.sort();
+        v
+    };
+    CheckInput {
+        http: attrs.request.and_then(|r| r.http).map(|h| HttpInput {
+            method: s(&h.method),
+            path: s(&h.path),
+            host: s(&h.host),
+            scheme: s(&h.scheme),
+            headers: sorted(&h.headers),
+            raw_headers: h
+                .header_map
+                .map(|m| m.headers)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|hv| RawHeader {
+                    key: s(&hv.key),
+                    value: s(&hv.value),
+                    raw_value: Bytes::from(hv.raw_value),
+                })
+                .collect(),
+        }),
+        context: sorted(&attrs.context_extensions),
+        source_address: match peer.address.and_then(|a| a.address) {
+            Some(AddressKind::SocketAddress(sa)) => Some(s(&sa.address)),
+            _ => None,
+        },
+        certificate: s(&peer.certificate),
+    }
+}
+
+/// The light type with a map's view of its lists: the last value of each
+/// key, sorted.
+fn as_maps(mut got: CheckInput) -> CheckInput {
+    let last_wins = |v: Vec<(ByteString, ByteString)>| {
+        let m: std::collections::BTreeMap<_, _> = v.into_iter().collect();
+        m.into_iter().collect::<Vec<_>>()
+    };
+    got.context = last_wins(std::mem::take(&mut got.context));
+    if let Some(h) = got.http.as_mut() {
+        h.headers = last_wins(std::mem::take(&mut h.headers));
+    }
+    got
+}
+
+/// Differential check over many mutated encodings (bit flips, truncations,
+/// spliced bytes): whenever the generated `CheckRequest` decodes, the light
+/// decode succeeds too and holds the same values for every field read.
+#[test]
+fn agrees_with_the_generated_decoder_on_mutated_input() {
+    let mut seed = full_request();
+    seed.attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert("portcullis_required_scopes".into(), "a:b c:d".into());
+    let base = seed.encode_to_vec();
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut both = 0;
+    for round in 0..60_000 {
+        let mut bytes = base.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % bytes.len();
+            match next() % 4 {
+                0 => bytes[at] ^= 1 << (next() % 8),
+                1 => bytes[at] = next() as u8,
+                2 => bytes.truncate(at.max(1)),
+                _ => {
+                    let from = (next() as usize) % base.len();
+                    let len = (next() as usize % 16).min(base.len() - from);
+                    bytes.splice(at..at, base[from..from + len].iter().copied());
+                }
+            }
+        }
+        let Ok(generated) = CheckRequest::decode(&bytes[..]) else {
+            continue;
+        };
+        let got = CheckInput::decode(Bytes::from(bytes.clone()));
+        let Ok(got) = got else {
+            panic!("round {round}: the generated type decodes, the light one does not: {bytes:?}");
+        };
+        both += 1;
+        assert_eq!(
+            as_maps(got),
+            kept_by_generated(&generated),
+            "round {round}: {bytes:?}"
+        );
+    }
+    eprintln!("{both} decodable mutations");
+    assert!(
+        both > 3_000,
+        "too few decodable mutations ({both}) to mean anything"
+    );
+}
