@@ -263,6 +263,10 @@ pub trait TokenStore: Send + Sync + 'static {
     }
     /// Leases up to `limit` due deliveries of `hooks` to `owner` until
     /// `lease_until` (each claimed by one caller only), counting an attempt.
+    /// Due: `next_attempt_at <= now` and no lease running. Postgres takes
+    /// only the lease's length (`lease_until - now`) and sets and compares
+    /// leases on its own clock (replicas' clocks may disagree); SQLite is
+    /// one host and uses `now`.
     async fn claim_deliveries(
         &self,
         _owner: &str,
@@ -284,7 +288,8 @@ pub trait TokenStore: Send + Sync + 'static {
         unsupported("finish_delivery")
     }
     /// Dead-letters pending, unleased deliveries of events older than
-    /// `older_than`; returns how many.
+    /// `older_than`; returns how many. (Unleased: as in
+    /// [`TokenStore::claim_deliveries`], on Postgres's clock there.)
     async fn expire_deliveries(
         &self,
         _older_than: DateTime<Utc>,
