@@ -100,6 +100,22 @@ async fn service_account_manages_its_own_tokens_only_where_manage_kinds_allows()
     let out = cli.run(&["token", "list", "--api", &api, "--json"]).await;
     let list: Value = serde_json::from_str(out.expect_ok()).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // Where it was last used from, as the page and the API show it (the
+    // Check above is flushed later, so not yet known: null, and "-").
+    for k in ["last_used_ip", "last_used_user_agent"] {
+        assert!(list[0].get(k).is_some(), "{k} in {list}");
+    }
+    let table = cli.run(&["token", "list", "--api", &api]).await;
+    let head = table
+        .expect_ok()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        head.contains("LAST IP") && head.contains("LAST USER AGENT"),
+        "{table:?}"
+    );
 
     // Expired: renewed with the environment's credentials (never stored)…
     let mut c: Value = serde_json::from_slice(&std::fs::read(cli.credentials()).unwrap()).unwrap();

@@ -1,14 +1,15 @@
 //! Checks on everything under deploy/: each YAML/JSON file parses, and the
 //! Envoy configs fail closed, normalise paths and validate with a real
-//! Envoy (the k8s copy equals the shipped file). The Kubernetes manifests,
+//! Envoy (the k8s copy equals the shipped file; the Helm chart's render
+//! with either gRPC transport validates too). The Kubernetes manifests,
 //! the Helm chart, the realm and the Dockerfile: `tests/deploy_k8s.rs`.
 //!
 //! `envoy --mode validate` needs the binary from `scripts/install-envoy` (or
 //! `$PORTCULLIS_ENVOY`): without it the validate test fails saying so.
 
 use portcullis_testkit::deploy::{
-    assert_envoy_properties, deploy_dir, files_under, is_helm_template, k8s_objects, object, s,
-    yaml, yaml_docs,
+    assert_envoy_properties, deploy_dir, files_under, helm_template, is_helm_template, k8s_objects,
+    object, s, swap_pipe_cluster, yaml, yaml_docs,
 };
 use portcullis_testkit::envoy::{self, render};
 use serde_json::Value;
@@ -72,6 +73,24 @@ fn envoy_validates_every_config_we_ship() {
         "deploy/k8s/configmap.yaml envoy.yaml",
         s(cm, "/data/envoy.yaml").to_owned(),
     ));
+    // The Helm chart's, with either gRPC transport.
+    for (what, set) in [
+        (
+            "helm envoy.yaml (grpcTransport: unix)",
+            "portcullis.grpcTransport=unix",
+        ),
+        (
+            "helm envoy.yaml (grpcTransport: tcp)",
+            "portcullis.grpcTransport=tcp",
+        ),
+    ] {
+        let out = helm_template(&[set]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let cm = yaml_docs(&out, what);
+        configs.push((
+            what,
+            s(object(&cm, "ConfigMap"), "/data/envoy.yaml").to_owned(),
+        ));
+    }
     for (i, (what, text)) in configs.iter().enumerate() {
         let p = dir.path().join(format!("envoy-{i}.yaml"));
         std::fs::write(&p, text).unwrap();
@@ -93,26 +112,7 @@ fn k8s_envoy_config_is_the_shipped_file() {
     // socket (a STATIC cluster with a pipe address); the shipped file keeps
     // 127.0.0.1:9191 (its tagged values are what the tests render).
     let mut k8s = k8s;
-    let clusters = k8s
-        .pointer_mut("/static_resources/clusters")
-        .and_then(|c| c.as_array_mut())
-        .unwrap();
-    let pc = clusters
-        .iter_mut()
-        .find(|c| c["name"] == "portcullis")
-        .unwrap();
-    assert_eq!(pc["type"], "STATIC", "k8s: {pc:?}");
-    assert!(
-        pc.pointer("/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/pipe/path")
-            .is_some(),
-        "k8s: portcullis is reached over the pod's Unix socket: {pc:?}"
-    );
-    let shipped_pc = want
-        .pointer("/static_resources/clusters")
-        .and_then(|c| c.as_array())
-        .and_then(|c| c.iter().find(|c| c["name"] == "portcullis"))
-        .unwrap();
-    *pc = shipped_pc.clone();
+    swap_pipe_cluster(&mut k8s, &want, "k8s");
     assert_eq!(
         k8s, want,
         "deploy/k8s/configmap.yaml envoy.yaml drifted from deploy/envoy.yaml (beyond the socket)"

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 
 use portcullis_testkit::deploy::{
-    assert_envoy_properties, envoy_view, k8s_objects, named, object, read, s, yaml, yaml_docs,
+    assert_envoy_properties, envoy_view, helm_template, k8s_objects, named, object, read, s,
+    swap_pipe_cluster, yaml, yaml_docs,
 };
-use portcullis_testkit::envoy::{self, DEFAULTS, repo_root};
+use portcullis_testkit::envoy::{self, DEFAULTS};
 use serde_json::Value;
 
 /// Checks a pod spec (plain manifest or Helm output).
@@ -227,7 +228,6 @@ fn mounted_at(dep: &Value, name: &Value, path: &str) -> usize {
 
 #[test]
 fn helm_chart_is_sane() {
-    let chart = repo_root().join("deploy/helm/portcullis");
     let meta = yaml(&read("deploy/helm/portcullis/Chart.yaml"), "Chart.yaml");
     assert_eq!(meta["apiVersion"], "v2");
     assert_eq!(meta["name"], "portcullis");
@@ -326,53 +326,123 @@ fn helm_chart_is_sane() {
         assert!(cm.contains(needle), "helm configmap lacks {needle}");
     }
 
-    // With a helm binary, render and check the output like the manifests.
-    // scripts/test installs helm (scripts/install-helm) and exports its path.
-    let helm = std::env::var("PORTCULLIS_HELM").unwrap_or_else(|_| "helm".into());
-    let out = std::process::Command::new(&helm)
-        // The chart declares kubeVersion >= 1.29 (native sidecars).
-        .args(["template", "t", "--kube-version", "1.31.0"])
-        .arg(&chart)
-        .output();
-    match out {
-        Err(e) => panic!(
-            "helm binary {helm:?} not found ({e}); run scripts/test, or scripts/install-helm and set PORTCULLIS_HELM"
-        ),
-        Ok(o) if !o.status.success() => panic!(
-            "helm template failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Ok(o) => {
-            let objs = yaml_docs(&String::from_utf8_lossy(&o.stdout), "helm template");
-            let dep = object(&objs, "Deployment");
-            let secret = object(&objs, "Secret");
-            assert_pod_spec(
-                &dep["spec"]["template"]["spec"],
-                s(secret, "/metadata/name"),
-                "helm",
-            );
-            let cm = object(&objs, "ConfigMap");
-            // Secrets reach portcullis as PORTCULLIS__* variables from the Secret.
-            let env = portcullis::config::MapEnv(
-                secret["stringData"]
-                    .as_object()
-                    .expect("secret stringData")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect(),
-            );
-            let cfg = portcullis::config::Config::from_yaml_str(s(cm, "/data/config.yaml"), &env)
-                .expect("helm config.yaml loads");
-            cfg.validate().expect("helm config.yaml validates");
-            let envoy_cfg = yaml(s(cm, "/data/envoy.yaml"), "helm envoy.yaml");
-            assert_envoy_properties(&envoy_cfg, "helm ConfigMap");
-            assert_eq!(
-                envoy_cfg,
-                yaml(&envoy::shipped(), "deploy/envoy.yaml"),
-                "helm envoy.yaml drifted from deploy/envoy.yaml"
-            );
-        }
-    }
+    // Rendered (scripts/test installs helm and exports PORTCULLIS_HELM),
+    // checked like the manifests, with each gRPC transport.
+    let shipped = yaml(&envoy::shipped(), "deploy/envoy.yaml");
+    assert_eq!(values["portcullis"]["grpcTransport"], "unix");
+
+    // Default: gRPC on a Unix socket in an in-memory emptyDir that only
+    // portcullis and Envoy mount; no gRPC TCP port anywhere in the pod.
+    let out = helm_template(&[]).unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
+    let (dep, cfg, mut envoy_cfg) = rendered(&out, "helm (unix)");
+    let sock = s(&cfg, "/listen/grpc")
+        .strip_prefix("unix:")
+        .expect("helm: gRPC on a Unix socket by default")
+        .to_owned();
+    assert_eq!(sock, "/var/run/portcullis/grpc.sock");
+    let spec = &dep["spec"]["template"]["spec"];
+    let run = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| mounted_at(&dep, &v["name"], "/var/run/portcullis") > 0)
+        .expect("helm: a volume at the socket's directory");
+    assert_eq!(run["emptyDir"]["medium"], "Memory", "helm: {run}");
+    assert_eq!(
+        mounted_at(&dep, &run["name"], "/var/run/portcullis"),
+        2,
+        "helm: portcullis and envoy share the socket's emptyDir"
+    );
+    let app = named(&spec["containers"], "app");
+    assert!(
+        !app["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == run["name"]),
+        "helm: the app must not reach the socket"
+    );
+    let ports: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().unwrap())
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        ports
+            .iter()
+            .all(|p| p["containerPort"] != 9191 && p["name"] != "authz-grpc"),
+        "helm (unix): no gRPC TCP port: {ports:?}"
+    );
+    assert_eq!(
+        swap_pipe_cluster(&mut envoy_cfg, &shipped, "helm (unix)"),
+        sock,
+        "Envoy's portcullis cluster is the socket portcullis listens on"
+    );
+    assert_eq!(
+        envoy_cfg, shipped,
+        "helm envoy.yaml drifted from deploy/envoy.yaml (beyond the socket)"
+    );
+
+    // tcp: 127.0.0.1:grpcPort, the shipped Envoy config as it is.
+    let out = helm_template(&["portcullis.grpcTransport=tcp"])
+        .unwrap_or_else(|e| panic!("helm template (tcp) failed:\n{e}"));
+    let (dep, cfg, envoy_cfg) = rendered(&out, "helm (tcp)");
+    assert_eq!(s(&cfg, "/listen/grpc"), "127.0.0.1:9191");
+    let spec = &dep["spec"]["template"]["spec"];
+    let pc = named(&spec["initContainers"], "portcullis");
+    assert_eq!(named(&pc["ports"], "authz-grpc")["containerPort"], 9191);
+    assert!(
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["name"] != "portcullis-run"),
+        "helm (tcp): no socket volume"
+    );
+    assert_eq!(
+        envoy_cfg, shipped,
+        "helm envoy.yaml (tcp) drifted from deploy/envoy.yaml"
+    );
+
+    // Anything else is refused, naming the value.
+    let err = helm_template(&["portcullis.grpcTransport=udp"]).expect_err("udp refused");
+    assert!(
+        err.contains("portcullis.grpcTransport must be unix or tcp"),
+        "{err}"
+    );
+}
+
+/// A `helm template` output checked like the manifests: the pod spec, the
+/// portcullis config (loads and validates, secrets from the Secret) and the
+/// Envoy config's properties. Returns the Deployment, the portcullis config
+/// and the Envoy config.
+fn rendered(out: &str, what: &str) -> (Value, Value, Value) {
+    let objs = yaml_docs(out, what);
+    let dep = object(&objs, "Deployment");
+    let secret = object(&objs, "Secret");
+    assert_pod_spec(
+        &dep["spec"]["template"]["spec"],
+        s(secret, "/metadata/name"),
+        what,
+    );
+    let cm = object(&objs, "ConfigMap");
+    // Secrets reach portcullis as PORTCULLIS__* variables from the Secret.
+    let env = portcullis::config::MapEnv(
+        secret["stringData"]
+            .as_object()
+            .expect("secret stringData")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect(),
+    );
+    let text = s(cm, "/data/config.yaml");
+    let cfg = portcullis::config::Config::from_yaml_str(text, &env)
+        .unwrap_or_else(|e| panic!("{what}: config.yaml loads: {e}"));
+    cfg.validate()
+        .unwrap_or_else(|e| panic!("{what}: config.yaml validates: {e:?}"));
+    let envoy_cfg = yaml(s(cm, "/data/envoy.yaml"), what);
+    assert_envoy_properties(&envoy_cfg, what);
+    (dep.clone(), yaml(text, what), envoy_cfg)
 }
 
 #[test]

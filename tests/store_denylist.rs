@@ -1,7 +1,7 @@
 //! The JWT deny-list on SQLite and Postgres: round trip, upsert keeping the
 //! later expiry, purge, and reading changes since a watermark.
 
-use portcullis::store::{DenylistKind, Store};
+use portcullis::store::{DenyKeyset, DenylistKind, Store};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup};
 
@@ -85,7 +85,10 @@ async fn deny_list_since_watermark(store: Store) {
         .deny_jwt(DenylistKind::Jti, "gone", t0 - secs(5))
         .await
         .expect("deny");
-    let all = store.jwt_denied_since(t0, now()).await.expect("since");
+    let all = store
+        .jwt_denied_since(&DenyKeyset::after(t0), now(), 1000)
+        .await
+        .expect("since");
     let got: Vec<_> = all.iter().map(|e| (e.kind, e.value.as_str())).collect();
     assert_eq!(
         got,
@@ -96,7 +99,7 @@ async fn deny_list_since_watermark(store: Store) {
     let wm = all[1].changed_at;
     assert!(
         store
-            .jwt_denied_since(wm, now())
+            .jwt_denied_since(&DenyKeyset::after(wm), now(), 1000)
             .await
             .expect("q")
             .is_empty()
@@ -108,7 +111,7 @@ async fn deny_list_since_watermark(store: Store) {
         .expect("shorter");
     assert!(
         store
-            .jwt_denied_since(wm, now())
+            .jwt_denied_since(&DenyKeyset::after(wm), now(), 1000)
             .await
             .expect("q")
             .is_empty()
@@ -117,7 +120,10 @@ async fn deny_list_since_watermark(store: Store) {
         .deny_jwt(DenylistKind::Jti, "j1", t0 + secs(9000))
         .await
         .expect("longer");
-    let again = store.jwt_denied_since(wm, now()).await.expect("q");
+    let again = store
+        .jwt_denied_since(&DenyKeyset::after(wm), now(), 1000)
+        .await
+        .expect("q");
     assert_eq!(again.len(), 1);
     assert_eq!(
         (again[0].value.as_str(), again[0].expires_at),
@@ -126,7 +132,7 @@ async fn deny_list_since_watermark(store: Store) {
     // Entries expired at `now` are not returned.
     assert!(
         store
-            .jwt_denied_since(t0 - secs(10), t0 + secs(9001))
+            .jwt_denied_since(&DenyKeyset::after(t0 - secs(10)), t0 + secs(9001), 1000)
             .await
             .expect("q")
             .is_empty()

@@ -8,8 +8,10 @@ use portcullis::store::{
     Actor, ActorKind, AttemptOutcome, Cause, DeliveryQuery, DeliveryState, EventQuery, EventRecord,
     HookFilter, OwnerRecord, OwnerState, Store,
 };
+use portcullis_testkit::eventually;
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
+use std::time::Duration;
 
 store_suite!(
     every_write_stores_its_events,
@@ -392,7 +394,9 @@ async fn deliveries_fan_out_per_webhook_and_lease_to_one_claimer(store: Store) {
         "once"
     );
     let keys: Vec<String> = hooks().into_iter().map(|h| h.key).collect();
-    let lease = n + secs(30);
+    // A short lease: it runs out in real time below (Postgres keeps leases
+    // on its own clock, so a `now` passed in cannot end one).
+    let lease = n + secs(3);
     let (a, b) = tokio::join!(
         store.claim_deliveries("replica-a", &keys, n, lease, 2),
         store.claim_deliveries("replica-b", &keys, n, lease, 2)
@@ -407,7 +411,7 @@ async fn deliveries_fan_out_per_webhook_and_lease_to_one_claimer(store: Store) {
     // Leased: nobody else gets them until the lease runs out.
     assert!(
         store
-            .claim_deliveries("c", &keys, n + secs(29), n + secs(60), 10)
+            .claim_deliveries("c", &keys, n + secs(2), n + secs(60), 10)
             .await
             .unwrap()
             .is_empty()
@@ -421,10 +425,23 @@ async fn deliveries_fan_out_per_webhook_and_lease_to_one_claimer(store: Store) {
             .is_empty()
     );
     // A lease that ran out (its holder died) is claimed again.
-    let again = store
-        .claim_deliveries("replica-c", &keys, n + secs(31), n + secs(90), 10)
-        .await
-        .expect("reclaim");
+    let got = std::sync::Mutex::new(Vec::new());
+    eventually(Duration::from_secs(15), "leases run out", || async {
+        let t = now();
+        let mut c = store
+            .claim_deliveries("replica-c", &keys, t, t + secs(60), 10)
+            .await
+            .expect("reclaim");
+        let mut got = got.lock().unwrap();
+        got.append(&mut c);
+        if got.len() >= 3 {
+            Ok(())
+        } else {
+            Err(got.len())
+        }
+    })
+    .await;
+    let again = got.into_inner().unwrap();
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|d| d.attempts == 2));
     // The dead holder's late outcome is not recorded; the new holder's is.
@@ -607,18 +624,19 @@ async fn a_late_success_is_not_left_dead(store: Store) {
         .expect("fan out");
     let keys = ["h".to_owned()];
     let d = store
-        .claim_deliveries("r", &keys, n, n + secs(30), 10)
+        .claim_deliveries("r", &keys, n, n + secs(1), 10)
         .await
         .unwrap();
     assert_eq!(d.len(), 1);
-    // The sweep runs after the lease ran out, the event now past max_age.
-    assert_eq!(
-        store
-            .expire_deliveries(n + secs(60), n + secs(61))
-            .await
-            .unwrap(),
-        1
-    );
+    // The sweep runs after the lease ran out (in real time: Postgres keeps
+    // leases on its own clock), the event now past max_age.
+    eventually(Duration::from_secs(15), "lease runs out", || async {
+        match store.expire_deliveries(n + secs(60), now()).await.unwrap() {
+            1 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
     let retry = AttemptOutcome::Retry {
         status: Some(503),
         error: "late failure".into(),

@@ -3,7 +3,7 @@
 //! per-token lookup, and purge.
 
 use chrono::{DateTime, Utc};
-use portcullis::store::{LogoutKind, LogoutMark, Store};
+use portcullis::store::{LogoutKeyset, LogoutKind, LogoutMark, Store};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup};
 
@@ -92,7 +92,10 @@ async fn logout_marks_since_watermark(store: Store) {
         .mark_logout(&mark(LogoutKind::Sid, "gone", t0, t0 - secs(1)))
         .await
         .expect("mark");
-    let all = store.logout_marks_since(t0, now()).await.expect("since");
+    let all = store
+        .logout_marks_since(&LogoutKeyset::after(t0), now(), 1000)
+        .await
+        .expect("since");
     assert_eq!(all.len(), 1, "expired marks are not returned: {all:?}");
     assert_eq!(
         (all[0].kind, all[0].value.as_str()),
@@ -101,7 +104,7 @@ async fn logout_marks_since_watermark(store: Store) {
     let wm = all[0].changed_at;
     assert!(
         store
-            .logout_marks_since(wm, now())
+            .logout_marks_since(&LogoutKeyset::after(wm), now(), 1000)
             .await
             .expect("q")
             .is_empty()
@@ -110,7 +113,10 @@ async fn logout_marks_since_watermark(store: Store) {
     let mut later = mark(LogoutKind::Sid, "s1", t0, t0 + secs(7200));
     later.changed_at = wm + secs(1);
     store.mark_logout(&later).await.expect("extend");
-    let again = store.logout_marks_since(wm, now()).await.expect("q");
+    let again = store
+        .logout_marks_since(&LogoutKeyset::after(wm), now(), 1000)
+        .await
+        .expect("q");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].expires_at, t0 + secs(7200));
 }

@@ -3,7 +3,7 @@
 //! one owner's row.
 
 use chrono::TimeDelta;
-use portcullis::store::{OwnerRecord, OwnerState, Store};
+use portcullis::store::{OwnerKeyset, OwnerRecord, OwnerState, Store};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 
@@ -71,7 +71,10 @@ async fn owner_upsert_reports_changes(store: Store) {
         !store.put_owner(&same).await.expect("same"),
         "nothing changed"
     );
-    let since = store.owners_changed_since(t0).await.expect("q");
+    let since = store
+        .owners_changed_since(&OwnerKeyset::after(t0), 1000)
+        .await
+        .expect("q");
     assert_eq!(since.len(), 1);
     assert_eq!(
         since[0].changed_at, first.changed_at,
@@ -98,7 +101,7 @@ async fn owner_upsert_reports_changes(store: Store) {
     assert!(store.owner(ISS, "bob").await.expect("q").is_none());
     assert!(
         store
-            .owners_changed_since(open.changed_at)
+            .owners_changed_since(&OwnerKeyset::after(open.changed_at), 1000)
             .await
             .expect("q")
             .is_empty()

@@ -2,7 +2,7 @@
 //! uniqueness, listing and counting, revocation (one, all of a user, a
 //! rotation chain, since a watermark), rotation, last-used batches.
 
-use portcullis::store::{NewToken, Store, StoreError, TokenKind};
+use portcullis::store::{HashAt, NewToken, PatKeyset, Store, StoreError, TokenKind};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 use uuid::Uuid;
@@ -23,7 +23,7 @@ store_suite!(
 async fn migrate_idempotent(store: Store) {
     assert_eq!(
         store.migrate().await.expect("first"),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     );
     assert_eq!(store.migrate().await.expect("second"), Vec::<u32>::new());
     assert_eq!(store.migrate().await.expect("third"), Vec::<u32>::new());
@@ -316,23 +316,38 @@ async fn revoked_since_ordering(store: Store) {
     store.revoke(a.id, t0 + secs(3)).await.expect("revoke");
     store.revoke(b.id, t0 + secs(1)).await.expect("revoke");
     store.revoke(c.id, t0 + secs(2)).await.expect("revoke");
-    let all = store.revoked_since(t0).await.expect("since");
+    let all = store
+        .revoked_since(&PatKeyset::after(t0), 1000)
+        .await
+        .expect("since");
+    let at = |t: &NewToken, s| HashAt {
+        id: t.id,
+        hash: t.token_hash,
+        at: t0 + secs(s),
+    };
+    assert_eq!(all, vec![at(&b, 1), at(&c, 2), at(&a, 3)]);
+    // Pages resume strictly after the last row's (revoked_at, id).
+    let first = store
+        .revoked_since(&PatKeyset::after(t0), 2)
+        .await
+        .expect("page");
+    assert_eq!(first, vec![at(&b, 1), at(&c, 2)]);
+    let rest = store
+        .revoked_since(&first[1].keyset(), 2)
+        .await
+        .expect("page");
+    assert_eq!(rest, vec![at(&a, 3)]);
+    let later = store
+        .revoked_since(&PatKeyset::after(t0 + secs(1)), 1000)
+        .await
+        .expect("since");
     assert_eq!(
-        all,
-        vec![
-            (b.token_hash, t0 + secs(1)),
-            (c.token_hash, t0 + secs(2)),
-            (a.token_hash, t0 + secs(3))
-        ]
-    );
-    let later = store.revoked_since(t0 + secs(1)).await.expect("since");
-    assert_eq!(
-        later.iter().map(|x| x.0).collect::<Vec<_>>(),
+        later.iter().map(|x| x.hash).collect::<Vec<_>>(),
         vec![c.token_hash, a.token_hash]
     );
     assert!(
         store
-            .revoked_since(t0 + secs(3))
+            .revoked_since(&PatKeyset::after(t0 + secs(3)), 1000)
             .await
             .expect("since")
             .is_empty()

@@ -1,7 +1,7 @@
 //! Where a PAT was used from: `last_used_ip` and `last_used_user_agent`
 //! written with `last_used_at` in one flush (both backends), `token.new_ip`
-//! per new /24 (IPv4) or /48 (IPv6) network, and the same through Check
-//! and the token API.
+//! per new /24 (IPv4) or /48 (IPv6) network, and the same through Check,
+//! the token API and the operator's `admin token list` (table and JSON).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -171,4 +171,39 @@ async fn check_records_where_a_pat_was_used_from() {
     let v = api.get(&format!("/api/v1/tokens/{id}"), &alice).await;
     assert_eq!(v.body["last_used_user_agent"], "git/2.43.0");
     srv.shutdown(Duration::from_secs(5)).await;
+
+    // The operator's CLI shows them too: table and JSON, both spellings.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .args(["--dev", "--user", "alice", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        text
+    };
+    let table = cli(&["admin", "token", "list"]);
+    let mut lines = table.lines();
+    let head = lines.next().unwrap();
+    assert!(
+        head.contains("LAST IP") && head.contains("LAST USER AGENT"),
+        "{table}"
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.contains("203.0.113.5") && row.contains("git/2.43.0"),
+        "{table}"
+    );
+    assert_eq!(cli(&["token", "list"]), table, "the old spelling");
+    for args in [
+        &["admin", "token", "list", "--json"][..],
+        &["token", "list", "--json"],
+    ] {
+        let list: serde_json::Value = serde_json::from_str(&cli(args)).unwrap();
+        assert_eq!(list[0]["id"], id.as_str(), "{args:?}");
+        assert_eq!(list[0]["last_used_ip"], "203.0.113.5", "{args:?}");
+        assert_eq!(list[0]["last_used_user_agent"], "git/2.43.0", "{args:?}");
+    }
 }

@@ -66,7 +66,9 @@ async fn flow() {
         .header("user-agent", "deploy-bot/1.0 (linux)");
     allowed(&check(srv.grpc_addr, &used).await);
     // The owner's list shows where and with what it was last used.
-    let cell = eventually(
+    // Text and title are read in the same probe: a refresh re-renders the
+    // table, so an element kept past it is stale.
+    let (text, title) = eventually(
         Duration::from_secs(10),
         "last use on the page",
         async || {
@@ -76,20 +78,17 @@ async fn flow() {
                 .await
                 .map_err(|e| e.to_string())?;
             let text = row.text().await.map_err(|e| e.to_string())?;
+            let title = row.attr("title").await.map_err(|e| e.to_string())?;
             if text.contains("203.0.113.7") {
-                Ok(row)
+                Ok((text, title))
             } else {
                 Err(text)
             }
         },
     )
     .await;
-    let text = cell.text().await.unwrap();
     assert!(text.contains("deploy-bot/1.0 (linux)"), "{text}");
-    assert_eq!(
-        cell.attr("title").await.unwrap().as_deref(),
-        Some("deploy-bot/1.0 (linux)")
-    );
+    assert_eq!(title.as_deref(), Some("deploy-bot/1.0 (linux)"));
 
     // "All tokens": both users' tokens, then filtered by name.
     visible(&c, "#admin:not([hidden])").await;

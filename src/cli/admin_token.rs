@@ -14,13 +14,14 @@ use super::ConfigArgs;
 use crate::config::Config;
 use crate::pat::{self, CreateRequest};
 use crate::store::{Store, TokenRecord};
+use crate::tokens::TokenView;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminTokenCommand {
     /// Create a PAT; prints the raw token once, alone on stdout.
     Create(CreateArgs),
     /// List a user's tokens (metadata only: never tokens or hashes).
-    List(ListArgs),
+    List(AdminListArgs),
     /// Revoke one token by id.
     Revoke(RevokeArgs),
     /// Revoke every active token of a user.
@@ -70,6 +71,15 @@ pub struct ListArgs {
     /// when several are configured).
     #[arg(long)]
     pub issuer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminListArgs {
+    #[command(flatten)]
+    pub owner: ListArgs,
+    /// Print JSON (the token API's shape) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -220,12 +230,19 @@ pub(super) async fn create(a: CreateArgs) -> anyhow::Result<i32> {
     }
 }
 
-pub(super) async fn list(a: ListArgs) -> anyhow::Result<i32> {
-    let cfg = a.cfg.load()?;
-    let issuer = owner_issuer(a.issuer, &configured_issuers(&a.cfg, &cfg))?;
+pub(super) async fn list(a: AdminListArgs) -> anyhow::Result<i32> {
+    let o = a.owner;
+    let cfg = o.cfg.load()?;
+    let issuer = owner_issuer(o.issuer, &configured_issuers(&o.cfg, &cfg))?;
     let store = open_store(&cfg).await?;
-    let tokens = store.list_for_user(&issuer, &a.user).await?;
-    print!("{}", table(&tokens));
+    let tokens = store.list_for_user(&issuer, &o.user).await?;
+    if a.json {
+        let now = Utc::now();
+        let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        print!("{}", table(&tokens));
+    }
     Ok(0)
 }
 
@@ -280,6 +297,8 @@ pub fn table(tokens: &[TokenRecord]) -> String {
         scopes: &t.scopes,
         expires_at: t.expires_at,
         last_used_at: t.last_used_at,
+        last_used_ip: t.last_used_ip.as_deref(),
+        last_used_user_agent: t.last_used_user_agent.as_deref(),
         revoked: t.revoked_at.is_some(),
     });
     render_table(rows, now)
@@ -293,7 +312,38 @@ pub(super) struct TableRow<'a> {
     pub scopes: &'a [String],
     pub expires_at: chrono::DateTime<Utc>,
     pub last_used_at: Option<chrono::DateTime<Utc>>,
+    pub last_used_ip: Option<&'a str>,
+    pub last_used_user_agent: Option<&'a str>,
     pub revoked: bool,
+}
+
+/// Longest User-Agent shown in the table (`--json` has it whole).
+const UA_WIDTH: usize = 40;
+
+/// A table cell of client-supplied text: control characters escaped (a
+/// User-Agent must not move the cursor or forge lines in the operator's
+/// terminal), at most `max` characters (the last one `…` when cut).
+fn cell(text: Option<&str>, max: usize) -> String {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return "-".to_owned();
+    };
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect();
+    if escaped.chars().count() <= max {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 /// The token table both the operator and the API commands print.
@@ -308,6 +358,8 @@ pub(super) fn render_table<'a>(
         "SCOPES".to_owned(),
         "EXPIRES".to_owned(),
         "LAST USED".to_owned(),
+        "LAST IP".to_owned(),
+        "LAST USER AGENT".to_owned(),
         "STATUS".to_owned(),
     ]];
     for t in tokens {
@@ -322,17 +374,19 @@ pub(super) fn render_table<'a>(
         };
         rows.push([
             t.id,
-            t.name.to_owned(),
+            cell(Some(t.name), usize::MAX),
             t.hint.to_owned(),
             t.scopes.join(" "),
             t.expires_at.format("%Y-%m-%d %H:%M").to_string(),
             t.last_used_at
                 .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
                 .unwrap_or_else(|| "never".to_owned()),
+            cell(t.last_used_ip, usize::MAX),
+            cell(t.last_used_user_agent, UA_WIDTH),
             status.to_owned(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -350,7 +404,50 @@ pub(super) fn render_table<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::owner_issuer;
+    use super::{TableRow, owner_issuer, render_table};
+
+    #[test]
+    fn table_shows_last_use_address_and_user_agent_escaped_and_cut() {
+        let now = chrono::Utc::now();
+        let scopes = vec!["a:read".to_owned()];
+        let row = |ip, ua| TableRow {
+            id: "id".into(),
+            name: "ci",
+            hint: "pat_abc…",
+            scopes: &scopes,
+            expires_at: now + chrono::TimeDelta::days(30),
+            last_used_at: Some(now),
+            last_used_ip: ip,
+            last_used_user_agent: ua,
+            revoked: false,
+        };
+        let long = "curl/8.5.0 ".repeat(10);
+        let out = render_table(
+            [
+                row(Some("203.0.113.7"), Some("evil\u{1b}[2J\nforged line")),
+                row(Some("2001:db8::1"), Some(long.as_str())),
+                row(None, None),
+            ]
+            .into_iter(),
+            now,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[0].contains("LAST IP") && lines[0].contains("LAST USER AGENT"));
+        assert!(lines[1].contains("203.0.113.7"), "{out}");
+        assert!(lines[1].contains("evil\\u{1b}[2J\\nforged line"), "{out}");
+        assert!(
+            !out.contains('\u{1b}'),
+            "no raw escape reaches the terminal"
+        );
+        assert!(lines[2].contains("2001:db8::1"), "{out}");
+        assert!(lines[2].contains("curl/8.5.0 curl/8.5.0") && lines[2].contains('…'));
+        assert!(
+            !lines[2].contains(&long),
+            "the table cuts a long User-Agent"
+        );
+        assert!(lines[3].contains(" -  "), "{out}");
+    }
 
     #[test]
     fn item6_issuer_flag_defaults_to_the_single_issuer_and_is_required_with_several() {

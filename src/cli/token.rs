@@ -93,8 +93,8 @@ pub struct ListArgs {
     /// Operator: owner's issuer (default: the one configured issuer).
     #[arg(long, conflicts_with = "api")]
     pub issuer: Option<String>,
-    /// `--api`: print the API's JSON instead of a table.
-    #[arg(long, requires = "api")]
+    /// Print JSON (the token API's shape) instead of a table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -168,10 +168,13 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<i32> {
                 let Some(user) = a.user else {
                     bail!("--user is required (or --api URL to list your own tokens)")
                 };
-                admin_token::list(admin_token::ListArgs {
-                    cfg: a.cfg,
-                    user,
-                    issuer: a.issuer,
+                admin_token::list(admin_token::AdminListArgs {
+                    owner: admin_token::ListArgs {
+                        cfg: a.cfg,
+                        user,
+                        issuer: a.issuer,
+                    },
+                    json: a.json,
                 })
                 .await
             }
@@ -261,6 +264,8 @@ fn rows(tokens: &[TokenView]) -> String {
             scopes: &t.scopes,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
+            last_used_ip: t.last_used_ip.as_deref(),
+            last_used_user_agent: t.last_used_user_agent.as_deref(),
             revoked: t.revoked_at.is_some(),
         }),
         Utc::now(),

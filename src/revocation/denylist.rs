@@ -184,6 +184,11 @@ impl JwtDenyList {
         self.overflow.load(Ordering::Acquire)
     }
 
+    /// The most entries (and, separately, logout marks) held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Number of entries held.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)

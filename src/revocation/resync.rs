@@ -3,11 +3,11 @@
 //! Every `revocation.resync_interval`, and at once when kicked (the bus
 //! (re)subscribed), it asks the store for PATs with `revoked_at`, and
 //! deny-list entries and back-channel logout marks with `created_at`, and
-//! (with `pat.owner_sync`) PAT owners with `changed_at`, after its watermarks, applies them,
-//! and advances the watermarks. It also keeps the PAT validator's set of
-//! known active hashes (`pat::known`): a full load at start and every
-//! [`PURGE_EVERY`] (dropping expired ones), and tokens created since its
-//! watermark in between.
+//! (with `pat.owner_sync`) PAT owners with `changed_at`, after its
+//! watermarks, applies them, and advances the watermarks. It also keeps the
+//! PAT validator's set of known active hashes (`pat::known`): a full load at
+//! start and every [`PURGE_EVERY`] (dropping expired ones), and tokens
+//! created since its watermark in between.
 //!
 //! Each query reaches [`OVERLAP`] behind the watermark and re-applies what it
 //! finds (both operations are idempotent). That covers a revocation whose
@@ -15,6 +15,16 @@
 //! already seen, and a cache miss that read the token just before it was
 //! revoked and cached it after the bus message. Hosts' clocks are assumed to
 //! agree within [`OVERLAP`].
+//!
+//! Every read is paged (`store::page`): at most [`PAGE_SIZE`] rows per
+//! query, resuming strictly after the last row's `(timestamp, key)`, each
+//! page its own call within `store.timeout`. One unbounded query timed out
+//! on every pass after a bulk change (100k PATs created at once) and the
+//! watermark never moved. An incremental read applies each page and moves
+//! its watermark as it goes, so a pass cut short by an unavailable store
+//! keeps what it read. A full load gathers every page before it replaces
+//! the set (the deny list and logout marks report themselves loaded only
+//! then), and stops reading once more live entries than fit were seen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,20 +32,31 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::denylist::JwtDenyList;
 use crate::pat::PatValidator;
+use crate::store::{
+    DenyEntry, DenyKeyset, HashAt, Keyset, LogoutKeyset, LogoutMark, OwnerKeyset, OwnerRecord,
+    PatKeyset, Store, StoreError, TokenHash,
+};
 
 /// How far behind its watermarks each query reaches.
 pub const OVERLAP: TimeDelta = TimeDelta::seconds(30);
 /// How often expired deny-list entries are purged (memory and store).
 const PURGE_EVERY: TimeDelta = TimeDelta::minutes(10);
+/// Rows per resync query. A page of PAT rows (id, 32-byte hash,
+/// timestamp) takes a few milliseconds on either backend, far inside the
+/// default `store.timeout` of 100 ms; 100k new PATs are 100 pages.
+pub const PAGE_SIZE: u32 = 1000;
 
 /// Resync state of one replica.
 #[derive(Debug)]
 pub struct Resync {
     pats: Arc<PatValidator>,
     deny: Arc<JwtDenyList>,
+    /// Rows per query ([`PAGE_SIZE`] unless set by [`Resync::with_page_size`]).
+    page: u32,
     pat_watermark: DateTime<Utc>,
     /// `None` until the deny set has been loaded in full.
     deny_watermark: Option<DateTime<Utc>>,
@@ -49,12 +70,54 @@ pub struct Resync {
     owner_watermark: Option<DateTime<Utc>>,
 }
 
+/// True when a page came back full: there may be more after it.
+fn more(rows: usize, page: u32) -> bool {
+    u32::try_from(rows).map_or(true, |n| n >= page)
+}
+
+/// A keyset read in pages of `size` rows: `next` is the position the next
+/// page starts after, `None` once a page came back short (the end).
+struct Pager<K> {
+    after: Keyset<K>,
+    size: u32,
+    done: bool,
+}
+
+impl<K> Pager<K> {
+    fn new(size: u32, start: Keyset<K>) -> Self {
+        Pager {
+            after: start,
+            size,
+            done: false,
+        }
+    }
+
+    fn next(&self) -> Option<&Keyset<K>> {
+        (!self.done).then_some(&self.after)
+    }
+
+    /// Moves past `rows` (one page as read).
+    fn advance<R>(&mut self, rows: &[R], keyset: impl Fn(&R) -> Keyset<K>) {
+        self.done = !more(rows.len(), self.size);
+        if let Some(last) = rows.last() {
+            self.after = keyset(last);
+        }
+    }
+}
+
+/// `w` moved up to `at`, starting from the epoch when unset.
+fn advance(w: &mut Option<DateTime<Utc>>, at: DateTime<Utc>) {
+    let cur = w.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    *w = Some(cur.max(at));
+}
+
 impl Resync {
     pub fn new(pats: Arc<PatValidator>, deny: Arc<JwtDenyList>) -> Self {
         let now = Utc::now();
         Resync {
             pats,
             deny,
+            page: PAGE_SIZE,
             // A revocation committed just before start must not be missed;
             // re-marking a revoked token is harmless.
             pat_watermark: now - TimeDelta::seconds(60),
@@ -67,44 +130,32 @@ impl Resync {
         }
     }
 
+    /// Reads at most `rows` (at least 1) rows per query instead of
+    /// [`PAGE_SIZE`].
+    pub fn with_page_size(mut self, rows: u32) -> Self {
+        self.page = rows.max(1);
+        self
+    }
+
     /// One pass. Store errors are logged and retried on the next pass.
     pub async fn once(&mut self) {
         let store = self.pats.store().clone();
-        match store.revoked_since(self.pat_watermark - OVERLAP).await {
-            Ok(rows) => {
-                for (hash, at) in rows {
-                    self.pats.mark_revoked(&hash).await;
-                    self.pat_watermark = self.pat_watermark.max(at);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "revocation resync: store unavailable"),
+        if let Err(e) = self.sync_revoked(&store).await {
+            tracing::debug!(error = %e, "revocation resync: store unavailable");
         }
 
-        self.sync_known().await;
+        self.sync_known(&store).await;
 
         let now = Utc::now();
-        let full = self.deny_watermark.is_none() || self.deny.is_overflowed();
-        let since = match self.deny_watermark {
-            Some(w) if !full => w - OVERLAP,
-            _ => DateTime::<Utc>::UNIX_EPOCH,
-        };
-        match store.jwt_denied_since(since, now).await {
-            Ok(rows) => {
-                let newest = rows.iter().map(|e| e.changed_at).max();
-                if full {
-                    self.deny.load_all(&rows, now.timestamp());
-                    tracing::debug!(entries = self.deny.len(), "JWT deny-list loaded");
-                } else {
-                    self.deny.apply(&rows, now.timestamp());
-                }
-                let w = self.deny_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-                self.deny_watermark = Some(newest.map_or(w, |n| n.max(w)));
-            }
-            Err(e) => tracing::debug!(error = %e, "JWT deny-list resync: store unavailable"),
+        if let Err(e) = self.sync_deny(&store, now).await {
+            tracing::debug!(error = %e, "JWT deny-list resync: store unavailable");
         }
-
-        self.sync_logout(now).await;
-        self.sync_owners().await;
+        if let Err(e) = self.sync_logout(&store, now).await {
+            tracing::debug!(error = %e, "logout marks resync: store unavailable");
+        }
+        if let Err(e) = self.sync_owners(&store).await {
+            tracing::debug!(error = %e, "PAT owners resync: store unavailable");
+        }
 
         if now - self.last_purge >= PURGE_EVERY {
             self.last_purge = now;
@@ -119,63 +170,131 @@ impl Resync {
         }
     }
 
+    /// PATs revoked since the watermark, page by page.
+    async fn sync_revoked(&mut self, store: &Store) -> Result<(), StoreError> {
+        let mut p = Pager::new(self.page, PatKeyset::after(self.pat_watermark - OVERLAP));
+        while let Some(after) = p.next() {
+            let rows = store.revoked_since(after, self.page).await?;
+            p.advance(&rows, HashAt::keyset);
+            for r in &rows {
+                self.pats.mark_revoked(&r.hash).await;
+                self.pat_watermark = self.pat_watermark.max(r.at);
+            }
+        }
+        Ok(())
+    }
+
+    /// JWT deny-list entries: in full on the first pass (and after an
+    /// overflow), else those changed since the watermark.
+    async fn sync_deny(&mut self, store: &Store, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let full = self.deny_watermark.is_none() || self.deny.is_overflowed();
+        let since = match self.deny_watermark {
+            Some(w) if !full => w - OVERLAP,
+            _ => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let mut gathered: Vec<DenyEntry> = Vec::new();
+        let mut p = Pager::new(self.page, DenyKeyset::after(since));
+        while let Some(after) = p.next() {
+            let rows = store.jwt_denied_since(after, now, self.page).await?;
+            p.advance(&rows, DenyEntry::keyset);
+            if full {
+                gathered.extend(rows);
+                if gathered.len() > self.deny.capacity() {
+                    break; // the set overflows whatever else there is
+                }
+                continue;
+            }
+            self.deny.apply(&rows, now.timestamp());
+            for e in &rows {
+                advance(&mut self.deny_watermark, e.changed_at);
+            }
+        }
+        if full {
+            self.deny.load_all(&gathered, now.timestamp());
+            tracing::debug!(entries = self.deny.len(), "JWT deny-list loaded");
+            let newest = gathered.iter().map(|e| e.changed_at).max();
+            advance(
+                &mut self.deny_watermark,
+                newest.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            );
+        }
+        Ok(())
+    }
+
     /// PAT owners' synced states (`pat.owner_sync` only): all on the first
-    /// pass, then those changed since the watermark.
-    async fn sync_owners(&mut self) {
+    /// pass, then those changed since the watermark; applied page by page
+    /// (newer rows replace older ones, so a pass cut short is behind, never
+    /// wrong).
+    async fn sync_owners(&mut self, store: &Store) -> Result<(), StoreError> {
         let Some(issuer) = self.pats.owner_sync_issuer() else {
-            return;
+            return Ok(());
         };
         let since = self
             .owner_watermark
             .map_or(DateTime::<Utc>::UNIX_EPOCH, |w| w - OVERLAP);
-        match self.pats.store().owners_changed_since(since).await {
-            Ok(mut rows) => {
-                let newest = rows.iter().map(|r| r.changed_at).max();
-                rows.retain(|r| r.issuer == issuer);
-                self.pats.owners().apply(&rows);
-                let w = self.owner_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-                self.owner_watermark = Some(newest.map_or(w, |n| n.max(w)));
+        let mut p = Pager::new(self.page, OwnerKeyset::after(since));
+        while let Some(after) = p.next() {
+            let mut rows = store.owners_changed_since(after, self.page).await?;
+            p.advance(&rows, OwnerRecord::keyset);
+            for r in &rows {
+                advance(&mut self.owner_watermark, r.changed_at);
             }
-            Err(e) => tracing::debug!(error = %e, "PAT owners resync: store unavailable"),
+            rows.retain(|r| r.issuer == issuer);
+            self.pats.owners().apply(&rows);
         }
+        // An empty first load still counts as loaded.
+        advance(&mut self.owner_watermark, DateTime::<Utc>::UNIX_EPOCH);
+        Ok(())
     }
 
     /// Back-channel logout marks: in full on the first pass (and after an
     /// overflow), else those changed since the watermark.
-    async fn sync_logout(&mut self, now: DateTime<Utc>) {
+    async fn sync_logout(&mut self, store: &Store, now: DateTime<Utc>) -> Result<(), StoreError> {
         let marks = self.deny.logout();
         let full = self.logout_watermark.is_none() || marks.is_overflowed();
         let since = match self.logout_watermark {
             Some(w) if !full => w - OVERLAP,
             _ => DateTime::<Utc>::UNIX_EPOCH,
         };
-        match self.pats.store().logout_marks_since(since, now).await {
-            Ok(rows) => {
-                let newest = rows.iter().map(|m| m.changed_at).max();
-                if full {
-                    marks.load_all(&rows, now.timestamp());
-                    tracing::debug!(marks = marks.len(), "logout marks loaded");
-                } else {
-                    marks.apply(&rows, now.timestamp());
+        let mut gathered: Vec<LogoutMark> = Vec::new();
+        let mut p = Pager::new(self.page, LogoutKeyset::after(since));
+        while let Some(after) = p.next() {
+            let rows = store.logout_marks_since(after, now, self.page).await?;
+            p.advance(&rows, LogoutMark::keyset);
+            if full {
+                gathered.extend(rows);
+                if gathered.len() > self.deny.capacity() {
+                    break; // the marks overflow whatever else there is
                 }
-                let w = self.logout_watermark.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
-                self.logout_watermark = Some(newest.map_or(w, |n| n.max(w)));
+                continue;
             }
-            Err(e) => tracing::debug!(error = %e, "logout marks resync: store unavailable"),
+            marks.apply(&rows, now.timestamp());
+            for m in &rows {
+                advance(&mut self.logout_watermark, m.changed_at);
+            }
         }
+        if full {
+            marks.load_all(&gathered, now.timestamp());
+            tracing::debug!(marks = marks.len(), "logout marks loaded");
+            let newest = gathered.iter().map(|m| m.changed_at).max();
+            advance(
+                &mut self.logout_watermark,
+                newest.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            );
+        }
+        Ok(())
     }
 
     /// Loads the known-hash set in full (first pass, then every
     /// [`PURGE_EVERY`]), else adds the tokens created since its watermark.
-    async fn sync_known(&mut self) {
-        let store = self.pats.store();
+    async fn sync_known(&mut self, store: &Store) {
         let now = Utc::now();
         let full = match self.created_watermark {
             None => true,
             Some(_) => now - self.last_known_load >= PURGE_EVERY,
         };
         if full {
-            match store.active_hashes(now).await {
+            match self.active_hashes(store, now).await {
                 Ok(hashes) => {
                     self.pats.known().load_all(hashes);
                     self.last_known_load = now;
@@ -188,14 +307,42 @@ impl Resync {
             return;
         }
         let w = self.created_watermark.unwrap_or(now);
-        match store.created_since(w - OVERLAP, now).await {
-            Ok(rows) => {
-                for (hash, at) in rows {
-                    self.pats.note_created(&hash);
-                    self.created_watermark = Some(w.max(at));
+        let mut p = Pager::new(self.page, PatKeyset::after(w - OVERLAP));
+        while let Some(after) = p.next() {
+            match store.created_since(after, now, self.page).await {
+                Ok(rows) => {
+                    p.advance(&rows, HashAt::keyset);
+                    for r in &rows {
+                        self.pats.note_created(&r.hash);
+                        advance(&mut self.created_watermark, r.at);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "known PAT hashes resync: store unavailable");
+                    return;
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "known PAT hashes resync: store unavailable"),
+        }
+    }
+
+    /// Every active PAT hash, page by page by id.
+    async fn active_hashes(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let mut out = Vec::new();
+        let mut after = Uuid::nil();
+        loop {
+            let rows = store.active_hashes(after, now, self.page).await?;
+            let full = more(rows.len(), self.page);
+            if let Some((id, _)) = rows.last() {
+                after = *id;
+            }
+            out.extend(rows.into_iter().map(|(_, h)| h));
+            if !full {
+                return Ok(out);
+            }
         }
     }
 

@@ -9,8 +9,9 @@ use super::events::{
     EventRecord, HookFilter,
 };
 use super::{
-    Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreError,
-    TokenHash, TokenQuery, TokenRecord, Usage,
+    Cause, DenyEntry, DenyKeyset, DenylistKind, HashAt, LogoutKeyset, LogoutMark, NewToken,
+    OwnerKeyset, OwnerRecord, PatKeyset, Result, StoreError, TokenHash, TokenQuery, TokenRecord,
+    Usage,
 };
 
 fn unsupported<T>(what: &str) -> Result<T> {
@@ -93,10 +94,9 @@ pub trait TokenStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool>;
     async fn purge_jwt_denylist(&self, now: DateTime<Utc>) -> Result<u64>;
-    async fn revoked_since(
-        &self,
-        watermark: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>>;
+    /// Up to `limit` revoked tokens after `after` in `(revoked_at, id)`
+    /// order (one page of the resync loop's read, `store::page`).
+    async fn revoked_since(&self, after: &PatKeyset, limit: u32) -> Result<Vec<HashAt>>;
     /// Moves a legacy row (`id`, SHA-256 `old`, version 1) to `new`
     /// (HMAC, version 2). Returns the row as it now is (revoked or not),
     /// `None` when it no longer matches (already upgraded or gone). The
@@ -118,32 +118,41 @@ pub trait TokenStore: Send + Sync + 'static {
             "this store does not support legacy_opaque_hashes".into(),
         ))
     }
-    /// Hashes of tokens neither revoked nor expired at `now` (the known-hash
-    /// set). The default refuses, so a test double without it keeps every
-    /// lookup going to the store, as before the set existed.
-    async fn active_hashes(&self, _now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+    /// Up to `limit` `(id, hash)` of tokens neither revoked nor expired at
+    /// `now` with an id above `after`, by id (a page of the known-hash
+    /// set's full load). The default refuses, so a test double without it
+    /// keeps every lookup going to the store, as before the set existed.
+    async fn active_hashes(
+        &self,
+        _after: Uuid,
+        _now: DateTime<Utc>,
+        _limit: u32,
+    ) -> Result<Vec<(Uuid, TokenHash)>> {
         Err(StoreError::Other(
             "this store does not support active_hashes".into(),
         ))
     }
-    /// Hashes and `created_at` of tokens created after `watermark` and
-    /// neither revoked nor expired at `now`, oldest first. Default refuses.
+    /// Up to `limit` tokens neither revoked nor expired at `now`, after
+    /// `after` in `(created_at, id)` order. Default refuses.
     async fn created_since(
         &self,
-        _watermark: DateTime<Utc>,
+        _after: &PatKeyset,
         _now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        _limit: u32,
+    ) -> Result<Vec<HashAt>> {
         Err(StoreError::Other(
             "this store does not support created_since".into(),
         ))
     }
-    /// Unexpired deny-list entries changed after `watermark`, oldest first.
-    /// The default refuses, so a test double without a deny-list fails
-    /// closed (the deny set never reports itself loaded).
+    /// Up to `limit` unexpired deny-list entries after `after` in
+    /// `(changed_at, kind, value)` order. The default refuses, so a test
+    /// double without a deny-list fails closed (the deny set never reports
+    /// itself loaded).
     async fn jwt_denied_since(
         &self,
-        _watermark: DateTime<Utc>,
+        _after: &DenyKeyset,
         _now: DateTime<Utc>,
+        _limit: u32,
     ) -> Result<Vec<DenyEntry>> {
         Err(StoreError::Other(
             "this store does not support jwt_denied_since".into(),
@@ -156,12 +165,14 @@ pub trait TokenStore: Send + Sync + 'static {
             "this store does not support mark_logout".into(),
         ))
     }
-    /// Unexpired logout marks changed after `watermark`, oldest first. The
-    /// default refuses, so a test double fails closed (marks never load).
+    /// Up to `limit` unexpired logout marks after `after` in
+    /// `(changed_at, issuer, kind, value)` order. The default refuses, so a
+    /// test double fails closed (marks never load).
     async fn logout_marks_since(
         &self,
-        _watermark: DateTime<Utc>,
+        _after: &LogoutKeyset,
         _now: DateTime<Utc>,
+        _limit: u32,
     ) -> Result<Vec<LogoutMark>> {
         Err(StoreError::Other(
             "this store does not support logout_marks_since".into(),
@@ -200,9 +211,14 @@ pub trait TokenStore: Send + Sync + 'static {
             "this store does not support put_owner".into(),
         ))
     }
-    /// Owners whose state or scopes changed after `watermark`, oldest
-    /// first. The default refuses (no owner state is applied).
-    async fn owners_changed_since(&self, _watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+    /// Up to `limit` owners after `after` in `(changed_at, issuer,
+    /// user_id)` order (`changed_at` moves when state or scopes change).
+    /// The default refuses (no owner state is applied).
+    async fn owners_changed_since(
+        &self,
+        _after: &OwnerKeyset,
+        _limit: u32,
+    ) -> Result<Vec<OwnerRecord>> {
         Err(StoreError::Other(
             "this store does not support owners_changed_since".into(),
         ))
@@ -247,6 +263,10 @@ pub trait TokenStore: Send + Sync + 'static {
     }
     /// Leases up to `limit` due deliveries of `hooks` to `owner` until
     /// `lease_until` (each claimed by one caller only), counting an attempt.
+    /// Due: `next_attempt_at <= now` and no lease running. Postgres takes
+    /// only the lease's length (`lease_until - now`) and sets and compares
+    /// leases on its own clock (replicas' clocks may disagree); SQLite is
+    /// one host and uses `now`.
     async fn claim_deliveries(
         &self,
         _owner: &str,
@@ -268,7 +288,8 @@ pub trait TokenStore: Send + Sync + 'static {
         unsupported("finish_delivery")
     }
     /// Dead-letters pending, unleased deliveries of events older than
-    /// `older_than`; returns how many.
+    /// `older_than`; returns how many. (Unleased: as in
+    /// [`TokenStore::claim_deliveries`], on Postgres's clock there.)
     async fn expire_deliveries(
         &self,
         _older_than: DateTime<Utc>,

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use tokio::sync::Notify;
 
 use super::{
-    Cause, DenyEntry, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreConfig,
-    StoreError, StoreKind, TokenHash, TokenRecord, TokenStore, postgres, sqlite,
+    Cause, DenylistKind, LogoutMark, NewToken, OwnerRecord, Result, StoreConfig, StoreError,
+    StoreKind, TokenHash, TokenRecord, TokenStore, postgres, sqlite,
 };
 
 /// Handle on the token store: cheap to clone, every call bounded by
@@ -295,17 +295,6 @@ impl Store {
         self.call(self.backend.purge_jwt_denylist(now)).await
     }
 
-    /// Deny-list entries unexpired at `now` whose `created_at` (write or
-    /// last extension) is after `watermark`, ordered by it.
-    pub async fn jwt_denied_since(
-        &self,
-        watermark: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<DenyEntry>> {
-        self.call(self.backend.jwt_denied_since(watermark, now))
-            .await
-    }
-
     /// `created_at` of the first token of `id`'s rotation chain.
     pub async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
         self.call(self.backend.chain_origin(id)).await
@@ -323,12 +312,6 @@ impl Store {
         self.wrote(self.call(self.backend.put_owner(owner)).await)
     }
 
-    /// Owners changed after `watermark`, oldest first.
-    pub async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
-        self.call(self.backend.owners_changed_since(watermark))
-            .await
-    }
-
     /// One owner's stored state.
     pub async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
         self.call(self.backend.owner(issuer, user_id)).await
@@ -337,16 +320,6 @@ impl Store {
     /// Writes a back-channel logout mark (upsert; see [`LogoutMark`]).
     pub async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
         self.call(self.backend.mark_logout(mark)).await
-    }
-
-    /// Logout marks unexpired at `now` changed after `watermark`, oldest first.
-    pub async fn logout_marks_since(
-        &self,
-        watermark: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<LogoutMark>> {
-        self.call(self.backend.logout_marks_since(watermark, now))
-            .await
     }
 
     /// Unexpired logout marks of `issuer` naming this `sid` or `sub`.
@@ -364,15 +337,6 @@ impl Store {
     /// Deletes logout marks expired at `now`; returns how many.
     pub async fn purge_logout_marks(&self, now: DateTime<Utc>) -> Result<u64> {
         self.call(self.backend.purge_logout_marks(now)).await
-    }
-
-    /// Hashes of tokens with `revoked_at > watermark`, ordered by
-    /// `(revoked_at, id)`, for cross-replica cache resync.
-    pub async fn revoked_since(
-        &self,
-        watermark: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        self.call(self.backend.revoked_since(watermark)).await
     }
 }
 

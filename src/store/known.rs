@@ -1,8 +1,6 @@
-//! [`Store`] calls feeding the in-memory set of active PAT hashes
-//! (`pat::known`), which keeps forged-token floods away from the store, and
-//! upgrading legacy hashes (`pat::hasher`).
+//! [`Store`] calls upgrading legacy hashes (`pat::hasher`). The reads
+//! feeding the in-memory set of active PAT hashes are in `page`.
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Result, Store, TokenHash, TokenRecord};
@@ -22,20 +20,5 @@ impl Store {
     /// `(id, token_hash)` of every opaque row still hashed as version 1.
     pub async fn legacy_opaque_hashes(&self) -> Result<Vec<(Uuid, TokenHash)>> {
         self.call(self.backend.legacy_opaque_hashes()).await
-    }
-
-    /// Hashes of every token neither revoked nor expired at `now`.
-    pub async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
-        self.call(self.backend.active_hashes(now)).await
-    }
-
-    /// Tokens created after `watermark`, still active at `now`, as
-    /// `(hash, created_at)` ordered by `created_at`.
-    pub async fn created_since(
-        &self,
-        watermark: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        self.call(self.backend.created_since(watermark, now)).await
     }
 }

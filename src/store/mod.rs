@@ -21,7 +21,10 @@
 //! [`StoreError`], …), `backend` the [`TokenStore`] trait a backend
 //! implements, `handle` the [`Store`] callers hold (timeouts, counters).
 //! `row` is the token row mapping both backends share (column list, insert
-//! values, decoder), so `sqlite` and `postgres` hold only their SQL.
+//! values, decoder), so `sqlite` and `postgres` hold only their SQL. `page`
+//! holds the resync loop's reads, keyset pages of bounded size
+//! ([`Keyset`]; backends' SQL in `sqlite_resync.rs`/`postgres_resync.rs`
+//! and next to each table's other queries).
 
 mod backend;
 mod config;
@@ -29,6 +32,7 @@ pub mod events;
 mod handle;
 mod handle_events;
 mod known;
+mod page;
 mod postgres;
 mod records;
 mod row;
@@ -41,6 +45,7 @@ pub use events::{
     DeliveryRecord, DeliveryState, EventKind, EventQuery, EventRecord, HookFilter, NewEvent,
 };
 pub use handle::Store;
+pub use page::{DenyKeyset, HashAt, Keyset, LogoutKeyset, OwnerKeyset, PatKeyset};
 pub use records::{
     DenyEntry, DenylistKind, HashVersion, LogoutKind, LogoutMark, NewToken, OwnerRecord,
     OwnerState, Result, StoreError, TokenHash, TokenKind, TokenQuery, TokenRecord, TokenState,
@@ -102,5 +107,11 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         "webhook_cursors",
         include_str!("migrations/sqlite/0009_webhook_cursors.sql"),
         include_str!("migrations/postgres/0009_webhook_cursors.sql"),
+    ),
+    (
+        10,
+        "resync_keysets",
+        include_str!("migrations/sqlite/0010_resync_keysets.sql"),
+        include_str!("migrations/postgres/0010_resync_keysets.sql"),
     ),
 ];

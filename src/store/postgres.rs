@@ -14,8 +14,9 @@ use super::events::{
 };
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
-    Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
+    Cause, DenyEntry, DenyKeyset, DenylistKind, HashAt, LogoutKeyset, LogoutMark, MIGRATIONS,
+    NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, StoreError, TokenHash, TokenQuery,
+    TokenRecord, TokenStore, Usage,
 };
 
 #[path = "postgres_deny.rs"]
@@ -28,6 +29,8 @@ mod inventory;
 mod outbox;
 #[path = "postgres_owners.rs"]
 mod owners;
+#[path = "postgres_resync.rs"]
+mod resync;
 #[path = "postgres_writes.rs"]
 mod writes;
 use errors::{pg_err, pool_err};
@@ -399,63 +402,35 @@ impl TokenStore for PgStore {
             .collect()
     }
 
-    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT token_hash FROM personal_access_tokens \
-                 WHERE revoked_at IS NULL AND expires_at > $1",
-            )
-            .await
-            .map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&now]).await.map_err(pg_err)?;
-        rows.iter().map(|r| hash32(col(r, 0)?)).collect()
+    async fn active_hashes(
+        &self,
+        after: Uuid,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, TokenHash)>> {
+        self.active_page(after, now, limit).await
     }
 
     async fn created_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &PatKeyset,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT token_hash, created_at FROM personal_access_tokens \
-                 WHERE created_at > $1 AND revoked_at IS NULL AND expires_at > $2 \
-                 ORDER BY created_at, id",
-            )
-            .await
-            .map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
-        rows.iter()
-            .map(|r| Ok((hash32(col(r, 0)?)?, col(r, 1)?)))
-            .collect()
+        limit: u32,
+    ) -> Result<Vec<HashAt>> {
+        self.created_page(after, now, limit).await
     }
 
-    async fn revoked_since(
-        &self,
-        watermark: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT token_hash, revoked_at FROM personal_access_tokens \
-                 WHERE revoked_at > $1 ORDER BY revoked_at, id",
-            )
-            .await
-            .map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&watermark]).await.map_err(pg_err)?;
-        rows.iter()
-            .map(|r| Ok((hash32(col(r, 0)?)?, col(r, 1)?)))
-            .collect()
+    async fn revoked_since(&self, after: &PatKeyset, limit: u32) -> Result<Vec<HashAt>> {
+        self.revoked_page(after, limit).await
     }
 
     async fn jwt_denied_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &DenyKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<DenyEntry>> {
-        self.denied_since_sql(watermark, now).await
+        self.denied_since_sql(after, now, limit).await
     }
 
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
@@ -464,10 +439,11 @@ impl TokenStore for PgStore {
 
     async fn logout_marks_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &LogoutKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<LogoutMark>> {
-        self.marks_since(watermark, now).await
+        self.marks_since(after, now, limit).await
     }
 
     async fn logout_marks_for(
@@ -492,8 +468,12 @@ impl TokenStore for PgStore {
         self.put_owner_events_sql(owner).await
     }
 
-    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
-        self.owners_since_sql(watermark).await
+    async fn owners_changed_since(
+        &self,
+        after: &OwnerKeyset,
+        limit: u32,
+    ) -> Result<Vec<OwnerRecord>> {
+        self.owners_since_sql(after, limit).await
     }
 
     async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {

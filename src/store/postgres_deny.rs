@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 
 use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
-use super::super::{DenyEntry, DenylistKind, LogoutMark, Result};
+use super::super::{DenyEntry, DenyKeyset, DenylistKind, LogoutKeyset, LogoutMark, Result};
 use super::{PgStore, col, pg_err};
 
 fn mark(r: &tokio_postgres::Row) -> Result<LogoutMark> {
@@ -44,12 +44,15 @@ impl PgStore {
 
     pub(super) async fn marks_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &LogoutKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<LogoutMark>> {
+        let (issuer, kind, value) = &after.key;
         self.select_logout_marks(
-            "created_at > $1 AND expires_at > $2 ORDER BY created_at, issuer, kind, value",
-            &[&watermark, &now],
+            "(created_at, issuer, kind, value) > ($1, $2, $3, $4) AND expires_at > $5 \
+             ORDER BY created_at, issuer, kind, value LIMIT $6",
+            &[&after.at, issuer, kind, value, &now, &i64::from(limit)],
         )
         .await
     }
@@ -130,16 +133,20 @@ impl PgStore {
 
     pub(super) async fn denied_since_sql(
         &self,
-        watermark: DateTime<Utc>,
+        after: &DenyKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<DenyEntry>> {
         let c = self.client().await?;
         let sql = format!(
             "SELECT {DENY_COLS} FROM jwt_denylist \
-             WHERE created_at > $1 AND expires_at > $2 ORDER BY created_at, kind, value"
+             WHERE (created_at, kind, value) > ($1, $2, $3) AND expires_at > $4 \
+             ORDER BY created_at, kind, value LIMIT $5"
         );
         let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&watermark, &now]).await.map_err(pg_err)?;
+        let (kind, value) = &after.key;
+        let args: [&(dyn ToSql + Sync); 5] = [&after.at, kind, value, &now, &i64::from(limit)];
+        let rows = c.query(&stmt, &args).await.map_err(pg_err)?;
         rows.iter()
             .map(|r| {
                 let kind: String = col(r, 0)?;

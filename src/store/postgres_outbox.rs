@@ -3,7 +3,9 @@
 //! Replicas share the tables: the fan-out and the claim take their rows
 //! with `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent replicas split
 //! the work instead of doing it twice, and a claimed delivery carries a
-//! lease (`lease_owner`, `lease_until`) that outlives one attempt.
+//! lease (`lease_owner`, `lease_until`) that outlives one attempt. Leases
+//! are set and compared on the database's clock (`now()`), so replicas'
+//! clock skew cannot shorten or stretch them.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -168,15 +170,24 @@ impl PgStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>> {
+        // Leases run on the database's clock, not the replicas': a lease
+        // set by a replica whose clock is behind would look expired to the
+        // others at once (a second delivery), one set by a replica ahead
+        // would hold a crashed holder's delivery for as long. Only its
+        // length comes from the caller; `now` still decides what is due.
+        let lease_secs = (lease_until - now)
+            .to_std()
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
         let stmt = tx
             .prepare_cached(
-                "UPDATE webhook_deliveries d SET lease_owner = $1, lease_until = $2, \
+                "UPDATE webhook_deliveries d SET lease_owner = $1, \
+                 lease_until = now() + $2::float8 * interval '1 second', \
                  attempts = d.attempts + 1 \
                  FROM (SELECT id FROM webhook_deliveries \
                        WHERE state = 'pending' AND next_attempt_at <= $3 \
-                         AND (lease_until IS NULL OR lease_until <= $3) AND webhook = ANY($4) \
+                         AND (lease_until IS NULL OR lease_until <= now()) AND webhook = ANY($4) \
                        ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) due \
                  WHERE d.id = due.id RETURNING d.id, d.webhook, d.attempts, d.event_seq",
             )
@@ -186,7 +197,7 @@ impl PgStore {
         let claimed = tx
             .query(
                 &stmt,
-                &[&owner, &lease_until, &now, &keys, &i64::from(limit)],
+                &[&owner, &lease_secs, &now, &keys, &i64::from(limit)],
             )
             .await
             .map_err(pg_err)?;
@@ -265,7 +276,7 @@ impl PgStore {
              last_error = COALESCE(last_error || '; ', '') || \
                'not delivered within notify.delivery.max_age', \
              lease_until = NULL \
-             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= $2) \
+             WHERE state = 'pending' AND (lease_until IS NULL OR lease_until <= now()) \
                AND event_seq IN (SELECT seq FROM token_events WHERE at < $1)",
             &[&older_than, &now],
         )

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::super::row::{self, OWNER_COLS};
-use super::super::{OwnerRecord, Result};
+use super::super::{OwnerKeyset, OwnerRecord, Result};
 use super::{PgStore, col, pg_err};
 
 fn owner(r: &tokio_postgres::Row) -> Result<OwnerRecord> {
@@ -28,15 +28,20 @@ impl PgStore {
 
     pub(super) async fn owners_since_sql(
         &self,
-        watermark: DateTime<Utc>,
+        after: &OwnerKeyset,
+        limit: u32,
     ) -> Result<Vec<OwnerRecord>> {
         let c = self.client().await?;
         let sql = format!(
-            "SELECT {OWNER_COLS} FROM pat_owners WHERE changed_at > $1 \
-             ORDER BY changed_at, issuer, user_id"
+            "SELECT {OWNER_COLS} FROM pat_owners WHERE (changed_at, issuer, user_id) > ($1, $2, $3) \
+             ORDER BY changed_at, issuer, user_id LIMIT $4"
         );
         let stmt = c.prepare_cached(&sql).await.map_err(pg_err)?;
-        let rows = c.query(&stmt, &[&watermark]).await.map_err(pg_err)?;
+        let (issuer, user) = &after.key;
+        let rows = c
+            .query(&stmt, &[&after.at, issuer, user, &i64::from(limit)])
+            .await
+            .map_err(pg_err)?;
         rows.iter().map(owner).collect()
     }
 

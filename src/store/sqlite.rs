@@ -15,10 +15,11 @@ use super::events::{
 };
 use uuid::Uuid;
 
-use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
+use super::row::{self, COLS, Columns, Param, sort_newest_first};
 use super::{
-    Cause, DenyEntry, DenylistKind, LogoutMark, MIGRATIONS, NewToken, OwnerRecord, Result,
-    StoreError, TokenHash, TokenQuery, TokenRecord, TokenStore, Usage,
+    Cause, DenyEntry, DenyKeyset, DenylistKind, HashAt, LogoutKeyset, LogoutMark, MIGRATIONS,
+    NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, StoreError, TokenHash, TokenQuery,
+    TokenRecord, TokenStore, Usage,
 };
 
 #[path = "sqlite_chain.rs"]
@@ -33,6 +34,8 @@ mod outbox;
 mod owners;
 #[path = "sqlite_rekey.rs"]
 mod rekey;
+#[path = "sqlite_resync.rs"]
+mod resync;
 #[path = "sqlite_writes.rs"]
 mod writes;
 
@@ -106,11 +109,6 @@ fn ts(t: DateTime<Utc>) -> i64 {
 fn micros(v: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(v)
         .ok_or_else(|| StoreError::Other("timestamp out of range".into()))
-}
-
-/// A `(token_hash, timestamp)` pair read outside a row mapper.
-fn hash_at((h, at): (Vec<u8>, i64)) -> Result<(TokenHash, DateTime<Utc>)> {
-    Ok((hash32(h)?, micros(at)?))
 }
 
 fn conv<E: std::error::Error + Send + Sync + 'static>(
@@ -440,41 +438,35 @@ impl TokenStore for SqliteStore {
         self.legacy_hashes_sql().await
     }
 
-    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
-        self.active_hashes_sql(now).await
+    async fn active_hashes(
+        &self,
+        after: Uuid,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, TokenHash)>> {
+        self.active_page(after, now, limit).await
     }
 
     async fn created_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &PatKeyset,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        self.created_since_sql(watermark, now).await
+        limit: u32,
+    ) -> Result<Vec<HashAt>> {
+        self.created_page(after, now, limit).await
     }
 
-    async fn revoked_since(
-        &self,
-        watermark: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        let rows: Vec<(Vec<u8>, i64)> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT token_hash, revoked_at FROM personal_access_tokens \
-                     WHERE revoked_at > ?1 ORDER BY revoked_at, id",
-                )?;
-                let rows = stmt.query_map([ts(watermark)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter().map(hash_at).collect()
+    async fn revoked_since(&self, after: &PatKeyset, limit: u32) -> Result<Vec<HashAt>> {
+        self.revoked_page(after, limit).await
     }
 
     async fn jwt_denied_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &DenyKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<DenyEntry>> {
-        self.denied_since(watermark, now).await
+        self.denied_since(after, now, limit).await
     }
 
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
@@ -483,10 +475,11 @@ impl TokenStore for SqliteStore {
 
     async fn logout_marks_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &LogoutKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<LogoutMark>> {
-        self.marks_since(watermark, now).await
+        self.marks_since(after, now, limit).await
     }
 
     async fn logout_marks_for(
@@ -511,8 +504,12 @@ impl TokenStore for SqliteStore {
         self.put_owner_events_sql(owner).await
     }
 
-    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
-        self.owners_since_sql(watermark).await
+    async fn owners_changed_since(
+        &self,
+        after: &OwnerKeyset,
+        limit: u32,
+    ) -> Result<Vec<OwnerRecord>> {
+        self.owners_since_sql(after, limit).await
     }
 
     async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {

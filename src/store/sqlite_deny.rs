@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 
 use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
-use super::super::{DenyEntry, DenylistKind, LogoutMark, Result};
+use super::super::{DenyEntry, DenyKeyset, DenylistKind, LogoutKeyset, LogoutMark, Result};
 use super::{SqliteStore, micros, ts};
 
 type Raw = (String, String, String, i64, i64, i64);
@@ -50,19 +50,22 @@ impl SqliteStore {
 
     pub(super) async fn denied_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &DenyKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<DenyEntry>> {
+        let (at, (kind, value)) = (ts(after.at), after.key.clone());
         let rows: Vec<(String, String, i64, i64)> = self
             .run(move |c| {
                 let sql = format!(
                     "SELECT {DENY_COLS} FROM jwt_denylist \
-                     WHERE created_at > ?1 AND expires_at > ?2 ORDER BY created_at, kind, value"
+                     WHERE (created_at, kind, value) > (?1, ?2, ?3) AND expires_at > ?4 \
+                     ORDER BY created_at, kind, value LIMIT ?5"
                 );
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([ts(watermark), ts(now)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
+                let args = params![at, kind, value, ts(now), i64::from(limit)];
+                let rows =
+                    stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 rows.collect()
             })
             .await?;
@@ -108,12 +111,22 @@ impl SqliteStore {
 
     pub(super) async fn marks_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &LogoutKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<LogoutMark>> {
-        let args = vec![ts(watermark).into(), ts(now).into()];
+        let (issuer, kind, value) = after.key.clone();
+        let args = vec![
+            ts(after.at).into(),
+            issuer.into(),
+            kind.into(),
+            value.into(),
+            ts(now).into(),
+            i64::from(limit).into(),
+        ];
         self.select_logout_marks(
-            "created_at > ?1 AND expires_at > ?2 ORDER BY created_at, issuer, kind, value",
+            "(created_at, issuer, kind, value) > (?1, ?2, ?3, ?4) AND expires_at > ?5 \
+             ORDER BY created_at, issuer, kind, value LIMIT ?6",
             args,
         )
         .await

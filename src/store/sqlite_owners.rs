@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::super::row::{self, OWNER_COLS};
-use super::super::{OwnerRecord, Result, StoreError};
+use super::super::{OwnerKeyset, OwnerRecord, Result, StoreError};
 use super::{SqliteStore, micros, ts};
 
 type Raw = (String, String, String, Option<String>, i64, i64);
@@ -51,16 +51,19 @@ impl SqliteStore {
 
     pub(super) async fn owners_since_sql(
         &self,
-        watermark: DateTime<Utc>,
+        after: &OwnerKeyset,
+        limit: u32,
     ) -> Result<Vec<OwnerRecord>> {
+        let (at, (issuer, user)) = (ts(after.at), after.key.clone());
         let rows: Vec<Raw> = self
             .run(move |c| {
                 let sql = format!(
-                    "SELECT {OWNER_COLS} FROM pat_owners WHERE changed_at > ?1 \
-                     ORDER BY changed_at, issuer, user_id"
+                    "SELECT {OWNER_COLS} FROM pat_owners \
+                     WHERE (changed_at, issuer, user_id) > (?1, ?2, ?3) \
+                     ORDER BY changed_at, issuer, user_id LIMIT ?4"
                 );
                 let mut stmt = c.prepare_cached(&sql)?;
-                let rows = stmt.query_map([ts(watermark)], raw)?;
+                let rows = stmt.query_map(params![at, issuer, user, i64::from(limit)], raw)?;
                 rows.collect()
             })
             .await?;

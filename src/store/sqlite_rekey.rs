@@ -1,13 +1,12 @@
 //! SQLite: moving legacy (version 1) token hashes to the keyed hash
 //! (`portcullis token rekey`, and upgrades on use).
 
-use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use super::super::row::{COLS, hash32};
 use super::super::{Result, TokenHash, TokenRecord};
-use super::{SqliteStore, hash_at, record, ts, uuid_at};
+use super::{SqliteStore, record, uuid_at};
 
 impl SqliteStore {
     pub(super) async fn upgrade_hash_sql(
@@ -46,39 +45,5 @@ impl SqliteStore {
         rows.into_iter()
             .map(|(id, h)| Ok((id, hash32(h)?)))
             .collect()
-    }
-
-    pub(super) async fn active_hashes_sql(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
-        let rows: Vec<Vec<u8>> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT token_hash FROM personal_access_tokens \
-                     WHERE revoked_at IS NULL AND expires_at > ?1",
-                )?;
-                let rows = stmt.query_map([ts(now)], |r| r.get(0))?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter().map(hash32).collect()
-    }
-
-    pub(super) async fn created_since_sql(
-        &self,
-        watermark: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
-        let rows: Vec<(Vec<u8>, i64)> = self
-            .run(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT token_hash, created_at FROM personal_access_tokens \
-                     WHERE created_at > ?1 AND revoked_at IS NULL AND expires_at > ?2 \
-                     ORDER BY created_at, id",
-                )?;
-                let rows =
-                    stmt.query_map([ts(watermark), ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            })
-            .await?;
-        rows.into_iter().map(hash_at).collect()
     }
 }

@@ -67,6 +67,58 @@ pub fn k8s_objects() -> Vec<Value> {
     objs
 }
 
+/// `helm template` of deploy/helm/portcullis with `--set` values: the
+/// rendered text, or helm's error output. The binary is
+/// `$PORTCULLIS_HELM` (scripts/test installs it) or `helm` on the PATH.
+pub fn helm_template(set: &[&str]) -> Result<String, String> {
+    let helm = std::env::var("PORTCULLIS_HELM").unwrap_or_else(|_| "helm".into());
+    let mut cmd = std::process::Command::new(&helm);
+    // The chart declares kubeVersion >= 1.29 (native sidecars).
+    cmd.args(["template", "t", "--kube-version", "1.31.0"]);
+    for v in set {
+        cmd.args(["--set", v]);
+    }
+    let out = cmd
+        .arg(deploy_dir().join("helm/portcullis"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "helm binary {helm:?} not found ({e}); run scripts/test, or scripts/install-helm and set PORTCULLIS_HELM"
+            )
+        });
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Checks that `cfg`'s `portcullis` cluster is a Unix socket (a STATIC
+/// cluster with a pipe address), then puts `shipped`'s TCP cluster in its
+/// place, so the rest can be compared with the shipped file. Returns the
+/// socket path.
+pub fn swap_pipe_cluster(cfg: &mut Value, shipped: &Value, what: &str) -> String {
+    let shipped_pc = shipped
+        .pointer("/static_resources/clusters")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c["name"] == "portcullis"))
+        .expect("shipped portcullis cluster")
+        .clone();
+    let pc = cfg
+        .pointer_mut("/static_resources/clusters")
+        .and_then(|c| c.as_array_mut())
+        .and_then(|c| c.iter_mut().find(|c| c["name"] == "portcullis"))
+        .unwrap_or_else(|| panic!("{what}: no portcullis cluster"));
+    assert_eq!(pc["type"], "STATIC", "{what}: {pc:?}");
+    let path = pc
+        .pointer("/load_assignment/endpoints/0/lb_endpoints/0/endpoint/address/pipe/path")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{what}: portcullis is reached over a Unix socket: {pc:?}"))
+        .to_owned();
+    *pc = shipped_pc;
+    path
+}
+
 pub fn object<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
     let found: Vec<_> = objs.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(found.len(), 1, "expected exactly one {kind}");

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use portcullis::store::{
     AttemptOutcome, Cause, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord,
-    DenyEntry, DenylistKind, EventQuery, EventRecord, HookFilter, LogoutMark, NewToken,
-    OwnerRecord, Result, Store, TokenHash, TokenRecord, TokenStore,
+    DenyEntry, DenyKeyset, DenylistKind, EventQuery, EventRecord, HashAt, HookFilter, LogoutKeyset,
+    LogoutMark, NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, Store, TokenHash,
+    TokenRecord, TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,6 +34,10 @@ pub struct WrappedStore {
     pub release: Notify,
     /// Awaited (once) at the start of the next `rotate`.
     before_rotate: Mutex<Option<Hook>>,
+    /// Time each row of a resync read costs on top of the real query
+    /// (microseconds; 0: none): a big table's transfer time on a small
+    /// test database, so a read of many rows outlasts `store.timeout`.
+    row_cost_us: AtomicU64,
 }
 
 type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -55,7 +60,24 @@ impl WrappedStore {
             read: Notify::new(),
             release: Notify::new(),
             before_rotate: Mutex::new(None),
+            row_cost_us: AtomicU64::new(0),
         })
+    }
+
+    /// Every row returned by a resync read (`*_since`, `active_hashes`)
+    /// then costs `cost` more, as if the table were far bigger.
+    pub fn set_row_cost(&self, cost: std::time::Duration) {
+        let us = u64::try_from(cost.as_micros()).unwrap_or(u64::MAX);
+        self.row_cost_us.store(us, Ordering::SeqCst);
+    }
+
+    async fn priced<T>(&self, rows: Result<Vec<T>>) -> Result<Vec<T>> {
+        let us = self.row_cost_us.load(Ordering::SeqCst);
+        if let (Ok(r), true) = (&rows, us > 0) {
+            let n = u64::try_from(r.len()).unwrap_or(u64::MAX);
+            tokio::time::sleep(std::time::Duration::from_micros(us.saturating_mul(n))).await;
+        }
+        rows
     }
 
     /// Runs `task` at the start of the next `rotate`, before the rotation
@@ -267,12 +289,10 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.purge_jwt_denylist(now).await
     }
-    async fn revoked_since(
-        &self,
-        watermark: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+    async fn revoked_since(&self, after: &PatKeyset, limit: u32) -> Result<Vec<HashAt>> {
         self.count();
-        self.inner.revoked_since(watermark).await
+        self.priced(self.inner.revoked_since(after, limit).await)
+            .await
     }
     async fn upgrade_hash(
         &self,
@@ -287,25 +307,35 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.legacy_opaque_hashes().await
     }
-    async fn active_hashes(&self, now: DateTime<Utc>) -> Result<Vec<TokenHash>> {
+    async fn active_hashes(
+        &self,
+        after: Uuid,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, TokenHash)>> {
         self.count();
-        self.inner.active_hashes(now).await
+        self.priced(self.inner.active_hashes(after, now, limit).await)
+            .await
     }
     async fn created_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &PatKeyset,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(TokenHash, DateTime<Utc>)>> {
+        limit: u32,
+    ) -> Result<Vec<HashAt>> {
         self.count();
-        self.inner.created_since(watermark, now).await
+        self.priced(self.inner.created_since(after, now, limit).await)
+            .await
     }
     async fn jwt_denied_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &DenyKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<DenyEntry>> {
         self.count();
-        self.inner.jwt_denied_since(watermark, now).await
+        self.priced(self.inner.jwt_denied_since(after, now, limit).await)
+            .await
     }
     async fn chain_origin(&self, id: Uuid) -> Result<Option<DateTime<Utc>>> {
         self.count();
@@ -317,11 +347,13 @@ impl TokenStore for WrappedStore {
     }
     async fn logout_marks_since(
         &self,
-        watermark: DateTime<Utc>,
+        after: &LogoutKeyset,
         now: DateTime<Utc>,
+        limit: u32,
     ) -> Result<Vec<LogoutMark>> {
         self.count();
-        self.inner.logout_marks_since(watermark, now).await
+        self.priced(self.inner.logout_marks_since(after, now, limit).await)
+            .await
     }
     async fn logout_marks_for(
         &self,
@@ -345,9 +377,14 @@ impl TokenStore for WrappedStore {
         self.count();
         self.inner.put_owner(owner).await
     }
-    async fn owners_changed_since(&self, watermark: DateTime<Utc>) -> Result<Vec<OwnerRecord>> {
+    async fn owners_changed_since(
+        &self,
+        after: &OwnerKeyset,
+        limit: u32,
+    ) -> Result<Vec<OwnerRecord>> {
         self.count();
-        self.inner.owners_changed_since(watermark).await
+        self.priced(self.inner.owners_changed_since(after, limit).await)
+            .await
     }
     async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
         self.count();

@@ -33,6 +33,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.portcullis.image.repository (default .Chart.AppVersion .Values.portcullis.image.tag) -}}
 {{- end -}}
 
+{{/* portcullis.grpcTransport, checked: `unix` or `tcp`. */}}
+{{- define "portcullis.grpcTransport" -}}
+{{- $t := .Values.portcullis.grpcTransport | toString -}}
+{{- if not (has $t (list "unix" "tcp")) -}}
+{{- fail (printf "portcullis.grpcTransport must be unix or tcp, not %q" $t) -}}
+{{- end -}}
+{{- $t -}}
+{{- end -}}
+
+{{/* The gRPC Unix socket (grpcTransport: unix), in the portcullis-run emptyDir. */}}
+{{- define "portcullis.grpcSocketDir" -}}/var/run/portcullis{{- end -}}
+{{- define "portcullis.grpcSocket" -}}{{ include "portcullis.grpcSocketDir" . }}/grpc.sock{{- end -}}
+
 {{- define "portcullis.secretName" -}}
 {{- default (include "portcullis.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
@@ -41,7 +54,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 (listen, data_dir, and api.resource_metadata from portcullis.resourceMetadata
 when its resource is set). */}}
 {{- define "portcullis.config" -}}
-{{- $owned := dict "listen" (dict "grpc" (printf "127.0.0.1:%v" .Values.portcullis.grpcPort) "http" (printf "0.0.0.0:%v" .Values.portcullis.httpPort)) "data_dir" "/var/lib/portcullis" -}}
+{{- $grpc := printf "127.0.0.1:%v" .Values.portcullis.grpcPort -}}
+{{- if eq (include "portcullis.grpcTransport" .) "unix" -}}
+{{- $grpc = printf "unix:%s" (include "portcullis.grpcSocket" .) -}}
+{{- end -}}
+{{- $owned := dict "listen" (dict "grpc" $grpc "http" (printf "0.0.0.0:%v" .Values.portcullis.httpPort)) "data_dir" "/var/lib/portcullis" -}}
 {{- with .Values.portcullis.resourceMetadata }}
 {{- if .resource }}
 {{- $_ := set $owned "api" (dict "resource_metadata" (deepCopy .)) -}}
