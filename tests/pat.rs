@@ -289,7 +289,11 @@ async fn wrapped(
     portcullis::store::TokenRecord,
 ) {
     let cfg = portcullis::config::Config::default();
-    let real = Store::connect(&cfg.store, dir).await.unwrap();
+    // The wrapper's own 5 s limit below is what the tests mean; the inner
+    // store's default 100 ms made lookups fail at random on a loaded machine.
+    let mut inner = cfg.store.clone();
+    inner.timeout = Duration::from_secs(5);
+    let real = Store::connect(&inner, dir).await.unwrap();
     real.migrate().await.unwrap();
     let wrapped = WrappedStore::new(real);
     let store = Store::from_backend(wrapped.clone(), Duration::from_secs(5));

@@ -37,6 +37,12 @@ impl InProcess {
         if let Err(errs) = cfg.validate() {
             panic!("test config is invalid: {errs:?}");
         }
+        // No resync loop runs here, so the deny list and logout marks are
+        // never loaded and every JWT Check asks SQLite: with the default
+        // 100 ms limit, a loaded CI machine turned some of those into 503s.
+        if cfg.store.timeout == portcullis::store::StoreConfig::default().timeout {
+            cfg.store.timeout = std::time::Duration::from_secs(2);
+        }
         let store = Store::connect(&cfg.store, data_dir)
             .await
             .expect("store opens");
