@@ -270,3 +270,34 @@ async fn item16_cached_exchanged_pat_of_a_withdrawn_key_is_refused_after_refresh
         "signing key no longer published",
     );
 }
+
+// === the verified-token cache ===
+
+/// The cache has no timers: a token that expired (here one accepted within
+/// the issuer's leeway) is refused on its next hit, and the periodic purge
+/// drops an expired entry nobody presents again, leaving live ones.
+#[tokio::test]
+async fn expired_cached_verifications_are_refused_and_purged() {
+    let e = env().await;
+    let now = portcullis::jwt::unix_now();
+    let mut late = e.claims();
+    late["exp"] = json!(now - 5);
+    let late = e.sign(&late);
+    let live = e.sign(&e.claims());
+    allowed(&e.check("/api", &late).await);
+    allowed(&e.check("/api", &live).await);
+    assert_eq!(e.cached(), 2);
+
+    e.srv.engine.load().verifier().purge_expired();
+    assert_eq!(e.cached(), 1, "only the expired entry goes");
+    allowed(&e.check("/api", &live).await);
+    assert_eq!(e.cached(), 1, "the live one was answered from the cache");
+
+    // Cached again (cold path within leeway), then refused on the hit.
+    allowed(&e.check("/api", &late).await);
+    assert_invalid_token(&e.check("/api", &late).await, "expired");
+    assert_eq!(e.cached(), 1, "the expired hit dropped its entry");
+
+    e.srv.engine.load().verifier().forget_all();
+    assert_eq!(e.cached(), 0);
+}
