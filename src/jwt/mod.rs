@@ -76,16 +76,16 @@ pub enum JwtError {
 pub struct VerifiedJwt {
     pub identity: Arc<Identity>,
     /// `jti`, for the deny-list.
-    pub jti: Option<String>,
+    pub jti: Option<Box<str>>,
     /// `sid` (Keycloak session), for the deny-list and logout marks.
-    pub sid: Option<String>,
+    pub sid: Option<Box<str>>,
     /// `iat`, for a logged-out subject's not-before mark.
     pub issued_at: Option<i64>,
     /// `aud` values, for exchanged-PAT detection.
-    pub audiences: Vec<String>,
+    pub audiences: Box<[String]>,
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
     /// `token_use`), when present.
-    pub token_use: Option<String>,
+    pub token_use: Option<Box<str>>,
     /// `cnf`: the key or certificate the token is bound to, if any.
     pub cnf: Confirmation,
     /// The issuer's `dpop` setting.
@@ -98,9 +98,9 @@ pub struct VerifiedJwt {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confirmation {
     /// `cnf.jkt`: RFC 7638 thumbprint of a DPoP key (RFC 9449).
-    pub jkt: Option<String>,
+    pub jkt: Option<Box<str>>,
     /// `cnf["x5t#S256"]`: SHA-256 thumbprint of a client certificate (RFC 8705).
-    pub x5t_s256: Option<String>,
+    pub x5t_s256: Option<Box<str>>,
 }
 
 impl Confirmation {
@@ -115,7 +115,7 @@ impl Confirmation {
             .ok_or(JwtError::Claims("cnf is not an object"))?;
         let member = |name: &str| match obj.get(name) {
             None => Ok(None),
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.as_str().into())),
             Some(_) => Err(JwtError::Claims("cnf member is not a non-empty string")),
         };
         Ok(Confirmation {
@@ -374,9 +374,9 @@ impl Verifier {
                 .unwrap_or_default()
         };
         let audiences = match claims.aud {
-            None => Vec::new(),
-            Some(OneOrMany::One(a)) => vec![a],
-            Some(OneOrMany::Many(v)) => v,
+            None => Box::default(),
+            Some(OneOrMany::One(a)) => Box::new([a]),
+            Some(OneOrMany::Many(v)) => v.into_boxed_slice(),
         };
         Ok(VerifiedJwt {
             identity: Arc::new(Identity {
@@ -392,11 +392,11 @@ impl Verifier {
                 claims: captured,
                 rendered: Default::default(),
             }),
-            jti: claims.jti,
-            sid: claims.sid,
+            jti: claims.jti.map(String::into_boxed_str),
+            sid: claims.sid.map(String::into_boxed_str),
             issued_at: claims.iat,
             audiences,
-            token_use: peeked.marker,
+            token_use: peeked.marker.map(String::into_boxed_str),
             cnf,
             dpop: rt.cfg.dpop,
             signed_by: SignedBy {

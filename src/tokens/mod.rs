@@ -532,7 +532,7 @@ impl TokenService {
             raw: jwt,
             kind: TokenKind::Jwt,
             display_hint: jwt_hint(&jti),
-            jti: Some(jti),
+            jti: Some(jti.into()),
             expires_at: Some(exp),
         })
     }
