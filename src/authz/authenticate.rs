@@ -218,7 +218,7 @@ impl Engine {
             OwnerState::Enabled => {}
         }
         if let Some(current) = &owner.scopes {
-            id.scopes = crate::scope::intersect(&id.scopes, current);
+            id.scopes = crate::scope::intersect(&id.scopes, current).into();
         }
         Ok(Arc::new(id))
     }
@@ -259,7 +259,7 @@ fn pat_identity(rec: &PatGrant) -> Identity {
         username: Some(rec.username.to_string()).filter(|u| !u.is_empty()),
         email: None,
         client: None,
-        scopes: rec.scope_strings(),
+        scopes: rec.scope_strings().into(),
         token_id: Some(rec.id.to_string()),
         // `x-auth-issuer`: the owner's; none for an unowned (pre-0004) row.
         issuer: Some(&*rec.user_issuer)

@@ -198,6 +198,8 @@ pub struct Verifier {
     marker_claim: Arc<str>,
     /// Claims captured into `Identity::claims` (`identity_headers.claims`).
     captured_claims: Vec<Arc<str>>,
+    /// Scope sets shared by the verified tokens.
+    scope_sets: scopes::ScopeSets,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -258,6 +260,7 @@ impl Verifier {
             cache: Cache::new(usize::try_from(jwt.cache_capacity).unwrap_or(usize::MAX)),
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
             captured_claims: Vec::new(),
+            scope_sets: Default::default(),
         }
     }
 
@@ -359,12 +362,12 @@ impl Verifier {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(JwtError::Claims("missing sub"))?;
-        let scopes = scopes::effective(
+        let scopes = self.scope_sets.intern(scopes::effective(
             &rt.cfg.scopes,
             claims.scope.as_deref(),
             claims.realm_access.as_ref(),
             claims.resource_access.as_ref(),
-        );
+        ));
         // Verified above; read again as a map only when claims are mapped.
         let captured = if self.captured_claims.is_empty() {
             Vec::new()

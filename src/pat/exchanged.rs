@@ -24,7 +24,7 @@ pub fn identity(rec: &PatGrant, jwt: &Identity) -> Identity {
             .or_else(|| Some(rec.username.to_string()).filter(|u| !u.is_empty())),
         email: jwt.email.clone(),
         client: jwt.client.clone(),
-        scopes: intersect_scopes(&rec.scopes, &jwt.scopes),
+        scopes: intersect_scopes(&rec.scopes, &jwt.scopes).into(),
         token_id: Some(rec.id.to_string()),
         issuer: jwt.issuer.clone(),
         expires_at: jwt.expires_at.min(rec.expires_at.timestamp()),
