@@ -44,7 +44,8 @@ impl ScopeSets {
     }
 
     /// Number of sets kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.lock().map(|s| s.len()).unwrap_or(0)
     }
 }
