@@ -7,8 +7,8 @@
 //! issuer's current JWKS?
 //!
 //! The cache is `quick_cache` (S3-FIFO in flat per-shard tables: about
-//! 70 bytes per entry besides the value, where moka spent about 300 on
-//! entry, access-order, timer and lock nodes; benches/BENCHMARKS.md). It
+//! 110 bytes per entry besides the value, slabs grown by doubling, where
+//! moka spent about 300 in seven allocations; benches/BENCHMARKS.md). It
 //! has no per-entry expiry: the exact `exp` is checked on every hit (and the
 //! entry dropped then), capacity bounds it, and [`Verifier::purge_expired`]
 //! reclaims tokens that expired without being presented again.
