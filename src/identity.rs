@@ -7,6 +7,11 @@ use std::sync::{Arc, OnceLock};
 
 pub use crate::policy::CredentialKind;
 
+/// An identity's scopes: immutable and shared. Every token of every user
+/// carries one of a few scope sets, so the JWT verifier interns them and a
+/// cached token holds a pointer, not its own copies.
+pub type Scopes = Arc<[String]>;
+
 /// A verified caller. Shared (`Arc`) so a cached verification costs no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -21,7 +26,7 @@ pub struct Identity {
     /// `azp`, the OAuth client (`x-auth-client`).
     pub client: Option<String>,
     /// Effective scopes after mapping (`x-auth-scopes`).
-    pub scopes: Vec<String>,
+    pub scopes: Scopes,
     /// PAT id (`x-auth-token-id`), never the token itself.
     pub token_id: Option<String>,
     /// Issuer (`x-auth-issuer`): `iss`, or a PAT owner's issuer.

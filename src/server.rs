@@ -113,6 +113,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         shared,
         |_| None,
     )?));
+    bg.tasks.push(tokio::spawn(purge_expired_jwts(
+        engine.clone(),
+        bg.shutdown.clone(),
+    )));
     let reloader = Arc::new(Reloader::new(
         engine.clone(),
         dev.clone(),
@@ -272,6 +276,22 @@ async fn start_revocation(
     }
     start_owner_sync(cfg, &shared.pats, &revoker, bg)?;
     Ok(revoker)
+}
+
+/// How often cached verifications of expired JWTs are dropped.
+const JWT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The verified-JWT cache has no timers (see `jwt`): without this, tokens
+/// that expired unpresented would hold memory until capacity evicts them.
+async fn purge_expired_jwts(engine: Arc<ArcSwap<Engine>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(JWT_PURGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => engine.load().verifier().purge_expired(),
+        }
+    }
 }
 
 /// Token lifecycle background work: expiry notices, webhook delivery

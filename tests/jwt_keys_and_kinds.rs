@@ -270,3 +270,73 @@ async fn item16_cached_exchanged_pat_of_a_withdrawn_key_is_refused_after_refresh
         "signing key no longer published",
     );
 }
+
+// === the verified-token cache ===
+
+/// The cache has no timers: a token that expired (here one accepted within
+/// the issuer's leeway) is refused on its next hit, and the periodic purge
+/// drops an expired entry nobody presents again, leaving live ones.
+#[tokio::test]
+async fn expired_cached_verifications_are_refused_and_purged() {
+    let e = env().await;
+    let now = portcullis::jwt::unix_now();
+    let mut late = e.claims();
+    late["exp"] = json!(now - 5);
+    let late = e.sign(&late);
+    let live = e.sign(&e.claims());
+    allowed(&e.check("/api", &late).await);
+    allowed(&e.check("/api", &live).await);
+    assert_eq!(e.cached(), 2);
+
+    e.srv.engine.load().verifier().purge_expired();
+    assert_eq!(e.cached(), 1, "only the expired entry goes");
+    allowed(&e.check("/api", &live).await);
+    assert_eq!(e.cached(), 1, "the live one was answered from the cache");
+
+    // Cached again (cold path within leeway), then refused on the hit.
+    allowed(&e.check("/api", &late).await);
+    assert_invalid_token(&e.check("/api", &late).await, "expired");
+    assert_eq!(e.cached(), 1, "the expired hit dropped its entry");
+
+    e.srv.engine.load().verifier().forget_all();
+    assert_eq!(e.cached(), 0);
+}
+
+/// Tokens of one user share what is equal (the scope set) and nothing
+/// else: each answer carries its own token's scopes, and a withdrawn key
+/// refuses only the tokens it signed.
+#[tokio::test]
+async fn tokens_of_one_user_keep_their_own_scopes_and_keys() {
+    let e = env().await;
+    let old_kid = e.kc.active_kid(Algorithm::RS256);
+    let mut narrow = e.claims();
+    narrow["scope"] = json!("openid orders:read");
+    let mut wide = e.claims();
+    wide["scope"] = json!("openid orders:read reports:write");
+    let narrow = e.sign(&narrow);
+    let wide_old = e.sign(&wide);
+    e.kc.rotate(Algorithm::RS256);
+    wide["exp"] = json!(portcullis::jwt::unix_now() + 900);
+    wide["jti"] = json!("another-jti");
+    let wide_new = e.sign(&wide);
+    let scopes_of = |r: &envoy_types::ext_authz::v3::pb::CheckResponse| {
+        let (h, _) = allowed(r);
+        h.get("x-auth-scopes").cloned().unwrap_or_default()
+    };
+    let wide_scopes = "orders:read reports:write";
+    assert_eq!(scopes_of(&e.check("/api", &wide_old).await), wide_scopes);
+    assert_eq!(scopes_of(&e.check("/api", &narrow).await), "orders:read");
+    assert_eq!(scopes_of(&e.check("/api", &wide_new).await), wide_scopes);
+    // Answered from the cache: still each token's own.
+    assert_eq!(scopes_of(&e.check("/api", &narrow).await), "orders:read");
+    assert_eq!(scopes_of(&e.check("/api", &wide_old).await), wide_scopes);
+    assert_eq!(e.cached(), 3);
+
+    e.kc.remove_key(&old_kid);
+    e.refresh_keys().await;
+    assert_invalid_token(
+        &e.check("/api", &wide_old).await,
+        "signing key no longer published",
+    );
+    assert_eq!(scopes_of(&e.check("/api", &wide_new).await), wide_scopes);
+}

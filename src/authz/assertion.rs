@@ -272,7 +272,7 @@ fn cache_key(id: &Identity, route: &str, audience: &str) -> [u8; 32] {
     field(id.email.as_deref().unwrap_or("\u{0}"));
     field(id.client.as_deref().unwrap_or("\u{0}"));
     field(id.token_id.as_deref().unwrap_or("\u{0}"));
-    for s in &id.scopes {
+    for s in id.scopes.iter() {
         field(s);
     }
     h.update(id.expires_at.to_le_bytes());
@@ -308,7 +308,7 @@ mod tests {
             username: Some("u".into()),
             email: None,
             client: Some("web".into()),
-            scopes: vec!["a:read".into()],
+            scopes: vec!["a:read".to_owned()].into(),
             token_id: None,
             issuer: Some(Arc::from("https://idp.example")),
             expires_at: crate::jwt::unix_now() + 3600,

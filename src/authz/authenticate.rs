@@ -24,9 +24,9 @@ use super::decision::Denial;
 use super::engine::Engine;
 use crate::identity::{CredentialKind, Identity};
 use crate::jwt::VerifiedJwt;
-use crate::pat::{PatOutcome, PatRejection, exchanged};
+use crate::pat::{PatGrant, PatOutcome, PatRejection, exchanged};
 use crate::revocation::{DenyCheck, JwtRevocation, logout};
-use crate::store::{OwnerState, StoreError, TokenRecord};
+use crate::store::{OwnerState, StoreError};
 
 /// What a bearer token is.
 enum Bearer {
@@ -194,9 +194,9 @@ impl Engine {
             Err(other) => return Err(other.into()),
         };
         // Owned by the token's (iss, sub): the same sub at another issuer is another user.
-        let owner = rec.user_id == v.identity.subject
+        let owner = *rec.user_id == *v.identity.subject
             && !rec.user_issuer.is_empty()
-            && v.identity.issuer.as_deref() == Some(rec.user_issuer.as_str());
+            && v.identity.issuer.as_deref() == Some(&*rec.user_issuer);
         if !owner {
             tracing::warn!(token_id = %rec.id, jti = ?v.jti, "JWT PAT registered to another user; denying");
             return Err(JwtRevocation::Unregistered.into());
@@ -208,7 +208,7 @@ impl Engine {
     /// re-enabled), a deleted owner's too (their revocation follows), and a
     /// PAT's scopes are cut to what its owner holds now. One in-memory
     /// lookup; an owner not synced (yet) leaves the PAT as it is.
-    fn follow_owner(&self, rec: &TokenRecord, mut id: Identity) -> Result<Arc<Identity>, Denial> {
+    fn follow_owner(&self, rec: &PatGrant, mut id: Identity) -> Result<Arc<Identity>, Denial> {
         let Some(owner) = self.pats.owners().get(&rec.user_issuer, &rec.user_id) else {
             return Ok(Arc::new(id));
         };
@@ -218,7 +218,7 @@ impl Engine {
             OwnerState::Enabled => {}
         }
         if let Some(current) = &owner.scopes {
-            id.scopes = crate::scope::intersect(&id.scopes, current);
+            id.scopes = crate::scope::intersect(&id.scopes, current).into();
         }
         Ok(Arc::new(id))
     }
@@ -240,7 +240,7 @@ impl Engine {
 }
 
 /// An opaque or local-JWT PAT's lookup, as a record or a denial.
-fn pat_record(r: Result<PatOutcome, StoreError>) -> Result<Arc<TokenRecord>, Denial> {
+fn pat_record(r: Result<PatOutcome, StoreError>) -> Result<Arc<PatGrant>, Denial> {
     Ok(r.map_err(store_failed)??)
 }
 
@@ -252,17 +252,17 @@ fn store_failed(e: StoreError) -> Denial {
     Denial::from(e)
 }
 
-fn pat_identity(rec: &TokenRecord) -> Identity {
+fn pat_identity(rec: &PatGrant) -> Identity {
     Identity {
         kind: CredentialKind::Pat,
-        subject: rec.user_id.clone(),
-        username: Some(rec.username.clone()).filter(|u| !u.is_empty()),
+        subject: rec.user_id.to_string(),
+        username: Some(rec.username.to_string()).filter(|u| !u.is_empty()),
         email: None,
         client: None,
-        scopes: rec.scopes.clone(),
+        scopes: rec.scope_strings().into(),
         token_id: Some(rec.id.to_string()),
         // `x-auth-issuer`: the owner's; none for an unowned (pre-0004) row.
-        issuer: Some(rec.user_issuer.as_str())
+        issuer: Some(&*rec.user_issuer)
             .filter(|i| !i.is_empty())
             .map(Arc::from),
         expires_at: rec.expires_at.timestamp(),

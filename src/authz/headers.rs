@@ -262,28 +262,15 @@ impl IdentityHeaders {
     fn render(&self, id: &Identity) -> Rendered {
         let scopes = id.scopes.join(" ");
         let mut headers = Vec::with_capacity(self.fields.len() + self.claims.len());
-        let mut set = Vec::with_capacity(headers.capacity());
-        for (i, (f, name)) in self.fields.iter().enumerate() {
-            let value = match f {
-                IdentityField::Subject => Some(id.subject.as_str()),
-                IdentityField::Issuer => id.issuer.as_deref(),
-                IdentityField::Username => id.username.as_deref(),
-                IdentityField::Email => id.email.as_deref(),
-                IdentityField::Client => id.client.as_deref(),
-                IdentityField::Scopes => Some(scopes.as_str()),
-                IdentityField::Method => Some(id.kind.as_str()),
-                IdentityField::TokenId => id.token_id.as_deref(),
-            };
-            if let Some(v) = value {
+        for (f, name) in &self.fields {
+            if let Some(v) = field_value(id, *f, &scopes) {
                 headers.push(super::response::overwrite(name, v));
-                set.push(i);
             }
         }
         let mut claims = HashMap::new();
-        for (j, (claim, header)) in self.claims.iter().enumerate() {
-            if let Some((_, v)) = id.claims.iter().find(|(c, _)| c == claim) {
+        for (claim, header) in &self.claims {
+            if let Some(v) = claim_value(id, claim) {
                 headers.push(super::response::overwrite(header, v));
-                set.push(self.fields.len() + j);
                 claims.insert(claim.to_string(), string(v));
             }
         }
@@ -319,25 +306,45 @@ impl IdentityHeaders {
         metadata.encode_raw(&mut wire);
         Rendered {
             generation: self.generation,
-            set: set.into_iter().collect(),
             wire: wire.into_boxed_slice(),
             ok_len,
         }
     }
 
-    /// Is `name` (lower-case) among the headers `r` sets?
-    pub(super) fn sets(&self, r: &Rendered, name: &str) -> bool {
-        r.set.iter().any(|&i| {
-            let n = match self.fields.get(i) {
-                Some((_, n)) => n,
-                None => match self.claims.get(i - self.fields.len()) {
-                    Some((_, n)) => n,
-                    None => return false,
-                },
-            };
-            **n == *name
-        })
+    /// Is `name` (lower-case) among the headers `id`'s render sets? Read
+    /// from the identity by the same rules as [`Self::render`], so a
+    /// render keeps no list of its own.
+    pub(super) fn sets(&self, id: &Identity, name: &str) -> bool {
+        if let Some((f, _)) = self.fields.iter().find(|(_, n)| **n == *name) {
+            // The scopes value is irrelevant here: only presence counts.
+            return field_value(id, *f, "").is_some();
+        }
+        self.claims
+            .iter()
+            .any(|(c, n)| **n == *name && claim_value(id, c).is_some())
     }
+}
+
+/// The value of a built-in header for `id` (`scopes` already joined).
+fn field_value<'a>(id: &'a Identity, f: IdentityField, scopes: &'a str) -> Option<&'a str> {
+    match f {
+        IdentityField::Subject => Some(id.subject.as_str()),
+        IdentityField::Issuer => id.issuer.as_deref(),
+        IdentityField::Username => id.username.as_deref(),
+        IdentityField::Email => id.email.as_deref(),
+        IdentityField::Client => id.client.as_deref(),
+        IdentityField::Scopes => Some(scopes),
+        IdentityField::Method => Some(id.kind.as_str()),
+        IdentityField::TokenId => id.token_id.as_deref(),
+    }
+}
+
+/// The value of a mapped claim for `id`, if the token carried it.
+fn claim_value<'a>(id: &'a Identity, claim: &Arc<str>) -> Option<&'a str> {
+    id.claims
+        .iter()
+        .find(|(c, _)| c == claim)
+        .map(|(_, v)| v.as_str())
 }
 
 pub(super) fn string(v: &str) -> Value {
@@ -352,9 +359,6 @@ pub(super) fn string(v: &str) -> Value {
 #[derive(Debug, PartialEq)]
 pub struct Rendered {
     generation: u64,
-    /// Which headers it sets: indexes into the compiled built-in fields,
-    /// then the claim headers.
-    set: Box<[usize]>,
     /// `OkHttpResponse { headers }` then `Struct { fields }`, encoded.
     wire: Box<[u8]>,
     /// Where the `OkHttpResponse` part ends.

@@ -247,7 +247,7 @@ mod tests {
             username: Some("alice".into()),
             email: None,
             client: Some("web".into()),
-            scopes: vec!["a:read".into(), "b:write".into()],
+            scopes: vec!["a:read".to_owned(), "b:write".to_owned()].into(),
             token_id: None,
             issuer: Some(Arc::from("https://kc.example/realms/r")),
             expires_at: 0,

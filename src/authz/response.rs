@@ -128,9 +128,7 @@ fn allow(
         headers.push(overwrite(surface.headers.assertion_header(), jwt));
     }
     let set = |n: &str| {
-        rendered
-            .as_ref()
-            .is_some_and(|r| surface.headers.sets(r, n))
+        id.is_some_and(|id| surface.headers.sets(id, n))
             || headers
                 .iter()
                 .any(|h| h.header.as_ref().is_some_and(|h| h.key == n))

@@ -5,6 +5,13 @@
 //! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: keyed BLAKE3
 //! of the token ([`CacheKeys`]) → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
+//!
+//! The cache is `quick_cache` (S3-FIFO in flat per-shard tables: about
+//! 110 bytes per entry besides the value, slabs grown by doubling, where
+//! moka spent about 300 in seven allocations; benches/BENCHMARKS.md). It
+//! has no per-entry expiry: the exact `exp` is checked on every hit (and the
+//! entry dropped then), capacity bounds it, and [`Verifier::purge_expired`]
+//! reclaims tokens that expired without being presented again.
 
 pub mod claims;
 pub mod config;
@@ -20,10 +27,10 @@ pub use scopes::from_roles as scopes_from_roles;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, Validation};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 use serde::Deserialize;
 
 use crate::identity::{CredentialKind, Identity};
@@ -69,16 +76,16 @@ pub enum JwtError {
 pub struct VerifiedJwt {
     pub identity: Arc<Identity>,
     /// `jti`, for the deny-list.
-    pub jti: Option<String>,
+    pub jti: Option<Box<str>>,
     /// `sid` (Keycloak session), for the deny-list and logout marks.
-    pub sid: Option<String>,
+    pub sid: Option<Box<str>>,
     /// `iat`, for a logged-out subject's not-before mark.
     pub issued_at: Option<i64>,
     /// `aud` values, for exchanged-PAT detection.
-    pub audiences: Vec<String>,
+    pub audiences: Box<[String]>,
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
     /// `token_use`), when present.
-    pub token_use: Option<String>,
+    pub token_use: Option<Box<str>>,
     /// `cnf`: the key or certificate the token is bound to, if any.
     pub cnf: Confirmation,
     /// The issuer's `dpop` setting.
@@ -91,9 +98,9 @@ pub struct VerifiedJwt {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confirmation {
     /// `cnf.jkt`: RFC 7638 thumbprint of a DPoP key (RFC 9449).
-    pub jkt: Option<String>,
+    pub jkt: Option<Box<str>>,
     /// `cnf["x5t#S256"]`: SHA-256 thumbprint of a client certificate (RFC 8705).
-    pub x5t_s256: Option<String>,
+    pub x5t_s256: Option<Box<str>>,
 }
 
 impl Confirmation {
@@ -108,7 +115,7 @@ impl Confirmation {
             .ok_or(JwtError::Claims("cnf is not an object"))?;
         let member = |name: &str| match obj.get(name) {
             None => Ok(None),
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.as_str().into())),
             Some(_) => Err(JwtError::Claims("cnf member is not a non-empty string")),
         };
         Ok(Confirmation {
@@ -193,6 +200,8 @@ pub struct Verifier {
     marker_claim: Arc<str>,
     /// Claims captured into `Identity::claims` (`identity_headers.claims`).
     captured_claims: Vec<Arc<str>>,
+    /// Scope sets shared by the verified tokens.
+    scope_sets: scopes::ScopeSets,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -200,21 +209,6 @@ impl std::fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
-    }
-}
-
-/// Expire each cached verification at the token's own `exp`.
-struct UntilExp;
-
-impl moka::Expiry<[u8; 32], Arc<VerifiedJwt>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<VerifiedJwt>,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        let left = value.identity.expires_at - unix_now();
-        Some(Duration::from_secs(left.max(0) as u64))
     }
 }
 
@@ -306,13 +300,11 @@ impl Verifier {
             .collect();
         Verifier {
             issuers,
-            cache: Cache::builder()
-                .max_capacity(jwt.cache_capacity)
-                .expire_after(UntilExp)
-                .build(),
+            cache: Cache::new(usize::try_from(jwt.cache_capacity).unwrap_or(usize::MAX)),
             keys: CacheKeys::random(),
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
             captured_claims: Vec::new(),
+            scope_sets: Default::default(),
         }
     }
 
@@ -353,7 +345,7 @@ impl Verifier {
         if let Some(hit) = cached {
             // moka's expiry is coarse; the claim is exact.
             if hit.identity.expires_at <= unix_now() {
-                self.cache.invalidate(&hash);
+                self.cache.remove(&hash);
                 return Err(JwtError::Expired);
             }
             // A key removed from the JWKS was removed for a reason (often a
@@ -367,7 +359,9 @@ impl Verifier {
                 Published::Withdrawn => return Err(JwtError::KeyWithdrawn),
                 // The kid now names other material: the cached answer says
                 // nothing about it, so verify again from scratch.
-                Published::Replaced => self.cache.invalidate(&hash),
+                Published::Replaced => {
+                    self.cache.remove(&hash);
+                }
             }
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
@@ -412,12 +406,12 @@ impl Verifier {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(JwtError::Claims("missing sub"))?;
-        let scopes = scopes::effective(
+        let scopes = self.scope_sets.intern(scopes::effective(
             &rt.cfg.scopes,
             claims.scope.as_deref(),
             claims.realm_access.as_ref(),
             claims.resource_access.as_ref(),
-        );
+        ));
         // Verified above; read again as a map only when claims are mapped.
         let captured = if self.captured_claims.is_empty() {
             Vec::new()
@@ -427,9 +421,9 @@ impl Verifier {
                 .unwrap_or_default()
         };
         let audiences = match claims.aud {
-            None => Vec::new(),
-            Some(OneOrMany::One(a)) => vec![a],
-            Some(OneOrMany::Many(v)) => v,
+            None => Box::default(),
+            Some(OneOrMany::One(a)) => Box::new([a]),
+            Some(OneOrMany::Many(v)) => v.into_boxed_slice(),
         };
         Ok(VerifiedJwt {
             identity: Arc::new(Identity {
@@ -445,11 +439,11 @@ impl Verifier {
                 claims: captured,
                 rendered: Default::default(),
             }),
-            jti: claims.jti,
-            sid: claims.sid,
+            jti: claims.jti.map(String::into_boxed_str),
+            sid: claims.sid.map(String::into_boxed_str),
             issued_at: claims.iat,
             audiences,
-            token_use: peeked.marker,
+            token_use: peeked.marker.map(String::into_boxed_str),
             cnf,
             dpop: rt.cfg.dpop,
             signed_by: SignedBy {
@@ -461,18 +455,26 @@ impl Verifier {
 
     /// Drops `token`'s cached verification (tests, fuzzing).
     pub fn forget(&self, token: &str) {
-        self.cache.invalidate(&self.keys.of(token));
+        self.cache.remove(&self.keys.of(token));
     }
 
-    /// Number of cached verifications, after pending evictions.
+    /// Number of cached verifications.
     pub fn cached(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.len() as u64
     }
 
     /// Drops every cached verification.
     pub fn forget_all(&self) {
-        self.cache.invalidate_all();
+        self.cache.clear();
+    }
+
+    /// Drops cached verifications whose token has expired, so memory
+    /// follows the tokens in use rather than staying at the high-water mark
+    /// until capacity evicts them (a hit on one is refused and dropped
+    /// anyway). The server calls it every minute.
+    pub fn purge_expired(&self) {
+        let now = unix_now();
+        self.cache.retain(|_, v| v.identity.expires_at > now);
     }
 }
 

@@ -6,12 +6,49 @@
 //! dropped (OAuth scopes such as `openid` or `profile` are not ours), so an
 //! odd role name can never widen a grant or break a header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 
 use super::config::ScopeSourceConfig;
+use crate::identity::Scopes;
 use crate::scope::{ScopeRole, validate};
+
+/// Most distinct scope sets kept for sharing. Real issuers hand out a few
+/// (one per role combination); past this, new sets are simply not shared.
+const MAX_SETS: usize = 4096;
+
+/// Shares equal scope sets between verified tokens: a cached token holds
+/// a pointer to its set, not its own vector and strings (about 120 bytes
+/// per token otherwise). The sets are immutable, so sharing exposes
+/// nothing of one token to another.
+#[derive(Debug, Default)]
+pub struct ScopeSets(Mutex<HashSet<Scopes>>);
+
+impl ScopeSets {
+    /// The shared set equal to `scopes` (same names, same order).
+    pub fn intern(&self, scopes: Vec<String>) -> Scopes {
+        // A poisoned lock only loses sharing, never a scope.
+        let Ok(mut sets) = self.0.lock() else {
+            return scopes.into();
+        };
+        if let Some(s) = sets.get(scopes.as_slice()) {
+            return s.clone();
+        }
+        let s: Scopes = scopes.into();
+        if sets.len() < MAX_SETS {
+            sets.insert(s.clone());
+        }
+        s
+    }
+
+    /// Number of sets kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
 
 /// Keycloak's `{ "roles": [...] }` shape.
 #[derive(Debug, Deserialize)]
@@ -82,6 +119,8 @@ pub fn from_roles(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn roles(r: &[&str]) -> Roles {
@@ -154,6 +193,32 @@ mod tests {
             from_roles(&cfg, vec!["reader".into()], HashMap::new()),
             None
         );
+    }
+
+    #[test]
+    fn equal_scope_sets_are_shared_and_others_kept_apart() {
+        let sets = ScopeSets::default();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = sets.intern(v(&["a:read", "b:write"]));
+        let b = sets.intern(v(&["a:read", "b:write"]));
+        assert!(Arc::ptr_eq(&a, &b), "one allocation for equal sets");
+        let c = sets.intern(v(&["a:read"]));
+        let d = sets.intern(v(&["b:write", "a:read"]));
+        assert_eq!(&*c, ["a:read"]);
+        assert_eq!(&*d, ["b:write", "a:read"]);
+        assert!(!Arc::ptr_eq(&a, &d));
+        assert_eq!(&*a, ["a:read", "b:write"], "unchanged by later sets");
+        assert_eq!(sets.len(), 3);
+    }
+
+    #[test]
+    fn scope_sets_stop_growing_at_their_bound_without_losing_scopes() {
+        let sets = ScopeSets::default();
+        for i in 0..MAX_SETS + 10 {
+            let got = sets.intern(vec![format!("r{i}:read")]);
+            assert_eq!(&*got, [format!("r{i}:read")]);
+        }
+        assert_eq!(sets.len(), MAX_SETS);
     }
 
     #[test]

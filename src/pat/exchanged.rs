@@ -8,23 +8,23 @@
 //! itself maps to: the registration cannot widen what the IdP granted, and
 //! the IdP cannot widen what the user chose for the PAT.
 
+use super::PatGrant;
 use crate::identity::{CredentialKind, Identity};
 use crate::scope;
-use crate::store::TokenRecord;
 
 /// The identity of a registered, active JWT PAT: who the JWT says, scoped
 /// by both the record and the token, reported as `x-auth-method: pat`.
-pub fn identity(rec: &TokenRecord, jwt: &Identity) -> Identity {
+pub fn identity(rec: &PatGrant, jwt: &Identity) -> Identity {
     Identity {
         kind: CredentialKind::Pat,
         subject: jwt.subject.clone(),
         username: jwt
             .username
             .clone()
-            .or_else(|| Some(rec.username.clone()).filter(|u| !u.is_empty())),
+            .or_else(|| Some(rec.username.to_string()).filter(|u| !u.is_empty())),
         email: jwt.email.clone(),
         client: jwt.client.clone(),
-        scopes: intersect_scopes(&rec.scopes, &jwt.scopes),
+        scopes: intersect_scopes(&rec.scopes, &jwt.scopes).into(),
         token_id: Some(rec.id.to_string()),
         issuer: jwt.issuer.clone(),
         expires_at: jwt.expires_at.min(rec.expires_at.timestamp()),
@@ -36,20 +36,20 @@ pub fn identity(rec: &TokenRecord, jwt: &Identity) -> Identity {
 /// Scopes granted by both sides (wildcard-aware, order of `stored` first):
 /// a stored scope is kept when some token scope is at least as wide, and a
 /// token scope when some stored scope is at least as wide.
-pub fn intersect_scopes(stored: &[String], token: &[String]) -> Vec<String> {
+pub fn intersect_scopes<S: AsRef<str>>(stored: &[S], token: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut push = |s: &String| {
-        if !out.contains(s) {
-            out.push(s.clone());
+    let mut push = |s: &str| {
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_owned());
         }
     };
-    for s in stored {
+    for s in stored.iter().map(AsRef::as_ref) {
         if token.iter().any(|t| scope::satisfies(t, s)) {
             push(s);
         }
     }
     for t in token {
-        if stored.iter().any(|s| scope::satisfies(s, t)) {
+        if stored.iter().any(|s| scope::satisfies(s.as_ref(), t)) {
             push(t);
         }
     }

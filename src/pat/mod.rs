@@ -4,6 +4,7 @@
 pub mod config;
 pub mod exchanged;
 pub mod format;
+pub mod grant;
 pub mod hasher;
 pub mod known;
 pub mod local_jwt;
@@ -21,6 +22,7 @@ pub use config::{
     ExchangeConfig, JwtMarker, MAX_CACHE_TTL, MAX_LIFETIME_DAYS_LIMIT, PatConfig, PatIssuerKind,
 };
 pub use format::{Malformed, TokenHash};
+pub use grant::PatGrant;
 pub use hasher::TokenHasher;
 pub use owners::{Owner, OwnerStates, OwnerSyncConfig};
 pub use rules::{CreateRequest, RuleError, check_new};

@@ -27,7 +27,7 @@ use super::hasher::TokenHasher;
 use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
 use super::owners::OwnerStates;
-use super::{PatConfig, PatIssuerKind, TokenHash, UsageTracker, format};
+use super::{PatConfig, PatGrant, PatIssuerKind, TokenHash, UsageTracker, format};
 use crate::store::{HashVersion, Store, StoreError, TokenKind, TokenRecord};
 
 /// Where presented-but-revoked token hashes go for reuse detection (a
@@ -37,8 +37,8 @@ pub type ReuseSink = tokio::sync::mpsc::Sender<TokenHash>;
 /// Source of "now"; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// Result of validating a presented PAT: its record, or why it is refused.
-pub type PatOutcome = Result<Arc<TokenRecord>, PatRejection>;
+/// Result of validating a presented PAT: what it grants, or why it is refused.
+pub type PatOutcome = Result<Arc<PatGrant>, PatRejection>;
 
 /// Why a presented PAT is refused (mapped to a 401 in `authz::deny`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +60,7 @@ pub enum PatRejection {
 
 #[derive(Debug, Clone)]
 enum State {
-    Found(Arc<TokenRecord>),
+    Found(Arc<PatGrant>),
     Unknown,
     Revoked,
 }
@@ -364,7 +364,7 @@ impl PatValidator {
         match &e.state {
             State::Unknown => Err(PatRejection::Unknown),
             State::Revoked => self.revoked(hash),
-            State::Found(rec) if rec.revoked_at.is_some() => self.revoked(hash),
+            State::Found(rec) if rec.revoked => self.revoked(hash),
             // A stale load's put can still land after the tombstone check
             // above (between the closure and moka's write); this catches it.
             State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
@@ -462,7 +462,7 @@ fn entry_for(
         Some(r) => {
             let left = (r.expires_at - now).to_std().unwrap_or(Duration::ZERO);
             let t = if left.is_zero() { ttl } else { ttl.min(left) };
-            (State::Found(Arc::new(r)), t)
+            (State::Found(Arc::new(PatGrant::from(r))), t)
         }
     };
     CacheEntry {

@@ -434,7 +434,7 @@ impl TokenService {
                 issuer: c.issuer().to_owned(),
                 username: c.identity.username.clone(),
                 kind: c.identity.kind.as_str().to_owned(),
-                scopes: c.identity.scopes.clone(),
+                scopes: c.identity.scopes.to_vec(),
                 can_manage: self.require_manage(c).is_ok(),
                 is_admin: self.require_admin(c).is_ok(),
                 offerable_scopes: offerable(&self.pat.grantable_scopes, &c.identity.scopes),
@@ -532,7 +532,7 @@ impl TokenService {
             raw: jwt,
             kind: TokenKind::Jwt,
             display_hint: jwt_hint(&jti),
-            jti: Some(jti),
+            jti: Some(jti.into()),
             expires_at: Some(exp),
         })
     }

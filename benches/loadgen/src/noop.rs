@@ -96,7 +96,7 @@ fn identity_allow() -> CheckResponse {
         username: Some("bench42".into()),
         email: Some("bench42@example.org".into()),
         client: Some("portcullis-bench".into()),
-        scopes: vec!["bench:read".into(), "bench:write".into()],
+        scopes: vec!["bench:read".to_owned(), "bench:write".to_owned()].into(),
         token_id: None,
         issuer: Some(Arc::from("http://127.0.0.1:9192/realms/dev")),
         expires_at: 0,

@@ -304,7 +304,7 @@ fn assert_acceptable(
     assert!(!sub.is_empty());
     assert_eq!(v.identity.subject, sub);
     assert_eq!(v.identity.issuer.as_deref(), Some(ISS));
-    for s in &v.identity.scopes {
+    for s in v.identity.scopes.iter() {
         assert!(validate(s, ScopeRole::Granted).is_ok(), "bad scope {s:?}");
     }
 }
