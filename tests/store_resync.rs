@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use portcullis::pat::{PatConfig, PatRejection, PatValidator};
-use portcullis::revocation::{JwtDenyList, Resync};
+use portcullis::revocation::{DenyCheck, JwtDenyList, Resync};
 use portcullis::store::{DenylistKind, LogoutKind, LogoutMark, Store, TokenHash};
 use portcullis_testkit::store_suite;
 use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
@@ -26,6 +26,7 @@ const ROW_COST: Duration = Duration::from_micros(100);
 const TIGHT: Duration = Duration::from_millis(150);
 
 store_suite!(
+    a_full_load_cut_short_never_claims_to_be_complete,
     bulk_creation_and_revocation_reach_a_replica_page_by_page,
     deny_list_and_logout_marks_load_page_by_page,
 );
@@ -184,4 +185,55 @@ async fn deny_list_and_logout_marks_load_page_by_page(store: Store) {
     let small = Arc::new(JwtDenyList::new(10));
     Resync::new(v, small.clone()).with_page_size(4).once().await;
     assert!(small.is_overflowed() && small.logout().is_overflowed());
+}
+
+/// A full deny-list load stops reading once it has gathered more rows than
+/// the set holds, but rows are not entries: one extended mid-load is read
+/// twice, so the set fits what was gathered. It must still not report
+/// itself complete, or Check answers Clear for a jti on the pages it never
+/// read (found in review; failed before `JwtDenyList::load_prefix`).
+async fn a_full_load_cut_short_never_claims_to_be_complete(store: Store) {
+    setup(&store).await;
+    let exp = now() + secs(3600);
+    let tick = || tokio::time::sleep(Duration::from_millis(3)); // distinct µs timestamps
+    store.deny_jwt(DenylistKind::Jti, "a", exp).await.unwrap();
+    tick().await;
+    store.deny_jwt(DenylistKind::Jti, "b", exp).await.unwrap();
+    tick().await;
+
+    let wrapped = WrappedStore::new(store.clone());
+    let paged = Store::from_backend(wrapped.clone(), Duration::from_secs(5));
+    // Before the 2nd page: another replica extends "a" (created_at moves to
+    // now) and deny-lists "y" (no bus on this replica).
+    let other = store.clone();
+    wrapped.before_denied_since(2, async move {
+        other
+            .deny_jwt(DenylistKind::Jti, "a", exp + secs(60))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        other.deny_jwt(DenylistKind::Jti, "y", exp).await.unwrap();
+    });
+
+    let deny = Arc::new(JwtDenyList::new(2));
+    let v = Arc::new(PatValidator::new(paged.clone(), &PatConfig::default()));
+    let mut r = Resync::new(v, deny.clone()).with_page_size(1);
+    r.once().await;
+
+    assert!(
+        store
+            .is_jwt_denied(Some("y"), None, chrono::Utc::now())
+            .await
+            .unwrap(),
+        "y is deny-listed in the store"
+    );
+    let t = chrono::Utc::now().timestamp();
+    assert_ne!(
+        deny.check(Some("y"), None, t),
+        DenyCheck::Clear,
+        "a deny-listed jti passes: loaded={} overflowed={} len={} (capacity 2)",
+        deny.is_loaded(),
+        deny.is_overflowed(),
+        deny.len()
+    );
 }

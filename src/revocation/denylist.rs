@@ -144,6 +144,19 @@ impl JwtDenyList {
     /// loaded; clears the overflow flag when everything fits. Merging (not
     /// replacing) keeps entries a bus message added while the list was read.
     pub fn load_all(&self, entries: &[DenyEntry], now: i64) {
+        self.load(entries, now, true);
+    }
+
+    /// A full load cut short (more rows than fit): what was read is kept,
+    /// and the set stays overflowed whatever it holds, so Check asks the
+    /// store. Row counts are not entry counts (a row read twice while it
+    /// is extended mid-load merges into one), so the set cannot tell from
+    /// what it got that rows are missing.
+    pub fn load_prefix(&self, entries: &[DenyEntry], now: i64) {
+        self.load(entries, now, false);
+    }
+
+    fn load(&self, entries: &[DenyEntry], now: i64, complete: bool) {
         let mut sets = self.sets.write().unwrap_or_else(|p| p.into_inner());
         sets.purge(now);
         let mut fits = true;
@@ -163,7 +176,7 @@ impl JwtDenyList {
             sets.map(e.kind).insert(e.value.clone(), exp);
         }
         self.len.store(sets.len(), Ordering::Release);
-        self.overflow.store(!fits, Ordering::Release);
+        self.overflow.store(!(fits && complete), Ordering::Release);
         self.loaded.store(true, Ordering::Release);
     }
 

@@ -183,33 +183,59 @@ impl LogoutMarks {
     /// asks the store until a full reload fits).
     pub fn apply(&self, marks: &[LogoutMark], now: i64) {
         let mut set = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        if !self.insert_all(&mut set, marks, now) && !self.overflow.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                capacity = self.capacity,
+                "logout marks are full (revocation.jwt_denylist_capacity); \
+                 checking logins against the store until they fit again"
+            );
+        }
+        self.len.store(set.len, Ordering::Release);
+    }
+
+    /// Inserts what fits; false when a live mark did not.
+    fn insert_all(&self, set: &mut Marks, marks: &[LogoutMark], now: i64) -> bool {
+        let mut fits = true;
         for m in marks {
             if m.expires_at.timestamp() <= now {
                 continue;
             }
             if !set.insert(m, self.capacity) {
                 set.purge(now);
-                if !set.insert(m, self.capacity) && !self.overflow.swap(true, Ordering::AcqRel) {
-                    tracing::error!(
-                        capacity = self.capacity,
-                        "logout marks are full (revocation.jwt_denylist_capacity); \
-                         checking logins against the store until they fit again"
-                    );
-                }
+                fits &= set.insert(m, self.capacity);
             }
         }
-        self.len.store(set.len, Ordering::Release);
+        fits
     }
 
     /// Replaces the set with the store's full list of live marks, merged
     /// with what the bus added meanwhile, and marks it loaded.
     pub fn load_all(&self, marks: &[LogoutMark], now: i64) {
-        {
-            let mut set = self.marks.write().unwrap_or_else(|p| p.into_inner());
-            set.purge(now);
-            self.overflow.store(false, Ordering::Release);
+        self.load(marks, now, true);
+    }
+
+    /// A full load cut short (more rows than fit): what was read is kept,
+    /// and the set stays overflowed, so Check asks the store (see
+    /// `JwtDenyList::load_prefix`).
+    pub fn load_prefix(&self, marks: &[LogoutMark], now: i64) {
+        self.load(marks, now, false);
+    }
+
+    /// Rebuilt under one write lock, the overflow flag set before it is
+    /// released: a Check never sees a half-applied load as complete.
+    fn load(&self, marks: &[LogoutMark], now: i64, complete: bool) {
+        let mut set = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        set.purge(now);
+        let fits = self.insert_all(&mut set, marks, now);
+        if !fits {
+            tracing::error!(
+                capacity = self.capacity,
+                "logout marks are full (revocation.jwt_denylist_capacity); \
+                 checking logins against the store until they fit again"
+            );
         }
-        self.apply(marks, now);
+        self.overflow.store(!(fits && complete), Ordering::Release);
+        self.len.store(set.len, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
     }
 

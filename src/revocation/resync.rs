@@ -193,6 +193,7 @@ impl Resync {
             _ => DateTime::<Utc>::UNIX_EPOCH,
         };
         let mut gathered: Vec<DenyEntry> = Vec::new();
+        let mut cut_short = false;
         let mut p = Pager::new(self.page, DenyKeyset::after(since));
         while let Some(after) = p.next() {
             let rows = store.jwt_denied_since(after, now, self.page).await?;
@@ -200,7 +201,8 @@ impl Resync {
             if full {
                 gathered.extend(rows);
                 if gathered.len() > self.deny.capacity() {
-                    break; // the set overflows whatever else there is
+                    cut_short = true; // rows are left unread: never "complete"
+                    break;
                 }
                 continue;
             }
@@ -209,8 +211,12 @@ impl Resync {
                 advance(&mut self.deny_watermark, e.changed_at);
             }
         }
-        if full {
+        if full && cut_short {
+            self.deny.load_prefix(&gathered, now.timestamp());
+        } else if full {
             self.deny.load_all(&gathered, now.timestamp());
+        }
+        if full {
             tracing::debug!(entries = self.deny.len(), "JWT deny-list loaded");
             let newest = gathered.iter().map(|e| e.changed_at).max();
             advance(
@@ -257,6 +263,7 @@ impl Resync {
             _ => DateTime::<Utc>::UNIX_EPOCH,
         };
         let mut gathered: Vec<LogoutMark> = Vec::new();
+        let mut cut_short = false;
         let mut p = Pager::new(self.page, LogoutKeyset::after(since));
         while let Some(after) = p.next() {
             let rows = store.logout_marks_since(after, now, self.page).await?;
@@ -264,7 +271,8 @@ impl Resync {
             if full {
                 gathered.extend(rows);
                 if gathered.len() > self.deny.capacity() {
-                    break; // the marks overflow whatever else there is
+                    cut_short = true; // rows are left unread: never "complete"
+                    break;
                 }
                 continue;
             }
@@ -273,8 +281,12 @@ impl Resync {
                 advance(&mut self.logout_watermark, m.changed_at);
             }
         }
-        if full {
+        if full && cut_short {
+            marks.load_prefix(&gathered, now.timestamp());
+        } else if full {
             marks.load_all(&gathered, now.timestamp());
+        }
+        if full {
             tracing::debug!(marks = marks.len(), "logout marks loaded");
             let newest = gathered.iter().map(|m| m.changed_at).max();
             advance(

@@ -38,6 +38,9 @@ pub struct WrappedStore {
     /// (microseconds; 0: none): a big table's transfer time on a small
     /// test database, so a read of many rows outlasts `store.timeout`.
     row_cost_us: AtomicU64,
+    /// `jwt_denied_since` calls, and a task run (once) before call number N.
+    pub denied_calls: AtomicU64,
+    before_denied: Mutex<Option<(u64, Hook)>>,
 }
 
 type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -61,6 +64,8 @@ impl WrappedStore {
             release: Notify::new(),
             before_rotate: Mutex::new(None),
             row_cost_us: AtomicU64::new(0),
+            denied_calls: AtomicU64::new(0),
+            before_denied: Mutex::new(None),
         })
     }
 
@@ -84,6 +89,11 @@ impl WrappedStore {
     /// reaches the real store.
     pub fn before_next_rotate(&self, task: impl Future<Output = ()> + Send + 'static) {
         *self.before_rotate.lock().unwrap() = Some(Box::pin(task));
+    }
+
+    /// Runs `task` just before the `n`th (1-based) `jwt_denied_since` call.
+    pub fn before_denied_since(&self, n: u64, task: impl Future<Output = ()> + Send + 'static) {
+        *self.before_denied.lock().unwrap() = Some((n, Box::pin(task)));
     }
 
     /// The next `find_by_hash` waits for [`WrappedStore::release`].
@@ -334,6 +344,17 @@ impl TokenStore for WrappedStore {
         limit: u32,
     ) -> Result<Vec<DenyEntry>> {
         self.count();
+        let n = self.denied_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let hook = {
+            let mut g = self.before_denied.lock().unwrap();
+            match g.as_ref() {
+                Some((at, _)) if *at == n => g.take().map(|(_, h)| h),
+                _ => None,
+            }
+        };
+        if let Some(task) = hook {
+            task.await;
+        }
         self.priced(self.inner.jwt_denied_since(after, now, limit).await)
             .await
     }
