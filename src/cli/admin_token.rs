@@ -320,17 +320,27 @@ pub(super) struct TableRow<'a> {
 /// Longest User-Agent shown in the table (`--json` has it whole).
 const UA_WIDTH: usize = 40;
 
-/// A table cell of client-supplied text: control characters escaped (a
-/// User-Agent must not move the cursor or forge lines in the operator's
-/// terminal), at most `max` characters (the last one `…` when cut).
+/// A table cell of client-supplied text: control characters and the
+/// invisible ones that reorder or hide text escaped (a User-Agent must not
+/// move the cursor, forge lines or flip what the operator reads), at most
+/// `max` characters (the last one `…` when cut).
 fn cell(text: Option<&str>, max: usize) -> String {
+    /// Unicode format characters (Cf) and separators (Zl, Zp) that a
+    /// terminal draws as nothing: bidi embeddings, overrides, isolates and
+    /// marks (Trojan Source), zero-width spaces and joiners, the soft
+    /// hyphen, the byte-order mark, line and paragraph separators.
+    fn is_invisible(c: char) -> bool {
+        matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    }
     let Some(text) = text.filter(|t| !t.is_empty()) else {
         return "-".to_owned();
     };
     let escaped: String = text
         .chars()
         .flat_map(|c| {
-            let e: Vec<char> = if c.is_control() {
+            let e: Vec<char> = if c.is_control() || is_invisible(c) {
                 c.escape_default().collect()
             } else {
                 vec![c]
@@ -436,6 +446,8 @@ mod tests {
         assert!(lines[0].contains("LAST IP") && lines[0].contains("LAST USER AGENT"));
         assert!(lines[1].contains("203.0.113.7"), "{out}");
         assert!(lines[1].contains("evil\\u{1b}[2J\\nforged line"), "{out}");
+        let flipped = super::cell(Some("curl\u{202E}txt.exe\u{2066}\u{200B}\u{2028}"), 80);
+        assert_eq!(flipped, "curl\\u{202e}txt.exe\\u{2066}\\u{200b}\\u{2028}");
         assert!(
             !out.contains('\u{1b}'),
             "no raw escape reaches the terminal"

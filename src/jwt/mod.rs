@@ -242,7 +242,9 @@ impl CacheKeys {
         // The system RNG fails only when the kernel has no entropy source
         // at all; a fixed key then still leaves BLAKE3's collision
         // resistance, which is what the cache relies on.
-        let _ = aws_lc_rs::rand::fill(&mut secret);
+        if aws_lc_rs::rand::fill(&mut secret).is_err() {
+            tracing::warn!("no system randomness for the JWT cache key; using a fixed one");
+        }
         CacheKeys { secret }
     }
 
