@@ -193,8 +193,12 @@ impl Decoder for CheckDecoder {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<CheckInput>, Status> {
+        // The frame as one `Bytes` first: each kept string is then a slice
+        // of it (a reference count), where slicing tonic's `BytesMut`
+        // directly costs a `split_to` a field.
+        let frame = buf.copy_to_bytes(buf.remaining());
         // INTERNAL, as tonic's prost codec answers a message it cannot parse.
-        CheckInput::decode(buf)
+        CheckInput::decode(frame)
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
     }

@@ -371,10 +371,16 @@ fn two_credentials_are_refused_never_chosen_between() {
     );
 }
 
-/// The lookup table accepts exactly RFC 6750's b64token alphabet, byte by
-/// byte, with `=` only as trailing padding.
+/// The classifier accepts exactly RFC 6750's b64token alphabet, byte by
+/// byte (all 256, not only those that can sit in a `str`), with `=` only as
+/// trailing padding.
 #[test]
-fn b64token_table_matches_the_grammar() {
+fn b64token_alphabet_matches_the_grammar() {
+    for b in 0..=255u8 {
+        let expected =
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        assert_eq!(is_b64token_byte(b), expected, "byte {b:#04x}");
+    }
     for b in 0..=255u8 {
         let expected =
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
@@ -391,4 +397,22 @@ fn b64token_table_matches_the_grammar() {
     assert!(!is_b64token("a=b"));
     assert!(!is_b64token("=="));
     assert!(!is_b64token("é"));
+}
+
+/// The check is vectorised: one bad byte anywhere in a long token (in any
+/// lane of any block, or in the tail) still refuses it.
+#[test]
+fn b64token_refuses_one_bad_byte_at_any_position() {
+    let good: Vec<u8> = (0..131).map(|i| b"aZ09-._~+/"[i % 10]).collect();
+    assert!(is_b64token(std::str::from_utf8(&good).unwrap()));
+    for bad in [b'!', b' ', b',', b'=', b'\0', b'@', b'[', b'`', b'{', 0x7f] {
+        // A trailing '=' is padding, so '=' is tried everywhere but last.
+        let end = good.len() - usize::from(bad == b'=');
+        for i in 0..end {
+            let mut v = good.clone();
+            v[i] = bad;
+            let s = std::str::from_utf8(&v).unwrap();
+            assert!(!is_b64token(s), "{bad:#04x} at {i}");
+        }
+    }
 }
