@@ -2,7 +2,7 @@
 //!
 //! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
 //! fitting type → signature and registered claims (jsonwebtoken) → our own
-//! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: keyed BLAKE3
+//! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: a keyed MAC
 //! of the token ([`CacheKeys`]) → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
 //!
@@ -13,6 +13,7 @@
 //! entry dropped then), capacity bounds it, and [`Verifier::purge_expired`]
 //! reclaims tokens that expired without being presented again.
 
+mod cache_key;
 pub mod claims;
 pub mod config;
 mod issuer;
@@ -21,6 +22,7 @@ mod logout;
 mod scopes;
 mod token;
 
+pub use cache_key::{CacheKey, CacheKeys};
 pub use issuer::{IssuerKeys, JwksError, KeyLookupError, Published};
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, LogoutTokenError};
 pub use scopes::from_roles as scopes_from_roles;
@@ -193,7 +195,7 @@ struct IssuerRuntime {
 /// Verifies JWTs from the configured issuers.
 pub struct Verifier {
     issuers: HashMap<String, IssuerRuntime>,
-    cache: Cache<[u8; 32], Arc<VerifiedJwt>>,
+    cache: Cache<CacheKey, Arc<VerifiedJwt>>,
     /// How a token becomes its cache key.
     keys: CacheKeys,
     /// Name of the PAT marker claim, captured into `VerifiedJwt::token_use`.
@@ -217,48 +219,6 @@ pub fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// The verified-token cache's key for a token: BLAKE3 keyed with a secret
-/// drawn at start-up.
-///
-/// Why not [`token_hash`]: every warm Check hashes the whole token (a
-/// Keycloak JWT is about a kilobyte), and SHA-256 costs about 40
-/// instructions a byte on CPUs without SHA-NI (the Skylake and Cascade Lake
-/// Xeons many clusters still run), BLAKE3 about a tenth of that. The key
-/// never leaves memory, is never stored and is never compared across
-/// replicas, so it need not be SHA-256. It must not collide: BLAKE3 is a
-/// 256-bit cryptographic hash, and keyed by a secret no client sees, nobody
-/// can even search for a token that shares another's key offline.
-#[derive(Clone)]
-pub struct CacheKeys {
-    secret: [u8; 32],
-}
-
-impl CacheKeys {
-    /// A fresh secret from the operating system's CSPRNG.
-    pub fn random() -> CacheKeys {
-        let mut secret = [0u8; 32];
-        // The system RNG fails only when the kernel has no entropy source
-        // at all; a fixed key then still leaves BLAKE3's collision
-        // resistance, which is what the cache relies on.
-        if aws_lc_rs::rand::fill(&mut secret).is_err() {
-            tracing::warn!("no system randomness for the JWT cache key; using a fixed one");
-        }
-        CacheKeys { secret }
-    }
-
-    /// The cache key of `token`.
-    pub fn of(&self, token: &str) -> [u8; 32] {
-        *blake3::keyed_hash(&self.secret, token.as_bytes()).as_bytes()
-    }
-}
-
-/// Never prints the secret.
-impl std::fmt::Debug for CacheKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheKeys(<secret>)")
-    }
 }
 
 /// SHA-256 of a credential: the only form in which tokens are stored or
@@ -341,7 +301,9 @@ impl Verifier {
 
     /// Verifies `token`, from cache when possible.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedJwt>, JwtError> {
-        let hash = self.keys.of(token);
+        let Some(hash) = self.keys.of(token) else {
+            return Ok(Arc::new(self.verify_uncached(token).await?));
+        };
         let cached = self.cache.get(&hash);
         crate::metrics::global().cache("jwt", cached.is_some());
         if let Some(hit) = cached {
@@ -457,7 +419,9 @@ impl Verifier {
 
     /// Drops `token`'s cached verification (tests, fuzzing).
     pub fn forget(&self, token: &str) {
-        self.cache.remove(&self.keys.of(token));
+        if let Some(key) = self.keys.of(token) {
+            self.cache.remove(&key);
+        }
     }
 
     /// Number of cached verifications.
