@@ -106,6 +106,13 @@ pub struct BenchArgs {
     /// answered, ≤ 0.1 % errors, and p99 stays under this.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     pub max_p99: Duration,
+    /// The --find-max search stops when the highest sustained and the
+    /// lowest saturated rate are this close (a fraction of the latter).
+    /// Each figure is then up to this much below the true limit, so a
+    /// ratio of two can be off by about twice it: use 0.02 to compare
+    /// servers a few per cent apart.
+    #[arg(long, default_value = "0.05", value_parser = parse_precision)]
+    pub search_precision: f64,
     /// Direct handler calls for the handler-latency phase (in-process only; 0 skips).
     #[arg(long, default_value = "100000")]
     pub handler_calls: u64,
@@ -367,5 +374,13 @@ impl Subject {
         if let Some(d) = self.scratch {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// `--search-precision`: a fraction in (0, 0.5].
+fn parse_precision(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 0.5 => Ok(p),
+        _ => Err(format!("{v:?}: a fraction above 0 and at most 0.5, e.g. 0.02")),
     }
 }

@@ -309,7 +309,7 @@ async fn find_max(
 ) -> anyhow::Result<f64> {
     let (mut lo, mut hi): (f64, Option<f64>) = (0.0, None);
     let mut rate = args.rate;
-    for _ in 0..14 {
+    for _ in 0..20 {
         let spec = LoadSpec {
             rate,
             duration: args.step_duration,
@@ -348,7 +348,7 @@ async fn find_max(
             Some(h) => (lo + h) / 2.0,
         };
         if let Some(h) = hi
-            && (h - lo) <= 0.05 * h
+            && (h - lo) <= args.search_precision * h
         {
             break;
         }
