@@ -1,28 +1,40 @@
 //! [`CheckInput`]: the `CheckRequest` as the Check server decodes it.
 //!
-//! Only the fields portcullis reads are kept; every other field is skipped
-//! by prost as an unknown field. Strings are not copied: each one is a
-//! slice of the received gRPC frame (`Bytes`), checked to be UTF-8 once,
-//! at decode time. Headers stay a list in wire order: the `headers` map
-//! is a repeated entry message on the wire, and nothing reads it by hash
-//! (names are compared case-insensitively anyway).
+//! Only the fields portcullis reads are kept; every other field is skipped.
+//! Nothing is copied and nothing is reference-counted per field: the
+//! received frame is kept as one `Bytes`, and each kept string is a
+//! [`Span`] of it, checked to be UTF-8 once, at decode time. Headers stay a
+//! list in wire order: the `headers` map is a repeated entry message on the
+//! wire, and nothing reads it by hash (names are compared
+//! case-insensitively anyway).
 //!
 //! Why not `envoy-types`' generated `CheckRequest`: decoding it built a
 //! `HashMap` with a `String` per header name and value, and a `String` for
 //! every other field, read or not, which was about a fifth of a warm
 //! Check's instructions (benches/BENCHMARKS.md, "Where the time goes").
+//! Why not prost-derive types with `Bytes` fields (stop 24): each kept
+//! string was then a reference count taken and dropped on the frame, two
+//! atomic operations each, about twenty of them a request.
 //!
-//! The decode is as strict as the generated one for what is kept: a kept
-//! string that is not UTF-8 fails the whole request (the server answers an
-//! error, which Envoy treats as a denial with `failure_mode_allow: false`),
-//! and repeated singular fields merge as protobuf says (last scalar wins).
-//! Field numbers are those of `envoy/service/auth/v3/attribute_context.proto`
-//! and `envoy/config/core/v3/address.proto` (proto/vendor).
+//! The wire format itself is prost's: keys, varints and skipping unknown
+//! fields (groups included) are `prost::encoding`'s functions; this module
+//! only says which field numbers are kept. The decode is as strict as the
+//! generated one for what is kept: a kept string that is not UTF-8 fails
+//! the whole request (the server answers an error, which Envoy treats as a
+//! denial with `failure_mode_allow: false`), a kept field with the wrong
+//! wire type fails it, and repeated singular fields merge as protobuf says
+//! (last scalar wins, messages merge, a oneof keeps its last member).
+//! `src/authz/tests/input.rs` holds it to the generated decoder over 60,000
+//! mutated encodings. Field numbers are those of
+//! `envoy/service/auth/v3/attribute_context.proto` and
+//! `envoy/config/core/v3/address.proto` (proto/vendor).
+
+use std::ops::Range;
 
 use bytes::{Buf, Bytes};
-use bytestring::ByteString;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use prost::Message;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 
@@ -36,50 +48,80 @@ pub enum InputError {
     /// The check prost's generated code makes on every `string` field.
     #[error("invalid string value: data is not UTF-8 encoded")]
     NotUtf8,
+    #[error("invalid wire type {got:?} for field {tag} (expected length-delimited)")]
+    WireType { tag: u32, got: WireType },
+    #[error("a length-delimited field runs past the end of its message")]
+    Underflow,
 }
 
-/// What portcullis reads of a `CheckRequest`.
+/// Where one kept string (or bytes field) sits in the frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// What portcullis reads of a `CheckRequest`: spans of `frame`. Read the
+/// strings with [`CheckInput::text`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckInput {
+    /// The serialised request, shared with tonic's receive buffer.
+    frame: Bytes,
     /// `attributes.request.http`, absent when Envoy sent no HTTP request.
     pub http: Option<HttpInput>,
     /// `attributes.context_extensions`, in wire order.
-    pub context: Vec<(ByteString, ByteString)>,
+    pub context: Vec<(Span, Span)>,
     /// `attributes.source.address.socket_address.address`.
-    pub source_address: Option<ByteString>,
+    pub source_address: Option<Span>,
     /// `attributes.source.certificate` (URL-encoded PEM), or "".
-    pub certificate: ByteString,
+    pub certificate: Span,
 }
 
 /// `attributes.request.http`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpInput {
-    pub method: ByteString,
-    pub path: ByteString,
-    pub host: ByteString,
-    pub scheme: ByteString,
+    pub method: Span,
+    pub path: Span,
+    pub host: Span,
+    pub scheme: Span,
     /// The `headers` map, in wire order.
-    pub headers: Vec<(ByteString, ByteString)>,
+    pub headers: Vec<(Span, Span)>,
     /// `header_map` (Envoy's `encode_raw_headers`).
     pub raw_headers: Vec<RawHeader>,
 }
 
 /// One `header_map` entry: `value` is empty when the value went into
-/// `raw_value` instead.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `raw_value` (bytes, not checked as UTF-8) instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RawHeader {
-    pub key: ByteString,
-    pub value: ByteString,
-    pub raw_value: Bytes,
+    pub key: Span,
+    pub value: Span,
+    pub raw_value: Span,
 }
 
 // === impl CheckInput ===
 
 impl CheckInput {
-    /// Decodes a serialised `CheckRequest`. With a `Bytes` buffer (or
-    /// tonic's `DecodeBuf`) the strings share its memory.
-    pub fn decode(buf: impl Buf) -> Result<CheckInput, InputError> {
-        wire::CheckRequest::decode(buf)?.try_into()
+    /// Decodes a serialised `CheckRequest`, keeping `buf`'s memory (with a
+    /// `Bytes` buffer, or tonic's `DecodeBuf`, nothing is copied).
+    pub fn decode(mut buf: impl Buf) -> Result<CheckInput, InputError> {
+        let frame = buf.copy_to_bytes(buf.remaining());
+        let mut input = CheckInput::default();
+        let mut walk = Walk::new(&frame, 0..frame.len());
+        while let Some((tag, wt)) = walk.key()? {
+            match tag {
+                1 => input.attributes(walk.message(tag, wt)?)?,
+                _ => walk.skip(tag, wt)?,
+            }
+        }
+        input.frame = frame;
+        Ok(input)
     }
 
     /// A request built as `envoy-types`' message (tests, the CLI's `check`,
@@ -89,6 +131,92 @@ impl CheckInput {
         // were it to, the empty input has no HTTP request and is denied.
         CheckInput::decode(Bytes::from(req.encode_to_vec())).unwrap_or_default()
     }
+
+    /// A kept string. Checked as UTF-8 at decode, so the stand-in (a NUL,
+    /// which no parser accepts) is never returned for a decoded request.
+    pub fn text(&self, s: Span) -> &str {
+        std::str::from_utf8(self.bytes(s)).unwrap_or("\u{0}")
+    }
+
+    /// A kept field's bytes (`raw_value`, or a string compared as bytes).
+    pub fn bytes(&self, s: Span) -> &[u8] {
+        self.frame.get(s.range()).unwrap_or_default()
+    }
+
+    fn attributes(&mut self, mut walk: Walk<'_>) -> Result<(), InputError> {
+        while let Some((tag, wt)) = walk.key()? {
+            match tag {
+                1 => self.peer(walk.message(tag, wt)?)?,
+                4 => self.request(walk.message(tag, wt)?)?,
+                10 => {
+                    let entry = walk.message(tag, wt)?.entry()?;
+                    self.context.push(entry);
+                }
+                _ => walk.skip(tag, wt)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `Peer`: the address, a oneof, keeps its last member (a later `pipe`
+    /// replaces a socket address, as in the generated type).
+    fn peer(&mut self, mut walk: Walk<'_>) -> Result<(), InputError> {
+        while let Some((tag, wt)) = walk.key()? {
+            match tag {
+                1 => {
+                    let mut address = walk.message(tag, wt)?;
+                    while let Some((tag, wt)) = address.key()? {
+                        match tag {
+                            1 => {
+                                let mut socket = walk_socket(address.message(tag, wt)?)?;
+                                // Merging into a socket address already set
+                                // keeps its `address` unless this one sets it.
+                                if let (Some(old), None) = (self.source_address, socket) {
+                                    socket = Some(old);
+                                }
+                                self.source_address = Some(socket.unwrap_or_default());
+                            }
+                            // `pipe`, `envoy_internal_address`: not read, but
+                            // still messages that must parse.
+                            2 | 3 => {
+                                address.message(tag, wt)?.skip_all()?;
+                                self.source_address = None;
+                            }
+                            _ => address.skip(tag, wt)?,
+                        }
+                    }
+                }
+                5 => self.certificate = walk.text(tag, wt)?,
+                _ => walk.skip(tag, wt)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, mut walk: Walk<'_>) -> Result<(), InputError> {
+        while let Some((tag, wt)) = walk.key()? {
+            match tag {
+                2 => {
+                    let http = self.http.get_or_insert_with(HttpInput::default);
+                    http.merge(walk.message(tag, wt)?)?;
+                }
+                _ => walk.skip(tag, wt)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `SocketAddress`: `address` (2), if present.
+fn walk_socket(mut walk: Walk<'_>) -> Result<Option<Span>, InputError> {
+    let mut address = None;
+    while let Some((tag, wt)) = walk.key()? {
+        match tag {
+            2 => address = Some(walk.text(tag, wt)?),
+            _ => walk.skip(tag, wt)?,
+        }
+    }
+    Ok(address)
 }
 
 impl From<&CheckRequest> for CheckInput {
@@ -97,69 +225,152 @@ impl From<&CheckRequest> for CheckInput {
     }
 }
 
-impl TryFrom<wire::CheckRequest> for CheckInput {
-    type Error = InputError;
+// === impl HttpInput ===
 
-    fn try_from(w: wire::CheckRequest) -> Result<Self, InputError> {
-        let Some(attrs) = w.attributes else {
-            return Ok(CheckInput::default());
-        };
-        let source = attrs.source.unwrap_or_default();
-        let source_address = match source.address.and_then(|a| a.address) {
-            Some(wire::address::Address::Socket(sa)) => Some(text(sa.address)?),
-            _ => None,
-        };
-        Ok(CheckInput {
-            http: attrs
-                .request
-                .and_then(|r| r.http)
-                .map(HttpInput::try_from)
-                .transpose()?,
-            context: pairs(attrs.context_extensions)?,
-            source_address,
-            certificate: text(source.certificate)?,
-        })
+impl HttpInput {
+    fn merge(&mut self, mut walk: Walk<'_>) -> Result<(), InputError> {
+        while let Some((tag, wt)) = walk.key()? {
+            match tag {
+                2 => self.method = walk.text(tag, wt)?,
+                3 => {
+                    let entry = walk.message(tag, wt)?.entry()?;
+                    self.headers.push(entry);
+                }
+                4 => self.path = walk.text(tag, wt)?,
+                5 => self.host = walk.text(tag, wt)?,
+                6 => self.scheme = walk.text(tag, wt)?,
+                13 => {
+                    let mut map = walk.message(tag, wt)?;
+                    while let Some((tag, wt)) = map.key()? {
+                        match tag {
+                            1 => {
+                                let raw = map.message(tag, wt)?.raw_header()?;
+                                self.raw_headers.push(raw);
+                            }
+                            _ => map.skip(tag, wt)?,
+                        }
+                    }
+                }
+                _ => walk.skip(tag, wt)?,
+            }
+        }
+        Ok(())
     }
 }
 
-impl TryFrom<wire::HttpRequest> for HttpInput {
-    type Error = InputError;
+// === impl Walk ===
 
-    fn try_from(h: wire::HttpRequest) -> Result<Self, InputError> {
-        let raw_headers = h
-            .header_map
-            .map(|m| m.headers)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|hv| {
-                Ok(RawHeader {
-                    key: text(hv.key)?,
-                    value: text(hv.value)?,
-                    raw_value: hv.raw_value,
-                })
-            })
-            .collect::<Result<_, InputError>>()?;
-        Ok(HttpInput {
-            method: text(h.method)?,
-            path: text(h.path)?,
-            host: text(h.host)?,
-            scheme: text(h.scheme)?,
-            headers: pairs(h.headers)?,
-            raw_headers,
-        })
+/// One message of the frame being read: `at..end`, where `end` is where
+/// the enclosing length-delimited field stops.
+struct Walk<'a> {
+    frame: &'a [u8],
+    at: usize,
+    end: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(frame: &'a [u8], within: Range<usize>) -> Walk<'a> {
+        Walk {
+            frame,
+            at: within.start,
+            end: within.end,
+        }
     }
-}
 
-/// A kept `string` field, checked as prost's generated code would.
-fn text(b: Bytes) -> Result<ByteString, InputError> {
-    ByteString::try_from(b).map_err(|_| InputError::NotUtf8)
-}
+    /// Runs one of prost's readers over the rest of this message.
+    fn read<T>(
+        &mut self,
+        f: impl FnOnce(&mut &'a [u8]) -> Result<T, prost::DecodeError>,
+    ) -> Result<T, InputError> {
+        let mut rest = self.frame.get(self.at..self.end).unwrap_or_default();
+        let out = f(&mut rest)?;
+        self.at = self.end - rest.len();
+        Ok(out)
+    }
 
-fn pairs(entries: Vec<wire::Entry>) -> Result<Vec<(ByteString, ByteString)>, InputError> {
-    entries
-        .into_iter()
-        .map(|e| Ok((text(e.key)?, text(e.value)?)))
-        .collect()
+    /// The next field's key, or `None` at the end of the message.
+    fn key(&mut self) -> Result<Option<(u32, WireType)>, InputError> {
+        if self.at >= self.end {
+            return Ok(None);
+        }
+        self.read(decode_key).map(Some)
+    }
+
+    /// A length-delimited field's body, which a kept field must be.
+    fn delimited(&mut self, tag: u32, wt: WireType) -> Result<Span, InputError> {
+        if wt != WireType::LengthDelimited {
+            return Err(InputError::WireType { tag, got: wt });
+        }
+        let len = self.read(decode_varint)?;
+        let start = self.at;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| start.checked_add(l))
+            .filter(|&e| e <= self.end)
+            .ok_or(InputError::Underflow)?;
+        self.at = end;
+        Ok(Span { start, end })
+    }
+
+    /// A kept `string` field, checked as prost's generated code would.
+    fn text(&mut self, tag: u32, wt: WireType) -> Result<Span, InputError> {
+        let span = self.delimited(tag, wt)?;
+        match std::str::from_utf8(&self.frame[span.range()]) {
+            Ok(_) => Ok(span),
+            Err(_) => Err(InputError::NotUtf8),
+        }
+    }
+
+    /// A kept `bytes` field.
+    fn raw(&mut self, tag: u32, wt: WireType) -> Result<Span, InputError> {
+        self.delimited(tag, wt)
+    }
+
+    /// A kept message field, to be walked in turn.
+    fn message(&mut self, tag: u32, wt: WireType) -> Result<Walk<'a>, InputError> {
+        let span = self.delimited(tag, wt)?;
+        Ok(Walk::new(self.frame, span.range()))
+    }
+
+    /// A field not read: skipped by prost, which checks its shape.
+    fn skip(&mut self, tag: u32, wt: WireType) -> Result<(), InputError> {
+        self.read(|b| skip_field(wt, tag, b, DecodeContext::default()))
+    }
+
+    /// A message not read at all, checked to parse.
+    fn skip_all(mut self) -> Result<(), InputError> {
+        while let Some((tag, wt)) = self.key()? {
+            self.skip(tag, wt)?;
+        }
+        Ok(())
+    }
+
+    /// A `map<string, string>` entry: key (1), value (2).
+    fn entry(mut self) -> Result<(Span, Span), InputError> {
+        let (mut key, mut value) = (Span::default(), Span::default());
+        while let Some((tag, wt)) = self.key()? {
+            match tag {
+                1 => key = self.text(tag, wt)?,
+                2 => value = self.text(tag, wt)?,
+                _ => self.skip(tag, wt)?,
+            }
+        }
+        Ok((key, value))
+    }
+
+    /// A `HeaderValue`: key (1), value (2), raw_value (3, bytes).
+    fn raw_header(mut self) -> Result<RawHeader, InputError> {
+        let mut h = RawHeader::default();
+        while let Some((tag, wt)) = self.key()? {
+            match tag {
+                1 => h.key = self.text(tag, wt)?,
+                2 => h.value = self.text(tag, wt)?,
+                3 => h.raw_value = self.raw(tag, wt)?,
+                _ => self.skip(tag, wt)?,
+            }
+        }
+        Ok(h)
+    }
 }
 
 // === impl CheckCodec ===
@@ -193,123 +404,10 @@ impl Decoder for CheckDecoder {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<CheckInput>, Status> {
-        // The frame as one `Bytes` first: each kept string is then a slice
-        // of it (a reference count), where slicing tonic's `BytesMut`
-        // directly costs a `split_to` a field.
-        let frame = buf.copy_to_bytes(buf.remaining());
         // INTERNAL, as tonic's prost codec answers a message it cannot parse.
-        CheckInput::decode(frame)
+        CheckInput::decode(buf)
             .map(Some)
             .map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-/// The wire shapes, declared with prost's derive: only the kept fields,
-/// strings as `Bytes` (checked into [`ByteString`] afterwards).
-mod wire {
-    use bytes::Bytes;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CheckRequest {
-        #[prost(message, optional, tag = "1")]
-        pub attributes: Option<AttributeContext>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttributeContext {
-        #[prost(message, optional, tag = "1")]
-        pub source: Option<Peer>,
-        #[prost(message, optional, tag = "4")]
-        pub request: Option<Request>,
-        /// `map<string, string>`: a map is a repeated entry message.
-        #[prost(message, repeated, tag = "10")]
-        pub context_extensions: Vec<Entry>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Peer {
-        #[prost(message, optional, tag = "1")]
-        pub address: Option<Address>,
-        #[prost(bytes = "bytes", tag = "5")]
-        pub certificate: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Address {
-        #[prost(oneof = "address::Address", tags = "1, 2, 3")]
-        pub address: Option<address::Address>,
-    }
-
-    pub mod address {
-        /// A oneof, so a later `pipe` replaces an earlier socket address,
-        /// as in the generated type.
-        #[derive(Clone, PartialEq, prost::Oneof)]
-        pub enum Address {
-            #[prost(message, tag = "1")]
-            Socket(super::SocketAddress),
-            #[prost(message, tag = "2")]
-            Pipe(super::Skipped),
-            /// `envoy_internal_address`.
-            #[prost(message, tag = "3")]
-            Internal(super::Skipped),
-        }
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SocketAddress {
-        #[prost(bytes = "bytes", tag = "2")]
-        pub address: Bytes,
-    }
-
-    /// A message whose content is not read.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Skipped {}
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Request {
-        #[prost(message, optional, tag = "2")]
-        pub http: Option<HttpRequest>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HttpRequest {
-        #[prost(bytes = "bytes", tag = "2")]
-        pub method: Bytes,
-        #[prost(message, repeated, tag = "3")]
-        pub headers: Vec<Entry>,
-        #[prost(bytes = "bytes", tag = "4")]
-        pub path: Bytes,
-        #[prost(bytes = "bytes", tag = "5")]
-        pub host: Bytes,
-        #[prost(bytes = "bytes", tag = "6")]
-        pub scheme: Bytes,
-        #[prost(message, optional, tag = "13")]
-        pub header_map: Option<HeaderMap>,
-    }
-
-    /// A `map<string, string>` entry.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Entry {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub key: Bytes,
-        #[prost(bytes = "bytes", tag = "2")]
-        pub value: Bytes,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HeaderMap {
-        #[prost(message, repeated, tag = "1")]
-        pub headers: Vec<HeaderValue>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HeaderValue {
-        #[prost(bytes = "bytes", tag = "1")]
-        pub key: Bytes,
-        #[prost(bytes = "bytes", tag = "2")]
-        pub value: Bytes,
-        #[prost(bytes = "bytes", tag = "3")]
-        pub raw_value: Bytes,
     }
 }
 

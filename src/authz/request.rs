@@ -117,14 +117,14 @@ impl<'a> RequestView<'a> {
 
     /// `http` or `https`, as Envoy saw the request (empty when unknown).
     pub fn scheme(&self) -> &'a str {
-        self.http.map_or("", |h| &h.scheme)
+        self.http.map_or("", |h| self.input.text(h.scheme))
     }
 
     /// The client address Envoy reports (`source.address`: the downstream
     /// peer, or the `X-Forwarded-For` entry Envoy trusts under
     /// `xff_num_trusted_hops`). Parsed, not copied.
     pub fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.input.source_address.as_ref()?.parse().ok()
+        self.input.text(self.input.source_address?).parse().ok()
     }
 
     /// The `User-Agent` header, as sent.
@@ -134,7 +134,7 @@ impl<'a> RequestView<'a> {
 
     /// The client certificate Envoy forwarded (URL-encoded PEM), or "".
     pub fn peer_certificate(&self) -> &'a str {
-        &self.input.certificate
+        self.input.text(self.input.certificate)
     }
 
     pub fn has_http(&self) -> bool {
@@ -142,16 +142,16 @@ impl<'a> RequestView<'a> {
     }
 
     pub fn method(&self) -> &'a str {
-        self.http.map_or("", |h| &h.method)
+        self.http.map_or("", |h| self.input.text(h.method))
     }
 
     pub fn host(&self) -> &'a str {
-        self.http.map_or("", |h| &h.host)
+        self.http.map_or("", |h| self.input.text(h.host))
     }
 
     /// Raw request target, including the query string.
     pub fn path(&self) -> &'a str {
-        self.http.map_or("", |h| &h.path)
+        self.http.map_or("", |h| self.input.text(h.path))
     }
 
     /// The path for logs: without the query string or fragment, which may
@@ -192,19 +192,19 @@ impl<'a> RequestView<'a> {
             .context
             .iter()
             .rev()
-            .find(|(k, _)| **k == *key)
-            .map(|(_, v)| &**v)
+            .find(|(k, _)| input.bytes(*k) == key.as_bytes())
+            .map(|(_, v)| input.text(*v))
     }
 
     /// Every header name the client sent (either representation).
     pub fn header_names(&self) -> impl Iterator<Item = &'a str> + '_ {
-        let http = self.http;
+        let (http, input) = (self.http, self.input);
         let map = http
             .into_iter()
-            .flat_map(|h| h.headers.iter().map(|(k, _)| &**k));
+            .flat_map(move |h| h.headers.iter().map(move |(k, _)| input.text(*k)));
         let raw = http
             .into_iter()
-            .flat_map(|h| h.raw_headers.iter().map(|hv| &*hv.key));
+            .flat_map(move |h| h.raw_headers.iter().map(move |hv| input.text(hv.key)));
         map.chain(raw)
     }
 
@@ -217,23 +217,25 @@ impl<'a> RequestView<'a> {
     where
         'a: 'n,
     {
-        let http = self.http;
+        let (http, input) = (self.http, self.input);
+        let named = move |k| input.bytes(k).eq_ignore_ascii_case(name.as_bytes());
         let map = http
             .into_iter()
             .flat_map(|h| h.headers.iter())
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &**v);
+            .filter(move |(k, _)| named(*k))
+            .map(move |(_, v)| input.text(*v));
         let raw = http
             .into_iter()
             .flat_map(|h| h.raw_headers.iter())
-            .filter(move |hv| hv.key.eq_ignore_ascii_case(name))
-            .map(|hv| {
-                if hv.value.is_empty() {
+            .filter(move |hv| named(hv.key))
+            .map(move |hv| {
+                let value = input.text(hv.value);
+                if value.is_empty() {
                     // Not UTF-8: the NUL stand-in fails parsing, so the
                     // request is denied, never read as "no credential".
-                    std::str::from_utf8(&hv.raw_value).unwrap_or("\u{0}")
+                    std::str::from_utf8(input.bytes(hv.raw_value)).unwrap_or("\u{0}")
                 } else {
-                    &*hv.value
+                    value
                 }
             });
         map.chain(raw)
