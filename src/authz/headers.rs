@@ -234,13 +234,14 @@ impl IdentityHeaders {
     }
 
     /// Is `name` (as the client sent it) one of ours, so a client copy must go?
-    pub fn owns(&self, name: &str) -> bool {
-        let p = self.prefix.as_bytes();
-        (name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p))
+    pub fn owns(&self, name: impl AsRef<[u8]>) -> bool {
+        let (name, p) = (name.as_ref(), self.prefix.as_bytes());
+        name.get(..p.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(p))
             || self
                 .claims
                 .iter()
-                .any(|(_, h)| h.eq_ignore_ascii_case(name))
+                .any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
     /// The rendered headers and metadata of `id`, from its cache when it was

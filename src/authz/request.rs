@@ -196,15 +196,17 @@ impl<'a> RequestView<'a> {
             .map(|(_, v)| input.text(*v))
     }
 
-    /// Every header name the client sent (either representation).
-    pub fn header_names(&self) -> impl Iterator<Item = &'a str> + '_ {
+    /// Every header name the client sent (either representation), as
+    /// bytes: names are compared case-insensitively, and each `&str` would
+    /// be a UTF-8 check again (done once at decode).
+    pub fn header_names(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         let (http, input) = (self.http, self.input);
         let map = http
             .into_iter()
-            .flat_map(move |h| h.headers.iter().map(move |(k, _)| input.text(*k)));
+            .flat_map(move |h| h.headers.iter().map(move |(k, _)| input.bytes(*k)));
         let raw = http
             .into_iter()
-            .flat_map(move |h| h.raw_headers.iter().map(move |hv| input.text(hv.key)));
+            .flat_map(move |h| h.raw_headers.iter().map(move |hv| input.bytes(hv.key)));
         map.chain(raw)
     }
 

@@ -142,7 +142,8 @@ fn allow(
     // A name we set must never also be removed: Envoy applies removals last.
     for n in request.header_names() {
         if surface.headers.owns(n) {
-            let n = n.to_ascii_lowercase();
+            // Checked as UTF-8 at decode, so nothing is replaced here.
+            let n = String::from_utf8_lossy(n).to_ascii_lowercase();
             if !set(&n) {
                 remove(n);
             }
@@ -152,7 +153,10 @@ fn allow(
     if route.is_some_and(|r| r.strip_credential) {
         remove("authorization".to_owned());
         for h in &surface.sources.headers {
-            if request.header_names().any(|n| n.eq_ignore_ascii_case(h)) {
+            if request
+                .header_names()
+                .any(|n| n.eq_ignore_ascii_case(h.as_bytes()))
+            {
                 remove(h.to_string());
             }
         }
