@@ -10,7 +10,7 @@ use chrono::Utc;
 use cluster::{Cluster, percentile, wait_allowed, wait_denied};
 use keycloak::SignOpts;
 use portcullis::pat::{self, CreateRequest, PatConfig};
-use portcullis::store::{DenylistKind, Store, TokenRecord};
+use portcullis::store::{ActorKind, DenylistKind, EventQuery, Store, TokenRecord};
 use portcullis_testkit::eventually;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -303,6 +303,40 @@ async fn sid_deny_list_via_the_cli_reaches_every_replica() {
         code(&b.check(reqs[2].clone()).await.unwrap().into_inner()),
         0
     );
+    // `revoke-jwt --jti` too; each is an audit event naming the operator
+    // and the claim value, never a token.
+    let cli = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
+        "portcullis",
+        "revoke-jwt",
+        "--config",
+        file.to_str().unwrap(),
+        "--jti",
+        "jti-7",
+        "--until",
+        "1h",
+    ])
+    .unwrap();
+    assert_eq!(portcullis::cli::run(cli).await.unwrap(), 0);
+    let q = EventQuery {
+        event: Some("jwt.revoked".into()),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let evs = c.store().events(&q).await.unwrap();
+    let denied: Vec<&Value> = evs.iter().map(|e| &e.data["denied"]).collect();
+    assert_eq!(
+        denied,
+        [
+            &json!({"kind": "jti", "value": "jti-7"}),
+            &json!({"kind": "sid", "value": "session-1"})
+        ]
+    );
+    for e in &evs {
+        assert_eq!(e.actor.kind, ActorKind::Cli, "{e:?}");
+        assert_eq!(e.data["reason"], "cli");
+        assert_eq!((e.owner_issuer.as_str(), e.owner_id.as_str()), ("", ""));
+        assert!(e.data["until"].is_string(), "{e:?}");
+    }
     // --jti needs --until (the token's exp).
     let e = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
         "portcullis",
