@@ -183,7 +183,8 @@ async fn insert_pat(store: &portcullis::store::Store) -> (String, portcullis::pa
         .insert(portcullis::store::NewToken {
             id: uuid::Uuid::new_v4(),
             user_id: "bench".into(),
-            user_issuer: "https://idp.example".into(),
+            // A configured issuer: PATs of other issuers' users are refused.
+            user_issuer: ISS.into(),
             username: "bench".into(),
             name: "bench".into(),
             description: None,

@@ -52,8 +52,9 @@
 //! - [`audit`]: the audit trail's config, client addresses behind trusted
 //!   proxies, page cursors and the retention purge.
 //! - [`owners`]: PATs follow their owner (`pat.owner_sync`): Keycloak's
-//!   admin REST API read on a schedule, changes stored and propagated; Check
-//!   reads the result from memory ([`pat::OwnerStates`]).
+//!   admin REST API read on a schedule by the replica holding the store
+//!   lease, changes stored and propagated; Check reads the result from
+//!   memory ([`pat::OwnerStates`]).
 //! - [`dev`]: the built-in dev issuer and `dev-token`.
 //! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`server`]: wiring, listeners, background tasks, graceful shutdown;

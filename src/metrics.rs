@@ -377,6 +377,17 @@ impl Metrics {
         self.owner_sync_staleness.set(secs);
     }
 
+    /// An owner-sync pass stood by: another replica holds the lease. A
+    /// replica that `lost` it stops reporting its old staleness.
+    pub fn owner_sync_standby(&self, lost: bool) {
+        self.owner_sync_runs
+            .get_or_create(&OutcomeLabels { outcome: "standby" })
+            .inc();
+        if lost {
+            self.owner_sync_staleness.set(0);
+        }
+    }
+
     /// A webhook attempt ended (`retry`) or deliveries were given up (`dead`).
     pub fn webhook_outcome(&self, outcome: &'static str, n: u64) {
         self.webhooks
@@ -425,7 +436,7 @@ fn register_logout_and_owner_sync(
     let owner_sync_runs = reg(
         registry,
         "owner_sync_runs",
-        "PAT owner sync passes by outcome (ok, error)",
+        "PAT owner sync passes by outcome (ok, error; standby: another replica holds the lease)",
         Family::<OutcomeLabels, Counter>::default(),
     );
     let owner_sync_changes = reg(

@@ -124,3 +124,33 @@ async fn admins_list_every_token_with_filters_and_pages() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     srv.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A token whose owner's issuer is not configured (removed) is still
+/// listed, so an admin can revoke it, and flagged `owner_issuer_removed`;
+/// others carry no flag.
+#[tokio::test]
+async fn tokens_of_a_removed_issuer_are_listed_flagged() {
+    use portcullis_testkit::in_process::create_pat;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve_yaml(YAML, dir.path(), true).await;
+    let api = Api::new(srv.http_addr);
+    let alice = dev_login(dir.path(), "alice", "tokens:manage api:read");
+    let admin = dev_login(dir.path(), "root", "tokens:manage tokens:admin");
+    api.create(&alice, "kept", &["api:read"]).await;
+    let store = srv.engine.load().pats().store().clone();
+    let gone = "https://gone.example/realms/old";
+    let (_, rec) = create_pat(&store, "olga", "olga", gone, &["api:read"]).await;
+    let all = api.get("/api/v1/admin/tokens", &admin).await;
+    assert_eq!(names(&all), ["kept", "test"]);
+    for t in all.body["tokens"].as_array().unwrap() {
+        let flagged = t["user_issuer"] == gone;
+        assert_eq!(t.get("owner_issuer_removed").is_some(), flagged, "{t}");
+    }
+    let path = format!("/api/v1/admin/users/olga/tokens?issuer={gone}");
+    let one = api.get(&path, &admin).await;
+    assert_eq!(one.status, 200, "{one:?}");
+    assert_eq!(one.body[0]["id"], rec.id.to_string());
+    assert_eq!(one.body[0]["owner_issuer_removed"], true);
+    let revoked = api.delete(&path, &admin).await;
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use portcullis::server::Running;
-use portcullis::store::{LogoutKind, LogoutMark, NewToken, TokenKind};
+use portcullis::store::{
+    ActorKind, EventQuery, EventRecord, LogoutKind, LogoutMark, NewToken, TokenKind,
+};
 use portcullis_testkit::check::{Req, allowed, assert_invalid_token, check, client, serve_yaml};
 use portcullis_testkit::cluster::{Cluster, wait_denied};
 use portcullis_testkit::in_process::InProcess;
@@ -323,6 +325,64 @@ async fn sid_logout_refuses_that_session_only() {
     );
 }
 
+/// The `jwt.logged_out` events in `srv`'s store, newest first.
+async fn logged_out_events(srv: &Running) -> Vec<EventRecord> {
+    let q = EventQuery {
+        event: Some("jwt.logged_out".into()),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let store = srv.engine.load().pats().store().clone();
+    store.events(&q).await.unwrap()
+}
+
+/// An accepted logout is an audit event: the issuer as actor (from the
+/// caller's address), the subject as owner, the `sid` and the logout
+/// token's `jti`; never the token. A refused one records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_logout_is_an_audit_event() {
+    let e = env(false).await;
+    let mut claims = logout_claims(&e.kc, Some("s1"), Some("alice"));
+    let lt = sign_logout(&e.kc, &claims);
+    assert_eq!(post_logout(&e.srv, &lt).await.0, 200);
+    let evs = logged_out_events(&e.srv).await;
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let ev = &evs[0];
+    assert_eq!(ev.actor.kind, ActorKind::Idp);
+    assert_eq!(ev.actor.issuer, e.kc.issuer());
+    assert_eq!(ev.actor.client_addr.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        (ev.owner_issuer.as_str(), ev.owner_id.as_str()),
+        (e.kc.issuer().as_str(), "alice")
+    );
+    assert_eq!(ev.token_id, None);
+    assert_eq!(ev.data["sid"], "s1");
+    assert_eq!(ev.data["logout_jti"], claims["jti"]);
+    assert_eq!(ev.data["refused"], json!({"kind": "sid", "value": "s1"}));
+    assert_eq!(ev.data["reason"], "backchannel_logout");
+    let text = serde_json::to_string(ev).unwrap();
+    let signature = lt.rsplit('.').next().unwrap();
+    assert!(!text.contains(signature), "the logout token leaked: {text}");
+
+    // A sub-only logout: the mark is the subject's.
+    let lt = sign_logout(&e.kc, &logout_claims(&e.kc, None, Some("bob")));
+    assert_eq!(post_logout(&e.srv, &lt).await.0, 200);
+    let evs = logged_out_events(&e.srv).await;
+    assert_eq!(
+        evs[0].data["refused"],
+        json!({"kind": "sub", "value": "bob"})
+    );
+    assert_eq!(evs[0].data["sid"], Value::Null);
+
+    // Refused (a replay, a bad signature): no event.
+    assert_eq!(post_logout(&e.srv, &lt).await.0, 400);
+    claims["jti"] = json!(uuid::Uuid::new_v4().to_string());
+    let mut forged: Vec<String> = lt.split('.').map(str::to_owned).collect();
+    forged[1] = base64url(&claims.to_string());
+    assert_eq!(post_logout(&e.srv, &forged.join(".")).await.0, 400);
+    assert_eq!(logged_out_events(&e.srv).await.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_logout_refuses_tokens_issued_before_it() {
     let e = env(false).await;
@@ -444,6 +504,9 @@ async fn store_down_is_a_503_that_records_nothing_and_a_retry_passes() {
     let (st, body, _) = post_logout(&c.a, &lt).await;
     assert_eq!(st, 200, "{body}");
     assert_logged_out(&c.a, &tok).await;
+    // The mark and its audit event are one transaction: the failed attempt
+    // left no event, the retry exactly one.
+    assert_eq!(logged_out_events(&c.a).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,9 @@ use portcullis_testkit::wait::poll_until;
 /// `uploads-write` (other methods) through `context_extensions` and add
 /// `portcullis.required_scopes: uploads:read` / `uploads:write`.
 const E2E_CONFIG: &str = r#"
+# The PATs here belong to users at https://idp.example (no JWT issuer).
+pat:
+  owner_issuers: ["https://idp.example"]
 policy:
   default: authenticated
   routes:

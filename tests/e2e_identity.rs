@@ -20,6 +20,9 @@ use portcullis_testkit::envoy::Envoy;
 use portcullis_testkit::in_process::create_pat;
 
 const CONFIG: &str = r#"
+# The PATs here belong to users at https://idp.example (no JWT issuer).
+pat:
+  owner_issuers: ["https://idp.example"]
 policy:
   default: authenticated
   routes:

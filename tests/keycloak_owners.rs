@@ -347,3 +347,93 @@ async fn pats_follow_their_owner() {
         e.kc.admin(Method::DELETE, &format!("/users/{}", e.dora.0), None)
             .await;
 }
+
+/// Two replicas' owner syncs on one Postgres: only the leaseholder reads
+/// Keycloak (the other's path to Keycloak is cut and it still stands by);
+/// the other sees the results in the store; when the holder dies without
+/// giving the lease up, the other takes over once the lease runs out on
+/// the database's clock, and picks up a change made meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_syncs_and_another_takes_over_when_its_lease_runs_out() {
+    use std::sync::Arc;
+
+    use portcullis::owners::{OwnerSync, Pass};
+    use portcullis::pat::{OwnerSyncConfig, PatConfig, PatValidator};
+    use portcullis::revocation::Revoker;
+    use portcullis::store::OwnerState;
+
+    store_suite::run_pg(|store| async move {
+        store_suite::setup(&store).await;
+        let kc = RealKeycloak::get().await;
+        sync_client(&kc).await;
+        let kc_addr: SocketAddr = kc.base.trim_start_matches("http://").parse().unwrap();
+        let (relay_a, relay_b) = (Relay::start(kc_addr).await, Relay::start(kc_addr).await);
+        let sub = user(&kc, "uploads-reader").await;
+        let (_, mut row) = store_suite::token(&sub, TimeDelta::hours(1));
+        row.user_issuer = kc.issuer();
+        store.insert(row).await.unwrap();
+        let replica = |relay: SocketAddr| {
+            let cfg = OwnerSyncConfig {
+                issuer: kc.issuer(),
+                interval: Duration::from_secs(1),
+                client_id: SYNC_CLIENT.into(),
+                client_secret: Some(SHIPPED_SECRET.into()),
+                max_staleness: Duration::from_secs(60),
+                keycloak_url: Some(format!("http://{relay}")),
+                lease: Some(Duration::from_secs(2)),
+            };
+            let pats = Arc::new(PatValidator::new(store.clone(), &PatConfig::default()));
+            let revoker = Revoker::new(pats.clone());
+            OwnerSync::new(cfg, Default::default(), pats, revoker).unwrap()
+        };
+        let (mut a, mut b) = (replica(relay_a.addr), replica(relay_b.addr));
+        let state = async || {
+            let o = store.owner(&kc.issuer(), &sub).await.unwrap();
+            o.map(|o| o.state)
+        };
+
+        assert_eq!(a.once().await.unwrap(), Pass::Synced(1));
+        assert_eq!(state().await, Some(OwnerState::Enabled));
+        // B cannot reach Keycloak: a pass that read it would fail.
+        relay_b.set(false);
+        assert_eq!(b.once().await.unwrap(), Pass::Standby);
+        set_enabled(&kc, &sub, false).await;
+        assert_eq!(a.once().await.unwrap(), Pass::Synced(1), "a renews");
+        assert_eq!(b.once().await.unwrap(), Pass::Standby);
+        assert_eq!(state().await, Some(OwnerState::Disabled), "b reads it here");
+
+        // A dies holding the lease; a change lands in Keycloak meanwhile.
+        drop(a);
+        relay_a.set(false);
+        relay_b.set(true);
+        set_enabled(&kc, &sub, true).await;
+        let t0 = std::time::Instant::now();
+        let shared = Arc::new(tokio::sync::Mutex::new(b));
+        let changed = eventually(Duration::from_secs(10), "b takes over", || {
+            let b = shared.clone();
+            async move {
+                match b.lock().await.once().await.unwrap() {
+                    Pass::Synced(n) => Ok(n),
+                    Pass::Standby => Err("a's lease still runs"),
+                }
+            }
+        })
+        .await;
+        let b = shared.lock().await;
+        eprintln!(
+            "leaseholder died → the other replica synced after {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(changed, 1);
+        assert_eq!(state().await, Some(OwnerState::Enabled));
+
+        // A replica shutting down gives its lease up: the next takes it at once.
+        b.release().await;
+        let mut c = replica(relay_b.addr);
+        assert_eq!(c.once().await.unwrap(), Pass::Synced(0));
+        let _ = kc
+            .admin(Method::DELETE, &format!("/users/{sub}"), None)
+            .await;
+    })
+    .await;
+}

@@ -16,7 +16,9 @@ use portcullis_testkit::check::{
 use portcullis_testkit::pg::TempPostgres;
 use portcullis_testkit::wrapped_store::WrappedStore;
 
-const YAML: &str = "policy:\n  default: authenticated\nrevocation:\n  resync_interval: 100ms\n";
+/// No JWT issuer: the PATs' owners are at `https://idp.example`, which
+/// `pat.owner_issuers` vouches for.
+const YAML: &str = "policy:\n  default: authenticated\nrevocation:\n  resync_interval: 100ms\npat:\n  owner_issuers: [\"https://idp.example\"]\n";
 
 async fn create(
     srv: &Running,

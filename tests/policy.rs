@@ -74,7 +74,7 @@ impl Env {
 
     async fn pat(&self, scopes: &[&str]) -> String {
         let store = self.srv.store();
-        let idp = "https://idp.example";
+        let idp = self.dev.issuer();
         create_pat(&store, "alice", "alice", idp, scopes).await.0
     }
 

@@ -123,3 +123,117 @@ async fn reload_keeps_loaded_issuer_keys() {
     allowed(&check(srv.grpc_addr, &Req::get("/x").bearer(&t)).await);
     kc.set_failure(Failure::None);
 }
+
+/// Two issuers; removing one (reload, then restart) refuses its users'
+/// PATs with a clear reason and its JWTs already cached as verified, while
+/// the other issuer's tokens keep working; the PATs stay listed (flagged)
+/// for the operator; adding the issuer back restores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_issuer_refuses_its_users_pats_and_cached_jwts() {
+    use portcullis_testkit::check::assert_invalid_token;
+    use portcullis_testkit::cli::Cli;
+    use portcullis_testkit::in_process::{InProcess, create_pat};
+    use portcullis_testkit::keycloak::{FakeKeycloak, SignOpts};
+    let a = FakeKeycloak::start_with_realm("gone").await;
+    let b = FakeKeycloak::start_with_realm("kept").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    let yaml = |kcs: &[&FakeKeycloak]| {
+        let mut y = "issuers:\n".to_string();
+        for k in kcs {
+            y += &format!("  - issuer: {}\n    audiences: [portcullis]\n", k.issuer());
+        }
+        y + &policy("a:read")
+    };
+    let jwt = |kc: &FakeKeycloak| {
+        let mut c = kc.claims("u");
+        c["aud"] = serde_json::json!("portcullis");
+        c["scope"] = serde_json::json!("a:read");
+        kc.sign(&c, &SignOpts::default())
+    };
+    std::fs::write(&file, yaml(&[&a, &b])).unwrap();
+    let srv = serve_yaml(&yaml(&[&a, &b]), dir.path(), false).await;
+    let store = srv.engine.load().pats().store().clone();
+    let (pat_a, rec_a) = create_pat(&store, "ua", "ua", &a.issuer(), &["a:read"]).await;
+    let (pat_b, _) = create_pat(&store, "ub", "ub", &b.issuer(), &["a:read"]).await;
+    let (jwt_a, jwt_b) = (jwt(&a), jwt(&b));
+    let all_allowed = async |addr| {
+        eventually(Duration::from_secs(10), "every token allowed", async || {
+            for t in [&jwt_a, &jwt_b, &pat_a, &pat_b] {
+                let r = check(addr, &Req::get("/x").bearer(t)).await;
+                if r.status.as_ref().map(|s| s.code) != Some(0) {
+                    return Err(denied(&r));
+                }
+            }
+            Ok(())
+        })
+        .await
+    };
+    // Also leaves jwt_a in the verified-token cache.
+    all_allowed(srv.grpc_addr).await;
+
+    std::fs::write(&file, yaml(&[&b])).unwrap();
+    assert!(srv.reloader.reload(&loader(&file, dir.path())));
+    let at = |t: &str| Req::get("/x").bearer(t);
+    assert_invalid_token(&check(srv.grpc_addr, &at(&jwt_a)).await, "untrusted issuer");
+    let d = denied(&check(srv.grpc_addr, &at(&pat_a)).await);
+    assert_eq!(
+        (d.http, d.description()),
+        (401, "token owner's issuer is no longer trusted")
+    );
+    allowed(&check(srv.grpc_addr, &at(&pat_b)).await);
+    allowed(&check(srv.grpc_addr, &at(&jwt_b)).await);
+
+    // The operator still sees the PAT, flagged, and can revoke it.
+    std::fs::write(&file, yaml(&[&b])).unwrap();
+    let cli = Cli::new(env!("CARGO_BIN_EXE_portcullis"));
+    let (f, d) = (file.to_str().unwrap(), dir.path().to_str().unwrap());
+    let args = ["admin", "token", "list", "--config", f, "--data-dir", d];
+    let issuer = a.issuer();
+    let ran = cli
+        .run(&[&args[..], &["--user", "ua", "--issuer", &issuer, "--json"]].concat())
+        .await;
+    let listed: serde_json::Value = serde_json::from_str(ran.expect_ok()).unwrap();
+    assert_eq!(listed[0]["id"], rec_a.id.to_string());
+    assert_eq!(listed[0]["owner_issuer_removed"], true);
+    assert!(ran.stderr.contains("is not configured"), "{ran:?}");
+    let ran = cli
+        .run(&[&args[..], &["--user", "ub", "--json"]].concat())
+        .await;
+    let listed: serde_json::Value = serde_json::from_str(ran.expect_ok()).unwrap();
+    assert!(listed[0].get("owner_issuer_removed").is_none(), "{listed}");
+
+    // A restart with the issuer still gone refuses the same way.
+    let restarted = InProcess::from_yaml(&yaml(&[&b]), dir.path(), false).await;
+    let d = denied(&restarted.check(&at(&pat_a)).await);
+    assert_eq!(d.description(), "token owner's issuer is no longer trusted");
+    allowed(&restarted.check(&at(&pat_b)).await);
+    let restarted = InProcess::from_yaml(&yaml(&[&a, &b]), dir.path(), false).await;
+    allowed(&restarted.check(&at(&pat_a)).await);
+
+    // Adding the issuer back restores its users' PATs (and JWTs).
+    std::fs::write(&file, yaml(&[&a, &b])).unwrap();
+    assert!(srv.reloader.reload(&loader(&file, dir.path())));
+    all_allowed(srv.grpc_addr).await;
+}
+
+/// A PAT-only deployment (no JWT issuer) names its owners' issuer in
+/// `pat.owner_issuers`; an owner issuer in neither list is refused.
+#[tokio::test]
+async fn pat_owner_issuers_vouch_for_owners_without_a_jwt_issuer() {
+    use portcullis_testkit::in_process::{InProcess, create_pat};
+    let dir = tempfile::tempdir().unwrap();
+    let with = format!(
+        "pat:\n  owner_issuers: [\"https://idp.example\"]\n{}",
+        policy("a:read")
+    );
+    let srv = InProcess::from_yaml(&with, dir.path(), false).await;
+    let (raw, _) = create_pat(&srv.store(), "u", "u", "https://idp.example", &["a:read"]).await;
+    let (other, _) = create_pat(&srv.store(), "u", "u", "https://other.example", &["a:read"]).await;
+    allowed(&srv.check(&Req::get("/x").bearer(&raw)).await);
+    let d = denied(&srv.check(&Req::get("/x").bearer(&other)).await);
+    assert_eq!(d.description(), "token owner's issuer is no longer trusted");
+    let without = InProcess::from_yaml(&policy("a:read"), dir.path(), false).await;
+    let d = denied(&without.check(&Req::get("/x").bearer(&raw)).await);
+    assert_eq!(d.description(), "token owner's issuer is no longer trusted");
+}

@@ -10,15 +10,16 @@ use chrono::Utc;
 use cluster::{Cluster, percentile, wait_allowed, wait_denied};
 use keycloak::SignOpts;
 use portcullis::pat::{self, CreateRequest, PatConfig};
-use portcullis::store::{DenylistKind, Store, TokenRecord};
+use portcullis::store::{ActorKind, DenylistKind, EventQuery, Store, TokenRecord};
 use portcullis_testkit::eventually;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-async fn create_pat(store: &Store, user: &str) -> (String, TokenRecord) {
+/// A PAT of `user` at `issuer` (a configured one: others' PATs are refused).
+async fn create_pat(store: &Store, user: &str, issuer: &str) -> (String, TokenRecord) {
     let req = CreateRequest {
         user_id: user.into(),
-        user_issuer: "https://idp.example".into(),
+        user_issuer: issuer.into(),
         username: user.into(),
         name: "ci".into(),
         description: None,
@@ -48,7 +49,7 @@ async fn pat_revoked_on_a_is_denied_on_b_within_milliseconds() {
     let received = c.b.revoker.bus().received();
     let mut delays = Vec::new();
     for i in 0..100 {
-        let (raw, rec) = create_pat(&store, &format!("user-{i}")).await;
+        let (raw, rec) = create_pat(&store, &format!("user-{i}"), &c.kc.issuer()).await;
         // As the API and the CLI do: B learns the new hash (`new:`), so 100
         // fresh tokens in a burst do not depend on B's unknown-hash budget.
         c.a.revoker.announce_created(&rec).await;
@@ -79,7 +80,7 @@ async fn redis_down_revocation_arrives_by_resync_and_the_bus_recovers() {
     let mut c = Cluster::start("500ms", "").await;
     let store = c.store();
     let mut b = client(c.b.grpc_addr).await;
-    let (raw, rec) = create_pat(&store, "rita").await;
+    let (raw, rec) = create_pat(&store, "rita", &c.kc.issuer()).await;
     let req = Req::get("/").bearer(&raw).build();
     allowed(&b.check(req.clone()).await.unwrap().into_inner());
 
@@ -123,7 +124,7 @@ async fn redis_down_revocation_arrives_by_resync_and_the_bus_recovers() {
     c.redis.restart().await;
     c.wait_subscribed().await;
     let before = c.b.revoker.bus().received();
-    let (raw2, rec2) = create_pat(&store, "rita").await;
+    let (raw2, rec2) = create_pat(&store, "rita", &c.kc.issuer()).await;
     let req2 = Req::get("/").bearer(&raw2).build();
     allowed(&b.check(req2.clone()).await.unwrap().into_inner());
     let t0 = Instant::now();
@@ -147,7 +148,7 @@ async fn reconnecting_to_redis_resyncs_at_once() {
     // A long interval: only the reconnect kick can deliver the lost message.
     let mut c = Cluster::start("60s", "").await;
     let mut b = client(c.b.grpc_addr).await;
-    let (raw, rec) = create_pat(&c.store(), "kim").await;
+    let (raw, rec) = create_pat(&c.store(), "kim", &c.kc.issuer()).await;
     let req = Req::get("/").bearer(&raw).build();
     allowed(&b.check(req.clone()).await.unwrap().into_inner());
     c.redis.stop();
@@ -177,8 +178,8 @@ async fn postgres_down_cached_allowed_uncached_503_and_recovers() {
     let mut c = Cluster::start("500ms", "").await;
     let store = c.store();
     let mut b = client(c.b.grpc_addr).await;
-    let (cached, cached_rec) = create_pat(&store, "pete").await;
-    let (uncached, uncached_rec) = create_pat(&store, "pete").await;
+    let (cached, cached_rec) = create_pat(&store, "pete", &c.kc.issuer()).await;
+    let (uncached, uncached_rec) = create_pat(&store, "pete", &c.kc.issuer()).await;
     let cached_req = Req::get("/").bearer(&cached).build();
     let uncached_req = Req::get("/").bearer(&uncached).build();
     allowed(&b.check(cached_req.clone()).await.unwrap().into_inner());
@@ -302,6 +303,40 @@ async fn sid_deny_list_via_the_cli_reaches_every_replica() {
         code(&b.check(reqs[2].clone()).await.unwrap().into_inner()),
         0
     );
+    // `revoke-jwt --jti` too; each is an audit event naming the operator
+    // and the claim value, never a token.
+    let cli = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
+        "portcullis",
+        "revoke-jwt",
+        "--config",
+        file.to_str().unwrap(),
+        "--jti",
+        "jti-7",
+        "--until",
+        "1h",
+    ])
+    .unwrap();
+    assert_eq!(portcullis::cli::run(cli).await.unwrap(), 0);
+    let q = EventQuery {
+        event: Some("jwt.revoked".into()),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let evs = c.store().events(&q).await.unwrap();
+    let denied: Vec<&Value> = evs.iter().map(|e| &e.data["denied"]).collect();
+    assert_eq!(
+        denied,
+        [
+            &json!({"kind": "jti", "value": "jti-7"}),
+            &json!({"kind": "sid", "value": "session-1"})
+        ]
+    );
+    for e in &evs {
+        assert_eq!(e.actor.kind, ActorKind::Cli, "{e:?}");
+        assert_eq!(e.data["reason"], "cli");
+        assert_eq!((e.owner_issuer.as_str(), e.owner_id.as_str()), ("", ""));
+        assert!(e.data["until"].is_string(), "{e:?}");
+    }
     // --jti needs --until (the token's exp).
     let e = <portcullis::cli::Cli as clap::Parser>::try_parse_from([
         "portcullis",

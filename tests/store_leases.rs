@@ -4,13 +4,19 @@
 //! nor hold a delivery for an hour after it died. The replicas' clocks are
 //! the `now` each passes in (the dispatcher's injectable clock).
 //!
-//! SQLite is not tested here: it is one host, so one clock.
+//! SQLite is one host, so one clock: its delivery leases are not tested
+//! here.
+//!
+//! The owner sync's lease (`sync_leases`, `Store::take_lease`) is tested on
+//! both backends: one holder at a time, renewal, release, takeover once it
+//! runs out (SQLite: by the `now` passed in; Postgres: by its own clock).
 
 use std::time::Duration;
 
 use portcullis::store::{HookFilter, Store};
 use portcullis_testkit::eventually;
-use portcullis_testkit::store_suite::{now, run_pg, secs, setup, token};
+use portcullis_testkit::store_suite;
+use portcullis_testkit::store_suite::{now, run_pg, run_sqlite, secs, setup, token};
 
 fn hooks() -> Vec<HookFilter> {
     vec![HookFilter {
@@ -90,4 +96,114 @@ async fn postgres_lease_of_a_replica_behind_is_not_cut_short() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lease_of_a_replica_ahead_is_not_stretched() {
     run_pg(ahead).await;
+}
+
+const LEASE: &str = "owner_sync:https://kc.example/realms/a";
+
+async fn take(store: &Store, holder: &str, at: chrono::DateTime<chrono::Utc>, len: i64) -> bool {
+    store
+        .take_lease(LEASE, holder, at, at + secs(len))
+        .await
+        .expect("take_lease")
+}
+
+/// One holder at a time; the holder renews; another issuer's lease is
+/// another lease; a release by someone else does nothing, the holder's
+/// frees it at once.
+async fn one_holder_at_a_time(store: Store) {
+    setup(&store).await;
+    let n = now();
+    assert!(take(&store, "a", n, 30).await);
+    assert!(!take(&store, "b", n, 30).await, "b took a's lease");
+    assert!(
+        take(&store, "a", n + secs(10), 30).await,
+        "a could not renew"
+    );
+    assert!(!take(&store, "b", n + secs(10), 30).await);
+    let other = store
+        .take_lease(
+            "owner_sync:https://kc.example/realms/b",
+            "b",
+            n,
+            n + secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(other, "b could not take another issuer's lease");
+    store.release_lease(LEASE, "b").await.unwrap();
+    assert!(
+        !take(&store, "b", n, 30).await,
+        "b's release freed a's lease"
+    );
+    store.release_lease(LEASE, "a").await.unwrap();
+    assert!(
+        take(&store, "b", n, 30).await,
+        "a's release did not free it"
+    );
+    assert!(!take(&store, "a", n, 30).await);
+}
+
+/// Replicas racing for a free lease: exactly one gets it.
+async fn racing_replicas_get_one_lease(store: Store) {
+    setup(&store).await;
+    let n = now();
+    let tries = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { take(&store, &format!("r{i}"), n, 30).await })
+    });
+    let mut won = 0;
+    for t in tries {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+store_suite!(one_holder_at_a_time, racing_replicas_get_one_lease);
+
+/// SQLite: the lease runs out by the clock the replicas pass in (one host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sync_lease_runs_out_by_the_clock_passed_in() {
+    run_sqlite(|store| async move {
+        setup(&store).await;
+        let n = now();
+        assert!(take(&store, "a", n, 30).await);
+        assert!(!take(&store, "b", n + secs(29), 30).await);
+        assert!(take(&store, "b", n + secs(31), 30).await, "no takeover");
+        assert!(!take(&store, "a", n + secs(32), 30).await, "a kept it");
+    })
+    .await;
+}
+
+/// Postgres: the lease runs on the database's clock. A holder whose clock
+/// is an hour behind keeps its 30 s lease; one an hour ahead that takes 1 s
+/// and dies is replaced once that second has passed, not in an hour.
+async fn pg_sync_lease(store: Store) {
+    setup(&store).await;
+    let late = now() - secs(3600);
+    assert!(take(&store, "a", late, 30).await);
+    assert!(
+        !take(&store, "b", now(), 30).await,
+        "a's lease looked expired to b"
+    );
+    store.release_lease(LEASE, "a").await.unwrap();
+    let early = now() + secs(3600);
+    assert!(take(&store, "a", early, 1).await);
+    assert!(!take(&store, "b", now(), 30).await);
+    eventually(
+        Duration::from_secs(15),
+        "a's 1 s lease runs out",
+        || async {
+            if take(&store, "b", now(), 30).await {
+                Ok(())
+            } else {
+                Err("still a's")
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sync_lease_runs_on_the_database_clock() {
+    run_pg(pg_sync_lease).await;
 }

@@ -23,7 +23,7 @@ store_suite!(
 async fn migrate_idempotent(store: Store) {
     assert_eq!(
         store.migrate().await.expect("first"),
-        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     );
     assert_eq!(store.migrate().await.expect("second"), Vec::<u32>::new());
     assert_eq!(store.migrate().await.expect("third"), Vec::<u32>::new());

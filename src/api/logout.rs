@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -25,10 +26,11 @@ use axum::routing::post;
 use chrono::{TimeDelta, Utc};
 use moka::sync::Cache;
 
+use super::limits::PeerAddr;
 use crate::authz::Engine;
 use crate::jwt::{LogoutToken, LogoutTokenError};
 use crate::revocation::Revoker;
-use crate::store::{LogoutKind, LogoutMark};
+use crate::store::{Actor, ActorKind, Cause, LogoutClaims, LogoutKind, LogoutMark};
 
 /// The endpoint's path (a public contract).
 pub const PATH: &str = "/backchannel-logout";
@@ -123,6 +125,7 @@ fn bad_form(description: &str) -> Response {
 
 async fn backchannel_logout(
     State(st): State<LogoutState>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -158,7 +161,27 @@ async fn backchannel_logout(
         return refused(&LogoutTokenError::Claims("neither sid nor sub is present"));
     };
     let kind = mark.kind.as_str();
-    if let Err(e) = st.revoker.logout(mark).await {
+    // Audit: the issuer acted (its verified logout token), from this address.
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let cause = Cause {
+        actor: Actor {
+            kind: ActorKind::Idp,
+            issuer: lt.issuer.to_string(),
+            client_addr: engine.client_addrs().http(&xff, peer.map(|p| p.0.0)),
+            ..Actor::default()
+        },
+        reason: "backchannel_logout",
+    };
+    let claims = LogoutClaims {
+        sub: lt.sub.clone(),
+        sid: lt.sid.clone(),
+        jti: Some(lt.jti.clone()),
+    };
+    if let Err(e) = st.revoker.logout(mark, &claims, &cause).await {
         // Nothing was recorded: let a retry of the same token through.
         st.replay.invalidate(&key);
         tracing::warn!(error = %e, "recording a back-channel logout failed; answering 503");

@@ -208,7 +208,15 @@ impl Engine {
     /// re-enabled), a deleted owner's too (their revocation follows), and a
     /// PAT's scopes are cut to what its owner holds now. One in-memory
     /// lookup; an owner not synced (yet) leaves the PAT as it is.
+    ///
+    /// First of all, the owner's issuer must still be configured
+    /// ([`Engine::owner_issuer_trusted`]): removing an issuer from `issuers`
+    /// (reload or restart) cuts off its users' PATs.
+    /// An unowned pre-0004 row (empty issuer) is not attributable and passes.
     fn follow_owner(&self, rec: &PatGrant, mut id: Identity) -> Result<Arc<Identity>, Denial> {
+        if !rec.user_issuer.is_empty() && !self.owner_issuer_trusted(&rec.user_issuer) {
+            return Err(PatRejection::OwnerIssuerRemoved.into());
+        }
         let Some(owner) = self.pats.owners().get(&rec.user_issuer, &rec.user_id) else {
             return Ok(Arc::new(id));
         };

@@ -147,6 +147,7 @@ impl Engine {
             surface: Arc::new(surface),
             dpop: shared.dpop,
             client_addrs: Arc::new(crate::audit::ClientAddrs::from_config(cfg.audit)),
+            owner_issuers: cfg.pat.owner_issuers.clone().into(),
         })
     }
 

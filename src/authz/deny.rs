@@ -52,6 +52,10 @@ impl From<PatRejection> for Denial {
             PatRejection::OwnerDisabled => {
                 Denial::unauthenticated("invalid_token", "owner disabled")
             }
+            PatRejection::OwnerIssuerRemoved => Denial::unauthenticated(
+                "invalid_token",
+                "token owner's issuer is no longer trusted",
+            ),
         }
     }
 }

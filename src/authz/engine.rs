@@ -50,6 +50,8 @@ pub struct Engine {
     /// How the token API finds a caller's address (`audit.trusted_proxies`
     /// and the hop counts).
     pub(super) client_addrs: Arc<crate::audit::ClientAddrs>,
+    /// `pat.owner_issuers`: owner issuers trusted besides the JWT issuers.
+    pub(super) owner_issuers: Arc<[String]>,
 }
 
 /// The outcome of one Check: the decision, and where the request landed.
@@ -86,6 +88,13 @@ fn default_label() -> Label {
 // === impl Engine ===
 
 impl Engine {
+    /// Whether PATs owned by a user of `issuer` may authenticate: it is a
+    /// configured JWT issuer (or the dev issuer) or in `pat.owner_issuers`.
+    /// An issuer removed from the config (reload or restart) is neither.
+    pub fn owner_issuer_trusted(&self, issuer: &str) -> bool {
+        self.verifier.trusts(issuer) || self.owner_issuers.iter().any(|i| i == issuer)
+    }
+
     /// Decides one request. Never fails: every error is a denial.
     pub async fn decide(&self, req: &RequestView<'_>) -> Checked<'_> {
         fn deny(d: Denial, label: Label, route: Option<&Route>) -> Checked<'_> {

@@ -233,12 +233,30 @@ pub(super) async fn create(a: CreateArgs) -> anyhow::Result<i32> {
 pub(super) async fn list(a: AdminListArgs) -> anyhow::Result<i32> {
     let o = a.owner;
     let cfg = o.cfg.load()?;
-    let issuer = owner_issuer(o.issuer, &configured_issuers(&o.cfg, &cfg))?;
+    let configured = configured_issuers(&o.cfg, &cfg);
+    let issuer = owner_issuer(o.issuer, &configured)?;
     let store = open_store(&cfg).await?;
     let tokens = store.list_for_user(&issuer, &o.user).await?;
+    // As Check decides (`Engine::owner_issuer_trusted`): listed anyway, so
+    // the operator can revoke what a removed issuer's users still hold.
+    let trusted = |i: &str| {
+        configured
+            .iter()
+            .chain(&cfg.pat.owner_issuers)
+            .any(|c| c == i)
+    };
+    if !tokens.is_empty() && !trusted(&issuer) {
+        eprintln!(
+            "note: issuer {issuer} is not configured (issuers, pat.owner_issuers): Check refuses \
+             these tokens until it is added back; `admin token revoke-all` revokes them"
+        );
+    }
     if a.json {
         let now = Utc::now();
-        let views: Vec<TokenView> = tokens.iter().map(|t| TokenView::of(t, now)).collect();
+        let views: Vec<TokenView> = tokens
+            .iter()
+            .map(|t| TokenView::of(t, now).flag_issuer(trusted))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         print!("{}", table(&tokens));

@@ -75,7 +75,9 @@ pub async fn run(a: RevokeJwtArgs) -> anyhow::Result<i32> {
     };
     let store = super::admin_token::open_store(&cfg).await?;
     let revoker = super::admin_token::revoker_for(&cfg, store).await?;
-    revoker.deny_jwt(kind, &value, until).await?;
+    revoker
+        .deny_jwt_by(kind, &value, until, &super::audit::cli_cause())
+        .await?;
     println!(
         "deny-listed {} {value} until {}",
         kind.as_str(),

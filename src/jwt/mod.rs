@@ -295,6 +295,12 @@ impl Verifier {
         self.issuers.keys().map(String::as_str)
     }
 
+    /// Whether `issuer` is configured (PATs of a removed issuer's users are
+    /// refused: their owner can no longer be vouched for).
+    pub fn trusts(&self, issuer: &str) -> bool {
+        self.issuers.contains_key(issuer)
+    }
+
     pub fn ready(&self) -> bool {
         self.issuers.values().all(|rt| rt.keys.is_ready())
     }

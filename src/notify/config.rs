@@ -205,7 +205,7 @@ impl NotifyConfig {
                 p.check(event_pattern_ok(e), &format!("{at}.events[{j}]"), || {
                     let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
                     format!(
-                        "unknown event {e:?}; accepted: *, token.*, owner.*, {}",
+                        "unknown event {e:?}; accepted: *, token.*, owner.*, jwt.*, {}",
                         names.join(", ")
                     )
                 });

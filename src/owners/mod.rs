@@ -13,21 +13,29 @@
 //! Keycloak unreachable (or refusing the service account): the pass stops,
 //! every owner keeps their last known state (nobody is suspended because
 //! Keycloak is down), `portcullis_owner_sync_staleness_seconds` grows, and
-//! past `max_staleness` every pass logs an error. Every replica runs the
-//! sync (one pass per replica per interval); writes are idempotent.
+//! past `max_staleness` every pass logs an error.
+//!
+//! One replica at a time syncs an issuer: a pass starts by taking or
+//! renewing the store lease `owner_sync:<issuer>` (`sync_leases`, for
+//! `pat.owner_sync.lease`, renewed again every `interval` within a long
+//! pass). The other replicas stand by (nothing read from Keycloak) and learn
+//! the results through the resync loop and bus hints; when the holder dies
+//! its lease runs out and the next replica to try takes over. A holder
+//! shutting down gives the lease up. Writes stay idempotent, so a pass that
+//! outlives its lease only repeats work.
 
 pub mod keycloak;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::jwt::ScopeSourceConfig;
 use crate::pat::{OwnerSyncConfig, PatValidator};
 use crate::revocation::Revoker;
-use crate::store::{OwnerRecord, OwnerState, StoreError};
+use crate::store::{OwnerRecord, OwnerState, Store, StoreError};
 use keycloak::{Admin, AdminError, UserRead};
 
 /// Why a pass stopped early (states are kept).
@@ -39,8 +47,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// This replica holds the lease and read every owner; how many changed.
+    Synced(usize),
+    /// Another replica holds the lease: nothing was read from Keycloak.
+    Standby,
+}
+
 /// The owner sync of one replica.
 pub struct OwnerSync {
+    /// This replica's name on the lease (host, pid, random).
+    holder: String,
     cfg: OwnerSyncConfig,
     scopes: ScopeSourceConfig,
     /// Client ids whose roles count (`client_roles:<id>` sources).
@@ -50,6 +69,8 @@ pub struct OwnerSync {
     revoker: Revoker,
     /// Last pass that read every owner (or the start).
     last_success: Instant,
+    /// This replica held the lease at its last pass.
+    held: bool,
 }
 
 impl OwnerSync {
@@ -66,7 +87,14 @@ impl OwnerSync {
             .filter_map(|s| s.strip_prefix("client_roles:"))
             .map(str::to_owned)
             .collect();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "portcullis".into());
+        let holder = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         Ok(OwnerSync {
+            holder,
             admin: Admin::new(&cfg)?,
             cfg,
             scopes,
@@ -74,16 +102,35 @@ impl OwnerSync {
             pats,
             revoker,
             last_success: Instant::now(),
+            held: false,
         })
     }
 
-    /// One pass over the owners of active PATs; returns how many changed.
-    pub async fn once(&mut self) -> Result<usize, SyncError> {
+    /// This replica's name on the lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// One pass over the owners of active PATs, if this replica holds (or
+    /// can take) the lease.
+    pub async fn once(&mut self) -> Result<Pass, SyncError> {
         let issuer = self.cfg.issuer.clone();
         let store = self.pats.store().clone();
+        if !self.renew(&store).await? {
+            return Ok(Pass::Standby);
+        }
+        let mut renewed = Instant::now();
         let owners = store.active_owners(&issuer, Utc::now()).await?;
         let mut changed = 0;
         for user in owners {
+            // A long pass keeps its lease, so no second replica starts one.
+            if renewed.elapsed() >= self.cfg.interval {
+                if !self.renew(&store).await? {
+                    tracing::warn!("PAT owner sync lease lost mid-pass; another replica continues");
+                    return Ok(Pass::Standby);
+                }
+                renewed = Instant::now();
+            }
             let read = self.admin.read_user(&user, &self.clients).await?;
             let rec = self.record(&issuer, user, read);
             if store.put_owner(&rec).await? {
@@ -92,7 +139,30 @@ impl OwnerSync {
             }
         }
         self.last_success = Instant::now();
-        Ok(changed)
+        Ok(Pass::Synced(changed))
+    }
+
+    /// Takes or renews the lease for `pat.owner_sync.lease`; false while
+    /// another replica holds it.
+    async fn renew(&self, store: &Store) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let lease = TimeDelta::from_std(self.cfg.lease()).unwrap_or(TimeDelta::MAX);
+        let until = now.checked_add_signed(lease).unwrap_or(now);
+        store
+            .take_lease(&self.cfg.lease_name(), &self.holder, now, until)
+            .await
+    }
+
+    /// Gives the lease up (shutdown), so another replica need not wait for
+    /// it to run out.
+    pub async fn release(&self) {
+        let store = self.pats.store();
+        if let Err(e) = store
+            .release_lease(&self.cfg.lease_name(), &self.holder)
+            .await
+        {
+            tracing::warn!(error = %e, "could not give up the PAT owner sync lease; it runs out by itself");
+        }
     }
 
     fn record(&self, issuer: &str, user_id: String, read: UserRead) -> OwnerRecord {
@@ -156,7 +226,10 @@ impl OwnerSync {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.release().await;
+                    return;
+                }
                 _ = tick.tick() => {}
             }
             let result = self.once().await;
@@ -164,8 +237,16 @@ impl OwnerSync {
         }
     }
 
-    fn report(&self, result: Result<usize, SyncError>) {
+    fn report(&mut self, result: Result<Pass, SyncError>) {
         let m = crate::metrics::global();
+        if let Ok(Pass::Standby) = result {
+            // Not this replica's job: the leaseholder reports its staleness
+            // (counted from now should this replica take over).
+            self.last_success = Instant::now();
+            m.owner_sync_standby(std::mem::take(&mut self.held));
+            return;
+        }
+        self.held = true;
         let stale = self.staleness();
         m.owner_sync(result.is_ok(), stale);
         if let Err(e) = &result {

@@ -64,6 +64,13 @@ pub struct PatConfig {
     /// new). Checked once per `last_used_flush` with the latest address.
     /// Default false.
     pub new_ip_events: bool,
+    /// Owner issuers PATs may belong to besides `issuers[].issuer` (and the
+    /// dev issuer): for PATs created with `admin token create --issuer X`
+    /// where no JWT issuer X is configured (a PAT-only deployment). A PAT
+    /// whose owner's issuer is in neither list is refused (401 `token
+    /// owner's issuer is no longer trusted`), so removing an issuer cuts
+    /// off its users' PATs. Default empty.
+    pub owner_issuers: Vec<String>,
 }
 
 impl std::fmt::Debug for PatConfig {
@@ -88,6 +95,7 @@ impl std::fmt::Debug for PatConfig {
             .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
             .field("owner_sync", &self.owner_sync)
             .field("new_ip_events", &self.new_ip_events)
+            .field("owner_issuers", &self.owner_issuers)
             .finish()
     }
 }
@@ -179,6 +187,7 @@ impl Default for PatConfig {
             hash_key: None,
             owner_sync: None,
             new_ip_events: false,
+            owner_issuers: Vec::new(),
         }
     }
 }
@@ -253,6 +262,11 @@ impl PatConfig {
             });
         }
         self.validate_issuer(&mut p);
+        for i in &self.owner_issuers {
+            p.check(!i.trim().is_empty(), "pat.owner_issuers", || {
+                "entries must not be empty; accepted: an issuer (`iss`) string".into()
+            });
+        }
         if let Some(o) = &self.owner_sync {
             o.validate(&mut p);
         }

@@ -44,6 +44,17 @@ pub struct OwnerSyncConfig {
     /// up to `/realms/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keycloak_url: Option<String>,
+    /// How long the replica that syncs holds the store lease
+    /// (`sync_leases`, `owner_sync:<issuer>`): one replica syncs at a time,
+    /// renewing every pass; the others wait and learn the results through
+    /// the resync loop. A replica that dies is replaced once its lease runs
+    /// out. Must exceed `interval`. Default: 3 × `interval`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease: Option<Duration>,
 }
 
 fn default_interval() -> Duration {
@@ -66,6 +77,7 @@ impl std::fmt::Debug for OwnerSyncConfig {
             )
             .field("max_staleness", &self.max_staleness)
             .field("keycloak_url", &self.keycloak_url)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -80,6 +92,16 @@ impl OwnerSyncConfig {
         }
         let base = self.keycloak_url.as_deref().unwrap_or(base);
         Some((base.trim_end_matches('/').to_owned(), realm.to_owned()))
+    }
+
+    /// `lease`, or its default (3 × `interval`).
+    pub fn lease(&self) -> Duration {
+        self.lease.unwrap_or(self.interval.saturating_mul(3))
+    }
+
+    /// The store lease's name: one sync per issuer at a time.
+    pub fn lease_name(&self) -> String {
+        format!("owner_sync:{}", self.issuer)
     }
 
     /// Range and shape checks of `pat.owner_sync.*`.
@@ -114,6 +136,11 @@ impl OwnerSyncConfig {
             "pat.owner_sync.max_staleness",
             || "must be at least pat.owner_sync.interval".into(),
         );
+        p.check(self.lease() > self.interval, "pat.owner_sync.lease", || {
+            "must be longer than pat.owner_sync.interval (the holder renews it every pass); \
+                 default 3 x interval"
+                .into()
+        });
         if let Some(u) = &self.keycloak_url {
             p.check(
                 u.starts_with("http://") || u.starts_with("https://"),
@@ -226,7 +253,9 @@ mod tests {
             client_secret: Some("s".into()),
             max_staleness: default_max_staleness(),
             keycloak_url: None,
+            lease: None,
         };
+        assert_eq!(c.lease(), default_interval() * 3);
         assert_eq!(
             c.keycloak(),
             Some(("https://kc.example.org".into(), "main".into()))
@@ -239,11 +268,16 @@ mod tests {
         let mut p = Problems::default();
         c.issuer = "https://kc.example.org/x".into();
         c.client_secret = None;
+        c.lease = Some(c.interval);
         c.validate(&mut p);
         let keys: Vec<String> = p.into_vec().into_iter().map(|e| e.key).collect();
         assert_eq!(
             keys,
-            ["pat.owner_sync.issuer", "pat.owner_sync.client_secret"]
+            [
+                "pat.owner_sync.issuer",
+                "pat.owner_sync.client_secret",
+                "pat.owner_sync.lease"
+            ]
         );
     }
 }

@@ -56,6 +56,11 @@ pub enum PatRejection {
     /// Its owner is disabled in Keycloak (`pat.owner_sync`): suspended.
     #[error("owner disabled")]
     OwnerDisabled,
+    /// Its owner's issuer (`user_issuer`) is no longer in `issuers`: an
+    /// operator removed the realm, so nobody vouches for the owner any more.
+    /// Adding the issuer back restores the token.
+    #[error("owner's issuer is not configured")]
+    OwnerIssuerRemoved,
 }
 
 #[derive(Debug, Clone)]

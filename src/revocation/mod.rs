@@ -34,7 +34,7 @@ pub use resync::Resync;
 use crate::config_error::{ConfigError, Problems};
 use crate::pat::PatValidator;
 use crate::store::{
-    Cause, DenylistKind, LogoutMark, OwnerRecord, StoreError, TokenKind, TokenRecord,
+    Cause, DenylistKind, LogoutClaims, LogoutMark, OwnerRecord, StoreError, TokenKind, TokenRecord,
 };
 
 /// Default Redis channel.
@@ -266,12 +266,26 @@ impl Revoker {
     }
 
     /// Deny-lists JWTs by `jti` or `sid` until `until`: store, then this
-    /// replica's deny set, then the bus.
+    /// replica's deny set, then the bus (cause [`Cause::unspecified`];
+    /// product paths use [`Revoker::deny_jwt_by`]).
     pub async fn deny_jwt(
         &self,
         kind: DenylistKind,
         value: &str,
         until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.deny_jwt_by(kind, value, until, &Cause::unspecified())
+            .await
+    }
+
+    /// [`Revoker::deny_jwt`], recording `cause` with its `jwt.revoked`
+    /// audit event (written with the deny-list entry, one transaction).
+    pub async fn deny_jwt_by(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        until: DateTime<Utc>,
+        cause: &Cause,
     ) -> Result<(), StoreError> {
         if !bus::valid_value(value) {
             return Err(StoreError::Other(format!(
@@ -280,7 +294,10 @@ impl Revoker {
                 bus::MAX_VALUE_LEN
             )));
         }
-        self.pats.store().deny_jwt(kind, value, until).await?;
+        self.pats
+            .store()
+            .deny_jwt_by(kind, value, until, cause)
+            .await?;
         let exp = until.timestamp();
         self.deny.insert(kind, value, exp, Utc::now().timestamp());
         tracing::info!(kind = kind.as_str(), value, until = %until, "JWT deny-listed");
@@ -294,10 +311,19 @@ impl Revoker {
         Ok(())
     }
 
-    /// Records a back-channel logout: store, then this replica's marks,
-    /// then the bus.
-    pub async fn logout(&self, mark: LogoutMark) -> Result<(), StoreError> {
-        self.pats.store().mark_logout(&mark).await?;
+    /// Records a back-channel logout: store (with its `jwt.logged_out`
+    /// audit event: what the logout token said in `claims`, who sent it in
+    /// `cause`), then this replica's marks, then the bus.
+    pub async fn logout(
+        &self,
+        mark: LogoutMark,
+        claims: &LogoutClaims,
+        cause: &Cause,
+    ) -> Result<(), StoreError> {
+        self.pats
+            .store()
+            .mark_logout_by(&mark, claims, cause)
+            .await?;
         let now = Utc::now().timestamp();
         self.deny.logout().apply(std::slice::from_ref(&mark), now);
         tracing::info!(

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::events::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
-    EventRecord, HookFilter,
+    EventRecord, HookFilter, LogoutClaims,
 };
 use super::{
     Cause, DenyEntry, DenyKeyset, DenylistKind, HashAt, LogoutKeyset, LogoutMark, NewToken,
@@ -158,6 +158,28 @@ pub trait TokenStore: Send + Sync + 'static {
             "this store does not support jwt_denied_since".into(),
         ))
     }
+    /// [`TokenStore::deny_jwt`] and its `jwt.revoked` event, in one
+    /// transaction. The default refuses.
+    async fn deny_jwt_by(
+        &self,
+        _kind: DenylistKind,
+        _value: &str,
+        _expires_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        _cause: &Cause,
+    ) -> Result<()> {
+        unsupported("deny_jwt_by")
+    }
+    /// [`TokenStore::mark_logout`] and its `jwt.logged_out` event, in one
+    /// transaction. The default refuses.
+    async fn mark_logout_by(
+        &self,
+        _mark: &LogoutMark,
+        _claims: &LogoutClaims,
+        _cause: &Cause,
+    ) -> Result<()> {
+        unsupported("mark_logout_by")
+    }
     /// Writes a back-channel logout mark (upsert keeping the later
     /// `not_before` and `expires_at`). The default refuses.
     async fn mark_logout(&self, _mark: &LogoutMark) -> Result<()> {
@@ -206,6 +228,29 @@ pub trait TokenStore: Send + Sync + 'static {
     /// (a new owner counts as changed). A move to disabled writes
     /// `owner.suspended`, back to enabled `owner.reinstated`, in the same
     /// transaction. The default refuses.
+    /// Takes or renews the lease `name` for `holder` until `lease_until`,
+    /// when it is free, run out (by `now`) or already `holder`'s; true when
+    /// `holder` holds it afterwards. Postgres takes only the length
+    /// (`lease_until - now`) and sets and compares on its own clock; SQLite
+    /// is one host and uses `now`.
+    async fn take_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _now: DateTime<Utc>,
+        _lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        Err(StoreError::Other(
+            "this store does not support take_lease".into(),
+        ))
+    }
+    /// Ends `holder`'s lease `name` at once (a replica shutting down), so
+    /// another replica need not wait for it to run out.
+    async fn release_lease(&self, _name: &str, _holder: &str) -> Result<()> {
+        Err(StoreError::Other(
+            "this store does not support release_lease".into(),
+        ))
+    }
     async fn put_owner(&self, _owner: &OwnerRecord) -> Result<bool> {
         Err(StoreError::Other(
             "this store does not support put_owner".into(),

@@ -14,6 +14,10 @@ use uuid::Uuid;
 
 use super::{OwnerRecord, TokenRecord};
 
+#[path = "events_jwt.rs"]
+mod jwt;
+pub use jwt::{LogoutClaims, jwt_revoked_event, logged_out_event};
+
 /// What happened. The names are the public event names (webhook `type`,
 /// audit `event`, `notify.webhooks[].events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -38,11 +42,15 @@ pub enum EventKind {
     OwnerSuspended,
     #[serde(rename = "owner.reinstated")]
     OwnerReinstated,
+    #[serde(rename = "jwt.revoked")]
+    JwtRevoked,
+    #[serde(rename = "jwt.logged_out")]
+    JwtLoggedOut,
 }
 
 impl EventKind {
     /// Every kind, in documentation order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::TokenCreated,
         EventKind::TokenRotated,
         EventKind::TokenRevoked,
@@ -53,6 +61,8 @@ impl EventKind {
         EventKind::TokenNewIp,
         EventKind::OwnerSuspended,
         EventKind::OwnerReinstated,
+        EventKind::JwtRevoked,
+        EventKind::JwtLoggedOut,
     ];
 
     /// The public name, e.g. `token.created`.
@@ -68,6 +78,8 @@ impl EventKind {
             EventKind::TokenNewIp => "token.new_ip",
             EventKind::OwnerSuspended => "owner.suspended",
             EventKind::OwnerReinstated => "owner.reinstated",
+            EventKind::JwtRevoked => "jwt.revoked",
+            EventKind::JwtLoggedOut => "jwt.logged_out",
         }
     }
 
@@ -91,6 +103,9 @@ pub enum ActorKind {
     Cli,
     /// A secret scanner through `POST /api/v1/tokens/revoke-leaked` with the shared secret.
     Scanner,
+    /// An identity provider through `POST /backchannel-logout` (a verified
+    /// logout token; `issuer` is its `iss`).
+    Idp,
     /// portcullis itself (expiry, owner sync, reuse detection).
     #[default]
     System,
@@ -105,6 +120,7 @@ impl ActorKind {
             ActorKind::Pat => "pat",
             ActorKind::Cli => "cli",
             ActorKind::Scanner => "scanner",
+            ActorKind::Idp => "idp",
             ActorKind::System => "system",
         }
     }
@@ -117,6 +133,7 @@ impl ActorKind {
             "pat" => ActorKind::Pat,
             "cli" => ActorKind::Cli,
             "scanner" => ActorKind::Scanner,
+            "idp" => ActorKind::Idp,
             _ => ActorKind::System,
         }
     }

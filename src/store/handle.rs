@@ -277,6 +277,21 @@ impl Store {
             .await
     }
 
+    /// [`Store::deny_jwt`], recording its `jwt.revoked` event with `cause`.
+    pub async fn deny_jwt_by(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        cause: &super::Cause,
+    ) -> Result<()> {
+        let now = Utc::now();
+        let write = self
+            .backend
+            .deny_jwt_by(kind, value, expires_at, now, cause);
+        self.wrote(self.call(write).await)
+    }
+
     /// Is there an unexpired deny-list entry for this `jti` or `sid`?
     pub async fn is_jwt_denied(
         &self,
@@ -312,6 +327,24 @@ impl Store {
         self.wrote(self.call(self.backend.put_owner(owner)).await)
     }
 
+    /// Takes or renews a lease (see [`TokenStore::take_lease`]): true when
+    /// `holder` holds `name` until `lease_until` (Postgres: its own clock).
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.call(self.backend.take_lease(name, holder, now, lease_until))
+            .await
+    }
+
+    /// Ends `holder`'s lease `name`, if it still holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.call(self.backend.release_lease(name, holder)).await
+    }
+
     /// One owner's stored state.
     pub async fn owner(&self, issuer: &str, user_id: &str) -> Result<Option<OwnerRecord>> {
         self.call(self.backend.owner(issuer, user_id)).await
@@ -320,6 +353,18 @@ impl Store {
     /// Writes a back-channel logout mark (upsert; see [`LogoutMark`]).
     pub async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
         self.call(self.backend.mark_logout(mark)).await
+    }
+
+    /// [`Store::mark_logout`], recording its `jwt.logged_out` event (what
+    /// the logout token said in `claims`, who sent it in `cause`).
+    pub async fn mark_logout_by(
+        &self,
+        mark: &LogoutMark,
+        claims: &super::events::LogoutClaims,
+        cause: &super::Cause,
+    ) -> Result<()> {
+        let write = self.backend.mark_logout_by(mark, claims, cause);
+        self.wrote(self.call(write).await)
     }
 
     /// Unexpired logout marks of `issuer` naming this `sid` or `sub`.

@@ -42,7 +42,8 @@ pub use backend::TokenStore;
 pub use config::{StoreConfig, StoreKind, redact_url};
 pub use events::{
     Actor, ActorKind, AttemptOutcome, Cause, ClaimedDelivery, DeliveryCounts, DeliveryQuery,
-    DeliveryRecord, DeliveryState, EventKind, EventQuery, EventRecord, HookFilter, NewEvent,
+    DeliveryRecord, DeliveryState, EventKind, EventQuery, EventRecord, HookFilter, LogoutClaims,
+    NewEvent,
 };
 pub use handle::Store;
 pub use page::{DenyKeyset, HashAt, Keyset, LogoutKeyset, OwnerKeyset, PatKeyset};
@@ -113,5 +114,11 @@ pub const MIGRATIONS: &[(u32, &str, &str, &str)] = &[
         "resync_keysets",
         include_str!("migrations/sqlite/0010_resync_keysets.sql"),
         include_str!("migrations/postgres/0010_resync_keysets.sql"),
+    ),
+    (
+        11,
+        "sync_leases",
+        include_str!("migrations/sqlite/0011_sync_leases.sql"),
+        include_str!("migrations/postgres/0011_sync_leases.sql"),
     ),
 ];

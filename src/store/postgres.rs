@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::events::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
-    EventRecord, HookFilter,
+    EventRecord, HookFilter, LogoutClaims,
 };
 use super::row::{self, COLS, Columns, Param, hash32, sort_newest_first};
 use super::{
@@ -358,7 +358,20 @@ impl TokenStore for PgStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.deny_jwt_sql(kind, value, expires_at, now).await
+        self.deny_jwt_sql(kind, value, expires_at, now, None).await
+    }
+
+    async fn deny_jwt_by(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<()> {
+        let event = super::events::jwt_revoked_event(kind, value, expires_at, cause, now);
+        self.deny_jwt_sql(kind, value, expires_at, now, Some(&event))
+            .await
     }
 
     async fn is_jwt_denied(
@@ -434,7 +447,17 @@ impl TokenStore for PgStore {
     }
 
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
-        self.put_logout_mark(mark).await
+        self.put_logout_mark(mark, None).await
+    }
+
+    async fn mark_logout_by(
+        &self,
+        mark: &LogoutMark,
+        claims: &LogoutClaims,
+        cause: &Cause,
+    ) -> Result<()> {
+        let event = super::events::logged_out_event(mark, claims, cause, mark.changed_at);
+        self.put_logout_mark(mark, Some(&event)).await
     }
 
     async fn logout_marks_since(
@@ -462,6 +485,20 @@ impl TokenStore for PgStore {
 
     async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
         self.active_owners_sql(issuer, now).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.take_lease_sql(name, holder, now, lease_until).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.release_lease_sql(name, holder).await
     }
 
     async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 
+use super::super::events::NewEvent;
 use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
 use super::super::{DenyEntry, DenyKeyset, DenylistKind, LogoutKeyset, LogoutMark, Result};
 use super::{PgStore, col, pg_err};
@@ -13,9 +14,16 @@ fn mark(r: &tokio_postgres::Row) -> Result<LogoutMark> {
 }
 
 impl PgStore {
-    pub(super) async fn put_logout_mark(&self, m: &LogoutMark) -> Result<()> {
-        let c = self.client().await?;
-        let stmt = c
+    /// Upserts `m`, with `ev` (its `jwt.logged_out` event) in the same
+    /// transaction when given.
+    pub(super) async fn put_logout_mark(
+        &self,
+        m: &LogoutMark,
+        ev: Option<&NewEvent>,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let stmt = tx
             .prepare_cached(&row::logout_upsert_sql('$', "GREATEST"))
             .await
             .map_err(pg_err)?;
@@ -27,7 +35,11 @@ impl PgStore {
             &m.expires_at,
             &m.changed_at,
         ];
-        c.execute(&stmt, &args).await.map_err(pg_err).map(|_| ())
+        tx.execute(&stmt, &args).await.map_err(pg_err)?;
+        if let Some(e) = ev {
+            super::writes::insert_event(&tx, e).await?;
+        }
+        tx.commit().await.map_err(pg_err)
     }
 
     async fn select_logout_marks(
@@ -85,9 +97,11 @@ impl PgStore {
         value: &str,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        ev: Option<&NewEvent>,
     ) -> Result<()> {
-        let c = self.client().await?;
-        let stmt = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let stmt = tx
             .prepare_cached(
                 "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (kind, value) DO UPDATE \
@@ -97,10 +111,13 @@ impl PgStore {
             )
             .await
             .map_err(pg_err)?;
-        c.execute(&stmt, &[&kind.as_str(), &value, &expires_at, &now])
+        tx.execute(&stmt, &[&kind.as_str(), &value, &expires_at, &now])
             .await
-            .map_err(pg_err)
-            .map(|_| ())
+            .map_err(pg_err)?;
+        if let Some(e) = ev {
+            super::writes::insert_event(&tx, e).await?;
+        }
+        tx.commit().await.map_err(pg_err)
     }
 
     pub(super) async fn is_denied_sql(

@@ -1,4 +1,5 @@
-//! Postgres: PAT owners' synced state (`pat_owners`, migration 0006).
+//! Postgres: PAT owners' synced state (`pat_owners`, migration 0006) and
+//! the owner sync's lease (`sync_leases`, migration 0011).
 
 use chrono::{DateTime, Utc};
 
@@ -54,5 +55,47 @@ impl PgStore {
             .await
             .map_err(pg_err)?;
         r.as_ref().map(owner).transpose()
+    }
+
+    pub(super) async fn take_lease_sql(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        // The database's clock, as webhook delivery leases: a replica whose
+        // clock is off can neither cut another's lease short nor hold one
+        // long after it died. Only the length comes from the caller.
+        let lease_secs = (lease_until - now)
+            .to_std()
+            .map_or(0.0, |d| d.as_secs_f64());
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO sync_leases (name, holder, lease_until) \
+                 VALUES ($1, $2, now() + $3::float8 * interval '1 second') \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until \
+                 WHERE sync_leases.holder = EXCLUDED.holder OR sync_leases.lease_until <= now() \
+                 RETURNING holder",
+            )
+            .await
+            .map_err(pg_err)?;
+        let r = c
+            .query_opt(&stmt, &[&name, &holder, &lease_secs])
+            .await
+            .map_err(pg_err)?;
+        Ok(r.is_some())
+    }
+
+    pub(super) async fn release_lease_sql(&self, name: &str, holder: &str) -> Result<()> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("DELETE FROM sync_leases WHERE name = $1 AND holder = $2")
+            .await
+            .map_err(pg_err)?;
+        c.execute(&stmt, &[&name, &holder]).await.map_err(pg_err)?;
+        Ok(())
     }
 }

@@ -11,11 +11,11 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::events::{
     AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord, EventQuery,
-    EventRecord, HookFilter,
+    EventRecord, HookFilter, LogoutClaims,
 };
 use uuid::Uuid;
 
-use super::row::{self, COLS, Columns, Param, sort_newest_first};
+use super::row::{self, COLS, Param, sort_newest_first};
 use super::{
     Cause, DenyEntry, DenyKeyset, DenylistKind, HashAt, LogoutKeyset, LogoutMark, MIGRATIONS,
     NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, StoreError, TokenHash, TokenQuery,
@@ -24,6 +24,8 @@ use super::{
 
 #[path = "sqlite_chain.rs"]
 mod chain;
+#[path = "sqlite_columns.rs"]
+mod columns;
 #[path = "sqlite_deny.rs"]
 mod deny;
 #[path = "sqlite_inventory.rs"]
@@ -131,58 +133,6 @@ fn from_ts(idx: usize, v: i64) -> rusqlite::Result<DateTime<Utc>> {
 
 fn uuid_at(idx: usize, s: &str) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| conv(idx, Type::Text, e))
-}
-
-/// SQLite column types: uuids as TEXT, scopes as a JSON TEXT array,
-/// timestamps as INTEGER unix microseconds.
-impl Columns for Row<'_> {
-    type Error = rusqlite::Error;
-
-    fn uuid(&self, i: usize) -> rusqlite::Result<Uuid> {
-        uuid_at(i, &self.get::<_, String>(i)?)
-    }
-
-    fn opt_uuid(&self, i: usize) -> rusqlite::Result<Option<Uuid>> {
-        self.get::<_, Option<String>>(i)?
-            .map(|s| uuid_at(i, &s))
-            .transpose()
-    }
-
-    fn text(&self, i: usize) -> rusqlite::Result<String> {
-        self.get(i)
-    }
-
-    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
-        self.get(i)
-    }
-
-    fn bytes(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
-        self.get(i)
-    }
-
-    fn scopes(&self, i: usize) -> rusqlite::Result<Vec<String>> {
-        let json: String = self.get(i)?;
-        serde_json::from_str(&json).map_err(|e| conv(i, Type::Text, e))
-    }
-
-    fn time(&self, i: usize) -> rusqlite::Result<DateTime<Utc>> {
-        from_ts(i, self.get(i)?)
-    }
-
-    fn opt_time(&self, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
-        self.get::<_, Option<i64>>(i)?
-            .map(|v| from_ts(i, v))
-            .transpose()
-    }
-
-    fn small_int(&self, i: usize) -> rusqlite::Result<i16> {
-        self.get(i)
-    }
-
-    fn invalid(&self, i: usize, what: &'static str) -> rusqlite::Error {
-        let ty = self.get_ref(i).map_or(Type::Null, |v| v.data_type());
-        conv(i, ty, StoreError::Other(what.into()))
-    }
 }
 
 fn record(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -409,7 +359,20 @@ impl TokenStore for SqliteStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.deny_jwt_sql(kind, value, expires_at, now).await
+        self.deny_jwt_sql(kind, value, expires_at, now, None).await
+    }
+
+    async fn deny_jwt_by(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<()> {
+        let event = super::events::jwt_revoked_event(kind, value, expires_at, cause, now);
+        self.deny_jwt_sql(kind, value, expires_at, now, Some(event))
+            .await
     }
 
     async fn is_jwt_denied(
@@ -470,7 +433,17 @@ impl TokenStore for SqliteStore {
     }
 
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
-        self.put_logout_mark(mark).await
+        self.put_logout_mark(mark, None).await
+    }
+
+    async fn mark_logout_by(
+        &self,
+        mark: &LogoutMark,
+        claims: &LogoutClaims,
+        cause: &Cause,
+    ) -> Result<()> {
+        let event = super::events::logged_out_event(mark, claims, cause, mark.changed_at);
+        self.put_logout_mark(mark, Some(event)).await
     }
 
     async fn logout_marks_since(
@@ -498,6 +471,20 @@ impl TokenStore for SqliteStore {
 
     async fn active_owners(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
         self.active_owners_sql(issuer, now).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.take_lease_sql(name, holder, now, lease_until).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.release_lease_sql(name, holder).await
     }
 
     async fn put_owner(&self, owner: &OwnerRecord) -> Result<bool> {

@@ -2,8 +2,9 @@
 //! (`logout_marks`, migration 0005).
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{TransactionBehavior, params};
 
+use super::super::events::NewEvent;
 use super::super::row::{self, DENY_COLS, LOGOUT_COLS};
 use super::super::{DenyEntry, DenyKeyset, DenylistKind, LogoutKeyset, LogoutMark, Result};
 use super::{SqliteStore, micros, ts};
@@ -76,10 +77,13 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn put_logout_mark(&self, m: &LogoutMark) -> Result<()> {
+    /// Upserts `m`, with `ev` (its `jwt.logged_out` event) in the same
+    /// transaction when given.
+    pub(super) async fn put_logout_mark(&self, m: &LogoutMark, ev: Option<NewEvent>) -> Result<()> {
         let m = m.clone();
         self.run(move |c| {
-            c.prepare_cached(&row::logout_upsert_sql('?', "MAX"))?
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(&row::logout_upsert_sql('?', "MAX"))?
                 .execute(params![
                     m.issuer,
                     m.kind.as_str(),
@@ -87,8 +91,11 @@ impl SqliteStore {
                     ts(m.not_before),
                     ts(m.expires_at),
                     ts(m.changed_at)
-                ])
-                .map(|_| ())
+                ])?;
+            if let Some(e) = &ev {
+                super::writes::insert_event(&tx, e)?;
+            }
+            tx.commit()
         })
         .await
     }
@@ -171,17 +178,22 @@ impl SqliteStore {
         value: &str,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        ev: Option<NewEvent>,
     ) -> Result<()> {
         let value = value.to_owned();
         self.run(move |c| {
-            c.prepare_cached(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
                 "INSERT INTO jwt_denylist (kind, value, expires_at, created_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (kind, value) DO UPDATE SET \
                  created_at = CASE WHEN excluded.expires_at > expires_at THEN excluded.created_at ELSE created_at END, \
                  expires_at = MAX(expires_at, excluded.expires_at)",
             )?
-            .execute(params![kind.as_str(), value, ts(expires_at), ts(now)])
-            .map(|_| ())
+            .execute(params![kind.as_str(), value, ts(expires_at), ts(now)])?;
+            if let Some(e) = &ev {
+                super::writes::insert_event(&tx, e)?;
+            }
+            tx.commit()
         })
         .await
     }

@@ -1,5 +1,6 @@
-//! SQLite: PAT owners' synced state (`pat_owners`, migration 0006). Scopes
-//! are a JSON array (NULL: not restricted).
+//! SQLite: PAT owners' synced state (`pat_owners`, migration 0006; scopes
+//! are a JSON array, NULL: not restricted) and the owner sync's lease
+//! (`sync_leases`, migration 0011).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -83,5 +84,39 @@ impl SqliteStore {
             })
             .await?;
         row.map(owner).transpose()
+    }
+
+    pub(super) async fn take_lease_sql(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run(move |c| {
+            // One connection, so the upsert is the whole decision.
+            c.prepare_cached(
+                "INSERT INTO sync_leases (name, holder, lease_until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET holder = excluded.holder, lease_until = excluded.lease_until \
+                 WHERE sync_leases.holder = excluded.holder OR sync_leases.lease_until <= ?4 \
+                 RETURNING holder",
+            )?
+            .query_row(params![name, holder, ts(lease_until), ts(now)], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+        })
+        .await
+    }
+
+    pub(super) async fn release_lease_sql(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM sync_leases WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])
+                .map(|_| ())
+        })
+        .await
     }
 }

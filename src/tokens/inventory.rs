@@ -140,7 +140,7 @@ impl TokenService {
                 .encode()
             });
         Ok(InventoryPage {
-            tokens: recs.iter().map(|r| TokenView::of(r, now)).collect(),
+            tokens: self.views(&recs, now),
             next_cursor,
         })
     }

@@ -211,6 +211,15 @@ impl TokenService {
     /// The issuer an admin call means: `?issuer=` when given, else the one
     /// configured issuer; with several, the caller must say which, so an
     /// admin never acts on a same-`sub` user of another issuer by accident.
+    /// Listed tokens, flagged when their owner's issuer is no longer
+    /// configured (Check refuses them; they stay listed to be revoked).
+    pub(crate) fn views(&self, recs: &[TokenRecord], now: DateTime<Utc>) -> Vec<TokenView> {
+        let engine = self.engine.load();
+        recs.iter()
+            .map(|r| TokenView::of(r, now).flag_issuer(|i| engine.owner_issuer_trusted(i)))
+            .collect()
+    }
+
     fn admin_issuer(&self, given: Option<&str>) -> Result<String, ApiError> {
         if let Some(i) = given {
             if i.is_empty() {
@@ -387,7 +396,7 @@ impl TokenService {
         let issuer = self.admin_issuer(issuer)?;
         let now = Utc::now();
         let recs = self.store().list_for_user(&issuer, sub).await?;
-        Ok(recs.iter().map(|r| TokenView::of(r, now)).collect())
+        Ok(self.views(&recs, now))
     }
 
     /// `DELETE /api/v1/admin/users/{sub}/tokens[?issuer=ISS]`: revokes

@@ -35,6 +35,11 @@ pub struct TokenView {
     pub rotated_from: Option<Uuid>,
     /// Neither revoked nor expired now.
     pub active: bool,
+    /// The owner's issuer is no longer configured (`issuers`,
+    /// `pat.owner_issuers`): Check refuses the token, yet it is listed so an
+    /// operator can revoke it. Present only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owner_issuer_removed: bool,
 }
 
 impl TokenView {
@@ -57,7 +62,15 @@ impl TokenView {
             revoked_at: r.revoked_at,
             rotated_from: r.rotated_from,
             active: r.is_active(now),
+            owner_issuer_removed: false,
         }
+    }
+
+    /// Sets [`TokenView::owner_issuer_removed`] from `trusted` (the live
+    /// engine's [`crate::authz::Engine::owner_issuer_trusted`]).
+    pub fn flag_issuer(mut self, trusted: impl Fn(&str) -> bool) -> TokenView {
+        self.owner_issuer_removed = !self.user_issuer.is_empty() && !trusted(&self.user_issuer);
+        self
     }
 }
 

@@ -334,7 +334,9 @@ impl Sources {
                 let t = NewToken {
                     id: Uuid::new_v4(),
                     user_id: user.clone(),
-                    user_issuer: "https://idp.example".into(),
+                    // The dev issuer the server trusts: a PAT whose owner's
+                    // issuer is not configured is refused.
+                    user_issuer: self.issuer.issuer().into(),
                     username: user,
                     name: format!("bench {tag} {i}"),
                     description: Some("created by portcullis bench".into()),

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use portcullis::store::{
     AttemptOutcome, Cause, ClaimedDelivery, DeliveryCounts, DeliveryQuery, DeliveryRecord,
-    DenyEntry, DenyKeyset, DenylistKind, EventQuery, EventRecord, HashAt, HookFilter, LogoutKeyset,
-    LogoutMark, NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, Store, TokenHash,
-    TokenRecord, TokenStore,
+    DenyEntry, DenyKeyset, DenylistKind, EventQuery, EventRecord, HashAt, HookFilter, LogoutClaims,
+    LogoutKeyset, LogoutMark, NewToken, OwnerKeyset, OwnerRecord, PatKeyset, Result, Store,
+    TokenHash, TokenRecord, TokenStore,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -365,6 +365,40 @@ impl TokenStore for WrappedStore {
     async fn mark_logout(&self, mark: &LogoutMark) -> Result<()> {
         self.count();
         self.inner.mark_logout(mark).await
+    }
+    async fn mark_logout_by(
+        &self,
+        mark: &LogoutMark,
+        claims: &LogoutClaims,
+        cause: &Cause,
+    ) -> Result<()> {
+        self.count();
+        self.inner.mark_logout_by(mark, claims, cause).await
+    }
+    async fn deny_jwt_by(
+        &self,
+        kind: DenylistKind,
+        value: &str,
+        expires_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        cause: &Cause,
+    ) -> Result<()> {
+        self.count();
+        self.inner.deny_jwt_by(kind, value, expires_at, cause).await
+    }
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.count();
+        self.inner.take_lease(name, holder, now, lease_until).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.count();
+        self.inner.release_lease(name, holder).await
     }
     async fn logout_marks_since(
         &self,
