@@ -381,6 +381,8 @@ impl Subject {
 fn parse_precision(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 0.5 => Ok(p),
-        _ => Err(format!("{v:?}: a fraction above 0 and at most 0.5, e.g. 0.02")),
+        _ => Err(format!(
+            "{v:?}: a fraction above 0 and at most 0.5, e.g. 0.02"
+        )),
     }
 }
