@@ -13,7 +13,7 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
     OctetKeyPairParameters, OctetKeyPairType,
 };
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -113,8 +113,8 @@ fn verifiers(signers: &[&Signer], extra_jwks: &[Value]) -> (Verifier, Verifier) 
         RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256,
     ];
     let parsed = parse_jwks(body.as_bytes()).unwrap().keys;
-    let stripped = KeySet::from_keys(parse_jwks(body.as_bytes()).unwrap().keys.kids().map(|k| {
-        let k = parsed.get(k).unwrap();
+    let stripped = KeySet::from_keys(parsed.kids().map(|kid| {
+        let k = parsed.get(kid).unwrap();
         VerifyKey {
             kid: k.kid.clone(),
             key_type: k.key_type,
@@ -333,6 +333,7 @@ async fn parsed_keys_answer_as_jsonwebtoken_does() {
     ];
     let (mut compared, mut accepted) = (0, 0);
     let mut differ = Vec::new();
+    let mut reasons_only = 0;
     for (i, (s, alg)) in cases.iter().enumerate() {
         let token = sign_raw(&header(*alg, s.kid), &claims(i), &s.key, *alg);
         let other = segments(&sign_raw(
@@ -348,7 +349,21 @@ async fn parsed_keys_answer_as_jsonwebtoken_does() {
             let (a, b) = (answer(&fast, &t).await, answer(&reference, &t).await);
             compared += 1;
             accepted += usize::from(a.is_ok());
-            if a != b {
+            // One known difference, in the reason only: a header
+            // jsonwebtoken's `Header` cannot read (a member that is not a
+            // string, which our header check lets through) on a token whose
+            // signature is also wrong. jsonwebtoken read the header before
+            // the signature and said "malformed"; the signature now comes
+            // first and says "invalid signature". Both are a 401
+            // `invalid_token`; with a valid signature both say "malformed"
+            // (the "header extra number, signed" case).
+            let reason_only = matches!(
+                (&a, &b),
+                (Err(JwtError::BadSignature), Err(JwtError::Malformed(_)))
+            ) && what == "header extra number";
+            if reason_only {
+                reasons_only += 1;
+            } else if a != b {
                 differ.push(format!(
                     "{} {alg:?} {what}: parsed {a:?}, reference {b:?}",
                     s.kid
@@ -356,12 +371,16 @@ async fn parsed_keys_answer_as_jsonwebtoken_does() {
             }
         }
     }
+    eprintln!("{compared} tokens compared, {accepted} accepted by both");
     assert!(
         differ.is_empty(),
         "{} differences:\n{}",
         differ.len(),
         differ.join("\n")
     );
+    // Once per case, but for PS256 under the key pinned to RS256, which
+    // both refuse before any signature (the key does not fit the alg).
+    assert_eq!(reasons_only, cases.len() - 1);
     // The mutations reached both sides of the decision.
     assert!(compared > 500, "{compared}");
     assert!(
@@ -397,7 +416,7 @@ fn keys_get_parsed_forms_for_the_algs_they_may_verify() {
     assert_eq!(algs("ed"), [EdDSA]);
     // Loaded (jsonwebtoken never looked at the material either), no parsed
     // form: its tokens take jsonwebtoken's path and are refused there.
-    assert_eq!(algs("rsa-zero"), []);
+    assert!(algs("rsa-zero").is_empty());
     assert!(set.get("rsa").unwrap().parsed.get(ES256).is_none());
 }
 
