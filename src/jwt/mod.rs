@@ -1,7 +1,8 @@
 //! Keycloak JWT verification (RFC 8725 checks) with a verified-token cache.
 //!
 //! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
-//! fitting type → signature and registered claims (jsonwebtoken) → our own
+//! fitting type → signature, against the key parsed once per JWKS entry
+//! (`signature`) → registered claims (jsonwebtoken) → our own
 //! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: keyed BLAKE3
 //! of the token ([`CacheKeys`]) → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
