@@ -6,6 +6,8 @@
 //! - `pat/uncached_postgres`: the same PAT with its cache entry evicted every
 //!   iteration, against real Postgres (`PORTCULLIS_BENCH_PG_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`; skipped if unreachable);
+//! - `sig/RS256/{parsed,unparsed}`: the RS256 signature alone in aws-lc,
+//!   key parsed once or on every call (the primitive under `jwt/cold`);
 //! - `response/allow`, `response/deny`: decision → the answer's bytes
 //!   (what tonic writes): the allow includes the dynamic metadata; its
 //!   identity part is rendered and encoded once per identity, so this is
@@ -309,6 +311,41 @@ fn benches(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // The primitive alone, for scale: one RS256 signature checked by aws-lc
+    // with the key parsed once (what `jwt/cold/RS256` spends on the
+    // signature), and with the key parsed on every call (what jsonwebtoken
+    // does with a `DecodingKey`).
+    {
+        use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+        use base64::Engine;
+        let b64 = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap()
+        };
+        let jsonwebtoken::jwk::AlgorithmParameters::RSA(p) = &rs.jwk.algorithm else {
+            unreachable!("RS256 signer has an RSA JWK")
+        };
+        let (n, e) = (b64(&p.n), b64(&p.e));
+        let components = RsaPublicKeyComponents { n: &n, e: &e };
+        let parsed = components
+            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+            .unwrap();
+        let token = mint(&rs, 1);
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let sig = b64(sig);
+        c.bench_function("sig/RS256/parsed", |b| {
+            b.iter(|| parsed.verify_sig(input.as_bytes(), &sig).unwrap())
+        });
+        c.bench_function("sig/RS256/unparsed", |b| {
+            b.iter(|| {
+                components
+                    .verify(&RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+                    .unwrap()
+            })
+        });
+    }
 
     let (allow, _) = rt.block_on(svc.reply(&warm));
     let view_req = request("x");

@@ -24,8 +24,9 @@
 //!   - [`authz::authenticate`]: classifies a bearer token once (opaque PAT,
 //!     local-JWT PAT, Keycloak-exchanged PAT, login JWT), one path each:
 //!     - [`pat`]: PAT format, hashing, the cached validator;
-//!     - [`jwt`]: issuer keys (discovery, JWKS, refetch), RFC 8725 checks,
-//!       verified-token cache keyed by SHA-256;
+//!     - [`jwt`]: issuer keys (discovery, JWKS, refetch; each key parsed
+//!       into aws-lc once), RFC 8725 checks, verified-token cache keyed by
+//!       keyed BLAKE3;
 //!     - [`revocation`]: the in-memory JWT deny set and back-channel
 //!       logout marks (and the revoke path);
 //!     - [`store`]: SQLite or Postgres behind PAT and deny-list lookups;

@@ -169,6 +169,38 @@ async fn item16_kid_republished_with_other_material_is_verified_afresh() {
     allowed(&e.check("/api", &e.sign(&e.claims())).await);
 }
 
+/// Never-seen tokens are checked against the key parsed from the JWKS in
+/// force (each key is parsed into aws-lc once, when the JWKS is): a refresh
+/// that republishes a kid with other material, or drops it, takes the old
+/// parsed key out of use, for every RSA and EC key alike.
+#[tokio::test]
+async fn cold_tokens_use_the_parsed_keys_of_the_current_jwks() {
+    let e = env().await;
+    for alg in [Algorithm::RS256, Algorithm::ES256] {
+        let opts = SignOpts {
+            alg: Some(alg),
+            ..Default::default()
+        };
+        let kid = e.kc.active_kid(alg);
+        // Signed by the old material, never presented until after the refresh.
+        let unseen = e.kc.sign(&e.claims(), &opts);
+        allowed(&e.check("/api", &e.kc.sign(&e.claims(), &opts)).await);
+        e.kc.replace_key_material(&kid);
+        e.refresh_keys().await;
+        assert_invalid_token(&e.check("/api", &unseen).await, "invalid signature");
+        allowed(&e.check("/api", &e.kc.sign(&e.claims(), &opts)).await);
+
+        // Rotated away and dropped from the JWKS: its never-seen tokens name
+        // a kid nobody publishes any more.
+        let unseen = e.kc.sign(&e.claims(), &opts);
+        e.kc.rotate(alg);
+        e.kc.remove_key(&kid);
+        e.refresh_keys().await;
+        assert_invalid_token(&e.check("/api", &unseen).await, "unknown signing key");
+        allowed(&e.check("/api", &e.kc.sign(&e.claims(), &opts)).await);
+    }
+}
+
 // === service accounts ===
 
 #[tokio::test]

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::signature::ParsedKeys;
+
 /// The asymmetric key families a token's `alg` can require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
@@ -43,8 +45,12 @@ pub struct VerifyKey {
     pub key_type: KeyType,
     /// The JWK's own `alg`, when published: the token must then use exactly it.
     pub alg: Option<Algorithm>,
-    /// Ready decoding key.
+    /// Ready decoding key (jsonwebtoken's full path: logout tokens, and
+    /// any `alg` without a parsed form in `parsed`).
     pub key: DecodingKey,
+    /// The key parsed into aws-lc once per algorithm it may verify, so a
+    /// cold token costs a signature check and no key parse.
+    pub parsed: ParsedKeys,
     /// SHA-256 of the key material and its `alg` restriction. A JWKS refresh
     /// parses every key anew, so a cached verification recognises "the same
     /// key is still published" by this, not by pointer or `kid` alone (a
@@ -58,6 +64,7 @@ impl std::fmt::Debug for VerifyKey {
             .field("kid", &self.kid)
             .field("key_type", &self.key_type)
             .field("alg", &self.alg)
+            .field("parsed", &self.parsed.algorithms().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -227,11 +234,13 @@ fn parse_key(value: serde_json::Value) -> Result<VerifyKey, KeySkip> {
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| KeySkip::Material(e.to_string()))?;
     let fingerprint = fingerprint(&jwk.algorithm, alg);
+    let parsed = ParsedKeys::build(&key, key_type, alg);
     Ok(VerifyKey {
         kid,
         key_type,
         alg,
         key,
+        parsed,
         fingerprint,
     })
 }

@@ -1,7 +1,8 @@
 //! Keycloak JWT verification (RFC 8725 checks) with a verified-token cache.
 //!
 //! Cold path: structure → header → `iss` peek → issuer → `kid` → key of a
-//! fitting type → signature and registered claims (jsonwebtoken) → our own
+//! fitting type → signature, against the key parsed once per JWKS entry
+//! (`signature`) → registered claims (jsonwebtoken) → our own
 //! checks (`iat`, Keycloak `typ`) → scopes → cache. Warm path: a keyed MAC
 //! of the token ([`CacheKeys`]) → cache hit → `exp` re-check → is the signing key still in the
 //! issuer's current JWKS?
@@ -20,6 +21,9 @@ mod issuer;
 pub mod keys;
 mod logout;
 mod scopes;
+mod signature;
+#[cfg(test)]
+mod signature_tests;
 mod token;
 
 pub use cache_key::{CacheKey, CacheKeys};
@@ -187,9 +191,9 @@ struct IssuerRuntime {
     cfg: IssuerConfig,
     issuer: Arc<str>,
     keys: Arc<IssuerKeys>,
-    /// One prebuilt `Validation` per allowed alg (a `Validation` must not mix
+    /// Prebuilt `Validation`s per allowed alg (a `Validation` must not mix
     /// key families).
-    validations: HashMap<Algorithm, Validation>,
+    validations: HashMap<Algorithm, Validations>,
 }
 
 /// Verifies JWTs from the configured issuers.
@@ -249,7 +253,7 @@ impl Verifier {
                 let validations = cfg
                     .algorithms
                     .iter()
-                    .map(|alg| (*alg, validation_for(cfg, *alg)))
+                    .map(|alg| (*alg, Validations::new(cfg, *alg)))
                     .collect();
                 let rt = IssuerRuntime {
                     cfg: cfg.clone(),
@@ -358,8 +362,21 @@ impl Verifier {
         if !key.key_type.fits(header.alg) || key.alg.is_some_and(|a| a != header.alg) {
             return Err(JwtError::KeyMismatch);
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key.key, validation).map_err(map_jwt_err)?;
+        let data = match key.parsed.get(header.alg) {
+            // The signature against the key parsed at JWKS time, then
+            // jsonwebtoken for everything else it checks.
+            Some(parsed) => {
+                signature::verify(token, parsed)?;
+                jsonwebtoken::decode::<Claims>(token, &key.key, &validation.claims)
+            }
+            None => jsonwebtoken::decode::<Claims>(token, &key.key, &validation.full),
+        }
+        .map_err(map_jwt_err)?;
+        // jsonwebtoken read the header itself: it must have seen the alg the
+        // key was chosen and the signature checked for.
+        if data.header.alg != header.alg {
+            return Err(JwtError::KeyMismatch);
+        }
         let claims = data.claims;
         let exp = claims.exp.ok_or(JwtError::Claims("missing exp"))?;
         let now = unix_now();
@@ -469,6 +486,28 @@ fn credential_kind(claims: &Claims) -> CredentialKind {
         CredentialKind::ServiceAccount
     } else {
         CredentialKind::Jwt
+    }
+}
+
+/// An issuer's `Validation`s for one alg.
+struct Validations {
+    /// Signature and claims: for keys without a parsed form.
+    full: Validation,
+    /// The same claims checks without the signature step, for a signature
+    /// already checked against the parsed key ([`signature::verify`]).
+    claims: Validation,
+}
+
+impl Validations {
+    fn new(cfg: &IssuerConfig, alg: Algorithm) -> Validations {
+        let full = validation_for(cfg, alg);
+        let mut claims = full.clone();
+        // Only ever used right after `signature::verify` succeeded on the
+        // same token with a key of this alg (jsonwebtoken 10 offers no other
+        // way to run its claims validation alone).
+        #[allow(deprecated)]
+        claims.insecure_disable_signature_validation();
+        Validations { full, claims }
     }
 }
 
