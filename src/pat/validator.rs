@@ -24,11 +24,13 @@
 //! insert lands first, the revocation's overwrites it. Every revocation
 //! also leaves a tombstone (a bounded set of recently revoked hashes, kept
 //! longer than any entry a stale load could put), which covers what the
-//! cache alone cannot: a `Revoked` entry evicted by capacity while a stale
-//! load is still in flight, and the answer the loader and its waiters give
-//! to their own requests. A load refuses to cache a tombstoned hash as
-//! valid, and a cached valid entry whose hash is tombstoned is answered as
-//! revoked.
+//! cache alone cannot: the answer a stale loader gives its own request,
+//! and a load's entry read in the instant between the tombstone and the
+//! `Revoked` write. (A `Revoked` entry evicted by capacity while the load
+//! is in flight needs no tombstone: the load's placeholder is gone, so its
+//! insert is refused all the same.) A load refuses to cache a tombstoned
+//! hash as valid, and a cached valid entry whose hash is tombstoned is
+//! answered as revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -353,8 +355,9 @@ impl PatValidator {
             State::Unknown => Err(PatRejection::Unknown),
             State::Revoked => self.revoked(hash),
             State::Found(rec) if rec.revoked => self.revoked(hash),
-            // A stale load's put can still land after the tombstone check
-            // above (between the closure and moka's write); this catches it.
+            // A load's entry can land after its tombstone check and before
+            // the revocation's cache write (tombstone first); this catches
+            // it, and the stale loader's answer to its own request.
             State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
             State::Found(rec) if rec.expires_at <= now => Err(PatRejection::Expired),
             State::Found(rec) => {
