@@ -3,7 +3,10 @@
 //! decides on it and the response builder turns it into `x-auth-*` headers.
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use crate::policy::CredentialKind;
 
@@ -11,6 +14,55 @@ pub use crate::policy::CredentialKind;
 /// carries one of a few scope sets, so the JWT verifier interns them and a
 /// cached token holds a pointer, not its own copies.
 pub type Scopes = Arc<[String]>;
+
+/// Most distinct values an [`Interner`] keeps. Real issuers hand out a few
+/// scope sets (one per role combination), audience lists and PAT-owner
+/// issuers; past this, new values are simply not shared.
+pub const INTERNED_MAX: usize = 4096;
+
+/// Shares equal immutable values (scope sets, audience lists, issuers)
+/// between cached tokens, so each cached token holds a pointer instead of
+/// its own allocations. Immutable, so sharing exposes nothing of one token
+/// to another.
+#[derive(Debug)]
+pub struct Interner<T: ?Sized>(Mutex<HashSet<Arc<T>>>);
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner(Mutex::new(HashSet::new()))
+    }
+}
+
+impl<T: ?Sized + Eq + Hash> Interner<T> {
+    /// The shared value equal to `v`.
+    pub fn intern<B: Borrow<T>>(&self, v: B) -> Arc<T>
+    where
+        Arc<T>: From<B>,
+    {
+        // A poisoned lock only loses sharing, never a value.
+        let Ok(mut kept) = self.0.lock() else {
+            return Arc::from(v);
+        };
+        if let Some(s) = kept.get(v.borrow()) {
+            return s.clone();
+        }
+        let s: Arc<T> = Arc::from(v);
+        if kept.len() < INTERNED_MAX {
+            kept.insert(s.clone());
+        }
+        s
+    }
+
+    /// Number of values kept.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// A verified caller. Shared (`Arc`) so a cached verification costs no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -113,7 +113,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         shared,
         |_| None,
     )?));
-    bg.tasks.push(tokio::spawn(purge_expired_jwts(
+    bg.tasks.push(tokio::spawn(purge_expired_entries(
         engine.clone(),
         bg.shutdown.clone(),
     )));
@@ -278,18 +278,24 @@ async fn start_revocation(
     Ok(revoker)
 }
 
-/// How often cached verifications of expired JWTs are dropped.
-const JWT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often cached verifications of expired JWTs and stale PAT lookups
+/// are dropped.
+const CACHE_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The verified-JWT cache has no timers (see `jwt`): without this, tokens
-/// that expired unpresented would hold memory until capacity evicts them.
-async fn purge_expired_jwts(engine: Arc<ArcSwap<Engine>>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(JWT_PURGE_INTERVAL);
+/// The verified-JWT and PAT caches have no timers (see `jwt`,
+/// `pat::validator`): without this, tokens that expired (or went stale)
+/// unpresented would hold memory until capacity evicts them.
+async fn purge_expired_entries(engine: Arc<ArcSwap<Engine>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CACHE_PURGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => engine.load().verifier().purge_expired(),
+            _ = tick.tick() => {
+                let engine = engine.load();
+                engine.verifier().purge_expired();
+                engine.pats().purge_stale();
+            }
         }
     }
 }

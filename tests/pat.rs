@@ -352,6 +352,138 @@ async fn item4_revocation_during_an_inflight_load_is_not_overwritten() {
     );
 }
 
+#[tokio::test]
+async fn eviction_during_an_inflight_load_keeps_its_read_out_of_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, v, raw, rec) = wrapped(dir.path()).await;
+    gate.arm();
+    let load = tokio::spawn({
+        let (v, raw) = (v.clone(), raw.clone());
+        async move { v.validate(&raw).await }
+    });
+    gate.read.notified().await;
+    // Revoked in the store by another writer and the cached lookup dropped,
+    // with no tombstone on this replica: only the cache's placeholder
+    // (removed by the eviction) can keep the held "active" out.
+    v.store().revoke(rec.id, Utc::now()).await.unwrap();
+    v.evict(&rec.token_hash).await;
+    gate.release.notify_one();
+    assert!(
+        load.await.unwrap().unwrap().is_ok(),
+        "the held load answers what it read"
+    );
+    let before = gate.lookups.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(v.validate(&raw).await.unwrap(), Err(PatRejection::Revoked));
+    assert_eq!(
+        gate.lookups.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "the held load's read must not have been cached"
+    );
+}
+
+#[tokio::test]
+async fn checks_waiting_on_a_held_load_see_a_revocation_applied_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, v, raw, rec) = wrapped(dir.path()).await;
+    gate.arm();
+    let load = tokio::spawn({
+        let (v, raw) = (v.clone(), raw.clone());
+        async move { v.validate(&raw).await }
+    });
+    gate.read.notified().await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let (v, raw) = (v.clone(), raw.clone());
+            tokio::spawn(async move { v.validate(&raw).await })
+        })
+        .collect();
+    // The test runtime is single-threaded: one yield runs every waiter up
+    // to the held load's placeholder, where it parks.
+    tokio::task::yield_now().await;
+    Revoker::new(v.clone())
+        .revoke(rec.id)
+        .await
+        .unwrap()
+        .expect("revoked");
+    gate.release.notify_one();
+    assert_eq!(load.await.unwrap().unwrap(), Err(PatRejection::Revoked));
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap(), Err(PatRejection::Revoked));
+    }
+    assert_eq!(
+        gate.lookups.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the waiters shared the held load's one store read"
+    );
+    assert_eq!(v.validate(&raw).await.unwrap(), Err(PatRejection::Revoked));
+}
+
+#[tokio::test]
+async fn checks_waiting_on_a_cancelled_load_take_it_over_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, v, raw, _rec) = wrapped(dir.path()).await;
+    gate.arm();
+    let load = tokio::spawn({
+        let (v, raw) = (v.clone(), raw.clone());
+        async move { v.validate(&raw).await }
+    });
+    gate.read.notified().await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let (v, raw) = (v.clone(), raw.clone());
+            tokio::spawn(async move { v.validate(&raw).await })
+        })
+        .collect();
+    // Single-threaded runtime: one yield parks every waiter on the held
+    // load's placeholder. Then the load's request goes away (Envoy gave up).
+    tokio::task::yield_now().await;
+    load.abort();
+    assert!(load.await.unwrap_err().is_cancelled());
+    for w in waiters {
+        // A bound only so a regression fails instead of hanging the suite.
+        let r = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a waiter hung after its loader was cancelled");
+        assert!(r.unwrap().unwrap().is_ok());
+    }
+    assert_eq!(gate.lookups(), 2, "one waiter took the load over, once");
+    assert!(v.validate(&raw).await.unwrap().is_ok());
+    assert_eq!(gate.lookups(), 2, "and its read was cached");
+}
+
+#[tokio::test]
+async fn a_cancelled_load_hands_its_waiters_a_revocation_applied_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, v, raw, rec) = wrapped(dir.path()).await;
+    gate.arm();
+    let load = tokio::spawn({
+        let (v, raw) = (v.clone(), raw.clone());
+        async move { v.validate(&raw).await }
+    });
+    gate.read.notified().await;
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let (v, raw) = (v.clone(), raw.clone());
+            tokio::spawn(async move { v.validate(&raw).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    Revoker::new(v.clone())
+        .revoke(rec.id)
+        .await
+        .unwrap()
+        .expect("revoked");
+    load.abort();
+    assert!(load.await.unwrap_err().is_cancelled());
+    for w in waiters {
+        let r = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a waiter hung after its loader was cancelled");
+        assert_eq!(r.unwrap().unwrap(), Err(PatRejection::Revoked));
+    }
+    assert_eq!(v.validate(&raw).await.unwrap(), Err(PatRejection::Revoked));
+}
+
 /// Creates a PAT for `user` directly in the store (as another replica or
 /// the CLI would: this validator is not told).
 async fn create_in(store: &Store, user: &str) -> (String, portcullis::store::TokenRecord) {

@@ -18,6 +18,7 @@ store_suite!(
     validator_outcomes,
     validator_ttls_with_clock,
     validator_coalesces_1000_concurrent_misses,
+    validator_coalesces_refreshes_and_purges_stale_entries,
     usage_tracker_flushes_in_one_call,
     create_applies_rules_and_rotates,
 );
@@ -157,6 +158,42 @@ async fn validator_coalesces_1000_concurrent_misses(store: Store) {
     }
     assert_eq!(valid, 1000);
     assert_eq!(store.query_count() - q, 1, "exactly one store query");
+}
+
+async fn validator_coalesces_refreshes_and_purges_stale_entries(store: Store) {
+    setup(&store).await;
+    let clock = TestClock::new();
+    let v = validator(&store, &clock); // cache_ttl 5m, negative 30s
+    let (raw, t) = token("u1", secs(3600));
+    store.insert(t).await.expect("insert");
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
+    clock.advance(secs(301)); // the cached entry is stale
+    let q = store.query_count();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (v, raw) = (v.clone(), raw.clone());
+        set.spawn(async move { v.validate(&raw).await });
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(matches!(r.expect("join"), Ok(Ok(_))));
+    }
+    assert_eq!(store.query_count() - q, 1, "one reload for 1000 stale hits");
+
+    // Purging drops what is no longer fresh, and only that.
+    let unknown = format::generate("pat_");
+    assert_eq!(v.validate(&unknown).await, Ok(Err(PatRejection::Unknown)));
+    assert_eq!(v.cache_stats().entries, 2);
+    v.purge_stale();
+    assert_eq!(v.cache_stats().entries, 2, "both fresh");
+    clock.advance(secs(31)); // the negative entry is stale
+    v.purge_stale();
+    assert_eq!(v.cache_stats().entries, 1);
+    let q = store.query_count();
+    assert!(matches!(v.validate(&raw).await, Ok(Ok(_))));
+    assert_eq!(store.query_count(), q, "the fresh entry was kept");
+    clock.advance(secs(300));
+    v.purge_stale();
+    assert_eq!(v.cache_stats().entries, 0);
 }
 
 async fn usage_tracker_flushes_in_one_call(store: Store) {

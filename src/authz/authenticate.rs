@@ -267,12 +267,10 @@ fn pat_identity(rec: &PatGrant) -> Identity {
         username: Some(rec.username.to_string()).filter(|u| !u.is_empty()),
         email: None,
         client: None,
-        scopes: rec.scope_strings().into(),
+        scopes: rec.scopes.clone(),
         token_id: Some(rec.id.to_string()),
         // `x-auth-issuer`: the owner's; none for an unowned (pre-0004) row.
-        issuer: Some(&*rec.user_issuer)
-            .filter(|i| !i.is_empty())
-            .map(Arc::from),
+        issuer: Some(rec.user_issuer.clone()).filter(|i| !i.is_empty()),
         expires_at: rec.expires_at.timestamp(),
         claims: Vec::new(),
         rendered: Default::default(),

@@ -87,8 +87,10 @@ pub struct VerifiedJwt {
     pub sid: Option<Box<str>>,
     /// `iat`, for a logged-out subject's not-before mark.
     pub issued_at: Option<i64>,
-    /// `aud` values, for exchanged-PAT detection.
-    pub audiences: Box<[String]>,
+    /// `aud` values, for exchanged-PAT detection. Shared between tokens
+    /// with the same audiences (interned like scopes: nearly every token of
+    /// an issuer carries the same list).
+    pub audiences: Arc<[String]>,
     /// The value of the PAT marker claim (`pat.jwt_marker.claim`, default
     /// `token_use`), when present.
     pub token_use: Option<Box<str>>,
@@ -208,6 +210,8 @@ pub struct Verifier {
     captured_claims: Vec<Arc<str>>,
     /// Scope sets shared by the verified tokens.
     scope_sets: scopes::ScopeSets,
+    /// Audience lists shared by the verified tokens (the same interning).
+    audience_sets: scopes::ScopeSets,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -271,6 +275,7 @@ impl Verifier {
             marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
             captured_claims: Vec::new(),
             scope_sets: Default::default(),
+            audience_sets: Default::default(),
         }
     }
 
@@ -407,11 +412,11 @@ impl Verifier {
                 .map(|m| claims::extract_claims(&m, &self.captured_claims))
                 .unwrap_or_default()
         };
-        let audiences = match claims.aud {
-            None => Box::default(),
-            Some(OneOrMany::One(a)) => Box::new([a]),
-            Some(OneOrMany::Many(v)) => v.into_boxed_slice(),
-        };
+        let audiences = self.audience_sets.intern(match claims.aud {
+            None => Vec::new(),
+            Some(OneOrMany::One(a)) => vec![a],
+            Some(OneOrMany::Many(v)) => v,
+        });
         Ok(VerifiedJwt {
             identity: Arc::new(Identity {
                 kind,

@@ -6,49 +6,21 @@
 //! dropped (OAuth scopes such as `openid` or `profile` are not ours), so an
 //! odd role name can never widen a grant or break a header.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
 use super::config::ScopeSourceConfig;
-use crate::identity::Scopes;
 use crate::scope::{ScopeRole, validate};
-
-/// Most distinct scope sets kept for sharing. Real issuers hand out a few
-/// (one per role combination); past this, new sets are simply not shared.
-const MAX_SETS: usize = 4096;
 
 /// Shares equal scope sets between verified tokens: a cached token holds
 /// a pointer to its set, not its own vector and strings (about 120 bytes
 /// per token otherwise). The sets are immutable, so sharing exposes
 /// nothing of one token to another.
-#[derive(Debug, Default)]
-pub struct ScopeSets(Mutex<HashSet<Scopes>>);
+pub type ScopeSets = crate::identity::Interner<[String]>;
 
-impl ScopeSets {
-    /// The shared set equal to `scopes` (same names, same order).
-    pub fn intern(&self, scopes: Vec<String>) -> Scopes {
-        // A poisoned lock only loses sharing, never a scope.
-        let Ok(mut sets) = self.0.lock() else {
-            return scopes.into();
-        };
-        if let Some(s) = sets.get(scopes.as_slice()) {
-            return s.clone();
-        }
-        let s: Scopes = scopes.into();
-        if sets.len() < MAX_SETS {
-            sets.insert(s.clone());
-        }
-        s
-    }
-
-    /// Number of sets kept.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.lock().map(|s| s.len()).unwrap_or(0)
-    }
-}
+#[cfg(test)]
+use crate::identity::INTERNED_MAX as MAX_SETS;
 
 /// Keycloak's `{ "roles": [...] }` shape.
 #[derive(Debug, Deserialize)]

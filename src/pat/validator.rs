@@ -1,28 +1,44 @@
 //! Cached PAT validation.
 //!
-//! Lookups are cached by token hash in a moka cache. Each entry carries its
-//! own freshness deadline computed from an injectable clock, so TTL behaviour
-//! is deterministic in tests; moka's per-entry expiry (same durations, real
-//! time) only reclaims memory. Concurrent misses on one hash are coalesced
-//! into a single store query through moka's per-key compute lock. Store
-//! errors are never cached.
+//! Lookups are cached by token hash in a `quick_cache` cache (flat
+//! per-shard tables: about 100 bytes per entry besides the grant, where
+//! moka spent about 385 in seven allocations; benches/BENCHMARKS.md). Each
+//! entry carries its own freshness deadline computed from an injectable
+//! clock, so TTL behaviour is deterministic in tests; a stale entry is
+//! reloaded when presented, and [`PatValidator::purge_stale`] (every minute,
+//! from the server) reclaims the memory of those never presented again.
+//! Store errors are never cached.
 //!
-//! Revocation and loads race: moka's `insert` (used to mark a hash revoked)
-//! does not wait for an in-flight compute, so a load that read "active"
-//! before the revocation could put its stale entry over the `Revoked` one.
-//! Every revocation therefore also leaves a tombstone (a bounded set of
-//! recently revoked hashes, kept longer than any entry a stale load could
-//! put); a load refuses to cache a tombstoned hash as valid, and a cached
-//! valid entry whose hash is tombstoned is answered as revoked.
+//! Concurrent misses on one hash are coalesced into a single store query
+//! through quick_cache's placeholders: the first miss puts a placeholder
+//! for the hash (replacing a stale entry, if any) and loads; later callers
+//! wait on it and read what it inserts. A loader that fails (store error,
+//! spent budget, cancelled request) drops its placeholder and one waiter
+//! takes over.
+//!
+//! Revocation and loads race. A revocation writes `Revoked` with a plain
+//! `insert`, which replaces a pending placeholder; the loader's own insert
+//! then fails (quick_cache inserts through a placeholder only while it is
+//! still there), so a load that read "active" before the revocation can
+//! never put its stale entry over the `Revoked` one; and if the load's
+//! insert lands first, the revocation's overwrites it. Every revocation
+//! also leaves a tombstone (a bounded set of recently revoked hashes, kept
+//! longer than any entry a stale load could put), which covers what the
+//! cache alone cannot: the answer a stale loader gives its own request,
+//! and a load's entry read in the instant between the tombstone and the
+//! `Revoked` write. (A `Revoked` entry evicted by capacity while the load
+//! is in flight needs no tombstone: the load's placeholder is gone, so its
+//! insert is refused all the same.) A load refuses to cache a tombstoned
+//! hash as valid, and a cached valid entry whose hash is tombstoned is
+//! answered as revoked.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use moka::Expiry;
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
+use super::grant::GrantParts;
 use super::hasher::TokenHasher;
 use super::known::{KnownHashes, LookupBudget};
 use super::local_jwt::{LocalCheck, LocalJwt};
@@ -70,35 +86,11 @@ enum State {
     Revoked,
 }
 
-/// A cached lookup.
+/// A cached lookup (32 bytes: it sits in the cache's table, inline).
 #[derive(Debug, Clone)]
 pub struct CacheEntry {
     state: State,
     fresh_until: DateTime<Utc>,
-    ttl: Duration,
-}
-
-struct EntryExpiry;
-
-impl Expiry<TokenHash, CacheEntry> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenHash,
-        v: &CacheEntry,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &TokenHash,
-        v: &CacheEntry,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
 }
 
 /// Cache counters.
@@ -112,9 +104,11 @@ pub struct CacheStats {
 pub struct PatValidator {
     store: Store,
     prefix: Arc<str>,
-    cache: Cache<TokenHash, CacheEntry>,
+    cache: Arc<Cache<TokenHash, CacheEntry>>,
     cache_ttl: Duration,
     negative_ttl: Duration,
+    /// Scope sets and issuers the cached grants share.
+    parts: Arc<GrantParts>,
     clock: Clock,
     usage: UsageTracker,
     /// `pat.issuer: local-jwt`: the HS256 key (dev only).
@@ -149,11 +143,8 @@ impl PatValidator {
     /// Builds a validator (and its [`UsageTracker`]; start its flusher with
     /// `validator.usage().start_flusher()`).
     pub fn new(store: Store, cfg: &PatConfig) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(cfg.cache_capacity)
-            .expire_after(EntryExpiry)
-            .build();
         let cap = usize::try_from(cfg.cache_capacity).unwrap_or(usize::MAX);
+        let cache = Arc::new(Cache::new(cap));
         PatValidator {
             usage: UsageTracker::new(store.clone(), cfg.last_used_flush, cap)
                 .with_new_ip_events(cfg.new_ip_events),
@@ -162,6 +153,7 @@ impl PatValidator {
             cache,
             cache_ttl: cfg.cache_ttl,
             negative_ttl: cfg.negative_cache_ttl,
+            parts: Arc::default(),
             clock: Arc::new(Utc::now),
             local_jwt: match (cfg.issuer, cfg.local_jwt_key.as_deref()) {
                 (PatIssuerKind::LocalJwt, Some(k)) => Some(Arc::new(LocalJwt::new(k))),
@@ -285,7 +277,7 @@ impl PatValidator {
         opaque: Option<HashVersion>,
     ) -> Result<PatOutcome, StoreError> {
         let now = (self.clock)();
-        if let Some(e) = self.cache.get(&hash).await
+        if let Some(e) = self.cache.get(&hash)
             && e.fresh_until > now
         {
             crate::metrics::global().cache("pat", true);
@@ -296,72 +288,70 @@ impl PatValidator {
         // is not known to be active is looked up only within the budget, and
         // denied without I/O (and without a cache entry) past it. Signed
         // (JWT) PATs are not gated: forging one needs a signing key.
-        let version = opaque;
         let gated = jwt.is_none() && !self.known.may_exist(&hash);
         if gated && !self.budget.available() {
             return Ok(Err(PatRejection::Unknown));
         }
-        let jwt: Option<Option<String>> = jwt.map(|j| j.map(str::to_owned));
-        let clock = Arc::clone(&self.clock);
-        let store = self.store.clone();
-        let tombstones = self.tombstones.clone();
-        let (known, budget) = (Arc::clone(&self.known), Arc::clone(&self.budget));
-        let (ttl, neg) = (self.cache_ttl, self.negative_ttl);
-        let res = self
-            .cache
-            .entry(hash)
-            .and_try_compute_with(|cur| async move {
-                let now = clock();
-                if let Some(c) = &cur
-                    && c.value().fresh_until > now
-                {
-                    return Ok(Op::Nop); // another caller just refreshed it
-                }
-                // Spent here, after coalescing, so concurrent misses on one
-                // hash cost one unit, like one query.
-                if gated && !budget.take() {
-                    return Ok(if cur.is_some() { Op::Remove } else { Op::Nop });
-                }
-                let mut rec = store.find_by_hash(&hash).await?;
-                if let Some(v) = version {
-                    // A row counts only under its own hash version: a bare
-                    // SHA-256 planted as version 2 never matches, and with
-                    // a key a version-1 row is never looked up at all.
-                    rec = rec.filter(|r| r.hash_version == v);
-                }
-                if let Some(jti) = &jwt {
-                    if rec.is_none()
-                        && let Some(jti) = jti
-                    {
-                        rec = store.find_by_jti(jti).await?;
-                    }
-                    rec = rec.filter(|r| r.kind == TokenKind::Jwt);
-                }
-                // Revoked on this replica while we were reading: what we
-                // read is stale and must not be cached as valid.
-                if let Some(r) = rec.as_mut()
-                    && r.revoked_at.is_none()
-                    && tombstones.contains_key(&hash)
-                {
-                    r.revoked_at = Some(now);
-                }
-                if jwt.is_none()
-                    && let Some(r) = &rec
-                    && r.revoked_at.is_none()
-                {
-                    known.insert(hash);
-                }
-                Ok::<_, StoreError>(Op::Put(entry_for(rec, now, ttl, neg)))
-            })
-            .await?;
-        let entry = match res {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
-                e.into_value()
+        // Coalesce: a fresh entry (put by a load we waited for) is the
+        // answer; a stale one is swapped for our placeholder, and so is a
+        // vacant slot. While we hold it, other misses on this hash wait.
+        let fresh = |_: &TokenHash, e: &mut CacheEntry| {
+            if e.fresh_until > (self.clock)() {
+                EntryAction::Retain(e.clone())
+            } else {
+                EntryAction::ReplaceWithGuard
             }
-            CompResult::StillNone(_) | CompResult::Removed(_) => {
+        };
+        let guard = match self.cache.entry_async(&hash, fresh).await {
+            EntryResult::Retained(e) => return Ok(self.outcome(&hash, &e, (self.clock)())),
+            EntryResult::Vacant(g) | EntryResult::Replaced(g, _) => g,
+            // Neither is returned for `Retain`/`ReplaceWithGuard` without a
+            // timeout; failing closed costs nothing.
+            EntryResult::Removed(..) | EntryResult::Timeout => {
                 return Ok(Err(PatRejection::Unknown));
             }
         };
+        // Spent here, after coalescing, so concurrent misses on one hash
+        // cost one unit, like one query. Without it the placeholder goes
+        // (dropped) and nothing is cached.
+        if gated && !self.budget.take() {
+            return Ok(Err(PatRejection::Unknown));
+        }
+        // A store error drops the placeholder: not cached, a waiter retries.
+        let mut rec = self.store.find_by_hash(&hash).await?;
+        if let Some(v) = opaque {
+            // A row counts only under its own hash version: a bare
+            // SHA-256 planted as version 2 never matches, and with
+            // a key a version-1 row is never looked up at all.
+            rec = rec.filter(|r| r.hash_version == v);
+        }
+        if let Some(jti) = jwt {
+            if rec.is_none()
+                && let Some(jti) = jti
+            {
+                rec = self.store.find_by_jti(jti).await?;
+            }
+            rec = rec.filter(|r| r.kind == TokenKind::Jwt);
+        }
+        let now = (self.clock)();
+        // Revoked on this replica while we were reading: what we read is
+        // stale and must not be cached (or answered) as valid.
+        if let Some(r) = rec.as_mut()
+            && r.revoked_at.is_none()
+            && self.tombstones.contains_key(&hash)
+        {
+            r.revoked_at = Some(now);
+        }
+        if jwt.is_none()
+            && let Some(r) = &rec
+            && r.revoked_at.is_none()
+        {
+            self.known.insert(hash);
+        }
+        let entry = entry_for(rec, now, self.cache_ttl, self.negative_ttl, &self.parts);
+        // Refused when a revocation replaced or removed our placeholder
+        // meanwhile: its entry stays (module docs).
+        let _ = guard.insert(entry.clone());
         Ok(self.outcome(&hash, &entry, (self.clock)()))
     }
 
@@ -370,8 +360,9 @@ impl PatValidator {
             State::Unknown => Err(PatRejection::Unknown),
             State::Revoked => self.revoked(hash),
             State::Found(rec) if rec.revoked => self.revoked(hash),
-            // A stale load's put can still land after the tombstone check
-            // above (between the closure and moka's write); this catches it.
+            // A load's entry can land after its tombstone check and before
+            // the revocation's cache write (tombstone first); this catches
+            // it, and the stale loader's answer to its own request.
             State::Found(_) if self.tombstones.contains_key(hash) => self.revoked(hash),
             State::Found(rec) if rec.expires_at <= now => Err(PatRejection::Expired),
             State::Found(rec) => {
@@ -404,9 +395,10 @@ impl PatValidator {
         }
     }
 
-    /// Drops any cached lookup for `hash` (revocation bus).
+    /// Drops any cached lookup for `hash`, and any load of it in flight
+    /// (its result is then not cached).
     pub async fn evict(&self, hash: &TokenHash) {
-        self.cache.invalidate(hash).await;
+        self.cache.remove(hash);
     }
 
     /// Caches `hash` as revoked for `pat.cache_ttl` (revocation bus), and
@@ -419,9 +411,9 @@ impl PatValidator {
         let entry = CacheEntry {
             state: State::Revoked,
             fresh_until: now + delta(self.cache_ttl),
-            ttl: self.cache_ttl,
         };
-        self.cache.insert(*hash, entry).await;
+        // Replaces a load's placeholder too, so that load cannot cache.
+        self.cache.insert(*hash, entry);
     }
 
     /// A token was created (here, or on another replica: bus, resync): its
@@ -435,15 +427,19 @@ impl PatValidator {
         &self.known
     }
 
-    /// Applies moka's pending maintenance (evictions), so counts are exact.
-    pub async fn settle(&self) {
-        self.cache.run_pending_tasks().await;
+    /// Drops cached lookups that are no longer fresh, so memory follows
+    /// the tokens in use rather than staying at the high-water mark until
+    /// capacity evicts them (a stale entry is reloaded when presented
+    /// anyway). The server calls it every minute.
+    pub fn purge_stale(&self) {
+        let now = (self.clock)();
+        self.cache.retain(|_, e| e.fresh_until > now);
     }
 
-    /// Current cache counters (approximate).
+    /// Current cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         CacheStats {
-            entries: self.cache.entry_count(),
+            entries: self.cache.len() as u64,
         }
     }
 }
@@ -460,6 +456,7 @@ fn entry_for(
     now: DateTime<Utc>,
     ttl: Duration,
     neg: Duration,
+    parts: &GrantParts,
 ) -> CacheEntry {
     let (state, ttl) = match rec {
         None => (State::Unknown, neg),
@@ -467,13 +464,12 @@ fn entry_for(
         Some(r) => {
             let left = (r.expires_at - now).to_std().unwrap_or(Duration::ZERO);
             let t = if left.is_zero() { ttl } else { ttl.min(left) };
-            (State::Found(Arc::new(PatGrant::from(r))), t)
+            (State::Found(Arc::new(PatGrant::new(r, parts))), t)
         }
     };
     CacheEntry {
         state,
         fresh_until: now + delta(ttl),
-        ttl,
     }
 }
 
