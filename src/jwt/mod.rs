@@ -322,7 +322,7 @@ impl Verifier {
         let cached = self.cache.get(&hash);
         crate::metrics::global().cache("jwt", cached.is_some());
         if let Some(hit) = cached {
-            // moka's expiry is coarse; the claim is exact.
+            // The cache has no per-entry expiry; the claim is exact.
             if hit.identity.expires_at <= unix_now() {
                 self.cache.remove(&hash);
                 return Err(JwtError::Expired);
