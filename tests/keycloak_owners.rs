@@ -63,8 +63,13 @@ impl Relay {
     }
 }
 
-/// The service-account client, with realm-management `view-users`.
+/// The service-account client, with realm-management `view-users`. One
+/// caller at a time: the two tests of this binary run at once, and Keycloak
+/// answers two concurrent grants of the same role with 400 ("Could not add
+/// user role or group mappings!"), where one after the other both succeed.
 async fn sync_client(kc: &RealKeycloak) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let (st, v) = kc
         .admin(
             Method::POST,

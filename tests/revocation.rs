@@ -347,3 +347,51 @@ async fn sid_deny_list_via_the_cli_reaches_every_replica() {
     ]);
     assert!(e.is_err());
 }
+
+/// A whole token pasted where a `jti` or `sid` goes is refused before
+/// anything is written: it would otherwise be stored in the deny-list and
+/// its `jwt.revoked` event, and sent in that event's webhook bodies (raw
+/// tokens are never stored). Before the fix it was deny-listed as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_token_is_not_deny_listed_as_a_jti() {
+    use portcullis::revocation::Revoker;
+    use portcullis::store::Cause;
+    use portcullis_testkit::store_suite::{run_sqlite, setup};
+    use std::sync::Arc;
+
+    run_sqlite(|store| async move {
+        setup(&store).await;
+        let pats = Arc::new(pat::PatValidator::new(store.clone(), &PatConfig::default()));
+        let revoker = Revoker::new(pats);
+        let until = Utc::now() + chrono::TimeDelta::hours(1);
+        let cause = Cause::system("test");
+        let token = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsifQ.eyJzdWIiOiJqYW5lIn0.c2ln-_c2ln";
+        for kind in [DenylistKind::Jti, DenylistKind::Sid] {
+            let err = revoker
+                .deny_jwt_by(kind, token, until, &cause)
+                .await
+                .expect_err("a token is not a claim value");
+            assert!(err.to_string().contains("whole token"), "{err}");
+        }
+        let now = Utc::now();
+        assert!(
+            !store
+                .is_jwt_denied(Some(token), Some(token), now)
+                .await
+                .unwrap()
+        );
+        // Claim values, Keycloak's shapes included, still go in.
+        for jti in [
+            "onrtac:5f0c2a8e-6a4b-4a59-9b1e-0c1d2e3f4a5b",
+            "a.b",
+            "jti-1",
+        ] {
+            revoker
+                .deny_jwt_by(DenylistKind::Jti, jti, until, &cause)
+                .await
+                .unwrap();
+            assert!(store.is_jwt_denied(Some(jti), None, now).await.unwrap());
+        }
+    })
+    .await;
+}

@@ -207,3 +207,54 @@ async fn pg_sync_lease(store: Store) {
 async fn postgres_sync_lease_runs_on_the_database_clock() {
     run_pg(pg_sync_lease).await;
 }
+
+/// A leaseholder whose passes fail (it cannot reach Keycloak, or its store
+/// calls fail) gives the lease up instead of renewing it pass after pass:
+/// held, it would keep every other replica on standby, so an owner disabled
+/// or deleted in Keycloak would keep their PATs working on every replica
+/// for as long as that one replica stays cut off. Before the fix, B stayed
+/// on `Pass::Standby` forever here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_owner_sync_gives_its_lease_up() {
+    use std::sync::Arc;
+
+    use portcullis::owners::{OwnerSync, Pass};
+    use portcullis::pat::{OwnerSyncConfig, PatConfig, PatValidator};
+    use portcullis::revocation::Revoker;
+
+    run_sqlite(|store| async move {
+        setup(&store).await;
+        const ISSUER: &str = "https://kc.example.org/realms/main";
+        let (_, mut row) = token("lena", secs(3600));
+        row.user_issuer = ISSUER.into();
+        store.insert(row).await.expect("insert");
+        // A closed port: every pass that reads Keycloak fails.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let replica = || {
+            let cfg = OwnerSyncConfig {
+                issuer: ISSUER.into(),
+                interval: Duration::from_secs(60),
+                client_id: "portcullis-owner-sync".into(),
+                client_secret: Some("s".into()),
+                max_staleness: Duration::from_secs(600),
+                keycloak_url: Some(url.clone()),
+                lease: Some(Duration::from_secs(3600)),
+            };
+            let pats = Arc::new(PatValidator::new(store.clone(), &PatConfig::default()));
+            let revoker = Revoker::new(pats.clone());
+            OwnerSync::new(cfg, Default::default(), pats, revoker).unwrap()
+        };
+        let (mut a, mut b) = (replica(), replica());
+        assert!(a.once().await.is_err(), "a cannot reach Keycloak");
+        // B must get its turn (here it fails too, but it tried).
+        let b_pass = b.once().await;
+        assert!(
+            !matches!(b_pass, Ok(Pass::Standby)),
+            "b stood by behind a leaseholder whose passes fail"
+        );
+        assert!(b_pass.is_err());
+    })
+    .await;
+}

@@ -21,7 +21,8 @@
 //! pass). The other replicas stand by (nothing read from Keycloak) and learn
 //! the results through the resync loop and bus hints; when the holder dies
 //! its lease runs out and the next replica to try takes over. A holder
-//! shutting down gives the lease up. Writes stay idempotent, so a pass that
+//! shutting down gives the lease up, and so does a holder whose pass fails
+//! (it may be the one replica cut off from Keycloak). Writes stay idempotent, so a pass that
 //! outlives its lease only repeats work.
 
 pub mod keycloak;
@@ -71,6 +72,11 @@ pub struct OwnerSync {
     last_success: Instant,
     /// This replica held the lease at its last pass.
     held: bool,
+    /// Its last pass of its own failed (and gave the lease up): standing by
+    /// then does not reset its staleness, so in an outage that every
+    /// replica sees, the lease passing from one failing replica to the next
+    /// still lets the staleness grow to `max_staleness`.
+    failing: bool,
 }
 
 impl OwnerSync {
@@ -103,6 +109,7 @@ impl OwnerSync {
             revoker,
             last_success: Instant::now(),
             held: false,
+            failing: false,
         })
     }
 
@@ -113,19 +120,35 @@ impl OwnerSync {
 
     /// One pass over the owners of active PATs, if this replica holds (or
     /// can take) the lease.
+    ///
+    /// A pass that fails gives the lease up: this replica may be the only
+    /// one cut off from Keycloak (or its store calls may be failing), and
+    /// holding the lease would keep every other replica on standby, so an
+    /// owner disabled or deleted in Keycloak would keep their PATs working
+    /// everywhere for as long as this replica stays cut off. Free, the lease
+    /// goes to whichever replica's pass comes next.
     pub async fn once(&mut self) -> Result<Pass, SyncError> {
-        let issuer = self.cfg.issuer.clone();
         let store = self.pats.store().clone();
         if !self.renew(&store).await? {
             return Ok(Pass::Standby);
         }
+        let result = self.pass(&store).await;
+        if result.is_err() {
+            self.release().await;
+        }
+        result
+    }
+
+    /// The pass itself, under the lease.
+    async fn pass(&mut self, store: &Store) -> Result<Pass, SyncError> {
+        let issuer = self.cfg.issuer.clone();
         let mut renewed = Instant::now();
         let owners = store.active_owners(&issuer, Utc::now()).await?;
         let mut changed = 0;
         for user in owners {
             // A long pass keeps its lease, so no second replica starts one.
             if renewed.elapsed() >= self.cfg.interval {
-                if !self.renew(&store).await? {
+                if !self.renew(store).await? {
                     tracing::warn!("PAT owner sync lease lost mid-pass; another replica continues");
                     return Ok(Pass::Standby);
                 }
@@ -242,11 +265,14 @@ impl OwnerSync {
         if let Ok(Pass::Standby) = result {
             // Not this replica's job: the leaseholder reports its staleness
             // (counted from now should this replica take over).
-            self.last_success = Instant::now();
+            if !self.failing {
+                self.last_success = Instant::now();
+            }
             m.owner_sync_standby(std::mem::take(&mut self.held));
             return;
         }
         self.held = true;
+        self.failing = result.is_err();
         let stale = self.staleness();
         m.owner_sync(result.is_ok(), stale);
         if let Err(e) = &result {

@@ -294,6 +294,15 @@ impl Revoker {
                 bus::MAX_VALUE_LEN
             )));
         }
+        if looks_like_jws(value) {
+            // A pasted token instead of its claim: it would be stored in the
+            // deny-list, its `jwt.revoked` event and that event's webhooks.
+            return Err(StoreError::Other(format!(
+                "{} looks like a whole token (three base64url segments); pass its {} claim,                  never the token",
+                kind.as_str(),
+                kind.as_str()
+            )));
+        }
         self.pats
             .store()
             .deny_jwt_by(kind, value, until, cause)
@@ -348,4 +357,20 @@ impl Revoker {
         };
         self.bus.publish(&[hint]).await;
     }
+}
+
+/// A JWS in compact form (`eyJ…` header, three base64url segments): what a
+/// `jti` or `sid` never is (Keycloak's are UUIDs, with a prefix such as
+/// `onrtac:`).
+fn looks_like_jws(v: &str) -> bool {
+    let mut parts = v.split('.');
+    let segments = [parts.next(), parts.next(), parts.next()];
+    parts.next().is_none()
+        && v.starts_with("eyJ")
+        && segments.iter().all(|p| {
+            p.is_some_and(|p| {
+                p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
 }

@@ -387,3 +387,62 @@ fn differential(base: &[u8], rounds: u32) {
         "too few decodable mutations ({both}) to mean anything"
     );
 }
+
+/// Random sequences of `Peer` address members (socket address with or
+/// without `address`, pipe, internal address), each in its own `source`,
+/// `attributes` or `address` occurrence: the oneof's merge must keep what
+/// the generated type keeps, whatever the order.
+#[test]
+fn peer_addresses_merge_like_the_generated_type_in_any_order() {
+    use envoy_types::pb::envoy::config::core::v3::EnvoyInternalAddress;
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..5_000 {
+        let mut bytes = Vec::new();
+        for i in 0..1 + next() % 5 {
+            let kind = match next() % 4 {
+                0 => AddressKind::SocketAddress(SocketAddress {
+                    address: format!("10.0.{round}.{i}"),
+                    ..Default::default()
+                }),
+                1 => AddressKind::SocketAddress(SocketAddress {
+                    port_specifier: Some(
+                        envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
+                            443,
+                        ),
+                    ),
+                    ..Default::default()
+                }),
+                2 => AddressKind::Pipe(Pipe {
+                    path: "/p".into(),
+                    mode: 0,
+                }),
+                _ => AddressKind::EnvoyInternalAddress(EnvoyInternalAddress::default()),
+            };
+            let address = Address {
+                address: Some(kind),
+            }
+            .encode_to_vec();
+            // Sometimes two members in one `Address`, sometimes an empty one.
+            let address = match next() % 3 {
+                0 => [address.clone(), address].concat(),
+                1 => [address, Vec::new()].concat(),
+                _ => address,
+            };
+            let peer = string_field(1, &address);
+            bytes.extend(string_field(1, &string_field(1, &peer)));
+        }
+        let generated = CheckRequest::decode(&bytes[..]).expect("generated");
+        let got = CheckInput::decode(Bytes::from(bytes.clone())).expect("light");
+        assert_eq!(
+            as_maps(kept(&got)),
+            kept_by_generated(&generated),
+            "round {round}: {bytes:?}"
+        );
+    }
+}
