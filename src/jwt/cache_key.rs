@@ -21,12 +21,13 @@ use std::sync::Arc;
 ///
 /// What a hit relies on: to land on another token's entry, a client must
 /// send a different string with the same tag, and a tag is never shown to
-/// anyone. Without the secret that is a 2⁻¹²⁰ guess; even with it (a fixed
-/// secret, below), aiming at a token's tag needs the token itself.
+/// anyone. Without the secret that is a 2⁻¹²⁰ guess; even with it, aiming
+/// at a token's tag needs the token itself.
 #[derive(Clone)]
 pub struct CacheKeys {
-    /// `None` only if aws-lc refused the key (it takes any 32 bytes): then
-    /// nothing is cached, and every token is verified.
+    /// `None` when the system had no randomness, or aws-lc refused the key
+    /// (it takes any 32 bytes): then nothing is cached, and every token is
+    /// verified.
     mac: Option<Arc<aws_lc_rs::aead::LessSafeKey>>,
 }
 
@@ -38,10 +39,12 @@ impl CacheKeys {
     pub fn random() -> CacheKeys {
         let mut secret = [0u8; 32];
         // The system RNG fails only when the kernel has no entropy source
-        // at all. A fixed secret then lets anyone compute tags, which still
-        // does not let them reach another token's entry (see above).
+        // at all. A public secret would still not reach another token's
+        // entry (see above), but lets anyone make two strings collide, so
+        // nothing is cached then: every JWT is verified.
         if aws_lc_rs::rand::fill(&mut secret).is_err() {
-            tracing::warn!("no system randomness for the JWT cache key; using a fixed one");
+            tracing::error!("no system randomness for the JWT cache key: every JWT is verified");
+            return CacheKeys { mac: None };
         }
         CacheKeys::with_secret(&secret)
     }
@@ -126,6 +129,12 @@ mod tests {
             CacheKeys::random().of("a.b.c"),
             CacheKeys::random().of("a.b.c")
         );
+    }
+
+    /// Without a key nothing is cached: no token has a cache key.
+    #[test]
+    fn no_key_means_no_cache_key() {
+        assert_eq!(CacheKeys { mac: None }.of("a.b.c"), None);
     }
 
     #[test]
