@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use envoy_types::ext_authz::v3::pb::CheckRequest;
 
 use crate::load::Clients;
+use crate::wire::Wire;
 use crate::workload::{Kind, Mix, Sources, check_request};
 
 /// `portcullis-bench calls`.
@@ -137,11 +137,8 @@ async fn sources(args: &CallsArgs) -> anyhow::Result<Sources> {
 }
 
 /// The requests in mix order: the `i`-th call sends `reqs[i % len]`.
-async fn requests(
-    args: &CallsArgs,
-    sources: &Sources,
-) -> anyhow::Result<Vec<(Kind, CheckRequest)>> {
-    let mut by_kind: Vec<(Kind, Vec<CheckRequest>)> = Vec::new();
+async fn requests(args: &CallsArgs, sources: &Sources) -> anyhow::Result<Vec<(Kind, Wire)>> {
+    let mut by_kind: Vec<(Kind, Vec<Wire>)> = Vec::new();
     for (kind, _) in &args.mix.0 {
         let toks = match kind {
             Kind::JwtWarm => sources.mint_jwts(args.tokens).await?,
@@ -149,11 +146,11 @@ async fn requests(
             _ => Vec::new(),
         };
         let reqs = if toks.is_empty() {
-            vec![check_request(None, 0)]
+            vec![Wire::encode(&check_request(None, 0))]
         } else {
             toks.iter()
                 .enumerate()
-                .map(|(i, t)| check_request(Some(t), i))
+                .map(|(i, t)| Wire::encode(&check_request(Some(t), i)))
                 .collect()
         };
         by_kind.push((*kind, reqs));
@@ -181,17 +178,17 @@ async fn requests(
 /// Calls `from..from + n` (request `i % len`), `--concurrency` at a time.
 async fn send(
     clients: &Clients,
-    reqs: &[(Kind, CheckRequest)],
+    reqs: &[(Kind, Wire)],
     from: u64,
     n: u64,
     args: &CallsArgs,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(from));
     let end = from + n;
-    let reqs: Arc<[(Kind, CheckRequest)]> = reqs.into();
+    let reqs: Arc<[(Kind, Wire)]> = reqs.into();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let mut client = clients.pick(w);
+        let mut client = clients.wire(w);
         let (next, reqs, strict) = (next.clone(), reqs.clone(), !args.any_outcome);
         workers.push(tokio::spawn(async move {
             loop {
@@ -200,12 +197,10 @@ async fn send(
                     return Ok::<(), anyhow::Error>(());
                 }
                 let (kind, req) = &reqs[(i % reqs.len() as u64) as usize];
-                let resp = client
-                    .check(req.clone())
+                let code = client
+                    .check(req)
                     .await
-                    .with_context(|| format!("call {i} ({kind})"))?
-                    .into_inner();
-                let code = resp.status.as_ref().map_or(-1, |s| s.code);
+                    .with_context(|| format!("call {i} ({kind})"))?;
                 if strict && code != kind.expected_code() {
                     bail!(
                         "call {i} ({kind}): status {code}, expected {}",

@@ -13,6 +13,8 @@
 //! - [`search`]: the run plan (warm-up, handler, find-max, measurement);
 //! - [`report`], [`plot`]: tables, JSON, targets, SVG;
 //! - [`noop`]: the no-op Check server (`--baseline noop`, `portcullis-bench noop`);
+//! - [`wire`]: the generator's Check client (requests encoded once, answers
+//!   read to their status code);
 //! - [`calls`]: a fixed number of Checks with hooks (`portcullis-bench calls`),
 //!   for instruction counts and cache fills.
 
@@ -25,6 +27,7 @@ pub mod noop;
 pub mod plot;
 pub mod report;
 pub mod search;
+pub mod wire;
 pub mod workload;
 
 use std::net::SocketAddr;
@@ -113,6 +116,13 @@ pub struct BenchArgs {
     /// servers a few per cent apart.
     #[arg(long, default_value = "0.05", value_parser = parse_precision)]
     pub search_precision: f64,
+    /// Run the whole --find-max search this many times, the servers taking
+    /// turns in each round, and keep each server's best. A step passes only
+    /// if the server really kept up, so another process's stall can fail a
+    /// step but never pass one: the best of rounds is the figure least
+    /// lowered by the machine's noise. Every round's figure is reported.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub find_max_rounds: u32,
     /// Direct handler calls for the handler-latency phase (in-process only; 0 skips).
     #[arg(long, default_value = "100000")]
     pub handler_calls: u64,

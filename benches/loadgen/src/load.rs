@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cpu;
+use crate::wire::WireClient;
 use crate::workload::{ALL_KINDS, Kind, Mix, Pools};
 
 /// One phase's load.
@@ -35,7 +36,7 @@ pub struct LoadSpec {
 
 /// Check clients, one HTTP/2 connection each.
 #[derive(Clone)]
-pub struct Clients(Vec<AuthorizationClient<Channel>>);
+pub struct Clients(Vec<Channel>);
 
 impl Clients {
     pub async fn connect(url: &str, connections: usize) -> anyhow::Result<Clients> {
@@ -47,18 +48,20 @@ impl Clients {
                 .connect()
                 .await
                 .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
-            v.push(AuthorizationClient::new(ch));
+            v.push(ch);
         }
         Ok(Clients(v))
     }
 
+    /// The generated client on the first connection (for checks done once,
+    /// which show the whole answer).
     pub fn first(&self) -> AuthorizationClient<Channel> {
-        self.0[0].clone()
+        AuthorizationClient::new(self.0[0].clone())
     }
 
-    /// The `i`-th client, round-robin.
-    pub fn pick(&self, i: usize) -> AuthorizationClient<Channel> {
-        self.0[i % self.0.len()].clone()
+    /// The generator's own client on the `i`-th connection, round-robin.
+    pub fn wire(&self, i: usize) -> WireClient {
+        WireClient::new(self.0[i % self.0.len()].clone())
     }
 }
 
@@ -135,7 +138,7 @@ pub async fn run_phase(
     let rec = Arc::new(Mutex::new(Recorded::new()));
     let sem = Arc::new(Semaphore::new(spec.concurrency.max(1)));
     let done = Arc::new(Mutex::new(Instant::now()));
-    let clients = Arc::new(clients.0.clone());
+    let clients: Arc<[WireClient]> = (0..clients.0.len()).map(|i| clients.wire(i)).collect();
     let timeout = spec.timeout;
     let handle = rt.clone();
     let (rec2, done2) = (rec.clone(), done.clone());
@@ -166,11 +169,10 @@ pub async fn run_phase(
                     None => Err("no unique token left (harness bug)".to_owned()),
                     Some(req) => {
                         let mut client = client;
-                        match tokio::time::timeout(timeout, client.check(req)).await {
+                        match tokio::time::timeout(timeout, client.check(&req)).await {
                             Err(_) => Err("timeout".to_owned()),
                             Ok(Err(status)) => Err(format!("grpc {:?}", status.code())),
-                            Ok(Ok(resp)) => {
-                                let code = resp.get_ref().status.as_ref().map_or(-1, |s| s.code);
+                            Ok(Ok(code)) => {
                                 if check_outcome && code != kind.expected_code() {
                                     Err(format!(
                                         "{kind}: status {code}, expected {}",
@@ -252,9 +254,17 @@ pub async fn handler_phase(
             *rec.errors.entry(format!("{kind}: no request")).or_default() += 1;
             continue;
         };
-        // Decoded as the server would, outside the timed part (as the
+        // Decoded as the server does, outside the timed part (as the
         // gRPC server's decode is).
-        let req = portcullis::authz::CheckInput::from_request(&req);
+        let req = match portcullis::authz::CheckInput::decode(req.bytes().clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                *rec.errors
+                    .entry(format!("{kind}: undecodable request: {e}"))
+                    .or_default() += 1;
+                continue;
+            }
+        };
         let t = Instant::now();
         let (_, reply) = svc.reply(&req).await;
         let ns = t.elapsed().as_nanos().max(1) as u64;

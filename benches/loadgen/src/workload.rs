@@ -21,6 +21,8 @@ use portcullis::pat::format;
 use portcullis::store::{NewToken, Store, TokenKind};
 use portcullis_testkit::Req;
 
+use crate::wire::Wire;
+
 /// One kind of request in a mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -208,23 +210,23 @@ pub struct Sources {
     pub pat_prefix: String,
 }
 
-/// Requests ready to send, by kind.
+/// Requests ready to send (encoded once), by kind.
 #[derive(Default)]
 pub struct Pools {
-    warm: HashMap<Kind, Vec<CheckRequest>>,
+    warm: HashMap<Kind, Vec<Wire>>,
     cold: HashMap<Kind, ColdQueue>,
 }
 
 /// Unique requests, each handed out once.
 struct ColdQueue {
-    reqs: Vec<CheckRequest>,
+    reqs: Vec<Wire>,
     next: AtomicUsize,
 }
 
 impl Pools {
     /// The request for the `i`-th request of `kind`; `None` when the unique
     /// requests of a cold kind ran out (counted as an error by the caller).
-    pub fn get(&self, kind: Kind, i: usize) -> Option<CheckRequest> {
+    pub fn get(&self, kind: Kind, i: usize) -> Option<Wire> {
         if let Some(q) = self.cold.get(&kind) {
             let n = q.next.fetch_add(1, Ordering::Relaxed);
             return q.reqs.get(n).cloned();
@@ -234,14 +236,14 @@ impl Pools {
     }
 
     /// Every warm request, to verify once before a run.
-    pub fn warm_requests(&self) -> impl Iterator<Item = (Kind, &CheckRequest)> {
+    pub fn warm_requests(&self) -> impl Iterator<Item = (Kind, &Wire)> {
         self.warm
             .iter()
             .flat_map(|(k, v)| v.iter().map(move |r| (*k, r)))
     }
 
     /// Replaces the unique requests of the cold kinds.
-    pub fn set_cold(&mut self, kind: Kind, reqs: Vec<CheckRequest>) {
+    pub fn set_cold(&mut self, kind: Kind, reqs: Vec<Wire>) {
         self.cold.insert(
             kind,
             ColdQueue {
@@ -272,7 +274,7 @@ impl Sources {
             let reqs = toks
                 .iter()
                 .enumerate()
-                .map(|(i, t)| check_request(Some(t), i))
+                .map(|(i, t)| Wire::encode(&check_request(Some(t), i)))
                 .collect();
             pools.warm.insert(Kind::JwtWarm, reqs);
         }
@@ -281,18 +283,20 @@ impl Sources {
             let reqs = toks
                 .iter()
                 .enumerate()
-                .map(|(i, t)| check_request(Some(t), i))
+                .map(|(i, t)| Wire::encode(&check_request(Some(t), i)))
                 .collect();
             pools.warm.insert(Kind::PatWarm, reqs);
         }
         if kinds.contains(&Kind::Deny) {
-            pools.warm.insert(Kind::Deny, vec![check_request(None, 0)]);
+            pools
+                .warm
+                .insert(Kind::Deny, vec![Wire::encode(&check_request(None, 0))]);
         }
         Ok(pools)
     }
 
     /// Unique requests for `n` uses of a cold kind.
-    pub async fn cold_requests(&self, kind: Kind, n: usize) -> anyhow::Result<Vec<CheckRequest>> {
+    pub async fn cold_requests(&self, kind: Kind, n: usize) -> anyhow::Result<Vec<Wire>> {
         let toks = match kind {
             Kind::JwtCold => self.mint_jwts(n).await?,
             Kind::PatCold => self.create_pats(n, "cold").await?,
@@ -301,7 +305,7 @@ impl Sources {
         Ok(toks
             .iter()
             .enumerate()
-            .map(|(i, t)| check_request(Some(t), i))
+            .map(|(i, t)| Wire::encode(&check_request(Some(t), i)))
             .collect())
     }
 

@@ -89,3 +89,68 @@ fn bench_runs_end_to_end() {
         "{svg:.200}"
     );
 }
+
+/// The saturation search in rounds: each server searched in every round,
+/// the best kept, every round's figure and ratio reported.
+#[test]
+fn find_max_in_rounds_reports_each_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis-bench"))
+        .args([
+            "--rate",
+            "500",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--tokens",
+            "5",
+            "--handler-calls",
+            "0",
+            "--mix",
+            "jwt-warm=100",
+            "--baseline",
+            "noop",
+            "--find-max",
+            "--find-max-rounds",
+            "2",
+            "--step-duration",
+            "200ms",
+            "--search-precision",
+            "0.5",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run portcullis-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("Best of 2 rounds"), "{stdout}");
+    assert!(stdout.contains("portcullis / noop per round: "), "{stdout}");
+    assert_eq!(stderr.matches("find-max round ").count(), 2, "{stderr}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let sat = &report["saturation_rps"];
+    let ours = sat["portcullis"].as_f64().unwrap();
+    let each: Vec<f64> = stdout
+        .lines()
+        .find(|l| l.starts_with("| portcullis |"))
+        .unwrap()
+        .split('|')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .map(|r| r.trim().parse().unwrap())
+        .collect();
+    assert_eq!(each.len(), 2, "{stdout}");
+    assert_eq!(
+        ours,
+        each.iter().copied().fold(0.0, f64::max),
+        "the best round is kept"
+    );
+    assert_eq!(report["settings"]["find_max_rounds"], 2);
+}
