@@ -48,7 +48,7 @@ pub struct OwnerSyncConfig {
     /// (`sync_leases`, `owner_sync:<issuer>`): one replica syncs at a time,
     /// renewing every pass; the others wait and learn the results through
     /// the resync loop. A replica that dies is replaced once its lease runs
-    /// out. Must exceed `interval`. Default: 3 × `interval`.
+    /// out. Must exceed `interval`, at most 7d. Default: 3 × `interval`.
     #[serde(
         default,
         with = "humantime_serde",
@@ -56,6 +56,11 @@ pub struct OwnerSyncConfig {
     )]
     pub lease: Option<Duration>,
 }
+
+/// The longest `pat.owner_sync.lease`. Past it a dead holder stops sync
+/// for longer than anyone would wait, and a far larger one would overflow
+/// the lease's end timestamp (which used to shorten the lease to nothing).
+const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)
@@ -140,6 +145,18 @@ impl OwnerSyncConfig {
             "must be longer than pat.owner_sync.interval (the holder renews it every pass); \
                  default 3 x interval"
                 .into()
+        });
+        p.check(self.lease() <= MAX_LEASE, "pat.owner_sync.lease", || {
+            format!(
+                "{} is over the maximum of 7d (a replica that dies holding the lease stops \
+                 owner sync that long); accepted: longer than interval, at most 7d{}",
+                humantime::format_duration(self.lease()),
+                if self.lease.is_none() {
+                    " (the default is 3 x interval: set lease, or a shorter interval)"
+                } else {
+                    ""
+                }
+            )
         });
         if let Some(u) = &self.keycloak_url {
             p.check(
@@ -279,5 +296,51 @@ mod tests {
                 "pat.owner_sync.lease"
             ]
         );
+    }
+
+    fn valid() -> OwnerSyncConfig {
+        OwnerSyncConfig {
+            issuer: "https://kc.example.org/realms/main".into(),
+            interval: default_interval(),
+            client_id: "sync".into(),
+            client_secret: Some("s".into()),
+            max_staleness: default_max_staleness(),
+            keycloak_url: None,
+            lease: None,
+        }
+    }
+
+    fn lease_problems(c: &OwnerSyncConfig) -> Vec<String> {
+        let mut p = Problems::default();
+        c.validate(&mut p);
+        p.into_vec()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect()
+    }
+
+    /// A lease too long to hold as a timestamp used to become a lease of
+    /// no length; any lease over 7d is now a config error naming the key.
+    #[test]
+    fn a_lease_over_seven_days_is_refused() {
+        let mut c = valid();
+        c.lease = Some(MAX_LEASE);
+        assert_eq!(lease_problems(&c), Vec::<String>::new());
+        for lease in ["7d 1s", "100000years"] {
+            c.lease = Some(humantime::parse_duration(lease).unwrap());
+            let p = lease_problems(&c);
+            assert_eq!(p.len(), 1, "{lease}: {p:?}");
+            assert!(
+                p[0].starts_with("pat.owner_sync.lease: ") && p[0].contains("at most 7d"),
+                "{p:?}"
+            );
+        }
+        // The default (3 x interval) is held to the same bound, and says so.
+        c.lease = None;
+        c.interval = Duration::from_secs(3 * 24 * 3600);
+        c.max_staleness = c.interval;
+        let p = lease_problems(&c);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("the default is 3 x interval"), "{p:?}");
     }
 }
