@@ -13,6 +13,7 @@
 //! - [`search`]: the run plan (warm-up, handler, find-max, measurement);
 //! - [`report`], [`plot`]: tables, JSON, targets, SVG;
 //! - [`noop`]: the no-op Check server (`--baseline noop`, `portcullis-bench noop`);
+//! - [`noop_http`]: the same for Envoy's HTTP ext_authz mode (`noop --http`);
 //! - [`wire`]: the generator's Check client (requests encoded once, answers
 //!   read to their status code);
 //! - [`calls`]: a fixed number of Checks with hooks (`portcullis-bench calls`),
@@ -24,6 +25,7 @@ pub mod calls;
 pub mod cpu;
 pub mod load;
 pub mod noop;
+pub mod noop_http;
 pub mod plot;
 pub mod report;
 pub mod search;
@@ -185,6 +187,10 @@ pub struct NoopArgs {
     /// values) on stderr: what an Envoy config sends.
     #[arg(long)]
     pub show_requests: bool,
+    /// Also answer Envoy's HTTP ext_authz mode (`http_service`) here:
+    /// 200 with the shape's headers to any request (HTTP/1.1).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
 }
 
 /// Runs the load; the exit code is 0 unless the harness itself failed
@@ -214,6 +220,11 @@ pub async fn run_noop(args: NoopArgs) -> anyhow::Result<i32> {
     let mut check = noop::NoopCheck::new(shape);
     if args.show_requests {
         check = check.showing_requests();
+    }
+    if let Some(http) = args.http {
+        let headers = noop_http::headers_of(&check)?;
+        let addr = noop_http::start(http, headers, stop.clone()).await?;
+        eprintln!("no-op HTTP ext_authz server on {addr}");
     }
     let addr = noop::start(args.addr, check, stop.clone()).await?;
     eprintln!("no-op Check server on {addr}");
