@@ -217,20 +217,6 @@ struct Reader<'m> {
     marker: &'m str,
 }
 
-/// Member names seen so far; a token has a dozen or two, so a scan beats
-/// hashing.
-struct Seen<'de>(Vec<Cow<'de, str>>);
-
-impl<'de> Seen<'de> {
-    fn first_time(&mut self, key: &Cow<'de, str>) -> bool {
-        if self.0.iter().any(|k| k == key) {
-            return false;
-        }
-        self.0.push(key.clone());
-        true
-    }
-}
-
 impl<'de> Visitor<'de> for Reader<'_> {
     type Value = Read<'de>;
 
@@ -240,11 +226,13 @@ impl<'de> Visitor<'de> for Reader<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let fail = || de::Error::custom("not the common shape");
-        let mut seen = Seen(Vec::with_capacity(24));
+        // Member names seen so far: a token has a dozen or two, so a scan
+        // beats hashing.
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(24);
         let (mut iss, mut marker, mut nbf, mut exp) = (None, None, None, None);
         let mut c = Claims::default();
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-            if !seen.first_time(&key) {
+            if seen.contains(&key) {
                 return Err(fail());
             }
             match &*key {
@@ -284,6 +272,7 @@ impl<'de> Visitor<'de> for Reader<'_> {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
+            seen.push(key);
         }
         let (Some(iss), Some(exp), Some(_), Some(_)) = (iss, exp, &c.sub, &c.aud) else {
             return Err(fail());
