@@ -25,7 +25,8 @@
 //!     local-JWT PAT, Keycloak-exchanged PAT, login JWT), one path each:
 //!     - [`pat`]: PAT format, hashing, the cached validator;
 //!     - [`jwt`]: issuer keys (discovery, JWKS, refetch; each key parsed
-//!       into aws-lc once), RFC 8725 checks, verified-token cache keyed by
+//!       into aws-lc once), RFC 8725 checks, a common token's claims read
+//!       once (`jwt::payload`), verified-token cache keyed by
 //!       keyed BLAKE3;
 //!     - [`revocation`]: the in-memory JWT deny set and back-channel
 //!       logout marks (and the revoke path);

@@ -20,6 +20,7 @@ pub mod config;
 mod issuer;
 pub mod keys;
 mod logout;
+mod payload;
 mod scopes;
 mod signature;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use issuer::{IssuerKeys, JwksError, KeyLookupError, Published};
 pub use logout::{BACKCHANNEL_LOGOUT_EVENT, LogoutToken, LogoutTokenError};
 pub use scopes::from_roles as scopes_from_roles;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -154,28 +156,32 @@ struct SignedBy {
     key: Arc<keys::VerifyKey>,
 }
 
-/// Claims we read. Derived `Deserialize` rejects duplicate names of these.
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: Option<String>,
+/// Claims we read. Derived `Deserialize` (jsonwebtoken's path, every
+/// string owned) rejects duplicate names of these; [`payload::read`] fills
+/// it borrowing from the payload.
+#[derive(Debug, Default, Deserialize)]
+struct Claims<'a> {
+    sub: Option<Cow<'a, str>>,
     exp: Option<i64>,
     iat: Option<i64>,
-    typ: Option<String>,
-    azp: Option<String>,
-    preferred_username: Option<String>,
-    email: Option<String>,
-    scope: Option<String>,
-    sid: Option<String>,
-    jti: Option<String>,
+    typ: Option<Cow<'a, str>>,
+    azp: Option<Cow<'a, str>>,
+    preferred_username: Option<Cow<'a, str>>,
+    email: Option<Cow<'a, str>>,
+    scope: Option<Cow<'a, str>>,
+    sid: Option<Cow<'a, str>>,
+    jti: Option<Cow<'a, str>>,
     /// Keycloak's service-account marker (see [`credential_kind`]). Read as
     /// any JSON value so an odd type from a custom mapper is simply "not a
-    /// service account" instead of failing the whole token.
-    client_id: Option<serde_json::Value>,
+    /// service account" instead of failing the whole token; only a string
+    /// is kept.
+    #[serde(default, deserialize_with = "payload::any_str")]
+    client_id: Option<Cow<'a, str>>,
     /// The same marker under its pre-`client_id` Keycloak name.
-    #[serde(rename = "clientId")]
-    client_id_legacy: Option<serde_json::Value>,
+    #[serde(default, rename = "clientId", deserialize_with = "payload::any_str")]
+    client_id_legacy: Option<Cow<'a, str>>,
     #[serde(default)]
-    aud: Option<OneOrMany>,
+    aud: Option<OneOrMany<'a>>,
     realm_access: Option<scopes::Roles>,
     /// Confirmation (sender-constrained tokens).
     cnf: Option<serde_json::Value>,
@@ -184,9 +190,9 @@ struct Claims {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+enum OneOrMany<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
 }
 
 struct IssuerRuntime {
@@ -212,6 +218,10 @@ pub struct Verifier {
     scope_sets: scopes::ScopeSets,
     /// Audience lists shared by the verified tokens (the same interning).
     audience_sets: scopes::ScopeSets,
+    /// Whether [`payload::read`] may read the claims: not when the marker
+    /// claim is one of the claims it interprets (`peek` would read that
+    /// member as the marker and jsonwebtoken as itself).
+    read_claims: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -268,11 +278,13 @@ impl Verifier {
                 (cfg.issuer.clone(), rt)
             })
             .collect();
+        let marker_claim = crate::pat::JwtMarker::default().claim;
         Verifier {
             issuers,
             cache: Cache::new(usize::try_from(jwt.cache_capacity).unwrap_or(usize::MAX)),
             keys: CacheKeys::random(),
-            marker_claim: Arc::from(crate::pat::JwtMarker::default().claim.as_str()),
+            read_claims: !payload::READ_NAMES.contains(&marker_claim.as_str()),
+            marker_claim: Arc::from(marker_claim.as_str()),
             captured_claims: Vec::new(),
             scope_sets: Default::default(),
             audience_sets: Default::default(),
@@ -283,6 +295,7 @@ impl Verifier {
     /// (`pat.jwt_marker.claim`; default `token_use`).
     pub fn with_marker_claim(mut self, claim: &str) -> Verifier {
         self.marker_claim = Arc::from(claim);
+        self.read_claims = !payload::READ_NAMES.contains(&claim);
         self
     }
 
@@ -351,11 +364,22 @@ impl Verifier {
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedJwt, JwtError> {
         let (h, p) = token::split(token)?;
         let header = token::header(h)?;
-        let peeked = token::peek(p, &self.marker_claim)?;
-        let rt = self
-            .issuers
-            .get(&peeked.iss)
-            .ok_or(JwtError::UnknownIssuer)?;
+        let text = token::payload_text(p)?;
+        // One pass over the payload for the common shape, else `peek` now
+        // and jsonwebtoken after the signature, as before (`payload`).
+        let read = match header.plain && self.read_claims {
+            true => payload::read(&text, &self.marker_claim),
+            false => None,
+        };
+        let peeked;
+        let (iss, marker) = match &read {
+            Some(r) => (&*r.iss, r.marker.as_deref()),
+            None => {
+                peeked = token::peek_text(&text, &self.marker_claim)?;
+                (peeked.iss.as_str(), peeked.marker.as_deref())
+            }
+        };
+        let rt = self.issuers.get(iss).ok_or(JwtError::UnknownIssuer)?;
         let validation = rt
             .validations
             .get(&header.alg)
@@ -367,24 +391,27 @@ impl Verifier {
         if !key.key_type.fits(header.alg) || key.alg.is_some_and(|a| a != header.alg) {
             return Err(JwtError::KeyMismatch);
         }
-        let data = match key.parsed.get(header.alg) {
-            // The signature against the key parsed at JWKS time, then
-            // jsonwebtoken for everything else it checks.
-            Some(parsed) => {
-                signature::verify(token, parsed)?;
-                jsonwebtoken::decode::<Claims>(token, &key.key, &validation.claims)
-            }
-            None => jsonwebtoken::decode::<Claims>(token, &key.key, &validation.full),
-        }
-        .map_err(map_jwt_err)?;
-        // jsonwebtoken read the header itself: it must have seen the alg the
-        // key was chosen and the signature checked for.
-        if data.header.alg != header.alg {
-            return Err(JwtError::KeyMismatch);
-        }
-        let claims = data.claims;
-        let exp = claims.exp.ok_or(JwtError::Claims("missing exp"))?;
+        let token_use = marker.map(Box::<str>::from);
         let now = unix_now();
+        let claims = match (key.parsed.get(header.alg), read) {
+            // The signature against the key parsed at JWKS time, then
+            // jsonwebtoken's registered-claims checks on the one reading.
+            (Some(parsed), Some(read)) => {
+                signature::verify(token, parsed)?;
+                let leeway = rt.cfg.leeway_seconds;
+                let clock = u64::try_from(now).unwrap_or(0);
+                payload::validate(&read, clock, leeway, &rt.cfg.issuer, &rt.cfg.audiences)?;
+                read.claims
+            }
+            // The signature against the parsed key, then jsonwebtoken for
+            // everything else it checks.
+            (Some(parsed), None) => {
+                signature::verify(token, parsed)?;
+                self.decode(token, &key, &validation.claims, header.alg)?
+            }
+            (None, _) => self.decode(token, &key, &validation.full, header.alg)?,
+        };
+        let exp = claims.exp.ok_or(JwtError::Claims("missing exp"))?;
         let leeway = rt.cfg.leeway_seconds as i64;
         if claims.iat.is_some_and(|iat| iat > now + leeway) {
             return Err(JwtError::Claims("iat is in the future"));
@@ -408,22 +435,22 @@ impl Verifier {
         let captured = if self.captured_claims.is_empty() {
             Vec::new()
         } else {
-            token::payload_map(p)
+            serde_json::from_str(&text)
                 .map(|m| claims::extract_claims(&m, &self.captured_claims))
                 .unwrap_or_default()
         };
         let audiences = self.audience_sets.intern(match claims.aud {
             None => Vec::new(),
-            Some(OneOrMany::One(a)) => vec![a],
-            Some(OneOrMany::Many(v)) => v,
+            Some(OneOrMany::One(a)) => vec![a.into_owned()],
+            Some(OneOrMany::Many(v)) => v.into_iter().map(Cow::into_owned).collect(),
         });
         Ok(VerifiedJwt {
             identity: Arc::new(Identity {
                 kind,
-                subject: sub,
-                username: claims.preferred_username,
-                email: claims.email,
-                client: claims.azp,
+                subject: sub.into_owned(),
+                username: claims.preferred_username.map(Cow::into_owned),
+                email: claims.email.map(Cow::into_owned),
+                client: claims.azp.map(Cow::into_owned),
                 scopes,
                 token_id: None,
                 issuer: Some(rt.issuer.clone()),
@@ -431,11 +458,11 @@ impl Verifier {
                 claims: captured,
                 rendered: Default::default(),
             }),
-            jti: claims.jti.map(String::into_boxed_str),
-            sid: claims.sid.map(String::into_boxed_str),
+            jti: claims.jti.map(Box::from),
+            sid: claims.sid.map(Box::from),
             issued_at: claims.iat,
             audiences,
-            token_use: peeked.marker.map(String::into_boxed_str),
+            token_use,
             cnf,
             dpop: rt.cfg.dpop,
             signed_by: SignedBy {
@@ -443,6 +470,26 @@ impl Verifier {
                 key,
             },
         })
+    }
+
+    /// The claims through `jsonwebtoken::decode` (with or without its
+    /// signature step, as `validation` says), for tokens `payload::read`
+    /// does not take.
+    fn decode(
+        &self,
+        token: &str,
+        key: &keys::VerifyKey,
+        validation: &Validation,
+        alg: Algorithm,
+    ) -> Result<Claims<'static>, JwtError> {
+        let data = jsonwebtoken::decode::<Claims<'static>>(token, &key.key, validation)
+            .map_err(map_jwt_err)?;
+        // jsonwebtoken read the header itself: it must have seen the alg the
+        // key was chosen and the signature checked for.
+        if data.header.alg != alg {
+            return Err(JwtError::KeyMismatch);
+        }
+        Ok(data.claims)
     }
 
     /// Drops `token`'s cached verification (tests, fuzzing).
@@ -481,12 +528,11 @@ impl Verifier {
 /// the token was issued to. `preferred_username` plays no part: its
 /// `service-account-` prefix is only a naming habit, and a user may be able
 /// to choose a name such as `service-account-x`.
-fn credential_kind(claims: &Claims) -> CredentialKind {
+fn credential_kind(claims: &Claims<'_>) -> CredentialKind {
     let Some(azp) = claims.azp.as_deref().filter(|a| !a.is_empty()) else {
         return CredentialKind::Jwt;
     };
-    let names_azp =
-        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()) == Some(azp);
+    let names_azp = |v: &Option<Cow<'_, str>>| v.as_deref() == Some(azp);
     if names_azp(&claims.client_id) || names_azp(&claims.client_id_legacy) {
         CredentialKind::ServiceAccount
     } else {

@@ -4,6 +4,7 @@
 //! These run on untrusted bytes, so they are strict: duplicate top-level
 //! claim names, `crit`, `alg: none` and JWE are refused here.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
@@ -13,30 +14,33 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::JwtError;
+use super::{JwtError, payload};
 
 /// What the header says, after validation.
 #[derive(Debug)]
 pub struct CheckedHeader {
     pub alg: Algorithm,
     pub kid: String,
+    /// Every member a string, none repeated, no `jwk` or `x5c`: a header
+    /// jsonwebtoken's `Header` reads without fail, so the claims may be
+    /// read by [`super::payload::read`] instead of `jsonwebtoken::decode`.
+    pub plain: bool,
 }
 
 /// Splits `header.payload.signature`, refusing JWE and anything else.
 pub fn split(token: &str) -> Result<(&str, &str), JwtError> {
-    let dots = token.bytes().filter(|b| *b == b'.').count();
-    match dots {
-        2 => {}
-        4 => {
+    // `split` on a `char` finds the dots with memchr; counting them with a
+    // byte filter cost about 3k instructions per token.
+    let mut parts = token.split('.');
+    let h = parts.next().unwrap_or_default();
+    let (p, s) = match (parts.next(), parts.next(), parts.count()) {
+        (Some(p), Some(s), 0) => (p, s),
+        (Some(_), Some(_), 2) => {
             return Err(JwtError::Malformed(
                 "encrypted tokens (JWE) are not accepted",
             ));
         }
         _ => return Err(JwtError::Malformed("not a JWT (expected 3 segments)")),
-    }
-    let mut parts = token.splitn(3, '.');
-    let (Some(h), Some(p), Some(s)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed("not a JWT (expected 3 segments)"));
     };
     if h.is_empty() || p.is_empty() {
         return Err(JwtError::Malformed("empty JWT segment"));
@@ -59,12 +63,6 @@ fn b64_utf8(segment: &str, what: &'static str, not_utf8: &'static str) -> Result
     String::from_utf8(b64(segment, what)?).map_err(|_| JwtError::Malformed(not_utf8))
 }
 
-/// The payload as a JSON object (for mapped claims, after verification).
-pub fn payload_map(segment: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let text = b64_utf8(segment, "bad base64 in payload", "payload is not UTF-8").ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Header `typ` values an access token may carry (absent is accepted too).
 const ACCESS_TYPS: &[&str] = &["JWT", "at+jwt", "application/at+jwt"];
 /// Header `typ` values of a back-channel logout token (required).
@@ -82,6 +80,63 @@ pub fn header_typed(
     typs: &[&str],
     typ_required: bool,
 ) -> Result<CheckedHeader, JwtError> {
+    let text = b64_utf8(
+        segment,
+        "header is not valid base64url",
+        "header is not valid UTF-8",
+    )?;
+    let (fields, plain) = match plain_header(&text) {
+        Some(fields) => (fields, true),
+        None => (raw_header(&text)?, false),
+    };
+    if fields.enc {
+        return Err(JwtError::Malformed(
+            "encrypted tokens (JWE) are not accepted",
+        ));
+    }
+    if fields.crit {
+        return Err(JwtError::Header(
+            "critical header extensions (crit) are not supported",
+        ));
+    }
+    let alg = match fields.alg.as_deref() {
+        None => return Err(JwtError::Header("missing alg")),
+        Some(a) if a.eq_ignore_ascii_case("none") => {
+            return Err(JwtError::Header("alg none is not accepted"));
+        }
+        Some(a) => Algorithm::from_str(a).map_err(|_| JwtError::Header("unsupported alg"))?,
+    };
+    match fields.typ.as_deref() {
+        Some(typ) if !typs.iter().any(|t| typ.eq_ignore_ascii_case(t)) => {
+            return Err(JwtError::Header("unexpected typ header"));
+        }
+        None if typ_required => return Err(JwtError::Header("missing typ header")),
+        _ => {}
+    }
+    let kid = fields.kid.ok_or(JwtError::Header("missing kid"))?;
+    if kid.is_empty() || kid.len() > 256 {
+        return Err(JwtError::Header("invalid kid"));
+    }
+    Ok(CheckedHeader {
+        alg,
+        kid: kid.into_owned(),
+        plain,
+    })
+}
+
+/// The header members the checks read.
+struct HeaderFields<'a> {
+    alg: Option<Cow<'a, str>>,
+    kid: Option<Cow<'a, str>>,
+    typ: Option<Cow<'a, str>>,
+    crit: bool,
+    enc: bool,
+}
+
+/// The header read as it always was: `alg`, `kid` and `typ` strings or
+/// `null`, no repeated `alg`, `kid`, `typ`, `crit` or `enc`, anything else
+/// ignored.
+fn raw_header(text: &str) -> Result<HeaderFields<'static>, JwtError> {
     #[derive(serde::Deserialize)]
     struct Raw {
         alg: Option<String>,
@@ -91,42 +146,69 @@ pub fn header_typed(
         enc: Option<serde_json::Value>,
         // jku, x5u, jwk, x5c: deliberately never read (RFC 8725 §3.10).
     }
-    let text = b64_utf8(
-        segment,
-        "header is not valid base64url",
-        "header is not valid UTF-8",
-    )?;
-    let raw: Raw = serde_json::from_str(&text)
+    let raw: Raw = serde_json::from_str(text)
         .map_err(|_| JwtError::Malformed("header is not a valid JSON object"))?;
-    if raw.enc.is_some() {
-        return Err(JwtError::Malformed(
-            "encrypted tokens (JWE) are not accepted",
-        ));
-    }
-    if raw.crit.is_some() {
-        return Err(JwtError::Header(
-            "critical header extensions (crit) are not supported",
-        ));
-    }
-    let alg = match raw.alg.as_deref() {
-        None => return Err(JwtError::Header("missing alg")),
-        Some(a) if a.eq_ignore_ascii_case("none") => {
-            return Err(JwtError::Header("alg none is not accepted"));
+    Ok(HeaderFields {
+        alg: raw.alg.map(Cow::Owned),
+        kid: raw.kid.map(Cow::Owned),
+        typ: raw.typ.map(Cow::Owned),
+        crit: raw.crit.is_some(),
+        enc: raw.enc.is_some(),
+    })
+}
+
+/// The common header in one borrowing pass, or `None`: an object whose
+/// members are all strings, no name repeated, and none of `jwk`, `x5c`,
+/// `crit`, `enc`. [`raw_header`] reads such a header the same way, and so
+/// does jsonwebtoken's `Header` (every member it types is a string or
+/// unknown, and unknown members land in its string map), which is what lets
+/// the claims skip jsonwebtoken (`CheckedHeader::plain`).
+fn plain_header(text: &str) -> Option<HeaderFields<'_>> {
+    struct Plain;
+    impl<'de> Visitor<'de> for Plain {
+        type Value = HeaderFields<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object of strings")
         }
-        Some(a) => Algorithm::from_str(a).map_err(|_| JwtError::Header("unsupported alg"))?,
-    };
-    match raw.typ.as_deref() {
-        Some(typ) if !typs.iter().any(|t| typ.eq_ignore_ascii_case(t)) => {
-            return Err(JwtError::Header("unexpected typ header"));
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
+            let mut h = HeaderFields {
+                alg: None,
+                kid: None,
+                typ: None,
+                crit: false,
+                enc: false,
+            };
+            while let Some(key) = map.next_key::<payload::Text<'de>>()? {
+                let key = key.0;
+                if seen.contains(&key) || matches!(&*key, "jwk" | "x5c" | "crit" | "enc") {
+                    return Err(serde::de::Error::custom("not a plain header"));
+                }
+                let value = map.next_value::<payload::Text<'de>>()?.0;
+                match &*key {
+                    "alg" => h.alg = Some(value),
+                    "kid" => h.kid = Some(value),
+                    "typ" => h.typ = Some(value),
+                    _ => {}
+                }
+                seen.push(key);
+            }
+            Ok(h)
         }
-        None if typ_required => return Err(JwtError::Header("missing typ header")),
-        _ => {}
     }
-    let kid = raw.kid.ok_or(JwtError::Header("missing kid"))?;
-    if kid.is_empty() || kid.len() > 256 {
-        return Err(JwtError::Header("invalid kid"));
-    }
-    Ok(CheckedHeader { alg, kid })
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = de.deserialize_map(Plain).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+/// The payload as UTF-8 JSON text, refused as [`peek`] refuses it.
+pub fn payload_text(segment: &str) -> Result<String, JwtError> {
+    b64_utf8(
+        segment,
+        "payload is not valid base64url",
+        "payload is not valid UTF-8",
+    )
 }
 
 /// What [`peek`] read from the payload.
@@ -144,12 +226,12 @@ pub struct Peeked {
 /// string is refused rather than ignored: a token that looks like a PAT must
 /// never be waved through as a plain login token.
 pub fn peek(segment: &str, marker: &str) -> Result<Peeked, JwtError> {
-    let text = b64_utf8(
-        segment,
-        "payload is not valid base64url",
-        "payload is not valid UTF-8",
-    )?;
-    let mut de = serde_json::Deserializer::from_str(&text);
+    peek_text(&payload_text(segment)?, marker)
+}
+
+/// [`peek`] on the payload already decoded by [`payload_text`].
+pub fn peek_text(text: &str, marker: &str) -> Result<Peeked, JwtError> {
+    let mut de = serde_json::Deserializer::from_str(text);
     let (iss, marker) = de.deserialize_map(Peek { marker }).map_err(|e| {
         let e = e.to_string();
         if e.starts_with("duplicate claim") {
@@ -266,5 +348,20 @@ mod tests {
         assert!(split("a.b.c.d.e").unwrap_err().to_string().contains("JWE"));
         assert!(split("a.b").is_err());
         assert!(split("a.b.").is_err());
+        for bad in [
+            "",
+            "abc",
+            ".",
+            "..",
+            "a.b.c.d",
+            "a.b.c.d.e.f",
+            "a..c",
+            ".b.c",
+        ] {
+            assert!(split(bad).is_err(), "{bad}");
+        }
+        assert_eq!(split("a.b.c").unwrap(), ("a", "b"));
+        let e = split("a.b.c.d").unwrap_err().to_string();
+        assert!(e.contains("3 segments"), "{e}");
     }
 }
