@@ -1,12 +1,13 @@
 //! Who the caller is, once a credential has been verified. Every credential
 //! path (login JWT, service account, PAT) produces an [`Identity`]; policy
-//! decides on it and the response builder turns it into `x-auth-*` headers.
+//! decides on it and the response builder turns it into `x-auth-*` headers
+//! (written from these fields on every allow: nothing rendered is kept
+//! here, so a cached identity costs only its own values).
 
-use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 pub use crate::policy::CredentialKind;
 
@@ -88,50 +89,4 @@ pub struct Identity {
     /// Claims named in `identity_headers.claims`, as (claim, value); only
     /// JWTs carry them.
     pub claims: Vec<(Arc<str>, String)>,
-    /// Identity headers and metadata rendered for this identity (filled on
-    /// its first allow; empty in a clone, ignored by `==`).
-    pub rendered: RenderCache,
-}
-
-/// A slot for what the response builder renders from an identity (its
-/// headers and metadata), filled on the identity's first allow. Typed by
-/// the reader (`authz::headers`), so `identity` needs nothing above it.
-/// Never part of an identity's equality; a clone starts empty (a cloned
-/// identity is usually then changed).
-#[derive(Default)]
-pub struct RenderCache(OnceLock<Arc<dyn Any + Send + Sync>>);
-
-impl RenderCache {
-    /// The cached value, if one of type `T` was stored.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.0.get()?.clone().downcast().ok()
-    }
-
-    /// Stores `v` unless a value is already there.
-    pub fn set<T: Any + Send + Sync>(&self, v: Arc<T>) {
-        let _ = self.0.set(v);
-    }
-}
-
-impl Clone for RenderCache {
-    fn clone(&self) -> Self {
-        RenderCache::default()
-    }
-}
-
-impl PartialEq for RenderCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for RenderCache {}
-
-impl std::fmt::Debug for RenderCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0.get() {
-            Some(_) => "RenderCache(rendered)",
-            None => "RenderCache(empty)",
-        })
-    }
 }

@@ -2,13 +2,14 @@
 //!
 //! A warm identity's allow is the same for every request it makes, apart
 //! from the route's name and the odd header to remove. So its identity
-//! headers and metadata are encoded to protobuf bytes once, when the
-//! identity is first rendered (`authz::headers`), and an allow splices those
-//! bytes between the few fields built per request. Protobuf concatenates:
-//! two encodings of one message type, one after the other, decode as their
-//! merge (repeated fields and map entries add up), so the spliced bytes
-//! decode as exactly the `CheckResponse` [`response::build_for`]
-//! returns. Every length and key is written by prost's own encoders.
+//! headers and metadata are not built as messages: `authz::render` writes
+//! their protobuf bytes straight from the identity and the configuration's
+//! template, and an allow splices those bytes before the few fields built
+//! per request. Protobuf concatenates: two encodings of one message type,
+//! one after the other, decode as their merge (repeated fields and map
+//! entries add up), so the spliced bytes decode as exactly the
+//! `CheckResponse` [`response::build_for`] returns. The per-request fields
+//! and the outer keys and lengths are written by prost's own encoders.
 //!
 //! [`response::build_for`]: super::response::build_for
 
@@ -18,10 +19,11 @@ use bytes::{Buf, BufMut};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::protobuf::Struct;
 use envoy_types::pb::google::rpc::Status;
-use prost::encoding::{DecodeContext, WireType, message};
+use prost::encoding::{DecodeContext, WireType, encoded_len_varint, key_len, message};
 use prost::{DecodeError, Message};
 
-use super::headers::Rendered;
+use super::render::{Measured, Template};
+use crate::identity::Identity;
 
 /// A Check answer: a whole `CheckResponse`, or an allow spliced from an
 /// identity's pre-encoded headers and metadata and the per-request rest.
@@ -33,8 +35,12 @@ pub struct CheckReply(Inner);
 enum Inner {
     Message(CheckResponse),
     Allow {
-        /// The identity's headers and metadata, encoded once.
-        rendered: Arc<Rendered>,
+        /// The caller, whose headers and metadata are written at encode.
+        id: Arc<Identity>,
+        /// The configuration's names for them.
+        template: Arc<Template>,
+        /// Their sizes, measured once for this answer.
+        measured: Measured,
         /// This request's own `OkHttpResponse` fields: the assertion
         /// header, headers and query parameters to remove.
         ok: OkHttpResponse,
@@ -44,10 +50,19 @@ enum Inner {
 }
 
 impl CheckReply {
-    /// An allow for `rendered`'s identity plus this request's fields.
-    pub(super) fn allow(rendered: Arc<Rendered>, ok: OkHttpResponse, metadata: Struct) -> Self {
+    /// An allow for `id`, its part written by `template`, plus this
+    /// request's fields.
+    pub(super) fn allow(
+        id: Arc<Identity>,
+        template: Arc<Template>,
+        ok: OkHttpResponse,
+        metadata: Struct,
+    ) -> Self {
+        let measured = template.measure(&id);
         CheckReply(Inner::Allow {
-            rendered,
+            id,
+            template,
+            measured,
             ok,
             metadata,
         })
@@ -98,19 +113,17 @@ impl Message for CheckReply {
         match &self.0 {
             Inner::Message(m) => m.encode_raw(buf),
             Inner::Allow {
-                rendered,
+                id,
+                template,
+                measured,
                 ok,
                 metadata,
-            } => {
+            } => template.with_written(id, *measured, |ok_wire, metadata_wire| {
                 // The field order prost uses for a `CheckResponse`.
                 message::encode(STATUS, &Status::default(), buf);
-                message::encode(OK_RESPONSE, &Spliced(rendered.ok_wire(), ok), buf);
-                message::encode(
-                    DYNAMIC_METADATA,
-                    &Spliced(rendered.metadata_wire(), metadata),
-                    buf,
-                );
-            }
+                message::encode(OK_RESPONSE, &Spliced(ok_wire, ok), buf);
+                message::encode(DYNAMIC_METADATA, &Spliced(metadata_wire, metadata), buf);
+            }),
         }
     }
 
@@ -136,16 +149,19 @@ impl Message for CheckReply {
         match &self.0 {
             Inner::Message(m) => m.encoded_len(),
             Inner::Allow {
-                rendered,
+                measured,
                 ok,
                 metadata,
+                ..
             } => {
+                // What `Spliced` writes, from the measured sizes (nothing is
+                // written to learn a length).
+                let part = |tag: u32, inner: usize| {
+                    key_len(tag) + encoded_len_varint(inner as u64) + inner
+                };
                 message::encoded_len(STATUS, &Status::default())
-                    + message::encoded_len(OK_RESPONSE, &Spliced(rendered.ok_wire(), ok))
-                    + message::encoded_len(
-                        DYNAMIC_METADATA,
-                        &Spliced(rendered.metadata_wire(), metadata),
-                    )
+                    + part(OK_RESPONSE, measured.ok + ok.encoded_len())
+                    + part(DYNAMIC_METADATA, measured.metadata + metadata.encoded_len())
             }
         }
     }
@@ -226,7 +242,7 @@ mod tests {
         }
     }
 
-    /// The bytes sent for an allow (first render, then from the cache)
+    /// The bytes sent for an allow (twice: the scratch buffer is reused)
     /// decode to exactly the message the pre-encoding stands for: every
     /// identity header, the claim header, the assertion, the removal of a
     /// spoofed header we do not set (and not of those we set), and all the
@@ -252,7 +268,6 @@ mod tests {
             issuer: Some(Arc::from("https://kc.example/realms/r")),
             expires_at: 0,
             claims: vec![(Arc::from("tenant"), "acme".into())],
-            rendered: Default::default(),
         });
         let req = request(&[
             ("authorization", "Bearer x"),
@@ -305,7 +320,7 @@ mod tests {
             dynamic_metadata: Some(Struct { fields: metadata }),
         };
         let decision = Decision::Allow(id.clone());
-        for pass in ["first render", "cached render"] {
+        for pass in ["first answer", "second answer"] {
             let reply = reply_for(
                 &decision,
                 &RequestView::new(&crate::authz::CheckInput::from_request(&req)),
@@ -321,7 +336,6 @@ mod tests {
             assert_eq!(got, expected, "{pass}");
             assert_eq!(reply.into_response(), expected, "{pass}");
         }
-        assert!(id.rendered.get::<Rendered>().is_some());
     }
 
     /// A client decoding into a `CheckReply` gets the plain message.
