@@ -412,4 +412,4 @@ pub(super) fn field_present(id: &Identity, f: IdentityField) -> bool {
 
 #[cfg(test)]
 #[path = "tests/render.rs"]
-mod tests;
+pub(super) mod tests;

@@ -338,6 +338,47 @@ mod tests {
         }
     }
 
+    /// What Envoy receives for an allow, for every identity and
+    /// `identity_headers` configuration of the render tests, equals the
+    /// answer built from the pre-stop-26 rendering: the headers in order,
+    /// the metadata with `route`, and `encoded_len` exact.
+    #[test]
+    fn every_identity_gets_the_reference_answer() {
+        use crate::authz::render::tests::{configs, identities, reference};
+        let req = request(&[("authorization", "Bearer x")]);
+        let landed = Landed {
+            route: None,
+            label: "r",
+            assertion: None,
+        };
+        for cfg in configs() {
+            let surface = Surface {
+                headers: IdentityHeaders::compile(&cfg),
+                ..Surface::default()
+            };
+            for id in identities() {
+                let (ok, mut metadata) = reference(&cfg, &id);
+                metadata.fields.insert("route".into(), s("r"));
+                let expected = CheckResponse {
+                    status: Some(Status::default()),
+                    http_response: Some(HttpResponse::OkResponse(ok)),
+                    dynamic_metadata: Some(metadata),
+                };
+                let reply = reply_for(
+                    &Decision::Allow(Arc::new(id)),
+                    &RequestView::new(&crate::authz::CheckInput::from_request(&req)),
+                    &landed,
+                    &surface,
+                    &ResponseOptions::default(),
+                );
+                let bytes = reply.encode_to_vec();
+                assert_eq!(bytes.len(), reply.encoded_len());
+                let got = CheckResponse::decode(bytes.as_slice()).expect("decodes");
+                assert_eq!(got, expected, "{cfg:?}");
+            }
+        }
+    }
+
     /// A client decoding into a `CheckReply` gets the plain message.
     #[test]
     fn decoding_into_a_reply_yields_the_message() {

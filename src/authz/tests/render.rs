@@ -18,7 +18,10 @@ use crate::identity::{CredentialKind, Identity};
 /// built-in headers in `IdentityField::ALL` order, then mapped claims in
 /// config order; metadata `subject`, `issuer`, `username`, `client`,
 /// `method`, `token_id`, `scopes` and `claims`.
-fn reference(cfg: &IdentityHeadersConfig, id: &Identity) -> (OkHttpResponse, Struct) {
+pub(in crate::authz) fn reference(
+    cfg: &IdentityHeadersConfig,
+    id: &Identity,
+) -> (OkHttpResponse, Struct) {
     let prefix = cfg.prefix.to_ascii_lowercase();
     let scopes = id.scopes.join(" ");
     let field_value = |f: IdentityField| -> Option<&str> {
@@ -83,7 +86,7 @@ fn reference(cfg: &IdentityHeadersConfig, id: &Identity) -> (OkHttpResponse, Str
     )
 }
 
-fn configs() -> Vec<IdentityHeadersConfig> {
+pub(in crate::authz) fn configs() -> Vec<IdentityHeadersConfig> {
     let long_header = format!("x-{}", "h".repeat(200));
     let claims = |m: &[(&str, &str)]| -> BTreeMap<String, String> {
         m.iter()
@@ -146,7 +149,7 @@ fn id(kind: CredentialKind, subject: &str) -> Identity {
     }
 }
 
-fn identities() -> Vec<Identity> {
+pub(in crate::authz) fn identities() -> Vec<Identity> {
     let long = "v".repeat(300);
     let huge = "w".repeat(20_000);
     let full = |kind, sub: &str, v: &str| Identity {
