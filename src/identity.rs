@@ -7,6 +7,7 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use crate::policy::CredentialKind;
@@ -89,4 +90,58 @@ pub struct Identity {
     /// Claims named in `identity_headers.claims`, as (claim, value); only
     /// JWTs carry them.
     pub claims: Vec<(Arc<str>, String)>,
+    /// What writing this identity's headers learned once (filled on its
+    /// first allow; unknown in a clone, ignored by `==`). One byte in the
+    /// struct's padding: nothing rendered is kept here.
+    pub rendered: RenderHints,
+}
+
+/// Whether an identity's header values are free of control characters
+/// (then an allow copies them as they are), learned on its first allow
+/// (`authz::render`). Like every field of an identity it is fixed once the
+/// identity is shared (`Arc`); a clone starts unknown, since a cloned
+/// identity is usually then changed.
+#[derive(Default)]
+pub struct RenderHints(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const CLEAN: u8 = 1;
+const NEEDS_REPLACING: u8 = 2;
+
+impl RenderHints {
+    /// `Some(true)` when no header value needs a replacement, `None` when
+    /// not yet learned.
+    pub fn clean(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            CLEAN => Some(true),
+            NEEDS_REPLACING => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Records what was learned.
+    pub fn set_clean(&self, clean: bool) {
+        let v = if clean { CLEAN } else { NEEDS_REPLACING };
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+impl Clone for RenderHints {
+    fn clone(&self) -> Self {
+        RenderHints(AtomicU8::new(UNKNOWN))
+    }
+}
+
+impl PartialEq for RenderHints {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RenderHints {}
+
+impl std::fmt::Debug for RenderHints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RenderHints(clean: {:?})", self.clean())
+    }
 }

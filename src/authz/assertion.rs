@@ -313,6 +313,7 @@ mod tests {
             issuer: Some(Arc::from("https://idp.example")),
             expires_at: crate::jwt::unix_now() + 3600,
             claims: Vec::new(),
+            rendered: Default::default(),
         }
     }
 

@@ -273,5 +273,6 @@ fn pat_identity(rec: &PatGrant) -> Identity {
         issuer: Some(rec.user_issuer.clone()).filter(|i| !i.is_empty()),
         expires_at: rec.expires_at.timestamp(),
         claims: Vec::new(),
+        rendered: Default::default(),
     }
 }

@@ -109,22 +109,34 @@ impl Val<'_> {
         }
     }
 
-    fn write(self, out: &mut Vec<u8>, header: bool, clean: bool) {
-        let put = |out: &mut Vec<u8>, s: &str| {
-            if header && !clean {
-                put_safe(out, s)
-            } else {
-                out.extend_from_slice(s.as_bytes())
-            }
-        };
+    /// Writes the value as it is (metadata, and clean header values).
+    fn write_raw(self, out: &mut Vec<u8>) {
         match self {
-            Val::Str(s) => put(out, s),
+            Val::Str(s) => out.extend_from_slice(s.as_bytes()),
             Val::Scopes(v) => {
                 for (i, s) in v.iter().enumerate() {
                     if i > 0 {
                         out.push(b' ');
                     }
-                    put(out, s);
+                    out.extend_from_slice(s.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// Writes the value as a header value (`response::header_safe`).
+    fn write_header(self, out: &mut Vec<u8>, clean: bool) {
+        if clean {
+            return self.write_raw(out);
+        }
+        match self {
+            Val::Str(s) => put_safe(out, s),
+            Val::Scopes(v) => {
+                for (i, s) in v.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b' ');
+                    }
+                    put_safe(out, s);
                 }
             }
         }
@@ -211,7 +223,15 @@ impl Template {
 
     /// Sizes of `id`'s part; computed once per answer.
     pub fn measure(&self, id: &Identity) -> Measured {
-        let clean = values_clean(id);
+        // Scanned once per identity: a cached JWT's values never change.
+        let clean = match id.rendered.clean() {
+            Some(c) => c,
+            None => {
+                let c = values_clean(id);
+                id.rendered.set_clean(c);
+                c
+            }
+        };
         let mut ok = 0;
         for (f, name) in self.fields.iter() {
             if let Some(v) = field_value(id, *f) {
@@ -325,15 +345,24 @@ const CLAIMS_KEY: &[u8] = b"\x0a\x06claims";
 fn write_header(out: &mut Vec<u8>, name: &[u8], v: Val<'_>, clean: bool) {
     let len = v.header_len(clean);
     let (hv, hvo) = header_lens(name.len(), len);
-    out.push(OK_HEADERS);
-    put_varint(out, hvo);
-    out.push(HVO_HEADER);
-    put_varint(out, hv);
+    if hvo < 0x80 {
+        // The usual case: every length fits one byte.
+        out.extend_from_slice(&[OK_HEADERS, hvo as u8, HVO_HEADER, hv as u8]);
+    } else {
+        out.push(OK_HEADERS);
+        put_varint(out, hvo);
+        out.push(HVO_HEADER);
+        put_varint(out, hv);
+    }
     out.extend_from_slice(name);
     if len > 0 {
-        out.push(HV_VALUE);
-        put_varint(out, len);
-        v.write(out, true, clean);
+        if len < 0x80 {
+            out.extend_from_slice(&[HV_VALUE, len as u8]);
+        } else {
+            out.push(HV_VALUE);
+            put_varint(out, len);
+        }
+        v.write_header(out, clean);
     }
     out.extend_from_slice(&HVO_TAIL);
 }
@@ -341,14 +370,21 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], v: Val<'_>, clean: bool) {
 fn write_string_entry(out: &mut Vec<u8>, key: &[u8], v: Val<'_>) {
     let len = v.raw_len();
     let (value, entry) = string_entry_lens(key.len(), len);
-    out.push(STRUCT_FIELD);
-    put_varint(out, entry);
-    out.extend_from_slice(key);
-    out.push(ENTRY_VALUE);
-    put_varint(out, value);
-    out.push(VALUE_STRING);
-    put_varint(out, len);
-    v.write(out, false, true);
+    if entry < 0x80 {
+        // The usual case: every length fits one byte.
+        out.extend_from_slice(&[STRUCT_FIELD, entry as u8]);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&[ENTRY_VALUE, value as u8, VALUE_STRING, len as u8]);
+    } else {
+        out.push(STRUCT_FIELD);
+        put_varint(out, entry);
+        out.extend_from_slice(key);
+        out.push(ENTRY_VALUE);
+        put_varint(out, value);
+        out.push(VALUE_STRING);
+        put_varint(out, len);
+    }
+    v.write_raw(out);
 }
 
 /// Are all of `id`'s header values free of anything `header_safe` replaces?

@@ -268,6 +268,7 @@ mod tests {
             issuer: Some(Arc::from("https://kc.example/realms/r")),
             expires_at: 0,
             claims: vec![(Arc::from("tenant"), "acme".into())],
+            rendered: Default::default(),
         });
         let req = request(&[
             ("authorization", "Bearer x"),

@@ -429,6 +429,7 @@ impl Verifier {
                 issuer: Some(rt.issuer.clone()),
                 expires_at: exp,
                 claims: captured,
+                rendered: Default::default(),
             }),
             jti: claims.jti.map(String::into_boxed_str),
             sid: claims.sid.map(String::into_boxed_str),

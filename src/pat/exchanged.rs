@@ -29,6 +29,7 @@ pub fn identity(rec: &PatGrant, jwt: &Identity) -> Identity {
         issuer: jwt.issuer.clone(),
         expires_at: jwt.expires_at.min(rec.expires_at.timestamp()),
         claims: jwt.claims.clone(),
+        rendered: Default::default(),
     }
 }
 

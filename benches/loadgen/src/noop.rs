@@ -101,6 +101,7 @@ fn identity_allow() -> CheckResponse {
         issuer: Some(Arc::from("http://127.0.0.1:9192/realms/dev")),
         expires_at: 0,
         claims: Vec::new(),
+        rendered: Default::default(),
     };
     let req = portcullis_testkit::Req::get("/bench/items/42?q=1")
         .header("x-auth-user", "spoofed")

@@ -146,6 +146,7 @@ fn id(kind: CredentialKind, subject: &str) -> Identity {
         issuer: None,
         expires_at: 0,
         claims: Vec::new(),
+        rendered: Default::default(),
     }
 }
 
@@ -167,6 +168,7 @@ pub(in crate::authz) fn identities() -> Vec<Identity> {
             (Arc::from("groups"), "/a,/b".to_owned()),
             (Arc::from("org.unit"), String::new()),
         ],
+        rendered: Default::default(),
     };
     let mut out = vec![
         // Nothing optional.
@@ -250,7 +252,11 @@ fn control_characters_become_spaces_in_headers_only() {
     let compiled = IdentityHeaders::compile(&IdentityHeadersConfig::default());
     let mut id = id(CredentialKind::Jwt, "a\r\nb\u{85}c©");
     id.scopes = vec!["x\ty".to_owned(), "z".to_owned()].into();
+    assert_eq!(id.rendered.clean(), None);
     let m = compiled.template().measure(&id);
+    // Learned once and kept; a clone (usually changed next) learns anew.
+    assert_eq!(id.rendered.clean(), Some(false));
+    assert_eq!(id.clone().rendered.clean(), None);
     let mut out = Vec::new();
     compiled.template().write(&id, m, &mut out);
     let ok = OkHttpResponse::decode(&out[..m.ok]).expect("decodes");
