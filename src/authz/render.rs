@@ -69,16 +69,13 @@ struct MappedClaim {
     key: Box<[u8]>,
 }
 
-/// Sizes of one identity's part, measured when the answer is built.
+/// Sizes of one identity's part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Measured {
     /// Bytes of the header entries (inside `OkHttpResponse`).
     pub ok: usize,
     /// Bytes of the metadata entries (inside the metadata `Struct`).
     pub metadata: usize,
-    /// No header value needs a control character replaced (the common
-    /// case: values are copied as they are).
-    clean: bool,
 }
 
 /// A value of the identity: a string, or the scopes joined by spaces
@@ -221,17 +218,10 @@ impl Template {
         }
     }
 
-    /// Sizes of `id`'s part; computed once per answer.
+    /// Sizes of `id`'s part without writing it (`encoded_len`; the
+    /// server's encode learns them from what it wrote).
     pub fn measure(&self, id: &Identity) -> Measured {
-        // Scanned once per identity: a cached JWT's values never change.
-        let clean = match id.rendered.clean() {
-            Some(c) => c,
-            None => {
-                let c = values_clean(id);
-                id.rendered.set_clean(c);
-                c
-            }
-        };
+        let clean = clean_of(id);
         let mut ok = 0;
         for (f, name) in self.fields.iter() {
             if let Some(v) = field_value(id, *f) {
@@ -255,29 +245,27 @@ impl Template {
             let value = delimited(claims);
             metadata += delimited(CLAIMS_KEY.len() + delimited(value));
         }
-        Measured {
-            ok,
-            metadata,
-            clean,
-        }
+        Measured { ok, metadata }
     }
 
-    /// Writes `id`'s header entries then its metadata entries into `out`
-    /// (`m` is [`Self::measure`]'s answer for the same identity).
-    pub fn write(&self, id: &Identity, m: Measured, out: &mut Vec<u8>) {
-        out.reserve(m.ok + m.metadata);
+    /// Writes `id`'s header entries then its metadata entries at the end
+    /// of `out`; returns the header entries' length.
+    pub fn write(&self, id: &Identity, out: &mut Vec<u8>) -> usize {
+        let clean = clean_of(id);
+        let start = out.len();
         for (f, name) in self.fields.iter() {
             if let Some(v) = field_value(id, *f) {
-                write_header(out, name, v, m.clean);
+                write_header(out, name, v, clean);
             }
         }
         let mut claims = 0;
         for c in self.claims.iter() {
             if let Some(v) = claim_value(id, &c.claim) {
-                write_header(out, &c.header, Val::Str(v), m.clean);
+                write_header(out, &c.header, Val::Str(v), clean);
                 claims += delimited(string_entry_lens(c.key.len(), v.len()).1);
             }
         }
+        let ok = out.len() - start;
         for (i, v) in metadata_values(id).iter().enumerate() {
             if let Some(v) = v {
                 write_string_entry(out, METADATA_KEYS[i], *v);
@@ -298,21 +286,17 @@ impl Template {
                 }
             }
         }
+        ok
     }
 
     /// Runs `f` on `id`'s part written into this thread's scratch buffer:
     /// (header entries, metadata entries).
-    pub fn with_written<R>(
-        &self,
-        id: &Identity,
-        m: Measured,
-        f: impl FnOnce(&[u8], &[u8]) -> R,
-    ) -> R {
+    pub fn with_written<R>(&self, id: &Identity, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();
-                self.write(id, m, &mut buf);
-                let r = f(&buf[..m.ok], &buf[m.ok..]);
+                let ok = self.write(id, &mut buf);
+                let r = f(&buf[..ok], &buf[ok..]);
                 if buf.capacity() > SCRATCH_KEEP {
                     *buf = Vec::new();
                 }
@@ -321,8 +305,8 @@ impl Template {
             // Only if an encode ever ran inside another on one thread.
             Err(_) => {
                 let mut buf = Vec::new();
-                self.write(id, m, &mut buf);
-                f(&buf[..m.ok], &buf[m.ok..])
+                let ok = self.write(id, &mut buf);
+                f(&buf[..ok], &buf[ok..])
             }
         })
     }
@@ -385,6 +369,19 @@ fn write_string_entry(out: &mut Vec<u8>, key: &[u8], v: Val<'_>) {
         put_varint(out, len);
     }
     v.write_raw(out);
+}
+
+/// Whether `id`'s header values can be copied as they are: scanned once
+/// per identity (a cached JWT's values never change), then read back.
+fn clean_of(id: &Identity) -> bool {
+    match id.rendered.clean() {
+        Some(c) => c,
+        None => {
+            let c = values_clean(id);
+            id.rendered.set_clean(c);
+            c
+        }
+    }
 }
 
 /// Are all of `id`'s header values free of anything `header_safe` replaces?

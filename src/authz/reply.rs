@@ -22,7 +22,7 @@ use envoy_types::pb::google::rpc::Status;
 use prost::encoding::{DecodeContext, WireType, encoded_len_varint, key_len, message};
 use prost::{DecodeError, Message};
 
-use super::render::{Measured, Template};
+use super::render::Template;
 use crate::identity::Identity;
 
 /// A Check answer: a whole `CheckResponse`, or an allow spliced from an
@@ -39,8 +39,6 @@ enum Inner {
         id: Arc<Identity>,
         /// The configuration's names for them.
         template: Arc<Template>,
-        /// Their sizes, measured once for this answer.
-        measured: Measured,
         /// This request's own `OkHttpResponse` fields: the assertion
         /// header, headers and query parameters to remove.
         ok: OkHttpResponse,
@@ -58,11 +56,9 @@ impl CheckReply {
         ok: OkHttpResponse,
         metadata: Struct,
     ) -> Self {
-        let measured = template.measure(&id);
         CheckReply(Inner::Allow {
             id,
             template,
-            measured,
             ok,
             metadata,
         })
@@ -108,21 +104,60 @@ const STATUS: u32 = 1;
 const OK_RESPONSE: u32 = 3;
 const DYNAMIC_METADATA: u32 = 4;
 
+/// Writes an allow from its identity part already written (`ok_wire`,
+/// `metadata_wire`) and the per-request fields.
+fn put_allow(
+    buf: &mut impl BufMut,
+    ok_wire: &[u8],
+    ok: &OkHttpResponse,
+    metadata_wire: &[u8],
+    metadata: &Struct,
+) {
+    // The field order prost uses for a `CheckResponse`.
+    message::encode(STATUS, &Status::default(), buf);
+    message::encode(OK_RESPONSE, &Spliced(ok_wire, ok), buf);
+    message::encode(DYNAMIC_METADATA, &Spliced(metadata_wire, metadata), buf);
+}
+
 impl Message for CheckReply {
+    /// prost's `encode`, except that an allow's identity part is written
+    /// once and its length read from it: the server never measures it
+    /// separately (`encoded_len` does, for other callers).
+    fn encode(&self, buf: &mut impl BufMut) -> Result<(), prost::EncodeError> {
+        let Inner::Allow {
+            id,
+            template,
+            ok,
+            metadata,
+        } = &self.0
+        else {
+            let required = self.encoded_len();
+            if required > buf.remaining_mut() {
+                return Needs(required).encode(buf);
+            }
+            self.encode_raw(buf);
+            return Ok(());
+        };
+        template.with_written(id, |ok_wire, metadata_wire| {
+            let required = allow_len(ok_wire.len(), ok, metadata_wire.len(), metadata);
+            if required > buf.remaining_mut() {
+                return Needs(required).encode(buf);
+            }
+            put_allow(buf, ok_wire, ok, metadata_wire, metadata);
+            Ok(())
+        })
+    }
+
     fn encode_raw(&self, buf: &mut impl BufMut) {
         match &self.0 {
             Inner::Message(m) => m.encode_raw(buf),
             Inner::Allow {
                 id,
                 template,
-                measured,
                 ok,
                 metadata,
-            } => template.with_written(id, *measured, |ok_wire, metadata_wire| {
-                // The field order prost uses for a `CheckResponse`.
-                message::encode(STATUS, &Status::default(), buf);
-                message::encode(OK_RESPONSE, &Spliced(ok_wire, ok), buf);
-                message::encode(DYNAMIC_METADATA, &Spliced(metadata_wire, metadata), buf);
+            } => template.with_written(id, |ok_wire, metadata_wire| {
+                put_allow(buf, ok_wire, ok, metadata_wire, metadata)
             }),
         }
     }
@@ -149,19 +184,14 @@ impl Message for CheckReply {
         match &self.0 {
             Inner::Message(m) => m.encoded_len(),
             Inner::Allow {
-                measured,
+                id,
+                template,
                 ok,
                 metadata,
-                ..
             } => {
-                // What `Spliced` writes, from the measured sizes (nothing is
-                // written to learn a length).
-                let part = |tag: u32, inner: usize| {
-                    key_len(tag) + encoded_len_varint(inner as u64) + inner
-                };
-                message::encoded_len(STATUS, &Status::default())
-                    + part(OK_RESPONSE, measured.ok + ok.encoded_len())
-                    + part(DYNAMIC_METADATA, measured.metadata + metadata.encoded_len())
+                // Measured, not written (see `encode`).
+                let m = template.measure(id);
+                allow_len(m.ok, ok, m.metadata, metadata)
             }
         }
     }
@@ -169,6 +199,46 @@ impl Message for CheckReply {
     fn clear(&mut self) {
         *self = CheckReply::default();
     }
+}
+
+/// A message of `.0` bytes that writes nothing: its (default) `encode`
+/// into a buffer with less room is how prost's `EncodeError` is made
+/// (its constructor is private). Used only when that is the answer.
+struct Needs(usize);
+
+impl Message for Needs {
+    fn encode_raw(&self, _: &mut impl BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0
+    }
+
+    fn clear(&mut self) {}
+}
+
+/// Length of an allow whose identity part takes `ok_part` bytes in the
+/// `OkHttpResponse` and `metadata_part` in the metadata: what
+/// [`put_allow`] writes.
+fn allow_len(
+    ok_part: usize,
+    ok: &OkHttpResponse,
+    metadata_part: usize,
+    metadata: &Struct,
+) -> usize {
+    let part = |tag: u32, inner: usize| key_len(tag) + encoded_len_varint(inner as u64) + inner;
+    message::encoded_len(STATUS, &Status::default())
+        + part(OK_RESPONSE, ok_part + ok.encoded_len())
+        + part(DYNAMIC_METADATA, metadata_part + metadata.encoded_len())
 }
 
 /// One embedded message written as pre-encoded bytes of its type followed
@@ -376,6 +446,13 @@ mod tests {
                 assert_eq!(bytes.len(), reply.encoded_len());
                 let got = CheckResponse::decode(bytes.as_slice()).expect("decodes");
                 assert_eq!(got, expected, "{cfg:?}");
+                // The server's path (`encode`, which measures by writing)
+                // writes the same bytes, and refuses a buffer one byte short.
+                let mut exact = bytes::BytesMut::new();
+                reply.encode(&mut exact).expect("encodes");
+                assert_eq!(exact[..], bytes[..]);
+                let mut short = vec![0u8; bytes.len() - 1];
+                assert!(reply.encode(&mut short.as_mut_slice()).is_err());
             }
         }
     }

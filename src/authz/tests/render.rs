@@ -225,7 +225,7 @@ fn writes_what_the_reference_rendering_encodes() {
             let (ok, metadata) = reference(&cfg, &id);
             let m = template.measure(&id);
             let mut out = Vec::new();
-            template.write(&id, m, &mut out);
+            assert_eq!(template.write(&id, &mut out), m.ok);
             let sub: String = id.subject.chars().take(20).collect();
             let what = format!("{cfg:?} / {sub:?}");
             assert_eq!(out.len(), m.ok + m.metadata, "{what}");
@@ -235,7 +235,7 @@ fn writes_what_the_reference_rendering_encodes() {
             assert_eq!(m.metadata, metadata.encoded_len(), "{what}");
             // The scratch path writes the same bytes, twice in a row.
             for _ in 0..2 {
-                template.with_written(&id, m, |a, b| {
+                template.with_written(&id, |a, b| {
                     assert_eq!((a, b), (&out[..m.ok], &out[m.ok..]), "{what}");
                 });
             }
@@ -258,7 +258,7 @@ fn control_characters_become_spaces_in_headers_only() {
     assert_eq!(id.rendered.clean(), Some(false));
     assert_eq!(id.clone().rendered.clean(), None);
     let mut out = Vec::new();
-    compiled.template().write(&id, m, &mut out);
+    compiled.template().write(&id, &mut out);
     let ok = OkHttpResponse::decode(&out[..m.ok]).expect("decodes");
     let value = |name: &str| {
         ok.headers
