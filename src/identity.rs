@@ -1,12 +1,14 @@
 //! Who the caller is, once a credential has been verified. Every credential
 //! path (login JWT, service account, PAT) produces an [`Identity`]; policy
-//! decides on it and the response builder turns it into `x-auth-*` headers.
+//! decides on it and the response builder turns it into `x-auth-*` headers
+//! (written from these fields on every allow: nothing rendered is kept
+//! here, so a cached identity costs only its own values).
 
-use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use crate::policy::CredentialKind;
 
@@ -88,50 +90,58 @@ pub struct Identity {
     /// Claims named in `identity_headers.claims`, as (claim, value); only
     /// JWTs carry them.
     pub claims: Vec<(Arc<str>, String)>,
-    /// Identity headers and metadata rendered for this identity (filled on
-    /// its first allow; empty in a clone, ignored by `==`).
-    pub rendered: RenderCache,
+    /// What writing this identity's headers learned once (filled on its
+    /// first allow; unknown in a clone, ignored by `==`). One byte in the
+    /// struct's padding: nothing rendered is kept here.
+    pub rendered: RenderHints,
 }
 
-/// A slot for what the response builder renders from an identity (its
-/// headers and metadata), filled on the identity's first allow. Typed by
-/// the reader (`authz::headers`), so `identity` needs nothing above it.
-/// Never part of an identity's equality; a clone starts empty (a cloned
-/// identity is usually then changed).
+/// Whether an identity's header values are free of control characters
+/// (then an allow copies them as they are), learned on its first allow
+/// (`authz::render`). Like every field of an identity it is fixed once the
+/// identity is shared (`Arc`); a clone starts unknown, since a cloned
+/// identity is usually then changed.
 #[derive(Default)]
-pub struct RenderCache(OnceLock<Arc<dyn Any + Send + Sync>>);
+pub struct RenderHints(AtomicU8);
 
-impl RenderCache {
-    /// The cached value, if one of type `T` was stored.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.0.get()?.clone().downcast().ok()
+const UNKNOWN: u8 = 0;
+const CLEAN: u8 = 1;
+const NEEDS_REPLACING: u8 = 2;
+
+impl RenderHints {
+    /// `Some(true)` when no header value needs a replacement, `None` when
+    /// not yet learned.
+    pub fn clean(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            CLEAN => Some(true),
+            NEEDS_REPLACING => Some(false),
+            _ => None,
+        }
     }
 
-    /// Stores `v` unless a value is already there.
-    pub fn set<T: Any + Send + Sync>(&self, v: Arc<T>) {
-        let _ = self.0.set(v);
+    /// Records what was learned.
+    pub fn set_clean(&self, clean: bool) {
+        let v = if clean { CLEAN } else { NEEDS_REPLACING };
+        self.0.store(v, Ordering::Relaxed);
     }
 }
 
-impl Clone for RenderCache {
+impl Clone for RenderHints {
     fn clone(&self) -> Self {
-        RenderCache::default()
+        RenderHints(AtomicU8::new(UNKNOWN))
     }
 }
 
-impl PartialEq for RenderCache {
+impl PartialEq for RenderHints {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for RenderCache {}
+impl Eq for RenderHints {}
 
-impl std::fmt::Debug for RenderCache {
+impl std::fmt::Debug for RenderHints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0.get() {
-            Some(_) => "RenderCache(rendered)",
-            None => "RenderCache(empty)",
-        })
+        write!(f, "RenderHints(clean: {:?})", self.clean())
     }
 }

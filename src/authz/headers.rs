@@ -1,22 +1,21 @@
 //! What an allow tells the upstream and Envoy about the caller: the identity
 //! headers (`identity_headers` config) and the dynamic metadata.
 //!
-//! Both depend only on the identity (plus the route name in the metadata),
-//! so they are rendered once per [`Identity`] and kept in it
-//! ([`crate::identity::RenderCache`]): a cached JWT's identity is rendered on its first
-//! allow, straight to protobuf bytes, and later allows send those bytes as
-//! they are (`authz::reply`): no header is cloned, formatted or encoded
-//! again. A render is tagged with the configuration it was made for, so a
-//! reload never serves stale names.
+//! Both depend only on the identity (plus the route name in the metadata).
+//! A configuration compiles its names once into a [`Template`]; each allow
+//! writes the identity's values between them straight into the answer's
+//! bytes (`authz::render`, `authz::reply`): nothing is kept per identity,
+//! and no header is cloned, formatted or encoded as a message. The
+//! template lives with the configuration, so a reload never serves stale
+//! names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::ext_authz::v3::pb::OkHttpResponse;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use prost::Message;
+use envoy_types::pb::google::protobuf::{Value, value::Kind};
 use serde::{Deserialize, Serialize};
+
+use super::render::{Template, claim_value, field_present};
 
 use crate::config_error::ConfigError;
 use crate::identity::Identity;
@@ -179,19 +178,18 @@ impl IdentityHeadersConfig {
     }
 }
 
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-
 /// The compiled `identity_headers` section.
 #[derive(Debug)]
 pub struct IdentityHeaders {
-    /// Distinguishes renders made for another configuration.
-    generation: u64,
     prefix: Box<str>,
     /// `{prefix}assertion`.
     assertion: Box<str>,
     fields: Vec<(IdentityField, Box<str>)>,
     /// (claim, header), header lower-cased.
     claims: Vec<(Arc<str>, Box<str>)>,
+    /// The same names, encoded for [`super::reply`]; shared with answers
+    /// in flight.
+    template: Arc<Template>,
 }
 
 impl Default for IdentityHeaders {
@@ -210,16 +208,17 @@ impl IdentityHeaders {
                 fields.push((f, format!("{prefix}{}", f.suffix()).into()));
             }
         }
+        let claims: Vec<(Arc<str>, Box<str>)> = cfg
+            .claims
+            .iter()
+            .map(|(c, h)| (Arc::from(c.as_str()), h.to_ascii_lowercase().into()))
+            .collect();
         IdentityHeaders {
-            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             assertion: format!("{prefix}assertion").into(),
             prefix: prefix.into(),
+            template: Arc::new(Template::new(&fields, &claims)),
             fields,
-            claims: cfg
-                .claims
-                .iter()
-                .map(|(c, h)| (Arc::from(c.as_str()), h.to_ascii_lowercase().into()))
-                .collect(),
+            claims,
         }
     }
 
@@ -244,81 +243,16 @@ impl IdentityHeaders {
                 .any(|(_, h)| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
-    /// The rendered headers and metadata of `id`, from its cache when it was
-    /// rendered for this configuration.
-    pub fn rendered(&self, id: &Identity) -> Arc<Rendered> {
-        if let Some(r) = id.rendered.get::<Rendered>()
-            && r.generation == self.generation
-        {
-            return r.clone();
-        }
-        let r = Arc::new(self.render(id));
-        // The first render is kept; after a reload an identity that still
-        // holds an older one is rendered per allow (a reload also replaces
-        // the verified-token cache, so such identities soon go away).
-        id.rendered.set(r.clone());
-        r
+    /// The compiled template of the identity part of an allow.
+    pub(super) fn template(&self) -> &Arc<Template> {
+        &self.template
     }
 
-    fn render(&self, id: &Identity) -> Rendered {
-        let scopes = id.scopes.join(" ");
-        let mut headers = Vec::with_capacity(self.fields.len() + self.claims.len());
-        for (f, name) in &self.fields {
-            if let Some(v) = field_value(id, *f, &scopes) {
-                headers.push(super::response::overwrite(name, v));
-            }
-        }
-        let mut claims = HashMap::new();
-        for (claim, header) in &self.claims {
-            if let Some(v) = claim_value(id, claim) {
-                headers.push(super::response::overwrite(header, v));
-                claims.insert(claim.to_string(), string(v));
-            }
-        }
-        let mut metadata = HashMap::with_capacity(9);
-        let mut put = |k: &str, v: Option<&str>| {
-            if let Some(v) = v {
-                metadata.insert(k.to_owned(), string(v));
-            }
-        };
-        put("subject", Some(&id.subject));
-        put("issuer", id.issuer.as_deref());
-        put("username", id.username.as_deref());
-        put("client", id.client.as_deref());
-        put("method", Some(id.kind.as_str()));
-        put("token_id", id.token_id.as_deref());
-        put("scopes", Some(&scopes));
-        if !claims.is_empty() {
-            metadata.insert(
-                "claims".to_owned(),
-                Value {
-                    kind: Some(Kind::StructValue(Struct { fields: claims })),
-                },
-            );
-        }
-        let ok = OkHttpResponse {
-            headers,
-            ..Default::default()
-        };
-        let metadata = Struct { fields: metadata };
-        let mut wire = Vec::with_capacity(ok.encoded_len() + metadata.encoded_len());
-        ok.encode_raw(&mut wire);
-        let ok_len = wire.len();
-        metadata.encode_raw(&mut wire);
-        Rendered {
-            generation: self.generation,
-            wire: wire.into_boxed_slice(),
-            ok_len,
-        }
-    }
-
-    /// Is `name` (lower-case) among the headers `id`'s render sets? Read
-    /// from the identity by the same rules as [`Self::render`], so a
-    /// render keeps no list of its own.
+    /// Is `name` (lower-case) among the headers an allow of `id` sets?
+    /// Read from the identity by the same rules as [`Template::write`].
     pub(super) fn sets(&self, id: &Identity, name: &str) -> bool {
         if let Some((f, _)) = self.fields.iter().find(|(_, n)| **n == *name) {
-            // The scopes value is irrelevant here: only presence counts.
-            return field_value(id, *f, "").is_some();
+            return field_present(id, *f);
         }
         self.claims
             .iter()
@@ -326,55 +260,9 @@ impl IdentityHeaders {
     }
 }
 
-/// The value of a built-in header for `id` (`scopes` already joined).
-fn field_value<'a>(id: &'a Identity, f: IdentityField, scopes: &'a str) -> Option<&'a str> {
-    match f {
-        IdentityField::Subject => Some(id.subject.as_str()),
-        IdentityField::Issuer => id.issuer.as_deref(),
-        IdentityField::Username => id.username.as_deref(),
-        IdentityField::Email => id.email.as_deref(),
-        IdentityField::Client => id.client.as_deref(),
-        IdentityField::Scopes => Some(scopes),
-        IdentityField::Method => Some(id.kind.as_str()),
-        IdentityField::TokenId => id.token_id.as_deref(),
-    }
-}
-
-/// The value of a mapped claim for `id`, if the token carried it.
-fn claim_value<'a>(id: &'a Identity, claim: &Arc<str>) -> Option<&'a str> {
-    id.claims
-        .iter()
-        .find(|(c, _)| c == claim)
-        .map(|(_, v)| v.as_str())
-}
-
 pub(super) fn string(v: &str) -> Value {
     Value {
         kind: Some(Kind::StringValue(v.to_owned())),
-    }
-}
-
-/// One identity's headers and metadata fields (without `route`), encoded:
-/// what every allow of this identity sends. Only bytes are kept (the
-/// message form would cost several times the memory per cached token).
-#[derive(Debug, PartialEq)]
-pub struct Rendered {
-    generation: u64,
-    /// `OkHttpResponse { headers }` then `Struct { fields }`, encoded.
-    wire: Box<[u8]>,
-    /// Where the `OkHttpResponse` part ends.
-    ok_len: usize,
-}
-
-impl Rendered {
-    /// The encoded `OkHttpResponse` fields (the identity headers).
-    pub(super) fn ok_wire(&self) -> &[u8] {
-        &self.wire[..self.ok_len]
-    }
-
-    /// The encoded `Struct` fields of the dynamic metadata (no `route`).
-    pub(super) fn metadata_wire(&self) -> &[u8] {
-        &self.wire[self.ok_len..]
     }
 }
 

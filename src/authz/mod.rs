@@ -5,8 +5,8 @@
 //! is the one entry point), [`authenticate`] classifies a bearer token once
 //! and verifies it, [`deny`] is the single error → denial mapping and
 //! [`response`] the single decision → `CheckResponse` builder ([`reply`]:
-//! the same answer as sent, an allow spliced from pre-encoded identity
-//! bytes). [`service`] is the tonic glue that can only ever answer
+//! the same answer as sent, an allow's identity part written by
+//! [`render`] from the identity and a per-configuration template). [`service`] is the tonic glue that can only ever answer
 //! `Ok(CheckResponse{status: Some(..)})`. [`build`] makes an engine from a
 //! config.
 
@@ -20,6 +20,7 @@ pub mod engine;
 pub mod explain;
 pub mod headers;
 pub mod input;
+pub mod render;
 pub mod reply;
 pub mod request;
 pub mod response;

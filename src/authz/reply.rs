@@ -2,13 +2,14 @@
 //!
 //! A warm identity's allow is the same for every request it makes, apart
 //! from the route's name and the odd header to remove. So its identity
-//! headers and metadata are encoded to protobuf bytes once, when the
-//! identity is first rendered (`authz::headers`), and an allow splices those
-//! bytes between the few fields built per request. Protobuf concatenates:
-//! two encodings of one message type, one after the other, decode as their
-//! merge (repeated fields and map entries add up), so the spliced bytes
-//! decode as exactly the `CheckResponse` [`response::build_for`]
-//! returns. Every length and key is written by prost's own encoders.
+//! headers and metadata are not built as messages: `authz::render` writes
+//! their protobuf bytes straight from the identity and the configuration's
+//! template, and an allow splices those bytes before the few fields built
+//! per request. Protobuf concatenates: two encodings of one message type,
+//! one after the other, decode as their merge (repeated fields and map
+//! entries add up), so the spliced bytes decode as exactly the
+//! `CheckResponse` [`response::build_for`] returns. The per-request fields
+//! and the outer keys and lengths are written by prost's own encoders.
 //!
 //! [`response::build_for`]: super::response::build_for
 
@@ -18,10 +19,11 @@ use bytes::{Buf, BufMut};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, OkHttpResponse};
 use envoy_types::pb::google::protobuf::Struct;
 use envoy_types::pb::google::rpc::Status;
-use prost::encoding::{DecodeContext, WireType, message};
+use prost::encoding::{DecodeContext, WireType, encoded_len_varint, key_len, message};
 use prost::{DecodeError, Message};
 
-use super::headers::Rendered;
+use super::render::Template;
+use crate::identity::Identity;
 
 /// A Check answer: a whole `CheckResponse`, or an allow spliced from an
 /// identity's pre-encoded headers and metadata and the per-request rest.
@@ -33,8 +35,10 @@ pub struct CheckReply(Inner);
 enum Inner {
     Message(CheckResponse),
     Allow {
-        /// The identity's headers and metadata, encoded once.
-        rendered: Arc<Rendered>,
+        /// The caller, whose headers and metadata are written at encode.
+        id: Arc<Identity>,
+        /// The configuration's names for them.
+        template: Arc<Template>,
         /// This request's own `OkHttpResponse` fields: the assertion
         /// header, headers and query parameters to remove.
         ok: OkHttpResponse,
@@ -44,10 +48,17 @@ enum Inner {
 }
 
 impl CheckReply {
-    /// An allow for `rendered`'s identity plus this request's fields.
-    pub(super) fn allow(rendered: Arc<Rendered>, ok: OkHttpResponse, metadata: Struct) -> Self {
+    /// An allow for `id`, its part written by `template`, plus this
+    /// request's fields.
+    pub(super) fn allow(
+        id: Arc<Identity>,
+        template: Arc<Template>,
+        ok: OkHttpResponse,
+        metadata: Struct,
+    ) -> Self {
         CheckReply(Inner::Allow {
-            rendered,
+            id,
+            template,
             ok,
             metadata,
         })
@@ -93,24 +104,61 @@ const STATUS: u32 = 1;
 const OK_RESPONSE: u32 = 3;
 const DYNAMIC_METADATA: u32 = 4;
 
+/// Writes an allow from its identity part already written (`ok_wire`,
+/// `metadata_wire`) and the per-request fields.
+fn put_allow(
+    buf: &mut impl BufMut,
+    ok_wire: &[u8],
+    ok: &OkHttpResponse,
+    metadata_wire: &[u8],
+    metadata: &Struct,
+) {
+    // The field order prost uses for a `CheckResponse`.
+    message::encode(STATUS, &Status::default(), buf);
+    message::encode(OK_RESPONSE, &Spliced(ok_wire, ok), buf);
+    message::encode(DYNAMIC_METADATA, &Spliced(metadata_wire, metadata), buf);
+}
+
 impl Message for CheckReply {
+    /// prost's `encode`, except that an allow's identity part is written
+    /// once and its length read from it: the server never measures it
+    /// separately (`encoded_len` does, for other callers).
+    fn encode(&self, buf: &mut impl BufMut) -> Result<(), prost::EncodeError> {
+        let Inner::Allow {
+            id,
+            template,
+            ok,
+            metadata,
+        } = &self.0
+        else {
+            let required = self.encoded_len();
+            if required > buf.remaining_mut() {
+                return Needs(required).encode(buf);
+            }
+            self.encode_raw(buf);
+            return Ok(());
+        };
+        template.with_written(id, |ok_wire, metadata_wire| {
+            let required = allow_len(ok_wire.len(), ok, metadata_wire.len(), metadata);
+            if required > buf.remaining_mut() {
+                return Needs(required).encode(buf);
+            }
+            put_allow(buf, ok_wire, ok, metadata_wire, metadata);
+            Ok(())
+        })
+    }
+
     fn encode_raw(&self, buf: &mut impl BufMut) {
         match &self.0 {
             Inner::Message(m) => m.encode_raw(buf),
             Inner::Allow {
-                rendered,
+                id,
+                template,
                 ok,
                 metadata,
-            } => {
-                // The field order prost uses for a `CheckResponse`.
-                message::encode(STATUS, &Status::default(), buf);
-                message::encode(OK_RESPONSE, &Spliced(rendered.ok_wire(), ok), buf);
-                message::encode(
-                    DYNAMIC_METADATA,
-                    &Spliced(rendered.metadata_wire(), metadata),
-                    buf,
-                );
-            }
+            } => template.with_written(id, |ok_wire, metadata_wire| {
+                put_allow(buf, ok_wire, ok, metadata_wire, metadata)
+            }),
         }
     }
 
@@ -136,16 +184,14 @@ impl Message for CheckReply {
         match &self.0 {
             Inner::Message(m) => m.encoded_len(),
             Inner::Allow {
-                rendered,
+                id,
+                template,
                 ok,
                 metadata,
             } => {
-                message::encoded_len(STATUS, &Status::default())
-                    + message::encoded_len(OK_RESPONSE, &Spliced(rendered.ok_wire(), ok))
-                    + message::encoded_len(
-                        DYNAMIC_METADATA,
-                        &Spliced(rendered.metadata_wire(), metadata),
-                    )
+                // Measured, not written (see `encode`).
+                let m = template.measure(id);
+                allow_len(m.ok, ok, m.metadata, metadata)
             }
         }
     }
@@ -153,6 +199,46 @@ impl Message for CheckReply {
     fn clear(&mut self) {
         *self = CheckReply::default();
     }
+}
+
+/// A message of `.0` bytes that writes nothing: its (default) `encode`
+/// into a buffer with less room is how prost's `EncodeError` is made
+/// (its constructor is private). Used only when that is the answer.
+struct Needs(usize);
+
+impl Message for Needs {
+    fn encode_raw(&self, _: &mut impl BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0
+    }
+
+    fn clear(&mut self) {}
+}
+
+/// Length of an allow whose identity part takes `ok_part` bytes in the
+/// `OkHttpResponse` and `metadata_part` in the metadata: what
+/// [`put_allow`] writes.
+fn allow_len(
+    ok_part: usize,
+    ok: &OkHttpResponse,
+    metadata_part: usize,
+    metadata: &Struct,
+) -> usize {
+    let part = |tag: u32, inner: usize| key_len(tag) + encoded_len_varint(inner as u64) + inner;
+    message::encoded_len(STATUS, &Status::default())
+        + part(OK_RESPONSE, ok_part + ok.encoded_len())
+        + part(DYNAMIC_METADATA, metadata_part + metadata.encoded_len())
 }
 
 /// One embedded message written as pre-encoded bytes of its type followed
@@ -226,7 +312,7 @@ mod tests {
         }
     }
 
-    /// The bytes sent for an allow (first render, then from the cache)
+    /// The bytes sent for an allow (twice: the scratch buffer is reused)
     /// decode to exactly the message the pre-encoding stands for: every
     /// identity header, the claim header, the assertion, the removal of a
     /// spoofed header we do not set (and not of those we set), and all the
@@ -305,7 +391,7 @@ mod tests {
             dynamic_metadata: Some(Struct { fields: metadata }),
         };
         let decision = Decision::Allow(id.clone());
-        for pass in ["first render", "cached render"] {
+        for pass in ["first answer", "second answer"] {
             let reply = reply_for(
                 &decision,
                 &RequestView::new(&crate::authz::CheckInput::from_request(&req)),
@@ -321,7 +407,54 @@ mod tests {
             assert_eq!(got, expected, "{pass}");
             assert_eq!(reply.into_response(), expected, "{pass}");
         }
-        assert!(id.rendered.get::<Rendered>().is_some());
+    }
+
+    /// What Envoy receives for an allow, for every identity and
+    /// `identity_headers` configuration of the render tests, equals the
+    /// answer built from the pre-stop-26 rendering: the headers in order,
+    /// the metadata with `route`, and `encoded_len` exact.
+    #[test]
+    fn every_identity_gets_the_reference_answer() {
+        use crate::authz::render::tests::{configs, identities, reference};
+        let req = request(&[("authorization", "Bearer x")]);
+        let landed = Landed {
+            route: None,
+            label: "r",
+            assertion: None,
+        };
+        for cfg in configs() {
+            let surface = Surface {
+                headers: IdentityHeaders::compile(&cfg),
+                ..Surface::default()
+            };
+            for id in identities() {
+                let (ok, mut metadata) = reference(&cfg, &id);
+                metadata.fields.insert("route".into(), s("r"));
+                let expected = CheckResponse {
+                    status: Some(Status::default()),
+                    http_response: Some(HttpResponse::OkResponse(ok)),
+                    dynamic_metadata: Some(metadata),
+                };
+                let reply = reply_for(
+                    &Decision::Allow(Arc::new(id)),
+                    &RequestView::new(&crate::authz::CheckInput::from_request(&req)),
+                    &landed,
+                    &surface,
+                    &ResponseOptions::default(),
+                );
+                let bytes = reply.encode_to_vec();
+                assert_eq!(bytes.len(), reply.encoded_len());
+                let got = CheckResponse::decode(bytes.as_slice()).expect("decodes");
+                assert_eq!(got, expected, "{cfg:?}");
+                // The server's path (`encode`, which measures by writing)
+                // writes the same bytes, and refuses a buffer one byte short.
+                let mut exact = bytes::BytesMut::new();
+                reply.encode(&mut exact).expect("encodes");
+                assert_eq!(exact[..], bytes[..]);
+                let mut short = vec![0u8; bytes.len() - 1];
+                assert!(reply.encode(&mut short.as_mut_slice()).is_err());
+            }
+        }
     }
 
     /// A client decoding into a `CheckReply` gets the plain message.

@@ -9,9 +9,12 @@
 //! `client`, `method`, `token_id`, `scopes`, `route` (and mapped `claims`).
 //!
 //! [`reply_for`] is what the gRPC server sends: an allow for an identity
-//! splices its pre-encoded headers and metadata ([`CheckReply`]).
+//! has its headers and metadata written straight from the identity
+//! ([`CheckReply`], `authz::render`).
 //! [`build_for`] is the same answer as a `CheckResponse` message (decoded
 //! from those bytes), so tests of one test the other.
+
+use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
@@ -115,14 +118,11 @@ pub fn reply_for(
 }
 
 fn allow(
-    id: Option<&Identity>,
+    id: Option<&Arc<Identity>>,
     request: &RequestView<'_>,
     landed: &Landed<'_>,
     surface: &Surface,
 ) -> CheckReply {
-    // Rendered (and encoded) once per identity: a cached JWT's headers and
-    // metadata cost a copy of ready bytes.
-    let rendered = id.map(|id| surface.headers.rendered(id));
     let mut headers = Vec::new();
     if let Some(jwt) = landed.assertion {
         headers.push(overwrite(surface.headers.assertion_header(), jwt));
@@ -176,8 +176,9 @@ fn allow(
     let mut fields = std::collections::HashMap::with_capacity(1);
     fields.insert("route".to_owned(), super::headers::string(landed.label));
     let metadata = Struct { fields };
-    match rendered {
-        Some(r) => CheckReply::allow(r, ok, metadata),
+    match id {
+        // The identity's part is written at encode, from the identity.
+        Some(id) => CheckReply::allow(id.clone(), surface.headers.template().clone(), ok, metadata),
         None => CheckResponse {
             status: Some(Status {
                 code: 0,
@@ -260,6 +261,7 @@ pub fn overwrite(name: &str, value: &str) -> HeaderValueOption {
 }
 
 /// Header values: no control characters (no CR/LF header splitting).
+/// `authz::render` writes the same replacement without a copy.
 fn header_safe(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
