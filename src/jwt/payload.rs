@@ -393,6 +393,24 @@ mod tests {
         }
     }
 
+    /// The repeat check scans the names seen so far: fine for the two or
+    /// three dozen members of a real token, quadratic for a forged payload
+    /// of thousands (about 900 fit in the default 8 KiB token, 7,000 in
+    /// 64 KiB), and this runs before any signature is checked. Past a real
+    /// token's count, the older path (`peek`'s hash set) decides.
+    #[test]
+    fn a_payload_of_many_members_is_left_to_the_older_path() {
+        let members = |n: usize| -> String { (0..n).map(|i| format!(r#","m{i}":0"#)).collect() };
+        let text = |n| {
+            format!(
+                r#"{{"iss":"i","sub":"u","aud":"api","exp":1{}}}"#,
+                members(n)
+            )
+        };
+        assert!(read(&text(40), "").is_some());
+        assert!(read(&text(5000), "").is_none());
+    }
+
     #[test]
     fn validate_checks_as_jsonwebtoken_does() {
         let text = r#"{"iss":"i","sub":"u","aud":["x","api"],"exp":1000,"nbf":900}"#;

@@ -319,6 +319,20 @@ mod tests {
         assert!(header("!!!").is_err());
     }
 
+    /// As `payload::read`: the plain reading's repeat check is a scan, so
+    /// a forged header of thousands of members goes to `raw_header`.
+    #[test]
+    fn a_header_of_many_members_is_not_read_as_plain() {
+        let members = |n: usize| -> String { (0..n).map(|i| format!(r#","m{i}":"v""#)).collect() };
+        let text = |n| enc(&format!(r#"{{"alg":"RS256","kid":"k"{}}}"#, members(n)));
+        assert!(header(&text(8)).unwrap().plain);
+        let many = header(&text(5000)).unwrap();
+        assert_eq!(
+            (many.alg, many.kid.as_str(), many.plain),
+            (Algorithm::RS256, "k", false)
+        );
+    }
+
     #[test]
     fn peek_rejects_duplicates() {
         assert_eq!(peek_issuer(&enc(r#"{"iss":"a","x":1}"#)).unwrap(), "a");
