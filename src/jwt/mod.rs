@@ -21,6 +21,8 @@ mod issuer;
 pub mod keys;
 mod logout;
 mod payload;
+#[cfg(test)]
+mod payload_tests;
 mod scopes;
 mod signature;
 #[cfg(test)]

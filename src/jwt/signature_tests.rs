@@ -23,12 +23,12 @@ use super::keys::{KeySet, VerifyKey, parse_jwks};
 use super::signature::ParsedKeys;
 use super::{IssuerConfig, IssuerKeys, JwtConfig, JwtError, Verifier, unix_now};
 
-const ISS: &str = "https://kc.example.org/realms/diff";
+pub(super) const ISS: &str = "https://kc.example.org/realms/diff";
 
-struct Signer {
-    kid: &'static str,
-    key: EncodingKey,
-    jwk: Jwk,
+pub(super) struct Signer {
+    pub(super) kid: &'static str,
+    pub(super) key: EncodingKey,
+    pub(super) jwk: Jwk,
 }
 
 fn rsa(kid: &'static str, alg: Option<KeyAlgorithm>) -> Signer {
@@ -42,7 +42,7 @@ fn rsa(kid: &'static str, alg: Option<KeyAlgorithm>) -> Signer {
     Signer { kid, key, jwk }
 }
 
-fn ec(kid: &'static str, alg: Algorithm) -> Signer {
+pub(super) fn ec(kid: &'static str, alg: Algorithm) -> Signer {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let curve = match alg {
         Algorithm::ES256 => &ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -87,7 +87,7 @@ fn sign_raw(header: &Value, payload: &Value, key: &EncodingKey, alg: Algorithm) 
 
 /// As [`sign_raw`], from JSON text (duplicate names, number spellings and
 /// escapes that a `Value` cannot carry).
-fn sign_text(header: &str, payload: &str, key: &EncodingKey, alg: Algorithm) -> String {
+pub(super) fn sign_text(header: &str, payload: &str, key: &EncodingKey, alg: Algorithm) -> String {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
@@ -150,7 +150,7 @@ fn verifiers(signers: &[&Signer], extra_jwks: &[Value]) -> (Verifier, Verifier) 
 /// What a verification decided, comparable across the two verifiers:
 /// everything a `VerifiedJwt` carries but the key it rests on.
 #[derive(Debug, PartialEq)]
-struct Verified {
+pub(super) struct Verified {
     identity: crate::identity::Identity,
     jti: Option<Box<str>>,
     sid: Option<Box<str>>,
@@ -160,9 +160,9 @@ struct Verified {
     cnf: super::Confirmation,
 }
 
-type Answer = Result<Verified, JwtError>;
+pub(super) type Answer = Result<Verified, JwtError>;
 
-async fn answer(v: &Verifier, token: &str) -> Answer {
+pub(super) async fn answer(v: &Verifier, token: &str) -> Answer {
     v.verify_uncached(token).await.map(|j| Verified {
         identity: (*j.identity).clone(),
         jti: j.jti,

@@ -157,12 +157,12 @@ fn raw_header(text: &str) -> Result<HeaderFields<'static>, JwtError> {
     })
 }
 
-/// The common header in one borrowing pass, or `None`: an object whose
-/// members are all strings, no name repeated, and none of `jwk`, `x5c`,
-/// `crit`, `enc`. [`raw_header`] reads such a header the same way, and so
-/// does jsonwebtoken's `Header` (every member it types is a string or
-/// unknown, and unknown members land in its string map), which is what lets
-/// the claims skip jsonwebtoken (`CheckedHeader::plain`).
+/// The common header in one borrowing pass, or `None`: an object of at
+/// most `payload::MAX_MEMBERS` members, all strings, no name repeated, and
+/// none of `jwk`, `x5c`, `crit`, `enc`. [`raw_header`] reads such a header
+/// the same way, and so does jsonwebtoken's `Header` (every member it types
+/// is a string or unknown, and unknown members land in its string map),
+/// which is what lets the claims skip jsonwebtoken (`CheckedHeader::plain`).
 fn plain_header(text: &str) -> Option<HeaderFields<'_>> {
     struct Plain;
     impl<'de> Visitor<'de> for Plain {
@@ -181,7 +181,12 @@ fn plain_header(text: &str) -> Option<HeaderFields<'_>> {
             };
             while let Some(key) = map.next_key::<payload::Text<'de>>()? {
                 let key = key.0;
-                if seen.contains(&key) || matches!(&*key, "jwk" | "x5c" | "crit" | "enc") {
+                // The scan is quadratic: a forged header of thousands of
+                // members goes to `raw_header` (`payload::MAX_MEMBERS`).
+                if seen.len() == payload::MAX_MEMBERS
+                    || seen.contains(&key)
+                    || matches!(&*key, "jwk" | "x5c" | "crit" | "enc")
+                {
                     return Err(serde::de::Error::custom("not a plain header"));
                 }
                 let value = map.next_value::<payload::Text<'de>>()?.0;
@@ -317,6 +322,20 @@ mod tests {
             assert!(err.contains(want), "{h}: {err}");
         }
         assert!(header("!!!").is_err());
+    }
+
+    /// As `payload::read`: the plain reading's repeat check is a scan, so
+    /// a forged header of thousands of members goes to `raw_header`.
+    #[test]
+    fn a_header_of_many_members_is_not_read_as_plain() {
+        let members = |n: usize| -> String { (0..n).map(|i| format!(r#","m{i}":"v""#)).collect() };
+        let text = |n| enc(&format!(r#"{{"alg":"RS256","kid":"k"{}}}"#, members(n)));
+        assert!(header(&text(8)).unwrap().plain);
+        let many = header(&text(5000)).unwrap();
+        assert_eq!(
+            (many.alg, many.kid.as_str(), many.plain),
+            (Algorithm::RS256, "k", false)
+        );
     }
 
     #[test]
