@@ -573,3 +573,36 @@ async fn review_dot_segment_with_params_behind_a_named_route_is_refused() {
     })
     .await
 }
+
+/// A caller whose identity has an empty value (a token without scopes: the
+/// header `x-auth-scopes` is set to "") still never lets a client-sent copy
+/// of that header through: the upstream sees our value (empty or absent),
+/// never the forged one, whatever its case or however often it was sent.
+#[tokio::test]
+async fn an_empty_identity_value_never_lets_a_forged_header_through() {
+    bounded(async {
+        let s = Stack::start().await;
+        let t = s.token("alice", &[]);
+        let auth = format!("Bearer {t}");
+        let r = s
+            .get(
+                "/other",
+                &[
+                    ("authorization", &auth),
+                    ("x-auth-scopes", "*:*"),
+                    ("X-Auth-Scopes", "admin:all"),
+                    ("x-auth-subject", "admin"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let seen = Seen::from_body(&r.body);
+        assert_eq!(seen.header("x-auth-subject"), Some("alice"), "{seen:?}");
+        let scopes = seen.header("x-auth-scopes").unwrap_or_default();
+        assert!(
+            !scopes.contains("*:*") && !scopes.contains("admin"),
+            "a forged x-auth-scopes reached the upstream: {seen:?}"
+        );
+    })
+    .await
+}

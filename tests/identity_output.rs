@@ -337,3 +337,69 @@ fn config_check_refuses_hop_by_hop_pseudo_and_invalid_header_names() {
     ));
     assert!(ok, "{text}");
 }
+
+/// Many callers at once on the multi-thread runtime, over real gRPC: each
+/// answer carries exactly its own caller's identity (the identity part is
+/// written per allow in a per-thread scratch buffer). Some callers need
+/// control characters replaced, some are large enough that the scratch
+/// buffer is dropped after use, and each sends forged copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_allows_each_carry_only_their_own_identity() {
+    let e = env(
+        "jwt:\n  max_token_bytes: 65536\nidentity_headers:\n  claims:\n    tenant: x-tenant\npolicy:\n  default: authenticated\n",
+    )
+    .await;
+    let users: Vec<(String, String, String, String)> = (0..12)
+        .map(|i| {
+            let sub = format!("user-{i}");
+            let (tenant, username) = match i % 3 {
+                0 => (format!("t{i}"), format!("u{i}")),
+                1 => (format!("t{i}\r\nx-injected: {i}"), format!("u{i}\u{85}")),
+                // Header and metadata copies together past the 64 KiB
+                // the scratch buffer keeps.
+                _ => (
+                    format!("t{i}{}", "z".repeat(4000)),
+                    format!("u{i}{}", "y".repeat(40_000)),
+                ),
+            };
+            let mut c = e.kc.claims(&sub);
+            c["aud"] = json!(["portcullis", "account"]);
+            c["scope"] = json!(format!("s{i}:read"));
+            c["tenant"] = json!(tenant);
+            c["preferred_username"] = json!(username);
+            (sub, tenant, username, e.kc.sign(&c, &SignOpts::default()))
+        })
+        .collect();
+    let safe = |v: &str| -> String {
+        v.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    let mut tasks = Vec::new();
+    for round in 0..6 {
+        for (sub, tenant, username, token) in users.clone() {
+            let addr = e.srv.grpc_addr;
+            tasks.push(tokio::spawn(async move {
+                let req = Req::get(&format!("/r{round}"))
+                    .bearer(&token)
+                    .header("x-auth-subject", "admin")
+                    .header("x-tenant", "evil");
+                let resp = check(addr, &req).await;
+                let (h, removed) = allowed(&resp);
+                assert_eq!(h["x-auth-subject"], sub);
+                assert_eq!(h.get("x-tenant"), Some(&safe(&tenant)), "{sub}");
+                assert_eq!(h.get("x-auth-username"), Some(&safe(&username)), "{sub}");
+                assert_eq!(h["x-auth-scopes"], format!("s{}:read", &sub[5..]));
+                assert!(removed.is_empty(), "{removed:?}");
+                let md = metadata(&resp);
+                assert_eq!(md["subject"], sub);
+                assert_eq!(md["username"], username);
+                assert_eq!(md["claims.tenant"], tenant);
+                assert_eq!(md["route"], "(default)");
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("check task");
+    }
+}

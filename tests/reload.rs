@@ -237,3 +237,69 @@ async fn pat_owner_issuers_vouch_for_owners_without_a_jwt_issuer() {
     let d = denied(&without.check(&Req::get("/x").bearer(&raw)).await);
     assert_eq!(d.description(), "token owner's issuer is no longer trusted");
 }
+
+/// A reload that changes `identity_headers` (prefix, set, mapped claims)
+/// applies to a token already seen (cached and rendered once): the next
+/// allows carry the new names with the same values made safe, remove the
+/// forged copies the new configuration owns, and never the old names.
+#[tokio::test]
+async fn identity_headers_reload_applies_to_a_token_already_seen() {
+    let a = "policy:\n  default: authenticated\n".to_owned();
+    let b = "identity_headers:\n  prefix: x-user-\n  set: [subject, username]\n  claims:\n    preferred_username: x-name\n    azp: X-Client-App\npolicy:\n  default: authenticated\n".to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, &a).unwrap();
+    let srv = serve_yaml(&a, dir.path(), true).await;
+    let t = DevIssuer::load_existing(dir.path(), None)
+        .unwrap()
+        .mint(&DevTokenSpec {
+            sub: "alice".into(),
+            username: Some("al\r\nx-evil: 1".into()),
+            email: None,
+            scopes: vec!["a:read".into()],
+            expires_in: Duration::from_secs(600),
+            client: "web".into(),
+        })
+        .unwrap();
+    let req = Req::get("/x")
+        .bearer(&t)
+        .header("x-auth-subject", "admin")
+        .header("x-user-subject", "admin")
+        .header("x-user-email", "admin@example.org")
+        .header("X-Name", "admin");
+    for round in 0..2 {
+        std::fs::write(&file, &a).unwrap();
+        assert!(srv.reloader.reload(&loader(&file, dir.path())));
+        for _ in 0..2 {
+            let (h, removed) = allowed(&check(srv.grpc_addr, &req).await);
+            assert_eq!(h["x-auth-subject"], "alice", "{round}");
+            assert_eq!(h["x-auth-username"], "al  x-evil: 1", "{round}");
+            assert!(!h.keys().any(|k| k.starts_with("x-user-")), "{h:?}");
+            assert!(!h.contains_key("x-name"), "{h:?}");
+            assert!(removed.is_empty(), "{removed:?}");
+        }
+        std::fs::write(&file, &b).unwrap();
+        assert!(srv.reloader.reload(&loader(&file, dir.path())));
+        for _ in 0..2 {
+            let (h, mut removed) = allowed(&check(srv.grpc_addr, &req).await);
+            let mut names: Vec<&str> = h.keys().map(String::as_str).collect();
+            names.sort();
+            assert_eq!(
+                names,
+                [
+                    "x-client-app",
+                    "x-name",
+                    "x-user-subject",
+                    "x-user-username"
+                ],
+                "{round}"
+            );
+            assert_eq!(h["x-user-subject"], "alice");
+            assert_eq!(h["x-user-username"], "al  x-evil: 1");
+            assert_eq!(h["x-name"], "al  x-evil: 1");
+            assert_eq!(h["x-client-app"], "web");
+            removed.sort();
+            assert_eq!(removed, ["x-user-email"], "{round}");
+        }
+    }
+}
