@@ -339,6 +339,29 @@ async fn nbf_in_the_future_is_denied() {
     allowed(&e.check(&e.sign(&c)).await);
 }
 
+/// A time claim that is not a number is refused with its name, not as a
+/// bad signature (jsonwebtoken's `InvalidClaimFormat` for `nbf` used to
+/// fall through to "invalid signature").
+#[tokio::test]
+async fn malformed_time_claims_are_denied_by_what_is_wrong() {
+    let e = env().await;
+    for value in [json!("tomorrow"), json!(-5)] {
+        let mut c = e.claims();
+        c["nbf"] = value;
+        assert_invalid_token(&e.check(&e.sign(&c)).await, "nbf is not a number");
+    }
+    // Shapes the claims reader itself cannot take: a malformed token.
+    for (claim, value) in [
+        ("nbf", json!([1])),
+        ("exp", json!("soon")),
+        ("exp", json!({"at": 1})),
+    ] {
+        let mut c = e.claims();
+        c[claim] = value;
+        assert_invalid_token(&e.check(&e.sign(&c)).await, "malformed token");
+    }
+}
+
 #[tokio::test]
 async fn iat_in_the_future_is_denied() {
     let e = env().await;

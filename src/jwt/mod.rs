@@ -593,6 +593,13 @@ fn map_jwt_err(e: jsonwebtoken::errors::Error) -> JwtError {
             "sub" => JwtError::Claims("missing sub"),
             _ => JwtError::Claims("missing required claim"),
         },
+        // Only a present but non-numeric `nbf` or `exp` (a missing or
+        // malformed `exp` is caught as required first).
+        K::InvalidClaimFormat(c) => match c.as_str() {
+            "nbf" => JwtError::Claims("nbf is not a number"),
+            "exp" => JwtError::Claims("exp is not a number"),
+            _ => JwtError::Claims("a claim has an invalid format"),
+        },
         K::Base64(_) => JwtError::Malformed("token is not valid base64url"),
         K::Json(_) | K::Utf8(_) => JwtError::Malformed("claims are not valid JSON"),
         K::InvalidRsaKey(_) | K::InvalidEcdsaKey | K::InvalidKeyFormat => JwtError::KeyMismatch,
